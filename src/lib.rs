@@ -1,1 +1,6 @@
-pub fn x(){}
+//! ws-native: the ws API on a Rust engine. Layers, from the wire up:
+//! `protocol` (sans-IO core) -> `engine` (tokio tasks, batches) -> `binding` (#[napi] glue).
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod protocol;

@@ -1,0 +1,78 @@
+// ws-native-specific typings (additions to what @types/ws 8.18.1 declares).
+// Only type-checked against ws-native (tsconfig.json). Never executed.
+
+import WebSocket, { WebSocketServer, type ClientOptions, type ServerOptions } from 'ws-native';
+import WebSocketCjs = require('ws-native');
+import { IncomingMessage } from 'node:http';
+
+// closeTimeout / maxFragments / maxBufferedChunks
+const serverOptions: ServerOptions = {
+    port: 0,
+    closeTimeout: 5000,
+    maxFragments: 1024,
+    maxBufferedChunks: 4096,
+    maxPayload: 0,
+};
+const clientOptions: ClientOptions = {
+    closeTimeout: 1000,
+    maxFragments: 0,
+    maxBufferedChunks: 0,
+};
+const wss = new WebSocketServer(serverOptions);
+const ws = new WebSocket('ws://127.0.0.1', clientOptions);
+new WebSocket('ws://127.0.0.1', ['a'], { closeTimeout: 10 });
+new WebSocketServer({ noServer: true, closeTimeout: 10, maxFragments: 1, maxBufferedChunks: 1 });
+
+// binaryType 'blob' (supported by ws >= 8.18)
+ws.binaryType = 'blob';
+const bt: 'nodebuffer' | 'arraybuffer' | 'fragments' | 'blob' = ws.binaryType;
+
+// isPaused is a read-only boolean
+const paused: boolean = ws.isPaused;
+// @ts-expect-error isPaused is read-only
+ws.isPaused = true;
+
+// WebSocketServer is generic as a type too
+class MyWebSocket extends WebSocket {
+    room = 'lobby';
+}
+const custom: WebSocketServer<typeof MyWebSocket> = new WebSocketServer<typeof MyWebSocket>({
+    noServer: true,
+    WebSocket: MyWebSocket,
+});
+custom.clients.forEach((client) => console.log(client.room));
+const plain: WebSocketServer<typeof WebSocket, typeof IncomingMessage> = wss;
+
+// `import = require()` form
+const wsCjs: WebSocketCjs = new WebSocketCjs('ws://127.0.0.1');
+const serverCjs = new WebSocketCjs.WebSocketServer({ port: 0, closeTimeout: 1 });
+
+// @ts-expect-error closeTimeout is a number
+new WebSocketServer({ noServer: true, closeTimeout: '1s' });
+// @ts-expect-error maxFragments is a number
+const badClient: ClientOptions = { maxFragments: true };
+
+console.log(bt, paused, plain, wsCjs, serverCjs, badClient);
+
+// verifyClient: the synchronous form is contextually typed (with @types/ws
+// its parameter would implicitly be `any`), the asynchronous form still is.
+class AuthRequest extends IncomingMessage {
+    token?: string;
+}
+new WebSocketServer({
+    noServer: true,
+    verifyClient: (info) => info.secure && info.origin.startsWith('https://') && !!info.req.headers.host,
+});
+new WebSocketServer<typeof WebSocket, typeof AuthRequest>({
+    noServer: true,
+    verifyClient: ({ req }) => req.token !== undefined,
+});
+new WebSocketServer<typeof WebSocket, typeof AuthRequest>({
+    noServer: true,
+    verifyClient: ({ req }, done) => done(req.token !== undefined, 401, 'Unauthorized', { 'Retry-After': 120 }),
+});
+new WebSocketServer({
+    noServer: true,
+    // @ts-expect-error verifyClient must not return a string
+    verifyClient: () => 'yes',
+});

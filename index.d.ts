@@ -1,0 +1,698 @@
+// Type definitions for ws-native.
+//
+// ws-native implements the public API of the npm package `ws` 8.x, so these
+// typings follow the structure of `@types/ws` 8.18.1 (MIT, DefinitelyTyped
+// contributors): code that type-checks against `@types/ws` must type-check
+// unchanged when `ws` is replaced by `ws-native`. Deliberate differences are
+// limited to widenings that cannot reject code accepted by `@types/ws`, plus
+// the options listed in the "ws-native additions" section at the end of the
+// `WebSocket` namespace.
+
+/// <reference types="node" />
+
+import { EventEmitter } from "events";
+import {
+    Agent,
+    ClientRequest,
+    ClientRequestArgs,
+    IncomingMessage,
+    OutgoingHttpHeaders,
+    Server as HTTPServer,
+} from "http";
+import { Server as HTTPSServer } from "https";
+import { createConnection } from "net";
+import { Duplex, DuplexOptions } from "stream";
+import { SecureContextOptions } from "tls";
+import { URL } from "url";
+import { ZlibOptions } from "zlib";
+
+// Everything `Buffer.from()` accepts (the overloads of BufferConstructor['from']
+// can not be extracted, see https://github.com/microsoft/TypeScript/issues/32164).
+type BufferLike =
+    | string
+    | Buffer
+    | DataView
+    | number
+    | ArrayBufferView
+    | Uint8Array
+    | ArrayBuffer
+    | SharedArrayBuffer
+    | Blob
+    | readonly any[]
+    | readonly number[]
+    | { valueOf(): ArrayBuffer }
+    | { valueOf(): SharedArrayBuffer }
+    | { valueOf(): Uint8Array }
+    | { valueOf(): readonly number[] }
+    | { valueOf(): string }
+    | { [Symbol.toPrimitive](hint: string): string };
+
+/**
+ * A WebSocket connection, either a client created with `new WebSocket(url)` or
+ * the server side of a connection accepted by a `WebSocketServer`.
+ * It extends `EventEmitter`.
+ */
+declare class WebSocket extends EventEmitter {
+    /** The connection is not yet open. */
+    static readonly CONNECTING: 0;
+    /** The connection is open and ready to communicate. */
+    static readonly OPEN: 1;
+    /** The connection is in the process of closing. */
+    static readonly CLOSING: 2;
+    /** The connection is closed. */
+    static readonly CLOSED: 3;
+
+    /**
+     * The type of binary data delivered to `'message'` listeners:
+     * `"nodebuffer"` (default, a `Buffer`), `"arraybuffer"` (an `ArrayBuffer`),
+     * `"fragments"` (a `Buffer[]` of the received fragments, without
+     * concatenation) or `"blob"` (a `Blob`).
+     */
+    binaryType: "nodebuffer" | "arraybuffer" | "fragments" | "blob";
+    /**
+     * The number of bytes queued by `send()` and not yet written to the
+     * network. Framing bytes are included; `0` if data was sent immediately.
+     */
+    readonly bufferedAmount: number;
+    /** The extensions negotiated with the peer (the `Sec-WebSocket-Extensions` value). */
+    readonly extensions: string;
+    /** Indicates whether the websocket is paused */
+    readonly isPaused: boolean;
+    /** The subprotocol selected by the server. */
+    readonly protocol: string;
+    /** The current state of the connection */
+    readonly readyState:
+        | typeof WebSocket.CONNECTING
+        | typeof WebSocket.OPEN
+        | typeof WebSocket.CLOSING
+        | typeof WebSocket.CLOSED;
+    /** The URL of the WebSocket server. Server-side connections don't have it. */
+    readonly url: string;
+
+    /** The connection is not yet open. */
+    readonly CONNECTING: 0;
+    /** The connection is open and ready to communicate. */
+    readonly OPEN: 1;
+    /** The connection is in the process of closing. */
+    readonly CLOSING: 2;
+    /** The connection is closed. */
+    readonly CLOSED: 3;
+
+    /** Listener called with an `Event` named "open" when the connection is established. */
+    onopen: ((event: WebSocket.Event) => void) | null;
+    /** Listener called with an `ErrorEvent` named "error" when an error occurs. */
+    onerror: ((event: WebSocket.ErrorEvent) => void) | null;
+    /** Listener called with a `CloseEvent` named "close" when the connection is closed. */
+    onclose: ((event: WebSocket.CloseEvent) => void) | null;
+    /** Listener called with a `MessageEvent` named "message" when a message is received. */
+    onmessage: ((event: WebSocket.MessageEvent) => void) | null;
+
+    constructor(address: null);
+    /**
+     * Open a client connection.
+     *
+     * @param address The URL to connect to (`ws:`, `wss:`, `http:`, `https:`
+     *     or `ws+unix:`)
+     * @param options Connection options, and any option of `http.request()`
+     */
+    constructor(address: string | URL, options?: WebSocket.ClientOptions | ClientRequestArgs);
+    /**
+     * Open a client connection.
+     *
+     * @param address The URL to connect to (`ws:`, `wss:`, `http:`, `https:`
+     *     or `ws+unix:`)
+     * @param protocols The subprotocol(s) to request
+     * @param options Connection options, and any option of `http.request()`
+     */
+    constructor(
+        address: string | URL,
+        protocols?: string | string[],
+        options?: WebSocket.ClientOptions | ClientRequestArgs,
+    );
+
+    /**
+     * Start the closing handshake.
+     *
+     * @param code The status code explaining why the connection is closing
+     * @param data The reason why the connection is closing
+     */
+    close(code?: number, data?: string | Buffer): void;
+    /**
+     * Send a ping. Throws if the ready state is `CONNECTING`.
+     *
+     * @param data The data to send in the ping frame
+     * @param mask Whether to mask `data` (defaults to `true` for clients)
+     * @param cb Called when the frame is written out, or with an error
+     */
+    ping(data?: any, mask?: boolean, cb?: (err: Error) => void): void;
+    /**
+     * Send a pong. Throws if the ready state is `CONNECTING`.
+     *
+     * @param data The data to send in the pong frame
+     * @param mask Whether to mask `data` (defaults to `true` for clients)
+     * @param cb Called when the frame is written out, or with an error
+     */
+    pong(data?: any, mask?: boolean, cb?: (err: Error) => void): void;
+    // https://github.com/websockets/ws/issues/2076#issuecomment-1250354722
+    /**
+     * Send a message. Throws if the ready state is `CONNECTING`.
+     *
+     * @param data The data to send
+     * @param cb Called when the data is written out, or with an error
+     */
+    send(data: BufferLike, cb?: (err?: Error) => void): void;
+    /**
+     * Send a message (or a fragment of a message). Throws if the ready state is
+     * `CONNECTING`.
+     *
+     * @param data The data to send
+     * @param options `binary` (autodetected by default), `compress`, `fin`
+     *     (`false` to send a fragment), `mask` (defaults to `true` for clients)
+     * @param cb Called when the data is written out, or with an error
+     */
+    send(
+        data: BufferLike,
+        options: {
+            mask?: boolean | undefined;
+            binary?: boolean | undefined;
+            compress?: boolean | undefined;
+            fin?: boolean | undefined;
+        },
+        cb?: (err?: Error) => void,
+    ): void;
+    /** Forcibly close the connection. */
+    terminate(): void;
+
+    /**
+     * Pause the websocket causing it to stop emitting events. Some events can still be
+     * emitted after this is called, until all buffered data is consumed. This method
+     * is a noop if the ready state is `CONNECTING` or `CLOSED`.
+     */
+    pause(): void;
+    /**
+     * Make a paused socket resume emitting events. This method is a noop if the ready
+     * state is `CONNECTING` or `CLOSED`.
+     */
+    resume(): void;
+
+    // HTML5 WebSocket events
+    /**
+     * Register an event listener emulating the `EventTarget` interface. Does
+     * nothing if `type` is not `'close'`, `'error'`, `'message'` or `'open'`.
+     */
+    addEventListener<K extends keyof WebSocket.WebSocketEventMap>(
+        type: K,
+        listener:
+            | ((event: WebSocket.WebSocketEventMap[K]) => void)
+            | { handleEvent(event: WebSocket.WebSocketEventMap[K]): void },
+        options?: WebSocket.EventListenerOptions,
+    ): void;
+    /** Remove a listener added with `addEventListener()`. */
+    removeEventListener<K extends keyof WebSocket.WebSocketEventMap>(
+        type: K,
+        listener:
+            | ((event: WebSocket.WebSocketEventMap[K]) => void)
+            | { handleEvent(event: WebSocket.WebSocketEventMap[K]): void },
+    ): void;
+
+    // Events
+    on(event: "close", listener: (this: WebSocket, code: number, reason: Buffer) => void): this;
+    on(event: "error", listener: (this: WebSocket, error: Error) => void): this;
+    on(event: "upgrade", listener: (this: WebSocket, request: IncomingMessage) => void): this;
+    on(event: "message", listener: (this: WebSocket, data: WebSocket.RawData, isBinary: boolean) => void): this;
+    on(event: "open", listener: (this: WebSocket) => void): this;
+    on(event: "ping" | "pong", listener: (this: WebSocket, data: Buffer) => void): this;
+    on(event: "redirect", listener: (this: WebSocket, url: string, request: ClientRequest) => void): this;
+    on(
+        event: "unexpected-response",
+        listener: (this: WebSocket, request: ClientRequest, response: IncomingMessage) => void,
+    ): this;
+    on(event: string | symbol, listener: (this: WebSocket, ...args: any[]) => void): this;
+
+    once(event: "close", listener: (this: WebSocket, code: number, reason: Buffer) => void): this;
+    once(event: "error", listener: (this: WebSocket, error: Error) => void): this;
+    once(event: "upgrade", listener: (this: WebSocket, request: IncomingMessage) => void): this;
+    once(event: "message", listener: (this: WebSocket, data: WebSocket.RawData, isBinary: boolean) => void): this;
+    once(event: "open", listener: (this: WebSocket) => void): this;
+    once(event: "ping" | "pong", listener: (this: WebSocket, data: Buffer) => void): this;
+    once(event: "redirect", listener: (this: WebSocket, url: string, request: ClientRequest) => void): this;
+    once(
+        event: "unexpected-response",
+        listener: (this: WebSocket, request: ClientRequest, response: IncomingMessage) => void,
+    ): this;
+    once(event: string | symbol, listener: (this: WebSocket, ...args: any[]) => void): this;
+
+    off(event: "close", listener: (this: WebSocket, code: number, reason: Buffer) => void): this;
+    off(event: "error", listener: (this: WebSocket, error: Error) => void): this;
+    off(event: "upgrade", listener: (this: WebSocket, request: IncomingMessage) => void): this;
+    off(event: "message", listener: (this: WebSocket, data: WebSocket.RawData, isBinary: boolean) => void): this;
+    off(event: "open", listener: (this: WebSocket) => void): this;
+    off(event: "ping" | "pong", listener: (this: WebSocket, data: Buffer) => void): this;
+    off(event: "redirect", listener: (this: WebSocket, url: string, request: ClientRequest) => void): this;
+    off(
+        event: "unexpected-response",
+        listener: (this: WebSocket, request: ClientRequest, response: IncomingMessage) => void,
+    ): this;
+    off(event: string | symbol, listener: (this: WebSocket, ...args: any[]) => void): this;
+
+    addListener(event: "close", listener: (code: number, reason: Buffer) => void): this;
+    addListener(event: "error", listener: (error: Error) => void): this;
+    addListener(event: "upgrade", listener: (request: IncomingMessage) => void): this;
+    addListener(event: "message", listener: (data: WebSocket.RawData, isBinary: boolean) => void): this;
+    addListener(event: "open", listener: () => void): this;
+    addListener(event: "ping" | "pong", listener: (data: Buffer) => void): this;
+    addListener(event: "redirect", listener: (url: string, request: ClientRequest) => void): this;
+    addListener(
+        event: "unexpected-response",
+        listener: (request: ClientRequest, response: IncomingMessage) => void,
+    ): this;
+    addListener(event: string | symbol, listener: (...args: any[]) => void): this;
+
+    removeListener(event: "close", listener: (code: number, reason: Buffer) => void): this;
+    removeListener(event: "error", listener: (error: Error) => void): this;
+    removeListener(event: "upgrade", listener: (request: IncomingMessage) => void): this;
+    removeListener(event: "message", listener: (data: WebSocket.RawData, isBinary: boolean) => void): this;
+    removeListener(event: "open", listener: () => void): this;
+    removeListener(event: "ping" | "pong", listener: (data: Buffer) => void): this;
+    removeListener(event: "redirect", listener: (url: string, request: ClientRequest) => void): this;
+    removeListener(
+        event: "unexpected-response",
+        listener: (request: ClientRequest, response: IncomingMessage) => void,
+    ): this;
+    removeListener(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+declare const WebSocketAlias: typeof WebSocket;
+interface WebSocketAlias extends WebSocket {} // eslint-disable-line @typescript-eslint/no-empty-interface
+
+declare namespace WebSocket {
+    /**
+     * Data represents the raw message payload received over the WebSocket.
+     */
+    type RawData = Buffer | ArrayBuffer | Buffer[];
+
+    /**
+     * Data represents the message payload received over the WebSocket.
+     */
+    type Data = string | Buffer | ArrayBuffer | Buffer[];
+
+    /**
+     * CertMeta represents the accepted types for certificate & key data.
+     */
+    type CertMeta = string | string[] | Buffer | Buffer[];
+
+    /**
+     * VerifyClientCallbackSync is a synchronous callback used to inspect the
+     * incoming message. The return value (boolean) of the function determines
+     * whether or not to accept the handshake.
+     */
+    type VerifyClientCallbackSync<Request extends IncomingMessage = IncomingMessage> = (info: {
+        origin: string;
+        secure: boolean;
+        req: Request;
+    }) => boolean;
+
+    /**
+     * VerifyClientCallbackAsync is an asynchronous callback used to inspect the
+     * incoming message. The return value (boolean) of the function determines
+     * whether or not to accept the handshake.
+     */
+    type VerifyClientCallbackAsync<Request extends IncomingMessage = IncomingMessage> = (
+        info: { origin: string; secure: boolean; req: Request },
+        callback: (res: boolean, code?: number, message?: string, headers?: OutgoingHttpHeaders) => void,
+    ) => void;
+
+    /**
+     * FinishRequestCallback is a callback for last minute customization of the
+     * headers. If finishRequest is set, then it has the responsibility to call
+     * request.end() once it is done setting request headers.
+     */
+    type FinishRequestCallback = (request: ClientRequest, websocket: WebSocket) => void;
+
+    /**
+     * Options of `new WebSocket(address[, protocols][, options])`. Any option of
+     * `http.request()` / `https.request()` is accepted too.
+     * (More options: see "ws-native additions" below.)
+     */
+    interface ClientOptions extends SecureContextOptions {
+        /** Value of the `Sec-WebSocket-Protocol` header. */
+        protocol?: string | undefined;
+        /** Whether or not to follow redirects. Defaults to `false`. */
+        followRedirects?: boolean | undefined;
+        /**
+         * The function used to generate the masking key. It must fill `mask`
+         * synchronously; by default it is filled with random bytes.
+         */
+        generateMask?(mask: Buffer): void;
+        /** Timeout in milliseconds for the handshake request (reset on every redirect). */
+        handshakeTimeout?: number | undefined;
+        /** The maximum number of redirects allowed. Defaults to 10. */
+        maxRedirects?: number | undefined;
+        /** Enable/disable permessage-deflate. Defaults to `true` on clients. */
+        perMessageDeflate?: boolean | PerMessageDeflateOptions | undefined;
+        localAddress?: string | undefined;
+        /** Value of the `Sec-WebSocket-Version` header. */
+        protocolVersion?: number | undefined;
+        headers?: { [key: string]: string } | undefined;
+        /** Value of the `Origin` (or `Sec-WebSocket-Origin`) header. */
+        origin?: string | undefined;
+        agent?: Agent | undefined;
+        host?: string | undefined;
+        family?: number | undefined;
+        checkServerIdentity?(servername: string, cert: CertMeta): boolean;
+        rejectUnauthorized?: boolean | undefined;
+        /**
+         * Whether `'message'`, `'ping'` and `'pong'` can be emitted multiple
+         * times in the same tick. Defaults to `true`.
+         */
+        allowSynchronousEvents?: boolean | undefined;
+        /** Whether to automatically answer pings with pongs. Defaults to `true`. */
+        autoPong?: boolean | undefined;
+        /** The maximum allowed message size in bytes. Defaults to 100 MiB; 0 disables the limit. */
+        maxPayload?: number | undefined;
+        /** Skip UTF-8 validation of text and close messages. Defaults to `false`. */
+        skipUTF8Validation?: boolean | undefined;
+        createConnection?: typeof createConnection | undefined;
+        /** Customize each HTTP request before it is sent; must call `request.end()`. */
+        finishRequest?: FinishRequestCallback | undefined;
+    }
+
+    /** Parameters of the permessage-deflate extension. */
+    interface PerMessageDeflateOptions {
+        /** Whether to use context takeover or not. */
+        serverNoContextTakeover?: boolean | undefined;
+        /** Acknowledge disabling of client context takeover. */
+        clientNoContextTakeover?: boolean | undefined;
+        /** The value of `windowBits`. */
+        serverMaxWindowBits?: number | undefined;
+        /** Request a custom client window size. */
+        clientMaxWindowBits?: number | undefined;
+        /** Additional options passed to zlib on deflate. */
+        zlibDeflateOptions?: {
+            flush?: number | undefined;
+            finishFlush?: number | undefined;
+            chunkSize?: number | undefined;
+            windowBits?: number | undefined;
+            level?: number | undefined;
+            memLevel?: number | undefined;
+            strategy?: number | undefined;
+            dictionary?: Buffer | Buffer[] | DataView | undefined;
+            info?: boolean | undefined;
+        } | undefined;
+        /** Additional options passed to zlib on inflate. */
+        zlibInflateOptions?: ZlibOptions | undefined;
+        /** Payloads smaller than this are not compressed. Defaults to 1024 bytes. */
+        threshold?: number | undefined;
+        /** The number of concurrent calls to zlib. Defaults to 10. */
+        concurrencyLimit?: number | undefined;
+    }
+
+    /** The event received by `open` listeners. */
+    interface Event {
+        type: string;
+        target: WebSocket;
+    }
+
+    /** The event received by `error` listeners. */
+    interface ErrorEvent {
+        error: any;
+        message: string;
+        type: string;
+        target: WebSocket;
+    }
+
+    /** The event received by `close` listeners. */
+    interface CloseEvent {
+        wasClean: boolean;
+        code: number;
+        reason: string;
+        type: string;
+        target: WebSocket;
+    }
+
+    /** The event received by `message` listeners (`data` is a string for text messages). */
+    interface MessageEvent {
+        data: Data;
+        type: string;
+        target: WebSocket;
+    }
+
+    interface WebSocketEventMap {
+        open: Event;
+        error: ErrorEvent;
+        close: CloseEvent;
+        message: MessageEvent;
+    }
+
+    interface EventListenerOptions {
+        /** Remove the listener after its first invocation. */
+        once?: boolean | undefined;
+    }
+
+    /**
+     * Options of `new WebSocketServer(options[, callback])`. Exactly one of
+     * `port`, `server` or `noServer` must be given.
+     * (More options: see "ws-native additions" below.)
+     */
+    interface ServerOptions<
+        U extends typeof WebSocket.WebSocket = typeof WebSocket.WebSocket,
+        V extends typeof IncomingMessage = typeof IncomingMessage,
+    > {
+        /** The hostname where to bind the server. */
+        host?: string | undefined;
+        /** The port where to bind the server (an HTTP server is created). */
+        port?: number | undefined;
+        /** The maximum length of the queue of pending connections. */
+        backlog?: number | undefined;
+        /** A pre-created HTTP/S server to attach to. */
+        server?: HTTPServer<V> | HTTPSServer<V> | undefined;
+        /**
+         * Validate incoming connections: the synchronous form `(info)` returns
+         * whether to accept the handshake, the asynchronous form
+         * `(info, callback)` calls `callback`. Both forms are accepted, as in
+         * @types/ws; the single signature (`VerifyClientCallback`, see
+         * "ws-native additions") lets TypeScript infer the parameter types of
+         * an unannotated synchronous callback too.
+         */
+        verifyClient?: VerifyClientCallback<InstanceType<V>> | undefined;
+        /**
+         * Select the subprotocol; `false` omits the `Sec-WebSocket-Protocol`
+         * header. By default the first requested subprotocol is used.
+         */
+        handleProtocols?: (protocols: Set<string>, request: InstanceType<V>) => string | false;
+        /** Accept only connections matching this path. */
+        path?: string | undefined;
+        /** Enable no server mode (call `handleUpgrade()` yourself). */
+        noServer?: boolean | undefined;
+        /**
+         * Whether `'message'`, `'ping'` and `'pong'` can be emitted multiple
+         * times in the same tick. Defaults to `true`.
+         */
+        allowSynchronousEvents?: boolean | undefined;
+        /** Whether to automatically answer pings with pongs. Defaults to `true`. */
+        autoPong?: boolean | undefined;
+        /** Whether or not to track clients in `server.clients`. Defaults to `true`. */
+        clientTracking?: boolean | undefined;
+        /** Enable/disable permessage-deflate. Defaults to `false` on servers. */
+        perMessageDeflate?: boolean | PerMessageDeflateOptions | undefined;
+        /** The maximum allowed message size in bytes. Defaults to 100 MiB; 0 disables the limit. */
+        maxPayload?: number | undefined;
+        /** Skip UTF-8 validation of text and close messages. Defaults to `false`. */
+        skipUTF8Validation?: boolean | undefined;
+        /** The `WebSocket` class to use; it must extend the original `WebSocket`. */
+        WebSocket?: U | undefined;
+    }
+
+    interface AddressInfo {
+        address: string;
+        family: string;
+        port: number;
+    }
+
+    // WebSocket Server
+    /**
+     * A WebSocket server. It extends `EventEmitter`.
+     *
+     * @typeParam T The `WebSocket` class used for accepted connections (the
+     *     `WebSocket` option)
+     * @typeParam U The `IncomingMessage` class of the HTTP server's requests
+     */
+    class Server<
+        T extends typeof WebSocket.WebSocket = typeof WebSocket.WebSocket,
+        U extends typeof IncomingMessage = typeof IncomingMessage,
+    > extends EventEmitter {
+        options: ServerOptions<T, U>;
+        path: string;
+        /** The connected clients (only when the `clientTracking` option is truthy). */
+        clients: Set<InstanceType<T>>;
+
+        constructor(options?: ServerOptions<T, U>, callback?: () => void);
+
+        /** The bound address, as reported by the operating system, of the HTTP server. */
+        address(): AddressInfo | string | null;
+        /**
+         * Stop accepting new connections and close the HTTP server if it was
+         * created internally. Existing connections are not closed.
+         */
+        close(cb?: (err?: Error) => void): void;
+        /** Handle an HTTP upgrade request (to be called manually in `noServer` mode). */
+        handleUpgrade(
+            request: InstanceType<U>,
+            socket: Duplex,
+            upgradeHead: Buffer,
+            callback: (client: InstanceType<T>, request: InstanceType<U>) => void,
+        ): void;
+        /** Whether the request should be handled by this server (checks `path` by default). */
+        shouldHandle(request: InstanceType<U>): boolean | Promise<boolean>;
+
+        // Events
+        on(
+            event: "connection",
+            cb: (this: Server<T>, websocket: InstanceType<T>, request: InstanceType<U>) => void,
+        ): this;
+        on(event: "error", cb: (this: Server<T>, error: Error) => void): this;
+        on(event: "headers", cb: (this: Server<T>, headers: string[], request: InstanceType<U>) => void): this;
+        on(event: "close" | "listening", cb: (this: Server<T>) => void): this;
+        on(
+            event: "wsClientError",
+            cb: (this: Server<T>, error: Error, socket: Duplex, request: InstanceType<U>) => void,
+        ): this;
+        on(event: string | symbol, listener: (this: Server<T>, ...args: any[]) => void): this;
+
+        once(
+            event: "connection",
+            cb: (this: Server<T>, websocket: InstanceType<T>, request: InstanceType<U>) => void,
+        ): this;
+        once(event: "error", cb: (this: Server<T>, error: Error) => void): this;
+        once(event: "headers", cb: (this: Server<T>, headers: string[], request: InstanceType<U>) => void): this;
+        once(event: "close" | "listening", cb: (this: Server<T>) => void): this;
+        once(
+            event: "wsClientError",
+            cb: (this: Server<T>, error: Error, socket: Duplex, request: InstanceType<U>) => void,
+        ): this;
+        once(event: string | symbol, listener: (this: Server<T>, ...args: any[]) => void): this;
+
+        off(
+            event: "connection",
+            cb: (this: Server<T>, socket: InstanceType<T>, request: InstanceType<U>) => void,
+        ): this;
+        off(event: "error", cb: (this: Server<T>, error: Error) => void): this;
+        off(event: "headers", cb: (this: Server<T>, headers: string[], request: InstanceType<U>) => void): this;
+        off(event: "close" | "listening", cb: (this: Server<T>) => void): this;
+        off(
+            event: "wsClientError",
+            cb: (this: Server<T>, error: Error, socket: Duplex, request: InstanceType<U>) => void,
+        ): this;
+        off(event: string | symbol, listener: (this: Server<T>, ...args: any[]) => void): this;
+
+        addListener(event: "connection", cb: (websocket: InstanceType<T>, request: InstanceType<U>) => void): this;
+        addListener(event: "error", cb: (error: Error) => void): this;
+        addListener(event: "headers", cb: (headers: string[], request: InstanceType<U>) => void): this;
+        addListener(event: "close" | "listening", cb: () => void): this;
+        addListener(event: "wsClientError", cb: (error: Error, socket: Duplex, request: InstanceType<U>) => void): this;
+        addListener(event: string | symbol, listener: (...args: any[]) => void): this;
+
+        removeListener(event: "connection", cb: (websocket: InstanceType<T>, request: InstanceType<U>) => void): this;
+        removeListener(event: "error", cb: (error: Error) => void): this;
+        removeListener(event: "headers", cb: (headers: string[], request: InstanceType<U>) => void): this;
+        removeListener(event: "close" | "listening", cb: () => void): this;
+        removeListener(
+            event: "wsClientError",
+            cb: (error: Error, socket: Duplex, request: InstanceType<U>) => void,
+        ): this;
+        removeListener(event: string | symbol, listener: (...args: any[]) => void): this;
+    }
+
+    /** Alias of `Server`. */
+    const WebSocketServer: typeof Server;
+    // Generic, unlike in @types/ws, so that `WebSocketServer<typeof MyWS>` can
+    // be used as a type; without type arguments it is the same as there.
+    interface WebSocketServer<
+        T extends typeof WebSocket.WebSocket = typeof WebSocket.WebSocket,
+        U extends typeof IncomingMessage = typeof IncomingMessage,
+    > extends Server<T, U> {} // eslint-disable-line @typescript-eslint/no-empty-interface
+    const WebSocket: typeof WebSocketAlias;
+    interface WebSocket extends WebSocketAlias {} // eslint-disable-line @typescript-eslint/no-empty-interface
+
+    // WebSocket stream
+    /**
+     * Return a `Duplex` stream that allows to use the Node.js streams API on
+     * top of the given `WebSocket`.
+     *
+     * @param websocket The `WebSocket` to wrap
+     * @param options Options passed to the `Duplex` constructor
+     */
+    function createWebSocketStream(websocket: WebSocket, options?: DuplexOptions): Duplex;
+
+    // ---------------------------------------------------------------------
+    // ws-native additions
+    //
+    // Options and members that ws-native supports but @types/ws 8.18.1 does
+    // not declare. They are merged into the interfaces declared above (the
+    // type parameters must stay identical to the ones above). Add new
+    // ws-native-specific declarations here.
+    // ---------------------------------------------------------------------
+
+    /**
+     * The type of the `verifyClient` server option: either form of
+     * `VerifyClientCallbackSync` or `VerifyClientCallbackAsync` (both are
+     * assignable to it). ws calls it with `callback` only when the function
+     * declares two parameters; the synchronous form returns the decision.
+     */
+    type VerifyClientCallback<Request extends IncomingMessage = IncomingMessage> = (
+        info: { origin: string; secure: boolean; req: Request },
+        callback: (res: boolean, code?: number, message?: string, headers?: OutgoingHttpHeaders) => void,
+    ) => boolean | void;
+
+    interface ClientOptions {
+        /**
+         * Duration in milliseconds to wait for the closing handshake to finish
+         * after `websocket.close()` is called. If the limit is reached, the
+         * connection is forcibly terminated. Defaults to 30000.
+         */
+        closeTimeout?: number | undefined;
+        /**
+         * The maximum number of fragments in a message. The value is coerced
+         * to a 32-bit signed integer. Defaults to 131072; 0 disables the
+         * limit. Exceeding it fails the connection with an error whose `code`
+         * is `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
+         */
+        maxFragments?: number | undefined;
+        /**
+         * The maximum number of buffered data chunks. The value is coerced to
+         * a 32-bit signed integer. Defaults to 1048576; 0 disables the limit.
+         * Exceeding it fails the connection with an error whose `code` is
+         * `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
+         */
+        maxBufferedChunks?: number | undefined;
+    }
+
+    interface ServerOptions<
+        U extends typeof WebSocket.WebSocket = typeof WebSocket.WebSocket,
+        V extends typeof IncomingMessage = typeof IncomingMessage,
+    > {
+        /**
+         * Duration in milliseconds to wait for the closing handshake to finish
+         * after `websocket.close()` is called on an accepted connection. If the
+         * limit is reached, the connection is forcibly terminated. Defaults to
+         * 30000.
+         */
+        closeTimeout?: number | undefined;
+        /**
+         * The maximum number of fragments in a message. The value is coerced
+         * to a 32-bit signed integer. Defaults to 131072; 0 disables the
+         * limit. Exceeding it fails the connection with an error whose `code`
+         * is `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
+         */
+        maxFragments?: number | undefined;
+        /**
+         * The maximum number of buffered data chunks. The value is coerced to
+         * a 32-bit signed integer. Defaults to 1048576; 0 disables the limit.
+         * Exceeding it fails the connection with an error whose `code` is
+         * `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
+         */
+        maxBufferedChunks?: number | undefined;
+    }
+}
+
+export = WebSocket;

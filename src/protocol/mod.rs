@@ -1,0 +1,8 @@
+//! The protocol core: sans-IO state machines that know bytes and states, never sockets.
+
+pub mod close;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod receiver;
+pub mod utf8;
