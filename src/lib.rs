@@ -4,3 +4,6 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod protocol;
+pub mod engine;
+
+mod binding;

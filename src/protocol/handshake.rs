@@ -163,16 +163,24 @@ pub fn status_text(code: u16) -> &'static str {
     }
 }
 
-/// Serializes a refusal: `HTTP/1.1 <code> <text>`, `Connection: close`, `text/html`, the body.
+/// Serializes a refusal as ws's `abortHandshake` does: `Connection: close`, `text/html` and the
+/// length, then the extra headers (one with the same name replaces a default in place, like
+/// the object spread ws uses), then the message.
 pub fn rejection_response(r: &Rejection) -> Vec<u8> {
     let message = if r.message.is_empty() { status_text(r.status) } else { r.message.as_str() };
-    let mut s = format!(
-        "HTTP/1.1 {} {}\r\nConnection: close\r\nContent-Type: text/html\r\nContent-Length: {}\r\n",
-        r.status,
-        status_text(r.status),
-        message.len()
-    );
+    let mut headers: Vec<(String, String)> = vec![
+        ("Connection".into(), "close".into()),
+        ("Content-Type".into(), "text/html".into()),
+        ("Content-Length".into(), message.len().to_string()),
+    ];
     for (k, v) in &r.headers {
+        match headers.iter_mut().find(|(name, _)| name == k) {
+            Some(h) => h.1 = v.clone(),
+            None => headers.push((k.clone(), v.clone())),
+        }
+    }
+    let mut s = format!("HTTP/1.1 {} {}\r\n", r.status, status_text(r.status));
+    for (k, v) in &headers {
         s.push_str(k);
         s.push_str(": ");
         s.push_str(v);
@@ -380,6 +388,10 @@ mod tests {
         let resp = String::from_utf8(rejection_response(&Rejection::new(401, ""))).unwrap();
         assert!(resp.starts_with("HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n"));
         assert!(resp.ends_with("Content-Length: 12\r\n\r\nUnauthorized"));
+        let mut custom = Rejection::new(403, "no");
+        custom.headers = vec![("Content-Type".into(), "text/plain".into()), ("X-Why".into(), "auth".into())];
+        let resp = String::from_utf8(rejection_response(&custom)).unwrap();
+        assert_eq!(resp, "HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nX-Why: auth\r\n\r\nno");
     }
 
     #[test]

@@ -1,0 +1,124 @@
+#!/usr/bin/env node
+'use strict';
+
+// Echo / broadcast server on the `ws` API.
+//
+//   node bench/servers/ws-echo.js --port P [--host 127.0.0.1] [--broadcast]
+//
+// The implementation is `require(process.env.WS_IMPL || 'ws')`, so the same
+// file runs against `ws` (resolved from bench/node_modules) and, with
+// WS_IMPL=/work/main, against ws-native.
+//   * plain ws:            WS_NO_BUFFER_UTIL=1 WS_NO_UTF_8_VALIDATE=1
+//   * ws + native helpers: bufferutil / utf-8-validate installed in bench/
+//
+// stdout protocol (one line each):
+//   LISTENING <port>              once the server is listening
+//   RSS <bytes> <clients>         in reply to a line `rss` on stdin
+// stderr: `INFO ...` describing the implementation; errors.
+// Exits on SIGTERM/SIGINT or when stdin says `exit`.
+
+const path = require('path');
+
+function parseArgs(argv) {
+  const o = { port: 8080, host: '127.0.0.1', broadcast: false };
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--port') o.port = Number(argv[++i]);
+    else if (a === '--host') o.host = argv[++i];
+    else if (a === '--broadcast') o.broadcast = true;
+    else {
+      console.error(`usage: ws-echo.js --port P [--host H] [--broadcast] (unknown ${a})`);
+      process.exit(2);
+    }
+  }
+  if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) {
+    console.error('bad --port');
+    process.exit(2);
+  }
+  return o;
+}
+
+const opts = parseArgs(process.argv);
+const impl = process.env.WS_IMPL || 'ws';
+const WebSocket = require(impl);
+const Server = WebSocket.Server || WebSocket.WebSocketServer;
+const OPEN = WebSocket.OPEN === undefined ? 1 : WebSocket.OPEN;
+
+function describe() {
+  let resolved = impl;
+  try { resolved = require.resolve(impl); } catch (_) { /* keep name */ }
+  let helpers = 'n/a';
+  try {
+    // Which native helpers would this `ws` load? (ws itself looks them up.)
+    const from = { paths: [path.dirname(resolved)] };
+    const bu = !process.env.WS_NO_BUFFER_UTIL && !!require.resolve('bufferutil', from);
+    helpers = `bufferutil=${bu ? 'yes' : 'no'}`;
+    // Node >= 18.14 has buffer.isUtf8, which ws prefers to utf-8-validate.
+    const nodeUtf8 = typeof require('buffer').isUtf8 === 'function';
+    let uv = 'no';
+    if (nodeUtf8) uv = 'no(node buffer.isUtf8 used)';
+    else if (!process.env.WS_NO_UTF_8_VALIDATE) {
+      try { require.resolve('utf-8-validate', from); uv = 'yes'; } catch (_) { /* no */ }
+    }
+    helpers += ` utf-8-validate=${uv}`;
+  } catch (_) {
+    helpers = 'bufferutil=no';
+  }
+  return `INFO impl=${resolved} mode=${opts.broadcast ? 'broadcast' : 'echo'} ${helpers} node=${process.version} pid=${process.pid}`;
+}
+
+const wss = new Server({ port: opts.port, host: opts.host, perMessageDeflate: false });
+
+wss.on('error', (err) => {
+  console.error(`SERVER_ERROR ${err && err.stack ? err.stack : err}`);
+  process.exit(1);
+});
+
+wss.on('listening', () => {
+  let port = opts.port;
+  try {
+    const a = wss.address();
+    if (a && typeof a === 'object' && a.port) port = a.port;
+  } catch (_) { /* implementation without address(): use the requested port */ }
+  console.error(describe());
+  process.stdout.write(`LISTENING ${port}\n`);
+});
+
+if (opts.broadcast) {
+  // the idiomatic ws broadcast (ws README): forward to every client
+  wss.on('connection', (ws) => {
+    ws.on('error', () => {});
+    ws.on('message', (data, isBinary) => {
+      wss.clients.forEach((client) => {
+        if (client.readyState === OPEN) client.send(data, { binary: isBinary });
+      });
+    });
+  });
+} else {
+  wss.on('connection', (ws) => {
+    ws.on('error', () => {});
+    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  });
+}
+
+// RSS on request: write `rss` on stdin, get `RSS <bytes> <clients>` on stdout.
+let pending = '';
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (chunk) => {
+  pending += chunk;
+  let i;
+  while ((i = pending.indexOf('\n')) >= 0) {
+    const cmd = pending.slice(0, i).trim();
+    pending = pending.slice(i + 1);
+    if (cmd === 'rss') {
+      const n = wss.clients ? wss.clients.size : -1;
+      process.stdout.write(`RSS ${process.memoryUsage.rss ? process.memoryUsage.rss() : process.memoryUsage().rss} ${n}\n`);
+    } else if (cmd === 'exit') {
+      process.exit(0);
+    }
+  }
+});
+process.stdin.on('error', () => {});
+
+process.on('SIGTERM', () => process.exit(0));
+process.on('SIGINT', () => process.exit(0));

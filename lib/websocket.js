@@ -1,0 +1,980 @@
+'use strict';
+
+// The WebSocket class with ws's API. It adapts the API only: the handshake, frames, masking,
+// validation and timers run in the engine (src/engine/connection.rs); this file turns engine
+// events into ws's events and method calls into engine commands.
+
+const EventEmitter = require('events');
+const { Readable } = require('stream');
+const { URL } = require('url');
+
+const native = require('./native');
+const { EVENT, OP, FLAG } = native;
+const { EventTarget, defineEventAttributes } = require('./event-target');
+const { addEventListener, removeEventListener } = EventTarget;
+const { BINARY_TYPES, CLOSE_TIMEOUT, EMPTY_BUFFER } = require('./constants');
+const { isBlob, isValidStatusCode, isValidSubprotocol, toBuffer } = require('./validation');
+
+const readyStates = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
+const protocolVersions = [8, 13];
+const ERROR_CTORS = [Error, RangeError, SyntaxError];
+
+/**
+ * Class representing a WebSocket.
+ *
+ * @extends EventEmitter
+ */
+class WebSocket extends EventEmitter {
+  /**
+   * Create a new `WebSocket`.
+   *
+   * @param {(String|URL)} address The URL to which to connect
+   * @param {(String|String[])} [protocols] The subprotocols
+   * @param {Object} [options] Connection options
+   */
+  constructor(address, protocols, options) {
+    super();
+
+    this._binaryType = BINARY_TYPES[0];
+    this._closeCode = 1006;
+    this._closeFrameReceived = false;
+    this._closeFrameSent = false;
+    this._closeMessage = EMPTY_BUFFER;
+    this._errorEmitted = false;
+    this._extensions = {};
+    this._paused = false;
+    this._protocol = '';
+    this._readyState = WebSocket.CONNECTING;
+    this._id = 0;
+    this._url = undefined;
+    this._bufferedAmount = 0;
+    this._unflushed = 0;
+    this._epoch = -1;
+    this._callbacks = null;
+    this._blobQueue = null;
+    this._drainingBlobs = false;
+
+    if (address !== null) {
+      this._isServer = false;
+      this._redirects = 0;
+
+      if (protocols === undefined) {
+        protocols = [];
+      } else if (!Array.isArray(protocols)) {
+        if (typeof protocols === 'object' && protocols !== null) {
+          options = protocols;
+          protocols = [];
+        } else {
+          protocols = [protocols];
+        }
+      }
+
+      initAsClient(this, address, protocols, options);
+    } else {
+      this._autoPong = options.autoPong;
+      this._closeTimeout = options.closeTimeout;
+      this._isServer = true;
+    }
+  }
+
+  /**
+   * For historical reasons, the custom "nodebuffer" type is used by the default
+   * instead of "blob".
+   *
+   * @type {String}
+   */
+  get binaryType() {
+    return this._binaryType;
+  }
+
+  set binaryType(type) {
+    if (!BINARY_TYPES.includes(type)) return;
+    this._binaryType = type;
+  }
+
+  /**
+   * @type {Number}
+   */
+  get bufferedAmount() {
+    const unflushed = this._epoch === native.currentEpoch() ? this._unflushed : 0;
+    if (this._id === 0 || this._readyState === WebSocket.CLOSED) {
+      return this._bufferedAmount + unflushed;
+    }
+    return this._bufferedAmount + unflushed + native.binding.bufferedAmount(this._id);
+  }
+
+  /**
+   * @type {String}
+   */
+  get extensions() {
+    return Object.keys(this._extensions).join();
+  }
+
+  /**
+   * @type {Boolean}
+   */
+  get isPaused() {
+    return this._paused;
+  }
+
+  /**
+   * @type {Function}
+   */
+  /* istanbul ignore next */
+  get onclose() {
+    return null;
+  }
+
+  /**
+   * @type {Function}
+   */
+  /* istanbul ignore next */
+  get onerror() {
+    return null;
+  }
+
+  /**
+   * @type {Function}
+   */
+  /* istanbul ignore next */
+  get onopen() {
+    return null;
+  }
+
+  /**
+   * @type {Function}
+   */
+  /* istanbul ignore next */
+  get onmessage() {
+    return null;
+  }
+
+  /**
+   * @type {String}
+   */
+  get protocol() {
+    return this._protocol;
+  }
+
+  /**
+   * @type {Number}
+   */
+  get readyState() {
+    return this._readyState;
+  }
+
+  /**
+   * @type {String}
+   */
+  get url() {
+    return this._url;
+  }
+
+  /**
+   * Binds this object to an engine connection (server side, after the 101 was queued).
+   *
+   * @param {Number} id The engine's connection id
+   * @private
+   */
+  _attach(id) {
+    this._id = id;
+    this._readyState = WebSocket.OPEN;
+    native.connections.set(id, this);
+  }
+
+  /**
+   * Emit the `'close'` event.
+   *
+   * @private
+   */
+  emitClose() {
+    this._readyState = WebSocket.CLOSED;
+    if (this._id !== 0) native.connections.delete(this._id);
+    this.emit('close', this._closeCode, this._closeMessage);
+  }
+
+  /**
+   * Start a closing handshake.
+   *
+   * @param {Number} [code] Status code explaining why the connection is closing
+   * @param {(String|Buffer)} [data] The reason why the connection is closing
+   * @public
+   */
+  close(code, data) {
+    if (this.readyState === WebSocket.CLOSED) return;
+    if (this.readyState === WebSocket.CONNECTING) {
+      abortHandshake(this, 'WebSocket was closed before the connection was established');
+      return;
+    }
+
+    if (this.readyState === WebSocket.CLOSING) return;
+
+    let payload = EMPTY_BUFFER;
+    if (code !== undefined) {
+      if (typeof code !== 'number' || !isValidStatusCode(code)) {
+        throw new TypeError('First argument must be a valid error code number');
+      }
+      const reason = data === undefined || !data.length ? EMPTY_BUFFER : toBuffer(data);
+      if (reason.length > 123) {
+        throw new RangeError('The message must not be greater than 123 bytes');
+      }
+      payload = Buffer.allocUnsafe(2 + reason.length);
+      payload.writeUInt16BE(code, 0);
+      reason.copy(payload, 2);
+    }
+
+    this._readyState = WebSocket.CLOSING;
+    this._closeFrameSent = true;
+    if (this._held(() => native.queue(OP.CLOSE, 0, this._id, payload))) return;
+    native.queue(OP.CLOSE, 0, this._id, payload);
+  }
+
+  /**
+   * Pause the socket.
+   *
+   * @public
+   */
+  pause() {
+    if (this.readyState === WebSocket.CONNECTING || this.readyState === WebSocket.CLOSED) {
+      return;
+    }
+    this._paused = true;
+    native.queue(OP.PAUSE, 0, this._id, null);
+  }
+
+  /**
+   * Send a ping.
+   *
+   * @param {*} [data] The data to send
+   * @param {Boolean} [mask] Indicates whether or not to mask `data`
+   * @param {Function} [cb] Callback which is executed when the ping is sent
+   * @public
+   */
+  ping(data, mask, cb) {
+    this._control(OP.PING, data, mask, cb);
+  }
+
+  /**
+   * Send a pong.
+   *
+   * @param {*} [data] The data to send
+   * @param {Boolean} [mask] Indicates whether or not to mask `data`
+   * @param {Function} [cb] Callback which is executed when the pong is sent
+   * @public
+   */
+  pong(data, mask, cb) {
+    this._control(OP.PONG, data, mask, cb);
+  }
+
+  /**
+   * Shared body of `ping()` and `pong()`.
+   *
+   * @private
+   */
+  _control(op, data, mask, cb) {
+    if (this.readyState === WebSocket.CONNECTING) {
+      throw new Error('WebSocket is not open: readyState 0 (CONNECTING)');
+    }
+
+    if (typeof data === 'function') {
+      cb = data;
+      data = mask = undefined;
+    } else if (typeof mask === 'function') {
+      cb = mask;
+      mask = undefined;
+    }
+
+    if (typeof data === 'number') data = data.toString();
+
+    if (this.readyState !== WebSocket.OPEN) {
+      sendAfterClose(this, data, cb);
+      return;
+    }
+
+    if (isBlob(data)) {
+      this._withBlob(data, (buf) => this._control(op, buf, mask, cb));
+      return;
+    }
+
+    const buf = data === undefined || data === null ? EMPTY_BUFFER : toBuffer(data);
+    if (buf.length > 125) {
+      throw new RangeError('The data size must not be greater than 125 bytes');
+    }
+
+    let flags = 0;
+    if (mask !== undefined) flags |= FLAG.MASK_SET | (mask ? FLAG.MASK : 0);
+    this._enqueue(op, flags, buf, cb);
+  }
+
+  /**
+   * Resume the socket.
+   *
+   * @public
+   */
+  resume() {
+    if (this.readyState === WebSocket.CONNECTING || this.readyState === WebSocket.CLOSED) {
+      return;
+    }
+    this._paused = false;
+    native.queue(OP.RESUME, 0, this._id, null);
+  }
+
+  /**
+   * Send a data message.
+   *
+   * @param {*} data The message to send
+   * @param {Object} [options] Options object
+   * @param {Boolean} [options.binary] Specifies whether `data` is binary or text
+   * @param {Boolean} [options.compress] Specifies whether or not to compress `data`
+   * @param {Boolean} [options.fin=true] Specifies whether the fragment is the last one
+   * @param {Boolean} [options.mask] Specifies whether or not to mask `data`
+   * @param {Function} [cb] Callback which is executed when data is written out
+   * @public
+   */
+  send(data, options, cb) {
+    if (typeof options === 'function') {
+      cb = options;
+      options = {};
+    }
+
+    if (this.readyState === WebSocket.CONNECTING) {
+      throw new Error('WebSocket is not open: readyState 0 (CONNECTING)');
+    }
+
+    if (typeof data === 'number') data = data.toString();
+
+    if (this.readyState !== WebSocket.OPEN) {
+      sendAfterClose(this, data, cb);
+      return;
+    }
+
+    if (isBlob(data)) {
+      this._withBlob(data, (buf) => this.send(buf, { binary: true, ...options }, cb));
+      return;
+    }
+
+    let flags = FLAG.FIN;
+    let binary = typeof data !== 'string';
+    if (options !== undefined) {
+      if (options.binary !== undefined) binary = !!options.binary;
+      if (options.fin === false) flags = 0;
+      if (options.mask !== undefined) {
+        flags |= FLAG.MASK_SET | (options.mask ? FLAG.MASK : 0);
+      }
+    }
+    if (binary) flags |= FLAG.BINARY;
+
+    if (typeof data === 'string') {
+      this._enqueue(OP.SEND, flags, data, cb);
+    } else {
+      this._enqueue(OP.SEND, flags, data === undefined || data === null ? EMPTY_BUFFER : toBuffer(data), cb);
+    }
+  }
+
+  /**
+   * Queues a frame for the engine, or behind a Blob being read, so order is kept.
+   *
+   * @private
+   */
+  _enqueue(op, flags, data, cb) {
+    if (this._held(() => this._enqueue(op, flags, data, cb))) return;
+    if (cb) {
+      flags |= FLAG.ACK;
+      (this._callbacks || (this._callbacks = [])).push(cb);
+    }
+    const n = native.queue(op, flags, this._id, data);
+    const epoch = native.currentEpoch();
+    if (this._epoch !== epoch) {
+      this._epoch = epoch;
+      this._unflushed = 0;
+    }
+    this._unflushed += n;
+  }
+
+  /**
+   * Reads a Blob, holding later sends until it is read so that order is kept.
+   *
+   * @private
+   */
+  _withBlob(blob, then) {
+    const entry = { done: false, run: null };
+    if (this._blobQueue === null) this._blobQueue = [];
+    this._blobQueue.push(entry);
+    blob.arrayBuffer().then(
+      (ab) => {
+        entry.run = () => then(Buffer.from(ab));
+        entry.done = true;
+        this._drainBlobs();
+      },
+      (err) => {
+        entry.run = () => this.emit('error', err);
+        entry.done = true;
+        this._drainBlobs();
+      }
+    );
+  }
+
+  /**
+   * Runs the operations held behind Blobs, up to the first Blob not read yet.
+   *
+   * @private
+   */
+  _drainBlobs() {
+    const q = this._blobQueue;
+    this._drainingBlobs = true;
+    while (q.length && q[0].done) q.shift().run();
+    this._drainingBlobs = false;
+    if (q.length === 0 && this._blobQueue === q) this._blobQueue = null;
+  }
+
+  /**
+   * True when an operation must wait behind a Blob being read.
+   *
+   * @private
+   */
+  _held(run) {
+    if (this._blobQueue === null || this._drainingBlobs) return false;
+    this._blobQueue.push({ done: true, run });
+    return true;
+  }
+
+  /**
+   * Forcibly close the connection.
+   *
+   * @public
+   */
+  terminate() {
+    if (this.readyState === WebSocket.CLOSED) return;
+    if (this.readyState === WebSocket.CONNECTING) {
+      abortHandshake(this, 'WebSocket was closed before the connection was established');
+      return;
+    }
+    this._readyState = WebSocket.CLOSING;
+    native.queue(OP.TERMINATE, 0, this._id, null);
+  }
+
+  /**
+   * Handles one engine event for this connection.
+   *
+   * @param {Number} kind The event kind
+   * @param {Buffer} payload Its payload
+   * @private
+   */
+  _onNative(kind, payload) {
+    switch (kind) {
+      case EVENT.TEXT:
+        this.emit('message', payload, false);
+        break;
+      case EVENT.BINARY:
+        this.emit('message', toBinaryType(payload, this._binaryType), true);
+        break;
+      case EVENT.PING:
+        this.emit('ping', payload);
+        break;
+      case EVENT.PONG:
+        this.emit('pong', payload);
+        break;
+      case EVENT.WRITTEN:
+        this._written(payload.readUInt32LE(0));
+        break;
+      case EVENT.CLOSE_FRAME:
+        this._closeFrameReceived = true;
+        this._closeCode = payload.readUInt16BE(0);
+        this._closeMessage = Buffer.from(payload.subarray(2));
+        if (this._readyState === WebSocket.OPEN) {
+          // The engine answers with the same code and reason, as ws does.
+          this._readyState = WebSocket.CLOSING;
+          this._closeFrameSent = true;
+        }
+        break;
+      case EVENT.CLOSED:
+        this._onClosed(payload);
+        break;
+      case EVENT.ERROR:
+        this._onError(native.fields(payload));
+        break;
+      case EVENT.OPEN:
+        this._onOpen(native.fields(payload));
+        break;
+      case EVENT.HANDSHAKE_FAILED:
+        this._onHandshakeFailed(native.fields(payload));
+        break;
+    }
+  }
+
+  /** @private */
+  _written(count) {
+    const cbs = this._callbacks;
+    for (let i = 0; i < count && cbs !== null && cbs.length; i++) {
+      cbs.shift()();
+    }
+  }
+
+  /** @private */
+  _onClosed(payload) {
+    if (!this._closeFrameReceived) {
+      this._closeCode = 1006;
+    }
+    const cbs = this._callbacks;
+    this._callbacks = null;
+    this._readyState = WebSocket.CLOSED;
+    if (cbs !== null && cbs.length) {
+      const err = new Error('WebSocket is not open: readyState 3 (CLOSED)');
+      for (const cb of cbs) cb(err);
+    }
+    this.emitClose();
+  }
+
+  /** @private */
+  _onError(f) {
+    const Ctor = ERROR_CTORS[f[0][0]] || Error;
+    const err = new Ctor(f[2].toString());
+    err.code = f[1].toString();
+    Object.defineProperty(err, Symbol.for('status-code'), { value: f[3].readUInt16BE(0) });
+    if (this._readyState === WebSocket.OPEN) {
+      this._readyState = WebSocket.CLOSING;
+      this._closeFrameSent = true;
+    }
+    if (!this._errorEmitted) {
+      this._errorEmitted = true;
+      this.emit('error', err);
+    }
+  }
+
+  /** @private */
+  _onOpen(f) {
+    if (this._readyState !== WebSocket.CONNECTING) return;
+    this._protocol = f[0].toString();
+    const ext = f[1].toString();
+    if (ext) this._extensions = parseExtensionNames(ext);
+    if (this.listenerCount('upgrade')) {
+      this.emit('upgrade', responseFromFields(101, f[2], f[3]));
+    }
+    if (this._readyState !== WebSocket.CONNECTING) return;
+    this._readyState = WebSocket.OPEN;
+    this.emit('open');
+  }
+
+  /** @private */
+  _onHandshakeFailed(f) {
+    native.connections.delete(this._id);
+    if (this._readyState !== WebSocket.CONNECTING) return;
+    const status = f[2].toString();
+    if (status === '') {
+      const err = new Error(f[0].toString());
+      const code = f[1].toString();
+      if (code) {
+        err.code = code;
+        if (/^(connect|getaddrinfo) /.test(err.message)) {
+          err.syscall = err.message.split(' ')[0];
+        }
+      }
+      emitErrorAndClose(this, err);
+      return;
+    }
+    const res = responseFromFields(Number(status), f[3], f[4]);
+    const opts = this._options;
+    const location = res.headers.location;
+    if (location && opts.followRedirects && res.statusCode >= 300 && res.statusCode < 400) {
+      if (++this._redirects > opts.maxRedirects) {
+        abortHandshake(this, 'Maximum redirects exceeded');
+        return;
+      }
+      let addr;
+      try {
+        addr = new URL(location, this._address);
+      } catch {
+        emitErrorAndClose(this, new SyntaxError(`Invalid URL: ${location}`));
+        return;
+      }
+      initAsClient(this, addr, this._protocols, this._userOptions);
+      return;
+    }
+    const req = requestStub(this);
+    if (!this.emit('unexpected-response', req, res)) {
+      abortHandshake(this, `Unexpected server response: ${res.statusCode}`);
+    } else {
+      this._readyState = WebSocket.CLOSING;
+      process.nextTick(() => {
+        if (this._readyState !== WebSocket.CLOSED) this.emitClose();
+      });
+    }
+  }
+}
+
+/**
+ * @constant {Number} CONNECTING
+ * @memberof WebSocket
+ */
+Object.defineProperty(WebSocket, 'CONNECTING', { enumerable: true, value: readyStates.indexOf('CONNECTING') });
+Object.defineProperty(WebSocket.prototype, 'CONNECTING', { enumerable: true, value: readyStates.indexOf('CONNECTING') });
+Object.defineProperty(WebSocket, 'OPEN', { enumerable: true, value: readyStates.indexOf('OPEN') });
+Object.defineProperty(WebSocket.prototype, 'OPEN', { enumerable: true, value: readyStates.indexOf('OPEN') });
+Object.defineProperty(WebSocket, 'CLOSING', { enumerable: true, value: readyStates.indexOf('CLOSING') });
+Object.defineProperty(WebSocket.prototype, 'CLOSING', { enumerable: true, value: readyStates.indexOf('CLOSING') });
+Object.defineProperty(WebSocket, 'CLOSED', { enumerable: true, value: readyStates.indexOf('CLOSED') });
+Object.defineProperty(WebSocket.prototype, 'CLOSED', { enumerable: true, value: readyStates.indexOf('CLOSED') });
+
+[
+  'binaryType',
+  'bufferedAmount',
+  'extensions',
+  'isPaused',
+  'protocol',
+  'readyState',
+  'url'
+].forEach((property) => {
+  Object.defineProperty(WebSocket.prototype, property, { enumerable: true });
+});
+
+defineEventAttributes(WebSocket.prototype);
+
+WebSocket.prototype.addEventListener = addEventListener;
+WebSocket.prototype.removeEventListener = removeEventListener;
+
+module.exports = WebSocket;
+
+/**
+ * Converts a binary message to the socket's `binaryType`.
+ *
+ * @param {Buffer} buf The message
+ * @param {String} type The binary type
+ * @return {*} The converted message
+ */
+function toBinaryType(buf, type) {
+  if (type === 'nodebuffer') return buf;
+  if (type === 'arraybuffer') {
+    if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength) return buf.buffer;
+    return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
+  }
+  if (type === 'blob') return new Blob([buf]);
+  return [buf];
+}
+
+/**
+ * Parses the extension names of a `Sec-WebSocket-Extensions` value for `ws.extensions`.
+ *
+ * @param {String} header The header value
+ * @return {Object} Names as keys
+ */
+function parseExtensionNames(header) {
+  const out = {};
+  for (const part of header.split(',')) {
+    const name = part.split(';')[0].trim();
+    if (name) out[name] = true;
+  }
+  return out;
+}
+
+/**
+ * Builds an `http.IncomingMessage`-like response for `upgrade` and `unexpected-response`.
+ *
+ * @param {Number} statusCode The status
+ * @param {Buffer} reason The reason phrase
+ * @param {Buffer} lines Header names and values separated by NUL bytes
+ * @return {Readable} The response
+ */
+function responseFromFields(statusCode, reason, lines) {
+  const res = new Readable({ read() {} });
+  res.push(null);
+  res.statusCode = statusCode;
+  res.statusMessage = reason.toString();
+  res.httpVersion = '1.1';
+  res.rawHeaders = lines.length ? lines.toString().split('\0').slice(0, -1) : [];
+  res.headers = headersFromRaw(res.rawHeaders);
+  return res;
+}
+
+const DISCARD_DUPLICATES = new Set([
+  'age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host',
+  'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards',
+  'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent'
+]);
+
+/**
+ * Builds Node's `headers` object from `rawHeaders`, with Node's rules for duplicates.
+ *
+ * @param {String[]} raw Alternating names and values
+ * @return {Object} The headers
+ */
+function headersFromRaw(raw) {
+  const headers = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i].toLowerCase();
+    const value = raw[i + 1];
+    const prev = headers[name];
+    if (prev === undefined) {
+      headers[name] = name === 'set-cookie' ? [value] : value;
+    } else if (name === 'set-cookie') {
+      prev.push(value);
+    } else if (!DISCARD_DUPLICATES.has(name)) {
+      headers[name] = prev + (name === 'cookie' ? '; ' : ', ') + value;
+    }
+  }
+  return headers;
+}
+
+WebSocket.headersFromRaw = headersFromRaw;
+
+/**
+ * A stand-in for the `http.ClientRequest` of `unexpected-response` and `redirect`.
+ *
+ * @param {WebSocket} websocket The client
+ * @return {Object} The request
+ */
+function requestStub(websocket) {
+  const req = new EventEmitter();
+  req.path = websocket._path;
+  req.method = 'GET';
+  req.abort = req.destroy = () => {};
+  return req;
+}
+
+/**
+ * Initialize a WebSocket client.
+ *
+ * @param {WebSocket} websocket The client to initialize
+ * @param {(String|URL)} address The URL to which to connect
+ * @param {Array} protocols The subprotocols
+ * @param {Object} [options] Connection options
+ * @private
+ */
+function initAsClient(websocket, address, protocols, options) {
+  const opts = {
+    allowSynchronousEvents: true,
+    autoPong: true,
+    closeTimeout: CLOSE_TIMEOUT,
+    protocolVersion: protocolVersions[1],
+    maxPayload: 100 * 1024 * 1024,
+    skipUTF8Validation: false,
+    perMessageDeflate: true,
+    followRedirects: false,
+    maxRedirects: 10,
+    ...options
+  };
+
+  websocket._autoPong = opts.autoPong;
+  websocket._closeTimeout = opts.closeTimeout;
+  websocket._options = opts;
+  websocket._userOptions = options;
+  websocket._protocols = protocols;
+
+  if (!protocolVersions.includes(opts.protocolVersion)) {
+    throw new RangeError(
+      `Unsupported protocol version: ${opts.protocolVersion} ` +
+        `(supported versions: ${protocolVersions.join(', ')})`
+    );
+  }
+
+  let parsedUrl;
+
+  if (address instanceof URL) {
+    parsedUrl = address;
+  } else {
+    try {
+      parsedUrl = new URL(address);
+    } catch {
+      throw new SyntaxError(`Invalid URL: ${address}`);
+    }
+  }
+
+  if (parsedUrl.protocol === 'http:') {
+    parsedUrl.protocol = 'ws:';
+  } else if (parsedUrl.protocol === 'https:') {
+    parsedUrl.protocol = 'wss:';
+  }
+
+  websocket._url = parsedUrl.href;
+  websocket._address = parsedUrl;
+
+  const isSecure = parsedUrl.protocol === 'wss:';
+  const isIpcUrl = parsedUrl.protocol === 'ws+unix:';
+  let invalidUrlMessage;
+
+  if (parsedUrl.protocol !== 'ws:' && !isSecure && !isIpcUrl) {
+    invalidUrlMessage =
+      'The URL\'s protocol must be one of "ws:", "wss:", ' + '"http:", "https:", or "ws+unix:"';
+  } else if (isIpcUrl && !parsedUrl.pathname) {
+    invalidUrlMessage = "The URL's pathname is empty";
+  } else if (parsedUrl.hash) {
+    invalidUrlMessage = 'The URL contains a fragment identifier';
+  }
+
+  if (invalidUrlMessage) {
+    const err = new SyntaxError(invalidUrlMessage);
+
+    if (websocket._redirects === 0) {
+      throw err;
+    } else {
+      emitErrorAndClose(websocket, err);
+      return;
+    }
+  }
+
+  const protocolSet = new Set();
+  for (const protocol of protocols) {
+    if (!isValidSubprotocol(protocol) || protocolSet.has(protocol)) {
+      throw new SyntaxError('An invalid or duplicated subprotocol was specified');
+    }
+    protocolSet.add(protocol);
+  }
+
+  const defaultPort = isSecure ? 443 : 80;
+  const port = parsedUrl.port ? Number(parsedUrl.port) : defaultPort;
+  const host = parsedUrl.hostname.startsWith('[') ? parsedUrl.hostname.slice(1, -1) : parsedUrl.hostname;
+  let path = parsedUrl.pathname + parsedUrl.search;
+  let socketPath;
+
+  if (isIpcUrl) {
+    const parts = path.split(':');
+    socketPath = parts[0];
+    path = parts[1] || '/';
+  }
+
+  // Headers as Node's http client would send them: Host first, then the user's, then ws's.
+  const headers = {};
+  const userHeaders = opts.headers || {};
+  if (opts.followRedirects && websocket._redirects > 0 && websocket.listenerCount('redirect') === 0) {
+    const sameHost = isIpcUrl
+      ? websocket._originalIpc && socketPath === websocket._originalHostOrSocketPath
+      : !websocket._originalIpc && parsedUrl.host === websocket._originalHostOrSocketPath;
+    if (!sameHost || (websocket._originalSecure && !isSecure)) {
+      for (const k of Object.keys(userHeaders)) {
+        const lk = k.toLowerCase();
+        if (lk === 'authorization' || lk === 'cookie' || (!sameHost && lk === 'host')) continue;
+        headers[k] = userHeaders[k];
+      }
+    } else {
+      Object.assign(headers, userHeaders);
+    }
+  } else {
+    Object.assign(headers, userHeaders);
+  }
+  if (opts.followRedirects && websocket._redirects === 0) {
+    websocket._originalIpc = isIpcUrl;
+    websocket._originalSecure = isSecure;
+    websocket._originalHostOrSocketPath = isIpcUrl ? socketPath : parsedUrl.host;
+  }
+
+  const list = [];
+  const has = (name) => Object.keys(headers).some((k) => k.toLowerCase() === name);
+  if (!has('host')) {
+    const h = host.includes(':') ? `[${host}]` : host;
+    list.push('Host', isIpcUrl ? 'localhost' : port === defaultPort ? h : `${h}:${port}`);
+  }
+  if ((parsedUrl.username || parsedUrl.password) && !has('authorization')) {
+    const auth = `${decodeURIComponent(parsedUrl.username)}:${decodeURIComponent(parsedUrl.password)}`;
+    list.push('Authorization', 'Basic ' + Buffer.from(auth).toString('base64'));
+  }
+  const managed = new Set(['sec-websocket-version', 'sec-websocket-key', 'connection', 'upgrade']);
+  if (protocols.length) managed.add('sec-websocket-protocol');
+  for (const k of Object.keys(headers)) {
+    if (managed.has(k.toLowerCase())) continue;
+    const v = headers[k];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) {
+      for (const item of v) list.push(k, String(item));
+    } else {
+      list.push(k, String(v));
+    }
+  }
+  list.push('Sec-WebSocket-Version', String(opts.protocolVersion), 'Connection', 'Upgrade', 'Upgrade', 'websocket');
+  if (protocols.length) list.push('Sec-WebSocket-Protocol', protocols.join(','));
+  if (opts.origin) {
+    list.push(opts.protocolVersion < 13 ? 'Sec-WebSocket-Origin' : 'Origin', String(opts.origin));
+  }
+  for (let i = 0; i < list.length; i++) {
+    if (/[\r\n\0]/.test(list[i])) {
+      throw new TypeError(`Invalid character in header content ["${list[i - (i % 2)]}"]`);
+    }
+  }
+
+  websocket._path = path;
+
+  if (isSecure) {
+    const err = new Error('wss:// URLs are not supported by this build of ws-native yet');
+    err.code = 'ERR_WS_NATIVE_UNSUPPORTED';
+    process.nextTick(emitErrorAndClose, websocket, err);
+    return;
+  }
+
+  if (opts.followRedirects && websocket._redirects > 0) {
+    websocket.emit('redirect', websocket.url, requestStub(websocket));
+    if (websocket._readyState !== WebSocket.CONNECTING) return;
+  }
+
+  const id = native.binding.connect({
+    host: isIpcUrl ? undefined : host,
+    port,
+    socketPath,
+    path,
+    headers: list,
+    protocols,
+    conn: {
+      maxPayload: opts.maxPayload,
+      maxFragments: opts.maxFragments,
+      skipUtf8Validation: !!opts.skipUTF8Validation,
+      autoPong: !!opts.autoPong,
+      closeTimeout: opts.closeTimeout,
+      handshakeTimeout: opts.handshakeTimeout
+    }
+  });
+  websocket._id = id;
+  native.connections.set(id, websocket);
+}
+
+/**
+ * Emit the `'error'` and `'close'` events.
+ *
+ * @param {WebSocket} websocket The WebSocket instance
+ * @param {Error} err The error to emit
+ * @private
+ */
+function emitErrorAndClose(websocket, err) {
+  if (websocket._readyState === WebSocket.CLOSED) return;
+  websocket._readyState = WebSocket.CLOSING;
+  websocket.emit('error', err);
+  websocket.emitClose();
+}
+
+/**
+ * Abort the handshake and emit an error.
+ *
+ * @param {WebSocket} websocket The WebSocket instance
+ * @param {String} message The error message
+ * @private
+ */
+function abortHandshake(websocket, message) {
+  websocket._readyState = WebSocket.CLOSING;
+  const err = new Error(message);
+  Error.captureStackTrace(err, abortHandshake);
+  if (websocket._id !== 0) {
+    native.connections.delete(websocket._id);
+    native.queue(OP.TERMINATE, 0, websocket._id, null);
+  }
+  process.nextTick(emitErrorAndClose, websocket, err);
+}
+
+/**
+ * Handle cases where the `ping()`, `pong()`, or `send()` methods are called
+ * when the `readyState` attribute is `CLOSING` or `CLOSED`.
+ *
+ * @param {WebSocket} websocket The WebSocket instance
+ * @param {*} [data] The data to send
+ * @param {Function} [cb] Callback
+ * @private
+ */
+function sendAfterClose(websocket, data, cb) {
+  if (data) {
+    const length = isBlob(data) ? data.size : toBuffer(data).length;
+    websocket._bufferedAmount += length;
+  }
+
+  if (cb) {
+    const err = new Error(
+      `WebSocket is not open: readyState ${websocket.readyState} ` +
+        `(${readyStates[websocket.readyState]})`
+    );
+    process.nextTick(cb, err);
+  }
+}

@@ -1,0 +1,225 @@
+//! The #[napi] surface: thin glue between lib/native.js and the engine. No protocol logic.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi_derive::napi;
+
+use crate::engine::client::{self, ConnectParams, Target};
+use crate::engine::connection::ConnConfig;
+use crate::engine::outbox::{self, Decision};
+use crate::engine::{events, io_error_code, runtime, server};
+use crate::protocol::handshake::{rejection_response, Rejection};
+use crate::protocol::receiver::ReceiverConfig;
+
+thread_local! {
+    /// Large payloads of delivered batches, taken by JS in record order.
+    static EXTERNAL: RefCell<VecDeque<Vec<u8>>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// Registers the JS function that receives event batches. The threadsafe function is weak:
+/// it never keeps Node alive.
+#[napi]
+pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
+    let tsfn = on_batch
+        .build_threadsafe_function::<()>()
+        .weak::<true>()
+        .callee_handled::<false>()
+        .build_callback(|_ctx| {
+            let buf = EXTERNAL.with(|e| events::take_batch(&mut e.borrow_mut()));
+            Ok(Buffer::from(buf))
+        })?;
+    let tsfn = Arc::new(tsfn);
+    events::set_deliver(Some(Box::new(move || {
+        tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+    })));
+    env.add_env_cleanup_hook((), |_| {
+        events::set_deliver(None);
+        runtime::shutdown();
+    })?;
+    Ok(())
+}
+
+/// The next large payload of the batch being dispatched.
+#[napi]
+pub fn take_external() -> Option<Buffer> {
+    EXTERNAL.with(|e| e.borrow_mut().pop_front()).map(Buffer::from)
+}
+
+/// Limits and behaviour shared by client and server connections.
+#[napi(object)]
+pub struct ConnOptions {
+    pub max_payload: Option<f64>,
+    pub max_fragments: Option<f64>,
+    pub skip_utf8_validation: Option<bool>,
+    pub auto_pong: Option<bool>,
+    pub close_timeout: Option<f64>,
+    pub handshake_timeout: Option<f64>,
+}
+
+fn ms(v: f64) -> Duration {
+    Duration::from_millis(if v.is_finite() && v > 0.0 { v as u64 } else { 0 })
+}
+
+fn conn_config(o: &ConnOptions, is_server: bool) -> ConnConfig {
+    ConnConfig {
+        receiver: ReceiverConfig {
+            is_server,
+            max_payload: o.max_payload.map(|v| if v > 0.0 { v as u64 } else { 0 }).unwrap_or(100 * 1024 * 1024),
+            max_fragments: o.max_fragments.map(|v| if v > 0.0 { v as u32 } else { 0 }).unwrap_or(131_072),
+            skip_utf8_validation: o.skip_utf8_validation.unwrap_or(false),
+            allow_rsv1: false,
+        },
+        auto_pong: o.auto_pong.unwrap_or(true),
+        close_timeout: ms(o.close_timeout.unwrap_or(30_000.0)),
+        handshake_timeout: o.handshake_timeout.filter(|v| *v > 0.0).map(ms),
+    }
+}
+
+#[napi(object)]
+pub struct ListenOptions {
+    pub host: Option<String>,
+    pub port: u32,
+    pub backlog: Option<u32>,
+    pub conn: ConnOptions,
+}
+
+#[napi(object)]
+pub struct ListenResult {
+    pub id: u32,
+    pub address: String,
+    pub family: String,
+    pub port: u32,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// Binds a server. Bind errors come back as `errorCode` / `errorMessage` for JS to emit.
+#[napi]
+pub fn listen(opts: ListenOptions) -> ListenResult {
+    let params = server::ListenParams {
+        host: opts.host.clone(),
+        port: opts.port as u16,
+        backlog: opts.backlog.unwrap_or(511),
+        cfg: conn_config(&opts.conn, true),
+    };
+    match server::listen(params) {
+        Ok((id, addr)) => ListenResult {
+            id,
+            address: addr.ip().to_string(),
+            family: if addr.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
+            port: addr.port() as u32,
+            error_code: None,
+            error_message: None,
+        },
+        Err(e) => {
+            let (code, msg) = io_error_code(&e, "listen");
+            let host = opts.host.unwrap_or_else(|| "::".into());
+            ListenResult {
+                id: 0,
+                address: String::new(),
+                family: String::new(),
+                port: 0,
+                error_message: Some(format!("{msg}: address already in use {host}:{}", opts.port).replace(
+                    ": address already in use",
+                    if code == "EADDRINUSE" { ": address already in use" } else { ":" },
+                )),
+                error_code: Some(code),
+            }
+        }
+    }
+}
+
+#[napi]
+pub fn close_server(id: u32) {
+    server::close(id);
+}
+
+/// Writes the 101 answer JS built and opens the connection. False when the socket is gone.
+#[napi]
+pub fn accept(id: u32, response: &[u8]) -> bool {
+    let Some(shared) = outbox::lookup(id) else { return false };
+    let waker = {
+        let mut out = shared.lock();
+        out.raw(response);
+        out.open = true;
+        out.decision = Some(Decision::Accept);
+        out.waker.take()
+    };
+    if let Some(w) = waker {
+        w.wake();
+    }
+    true
+}
+
+/// Refuses an upgrade with ws's HTTP answer. `headers` is a flat name, value list.
+#[napi]
+pub fn reject(id: u32, status: u32, message: String, headers: Vec<String>) -> bool {
+    let Some(shared) = outbox::lookup(id) else { return false };
+    let r = Rejection {
+        status: status as u16,
+        message,
+        headers: headers.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+    };
+    let waker = {
+        let mut out = shared.lock();
+        out.raw(&rejection_response(&r));
+        out.decision = Some(Decision::Reject);
+        out.waker.take()
+    };
+    if let Some(w) = waker {
+        w.wake();
+    }
+    true
+}
+
+#[napi(object)]
+pub struct ConnectOptions {
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    pub socket_path: Option<String>,
+    pub path: String,
+    /// Flat name, value list, in order.
+    pub headers: Vec<String>,
+    pub protocols: Vec<String>,
+    pub conn: ConnOptions,
+}
+
+/// Starts a client connection; returns its id.
+#[napi]
+pub fn connect(opts: ConnectOptions) -> Result<u32> {
+    let target = match opts.socket_path {
+        Some(p) => Target::Unix(p),
+        None => Target::Tcp { host: opts.host.unwrap_or_else(|| "localhost".into()), port: opts.port.unwrap_or(80) as u16 },
+    };
+    let params = ConnectParams {
+        target,
+        path: opts.path,
+        headers: opts.headers.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+        protocols: opts.protocols,
+        cfg: conn_config(&opts.conn, false),
+    };
+    client::connect(params).map_err(|e| Error::from_reason(e.to_string()))
+}
+
+/// Applies one tick's commands. Large payloads come as separate buffers.
+#[napi]
+pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) {
+    match external {
+        Some(ext) => {
+            let slices: Vec<&[u8]> = ext.iter().map(|b| b.as_ref()).collect();
+            outbox::apply_commands(commands, &slices);
+        }
+        None => outbox::apply_commands(commands, &[]),
+    }
+}
+
+/// Bytes queued in the engine and not yet written to the socket.
+#[napi]
+pub fn buffered_amount(id: u32) -> f64 {
+    outbox::lookup(id).map(|s| s.buffered() as f64).unwrap_or(0.0)
+}

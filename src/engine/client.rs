@@ -1,0 +1,100 @@
+//! The client: resolve, connect (TCP or Unix socket), then run the connection with the
+//! upgrade request already queued. `handshakeTimeout` covers the connect too.
+
+use std::io;
+use std::sync::Arc;
+
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
+
+use super::connection::{ClientHandshake, ConnConfig, Connection};
+use super::events::{self, kind};
+use super::outbox::{register, unregister, Shared};
+use super::{io_error_code, next_id, runtime};
+use crate::protocol::handshake::client_request;
+
+pub enum Target {
+    Tcp { host: String, port: u16 },
+    Unix(String),
+}
+
+pub struct ConnectParams {
+    pub target: Target,
+    pub path: String,
+    /// Request headers, without the key (added here).
+    pub headers: Vec<(String, String)>,
+    pub protocols: Vec<String>,
+    pub cfg: ConnConfig,
+}
+
+fn fail(id: u32, message: &str, code: &str) {
+    unregister(id);
+    events::with_batch(|b| b.push_fields(kind::HANDSHAKE_FAILED, id, &[message.as_bytes(), code.as_bytes(), b"", b"", b""]));
+}
+
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, (String, String)> {
+    let addrs: Vec<_> = match tokio::net::lookup_host((host, port)).await {
+        Ok(a) => a.collect(),
+        Err(_) => return Err(("ENOTFOUND".into(), format!("getaddrinfo ENOTFOUND {host}"))),
+    };
+    let mut last = ("ENOTFOUND".to_string(), format!("getaddrinfo ENOTFOUND {host}"));
+    for a in addrs {
+        match TcpStream::connect(a).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => {
+                let (code, msg) = io_error_code(&e, "connect");
+                last = (code, format!("{msg} {a}"));
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Starts a client connection and returns its id at once; the outcome arrives as an OPEN or
+/// HANDSHAKE_FAILED event.
+pub fn connect(p: ConnectParams) -> io::Result<u32> {
+    let handle = runtime::handle()?;
+    let id = next_id();
+    let key = tungstenite::handshake::client::generate_key();
+    let mut headers = p.headers;
+    headers.push(("Sec-WebSocket-Key".into(), key.clone()));
+    let shared = Shared::new(true);
+    shared.lock().raw(&client_request(&p.path, &headers));
+    register(id, shared.clone());
+    let cfg = Arc::new(p.cfg);
+    let hs = ClientHandshake { key, protocols: p.protocols };
+    handle.spawn(async move {
+        let deadline = cfg.handshake_timeout.map(|d| Instant::now() + d);
+        let timed_out = || ("".to_string(), "Opening handshake has timed out".to_string());
+        match p.target {
+            Target::Tcp { host, port } => {
+                let r = match deadline {
+                    Some(d) => tokio::time::timeout_at(d, connect_tcp(&host, port)).await.unwrap_or_else(|_| Err(timed_out())),
+                    None => connect_tcp(&host, port).await,
+                };
+                match r {
+                    Ok(s) => Connection::client(s, id, shared, cfg, hs, deadline).await,
+                    Err((code, msg)) => fail(id, &msg, &code),
+                }
+            }
+            Target::Unix(path) => {
+                let r = match deadline {
+                    Some(d) => tokio::time::timeout_at(d, UnixStream::connect(&path)).await,
+                    None => Ok(UnixStream::connect(&path).await),
+                };
+                match r {
+                    Ok(Ok(s)) => Connection::client(s, id, shared, cfg, hs, deadline).await,
+                    Ok(Err(e)) => {
+                        let (code, msg) = io_error_code(&e, "connect");
+                        fail(id, &format!("{msg} {path}"), &code)
+                    }
+                    Err(_) => fail(id, "Opening handshake has timed out", ""),
+                }
+            }
+        }
+    });
+    Ok(id)
+}

@@ -1,0 +1,592 @@
+//! One connection = one task running this hand-written future, generic over its transport
+//! (TCP, Unix socket, later TLS and Node-socket bridges). It polls both directions itself, so
+//! a connection costs one task and no buffers while idle: reads land in a per-thread scratch
+//! buffer and are decoded at once; writes are taken from the outbox only while data flows.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::events::{self, kind};
+use super::outbox::{mask_key, unregister, Decision, Shared};
+use crate::protocol::close::ABNORMAL;
+use crate::protocol::error::ProtocolError;
+use crate::protocol::frame::OP_PONG;
+use crate::protocol::handshake::{self, HeadError, Rejection};
+use crate::protocol::receiver::{Incoming, Payload, Receiver, ReceiverConfig};
+
+/// Per-connection settings, shared by all connections of a server.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    pub receiver: ReceiverConfig,
+    pub auto_pong: bool,
+    pub close_timeout: Duration,
+    /// Client: the whole opening handshake. Server: receiving the request head.
+    pub handshake_timeout: Option<Duration>,
+}
+
+/// What a server tells JS about the peer along with its request.
+pub struct PeerInfo {
+    pub server_id: u32,
+    pub remote_address: String,
+    pub remote_port: String,
+    pub remote_family: String,
+    pub local_address: String,
+    pub local_port: String,
+}
+
+/// What a client needs to check the server's answer.
+pub struct ClientHandshake {
+    pub key: String,
+    pub protocols: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Server: reading the request head.
+    ServerHead,
+    /// Server: JS is deciding (verifyClient, handleProtocols, headers).
+    ServerDecision,
+    /// Client: request written or queued, reading the response head.
+    ClientHead,
+    Open,
+    /// Writing a refusal, then closing.
+    Refusing,
+}
+
+/// Why a connection ended, for the last event JS gets.
+enum End {
+    /// Normal end of an open connection: CLOSED with the peer's code, or 1006.
+    Closed,
+    /// Client handshake failure: message and optional Node-style error code.
+    HandshakeFailed(String, String),
+    /// A server connection that never reached JS, or was refused.
+    Silent,
+}
+
+enum ReadOutcome {
+    Pending,
+    Eof,
+    Failed(io::Error),
+    Data(Option<End>),
+}
+
+const SCRATCH_SIZE: usize = 64 * 1024;
+/// Reads per poll before yielding to other tasks.
+const READS_PER_POLL: usize = 16;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_SIZE].into_boxed_slice());
+}
+
+pub struct Connection<T> {
+    io: T,
+    id: u32,
+    shared: Arc<Shared>,
+    cfg: Arc<ConnConfig>,
+    phase: Phase,
+    receiver: Option<Receiver>,
+    /// Handshake bytes, and after the head the bytes that came with it.
+    head: Vec<u8>,
+    peer: Option<Box<PeerInfo>>,
+    client: Option<Box<ClientHandshake>>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    written: u64,
+    acks: VecDeque<u64>,
+    paused: bool,
+    close_seen: bool,
+    close_received: bool,
+    close_code: u16,
+    close_reason: Vec<u8>,
+    protocol_error: bool,
+    read_eof: bool,
+    want_shutdown: bool,
+    shutdown_done: bool,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
+    fn new(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, phase: Phase) -> Self {
+        let timer = cfg.handshake_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
+        Connection {
+            io,
+            id,
+            shared,
+            cfg,
+            phase,
+            receiver: None,
+            head: Vec::new(),
+            peer: None,
+            client: None,
+            wbuf: Vec::new(),
+            wpos: 0,
+            written: 0,
+            acks: VecDeque::new(),
+            paused: false,
+            close_seen: false,
+            close_received: false,
+            close_code: ABNORMAL,
+            close_reason: Vec::new(),
+            protocol_error: false,
+            read_eof: false,
+            want_shutdown: false,
+            shutdown_done: false,
+            timer,
+        }
+    }
+
+    /// A server connection that starts by reading the upgrade request.
+    pub fn server(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, peer: PeerInfo) -> Self {
+        let mut c = Self::new(io, id, shared, cfg, Phase::ServerHead);
+        c.peer = Some(Box::new(peer));
+        c
+    }
+
+    /// A client connection whose request is already in the outbox. `deadline` bounds the
+    /// handshake, including the connect that came before.
+    pub fn client(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, hs: ClientHandshake, deadline: Option<Instant>) -> Self {
+        let mut c = Self::new(io, id, shared, cfg, Phase::ClientHead);
+        c.client = Some(Box::new(hs));
+        c.timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        c
+    }
+
+    fn mask(&self) -> Option<[u8; 4]> {
+        self.shared.is_client.then(mask_key)
+    }
+
+    /// Takes what JS queued: decisions, flags, bytes to write.
+    fn sync_outbox(&mut self, cx: &Context<'_>) -> Option<End> {
+        let mut out = self.shared.lock();
+        if out.terminate {
+            return Some(if self.phase == Phase::ClientHead {
+                End::HandshakeFailed("WebSocket was closed before the connection was established".into(), String::new())
+            } else if self.phase == Phase::Open {
+                End::Closed
+            } else {
+                End::Silent
+            });
+        }
+        if self.phase == Phase::ServerDecision {
+            match out.decision {
+                Some(Decision::Accept) => {
+                    self.phase = Phase::Open;
+                    self.receiver = Some(Receiver::new(self.cfg.receiver.clone()));
+                    self.timer = None;
+                }
+                Some(Decision::Reject) => {
+                    self.phase = Phase::Refusing;
+                    self.want_shutdown = true;
+                }
+                None => {}
+            }
+        }
+        if out.raw_end {
+            self.want_shutdown = true;
+        }
+        if out.close_queued && !self.close_seen {
+            self.close_seen = true;
+            self.timer = Some(Box::pin(tokio::time::sleep(self.cfg.close_timeout)));
+        }
+        if self.wpos == self.wbuf.len() && !out.buf.is_empty() {
+            self.wbuf = std::mem::take(&mut out.buf);
+            self.wpos = 0;
+        }
+        if !out.acks.is_empty() {
+            self.acks.extend(out.acks.drain(..));
+        }
+        self.paused = out.paused;
+        match &out.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => out.waker = Some(cx.waker().clone()),
+        }
+        None
+    }
+
+    /// Writes what it can. Returns Err when the socket failed.
+    fn poll_write_side(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        let mut progressed = false;
+        while self.wpos < self.wbuf.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    self.wpos += n;
+                    self.written += n as u64;
+                    progressed = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        if progressed {
+            self.shared.written_total.store(self.written, Ordering::Release);
+        }
+        if self.wpos == self.wbuf.len() && !self.wbuf.is_empty() {
+            // Drained: release the buffer rather than keep it per idle connection.
+            self.wbuf = Vec::new();
+            self.wpos = 0;
+            if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
+                return Err(e);
+            }
+        }
+        let mut done = 0u32;
+        while self.acks.front().is_some_and(|&end| end <= self.written) {
+            self.acks.pop_front();
+            done += 1;
+        }
+        if done > 0 {
+            events::with_batch(|b| b.push(kind::WRITTEN, self.id, &done.to_le_bytes()));
+        }
+        Ok(progressed)
+    }
+
+    fn all_written(&self) -> bool {
+        self.wpos == self.wbuf.len() && self.shared.lock().buf.is_empty()
+    }
+
+    fn reading_allowed(&self) -> bool {
+        !self.read_eof
+            && match self.phase {
+                Phase::ServerHead | Phase::ClientHead | Phase::Refusing => true,
+                Phase::Open => !self.paused,
+                Phase::ServerDecision => false,
+            }
+    }
+
+    fn on_bytes(&mut self, data: &mut [u8]) -> Option<End> {
+        match self.phase {
+            Phase::ServerHead => self.on_request_bytes(data),
+            Phase::ClientHead => self.on_response_bytes(data),
+            Phase::Open => {
+                self.feed(data);
+                None
+            }
+            Phase::ServerDecision => {
+                self.head.extend_from_slice(data);
+                None
+            }
+            Phase::Refusing => None,
+        }
+    }
+
+    fn refuse_raw(&mut self, bytes: &[u8]) {
+        self.shared.lock().raw(bytes);
+        self.phase = Phase::Refusing;
+        self.want_shutdown = true;
+        self.head = Vec::new();
+    }
+
+    fn on_request_bytes(&mut self, data: &[u8]) -> Option<End> {
+        self.head.extend_from_slice(data);
+        let (head, n) = match handshake::parse_request(&self.head) {
+            Ok(None) => return None,
+            Ok(Some(h)) => h,
+            Err(HeadError::TooLarge) => {
+                self.refuse_raw(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n");
+                return None;
+            }
+            Err(HeadError::Invalid(_)) => {
+                self.refuse_raw(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+                return None;
+            }
+        };
+        if !handshake::is_upgrade_request(&head) {
+            self.refuse_raw(&handshake::upgrade_required_response());
+            return None;
+        }
+        self.head.drain(..n);
+        let Some(peer) = self.peer.take() else { return Some(End::Silent) };
+        let verdict = handshake::validate_upgrade(&head);
+        let raw: Vec<u8> = head.headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
+        let (status, message, reject_headers, accept, protocols, version, extensions) = match &verdict {
+            Ok(u) => (0u16, "", Vec::new(), u.accept.as_str(), u.protocols.join(","), u.version.to_string(), u.extensions.clone().unwrap_or_default()),
+            Err(Rejection { status, message, headers }) => {
+                let h: Vec<u8> = headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
+                (*status, message.as_str(), h, "", String::new(), String::new(), String::new())
+            }
+        };
+        let version_text = format!("1.{}", head.minor);
+        events::with_batch(|b| {
+            b.push_fields(
+                kind::UPGRADE,
+                self.id,
+                &[
+                    &peer.server_id.to_le_bytes(),
+                    head.method.as_bytes(),
+                    head.path.as_bytes(),
+                    version_text.as_bytes(),
+                    &raw,
+                    peer.remote_address.as_bytes(),
+                    peer.remote_port.as_bytes(),
+                    peer.remote_family.as_bytes(),
+                    peer.local_address.as_bytes(),
+                    peer.local_port.as_bytes(),
+                    &status.to_be_bytes(),
+                    message.as_bytes(),
+                    &reject_headers,
+                    accept.as_bytes(),
+                    protocols.as_bytes(),
+                    version.as_bytes(),
+                    extensions.as_bytes(),
+                ],
+            )
+        });
+        self.phase = Phase::ServerDecision;
+        self.timer = None;
+        None
+    }
+
+    fn on_response_bytes(&mut self, data: &mut [u8]) -> Option<End> {
+        self.head.extend_from_slice(data);
+        let (head, n) = match handshake::parse_response(&self.head) {
+            Ok(None) => return None,
+            Ok(Some(h)) => h,
+            Err(HeadError::TooLarge) => return Some(End::HandshakeFailed("Response header too large".into(), "HPE_HEADER_OVERFLOW".into())),
+            Err(HeadError::Invalid(e)) => return Some(End::HandshakeFailed(format!("Parse Error: {e}"), "HPE_INVALID_CONSTANT".into())),
+        };
+        let Some(hs) = self.client.take() else { return Some(End::Silent) };
+        let lines: Vec<u8> = head.headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
+        if head.status != 101 {
+            // JS decides between a redirect, `unexpected-response` and an error.
+            let status = head.status.to_string();
+            events::with_batch(|b| {
+                b.push_fields(kind::HANDSHAKE_FAILED, self.id, &[b"", b"", status.as_bytes(), head.reason.as_bytes(), &lines])
+            });
+            return Some(End::Silent);
+        }
+        let accepted = match handshake::validate_response(&head, &hs.key, &hs.protocols, false) {
+            Ok(a) => a,
+            Err(msg) => return Some(End::HandshakeFailed(msg, String::new())),
+        };
+        events::with_batch(|b| {
+            b.push_fields(kind::OPEN, self.id, &[accepted.protocol.as_bytes(), accepted.extensions.as_bytes(), head.reason.as_bytes(), &lines])
+        });
+        self.shared.lock().open = true;
+        self.phase = Phase::Open;
+        self.timer = None;
+        self.receiver = Some(Receiver::new(self.cfg.receiver.clone()));
+        let mut rest = self.head.split_off(n);
+        self.head = Vec::new();
+        if !rest.is_empty() {
+            self.feed(&mut rest);
+        }
+        None
+    }
+
+    /// Decodes frames and appends their events to the batch.
+    fn feed(&mut self, data: &mut [u8]) {
+        let Some(receiver) = self.receiver.as_mut() else { return };
+        if receiver.is_done() {
+            return;
+        }
+        let id = self.id;
+        let shared = &self.shared;
+        let auto_pong = self.cfg.auto_pong;
+        let is_client = shared.is_client;
+        let mut close: Option<(u16, Vec<u8>)> = None;
+        let result = events::with_batch(|b| {
+            receiver.feed(data, |item| match item {
+                Incoming::Message { binary, data } => {
+                    let k = if binary { kind::BINARY } else { kind::TEXT };
+                    match data {
+                        Payload::Borrowed(s) => b.push(k, id, s),
+                        Payload::Owned(v) => b.push_owned(k, id, v),
+                    }
+                }
+                Incoming::Ping(p) => {
+                    if auto_pong {
+                        let mut out = shared.lock();
+                        if out.open && !out.close_queued {
+                            out.frame(OP_PONG, true, p, is_client.then(mask_key));
+                        }
+                    }
+                    b.push(kind::PING, id, p);
+                }
+                Incoming::Pong(p) => b.push(kind::PONG, id, p),
+                Incoming::Close { code, reason } => {
+                    b.push_code(kind::CLOSE_FRAME, id, code, reason);
+                    close = Some((code, reason.to_vec()));
+                }
+            })
+        });
+        if receiver.is_idle() {
+            receiver.shrink();
+        }
+        if let Err(e) = result {
+            self.on_protocol_error(e);
+        } else if let Some((code, reason)) = close {
+            self.close_received = true;
+            self.close_code = code;
+            self.close_reason = reason;
+            let mask = self.mask();
+            let mut out = self.shared.lock();
+            if !out.close_queued {
+                // Echo the peer's code and reason, as ws does.
+                if code == crate::protocol::close::NO_STATUS {
+                    out.close_frame(None, &[], mask);
+                } else {
+                    let reason = self.close_reason.clone();
+                    out.close_frame(Some(code), &reason, mask);
+                }
+            }
+        }
+    }
+
+    fn on_protocol_error(&mut self, e: ProtocolError) {
+        self.protocol_error = true;
+        events::with_batch(|b| {
+            b.push_fields(
+                kind::ERROR,
+                self.id,
+                &[&[e.kind as u8], e.code.as_bytes(), e.message.as_bytes(), &e.close_code.to_be_bytes()],
+            )
+        });
+        let mask = self.mask();
+        let mut out = self.shared.lock();
+        if !out.close_queued {
+            out.close_frame(Some(e.close_code), &[], mask);
+        }
+    }
+
+    /// When the close handshake (or a failure) means our side should end the TCP stream.
+    fn should_shutdown(&self) -> bool {
+        self.want_shutdown || self.read_eof || (self.close_seen && (self.close_received || self.protocol_error))
+    }
+
+    fn finish(&mut self, end: End) -> Poll<()> {
+        unregister(self.id);
+        let id = self.id;
+        match end {
+            End::Closed => {
+                let code = if self.close_received { self.close_code } else { ABNORMAL };
+                let reason = std::mem::take(&mut self.close_reason);
+                events::with_batch(|b| b.push_code(kind::CLOSED, id, code, &reason));
+            }
+            End::HandshakeFailed(message, code) => {
+                events::with_batch(|b| b.push_fields(kind::HANDSHAKE_FAILED, id, &[message.as_bytes(), code.as_bytes(), b"", b"", b""]));
+            }
+            End::Silent => {}
+        }
+        Poll::Ready(())
+    }
+
+    fn end_for_io_failure(&self, e: &io::Error) -> End {
+        match self.phase {
+            Phase::ClientHead => {
+                let (code, msg) = super::io_error_code(e, "read");
+                End::HandshakeFailed(msg, code)
+            }
+            Phase::Open => End::Closed,
+            _ => End::Silent,
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let mut yielded = false;
+        loop {
+            if let Some(end) = this.sync_outbox(cx) {
+                return this.finish(end);
+            }
+            let mut progressed = match this.poll_write_side(cx) {
+                Ok(p) => p,
+                Err(e) => {
+                    let end = this.end_for_io_failure(&e);
+                    return this.finish(end);
+                }
+            };
+            if this.should_shutdown() && !this.shutdown_done && this.all_written() {
+                match Pin::new(&mut this.io).poll_shutdown(cx) {
+                    Poll::Ready(_) => {
+                        this.shutdown_done = true;
+                        progressed = true;
+                        if this.phase == Phase::Refusing || this.read_eof {
+                            let end = if this.phase == Phase::Open { End::Closed } else { End::Silent };
+                            return this.finish(end);
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            let mut reads = 0;
+            while this.reading_allowed() {
+                if reads == READS_PER_POLL {
+                    yielded = true;
+                    break;
+                }
+                reads += 1;
+                let outcome = SCRATCH.with(|s| {
+                    let mut s = s.borrow_mut();
+                    let mut rb = ReadBuf::new(&mut s[..]);
+                    match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
+                        Poll::Pending => ReadOutcome::Pending,
+                        Poll::Ready(Err(e)) => ReadOutcome::Failed(e),
+                        Poll::Ready(Ok(())) => {
+                            let n = rb.filled().len();
+                            if n == 0 {
+                                ReadOutcome::Eof
+                            } else {
+                                ReadOutcome::Data(this.on_bytes(&mut s[..n]))
+                            }
+                        }
+                    }
+                });
+                match outcome {
+                    ReadOutcome::Pending => break,
+                    ReadOutcome::Failed(e) => {
+                        let end = this.end_for_io_failure(&e);
+                        return this.finish(end);
+                    }
+                    ReadOutcome::Eof => {
+                        // The peer ended its side.
+                        this.read_eof = true;
+                        progressed = true;
+                        match this.phase {
+                            Phase::ClientHead => {
+                                return this.finish(End::HandshakeFailed("socket hang up".into(), "ECONNRESET".into()));
+                            }
+                            Phase::ServerHead | Phase::Refusing => return this.finish(End::Silent),
+                            _ => {}
+                        }
+                    }
+                    ReadOutcome::Data(Some(end)) => return this.finish(end),
+                    ReadOutcome::Data(None) => progressed = true,
+                }
+            }
+            if this.read_eof && this.shutdown_done {
+                return this.finish(End::Closed);
+            }
+            if !progressed || yielded {
+                break;
+            }
+        }
+        if let Some(t) = this.timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                let end = match this.phase {
+                    Phase::ClientHead => End::HandshakeFailed("Opening handshake has timed out".into(), String::new()),
+                    Phase::Open => End::Closed,
+                    _ => End::Silent,
+                };
+                return this.finish(end);
+            }
+        }
+        if yielded {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}

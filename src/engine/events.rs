@@ -1,0 +1,145 @@
+//! Engine -> JS events, batched. Connection tasks append records to one shared buffer; at most
+//! one threadsafe call is in flight, and the JS thread takes everything appended until then.
+//! JS splits the buffer with `subarray` (see lib/native.js for the reader).
+//!
+//! Record: `[kind u8][flags u8][id u32 LE][len u32 LE][payload; len]`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+pub const HEADER_LEN: usize = 10;
+
+/// Record kinds. Keep in sync with `lib/native.js`.
+pub mod kind {
+    /// Client handshake done: fields protocol, extensions, response head lines.
+    pub const OPEN: u8 = 1;
+    pub const TEXT: u8 = 2;
+    pub const BINARY: u8 = 3;
+    pub const PING: u8 = 4;
+    pub const PONG: u8 = 5;
+    /// The peer's close frame arrived: `[code u16 BE][reason]`.
+    pub const CLOSE_FRAME: u8 = 6;
+    /// The connection ended: `[code u16 BE][reason]`. Last record for an id.
+    pub const CLOSED: u8 = 7;
+    /// A protocol error: fields kind, code, message, close code.
+    pub const ERROR: u8 = 8;
+    /// Sends up to sequence number `[seq u32 LE]` were written to the socket.
+    pub const WRITTEN: u8 = 9;
+    /// Server: an upgrade request awaits JS's decision (fields, see engine::server).
+    pub const UPGRADE: u8 = 10;
+    /// Client: the handshake failed (fields, see engine::client). Last record for an id.
+    pub const HANDSHAKE_FAILED: u8 = 11;
+}
+
+/// The payload is not in the batch: JS takes it with `takeExternal()`, in order.
+pub const FLAG_EXTERNAL: u8 = 1;
+
+/// Payloads at least this large travel as their own buffer instead of being copied.
+pub const EXTERNAL_MIN: usize = 64 * 1024;
+
+#[derive(Default)]
+pub struct EventBatch {
+    pub buf: Vec<u8>,
+    pub external: Vec<Vec<u8>>,
+}
+
+impl EventBatch {
+    fn header(&mut self, kind: u8, flags: u8, id: u32, len: usize) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(16 * 1024);
+        }
+        self.buf.push(kind);
+        self.buf.push(flags);
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        self.buf.extend_from_slice(&(len as u32).to_le_bytes());
+    }
+
+    pub fn push(&mut self, kind: u8, id: u32, payload: &[u8]) {
+        self.header(kind, 0, id, payload.len());
+        self.buf.extend_from_slice(payload);
+    }
+
+    /// A payload made of a big-endian u16 and bytes (close codes and reasons).
+    pub fn push_code(&mut self, kind: u8, id: u32, code: u16, rest: &[u8]) {
+        self.header(kind, 0, id, 2 + rest.len());
+        self.buf.extend_from_slice(&code.to_be_bytes());
+        self.buf.extend_from_slice(rest);
+    }
+
+    /// A payload of length-prefixed fields (`[len u32 LE][bytes]` each).
+    pub fn push_fields(&mut self, kind: u8, id: u32, fields: &[&[u8]]) {
+        let len: usize = fields.iter().map(|f| 4 + f.len()).sum();
+        self.header(kind, 0, id, len);
+        for f in fields {
+            self.buf.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(f);
+        }
+    }
+
+    /// A message payload the engine already owns: large ones move without a copy.
+    pub fn push_owned(&mut self, kind: u8, id: u32, data: Vec<u8>) {
+        if data.len() >= EXTERNAL_MIN {
+            self.header(kind, FLAG_EXTERNAL, id, data.len());
+            self.external.push(data);
+        } else {
+            self.push(kind, id, &data);
+        }
+    }
+}
+
+/// Delivers a taken batch to JS; set by the binding once the JS callback is registered.
+pub type Deliver = Box<dyn Fn() + Send + Sync>;
+
+struct Sink {
+    batch: Mutex<EventBatch>,
+    scheduled: AtomicBool,
+    deliver: Mutex<Option<Deliver>>,
+}
+
+fn sink() -> &'static Sink {
+    static SINK: OnceLock<Sink> = OnceLock::new();
+    SINK.get_or_init(|| Sink {
+        batch: Mutex::new(EventBatch::default()),
+        scheduled: AtomicBool::new(false),
+        deliver: Mutex::new(None),
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Installs the function that schedules one call into JS.
+pub fn set_deliver(d: Option<Deliver>) {
+    *lock(&sink().deliver) = d;
+    sink().scheduled.store(false, Ordering::SeqCst);
+}
+
+/// Appends records under one lock, then schedules a delivery unless one is already pending.
+pub fn with_batch<R>(f: impl FnOnce(&mut EventBatch) -> R) -> R {
+    let s = sink();
+    let (r, schedule) = {
+        let mut b = lock(&s.batch);
+        let before = b.buf.len();
+        let r = f(&mut b);
+        let appended = b.buf.len() != before;
+        (r, appended && !s.scheduled.swap(true, Ordering::AcqRel))
+    };
+    if schedule {
+        if let Some(d) = lock(&s.deliver).as_ref() {
+            d();
+        }
+    }
+    r
+}
+
+/// On the JS thread: takes everything appended so far. The external payloads are queued for
+/// `take_external`, in record order.
+pub fn take_batch(external_out: &mut VecDeque<Vec<u8>>) -> Vec<u8> {
+    let s = sink();
+    let mut b = lock(&s.batch);
+    s.scheduled.store(false, Ordering::Release);
+    external_out.extend(b.external.drain(..));
+    std::mem::take(&mut b.buf)
+}

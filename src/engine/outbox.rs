@@ -1,0 +1,231 @@
+//! JS -> engine: the per-connection outbox and the command batch that fills it.
+//! JS queues commands during a tick and hands them over in one call; each command is framed
+//! straight into its connection's outbox (the one copy out of JS memory), and each connection
+//! whose task is parked is woken once per batch, not once per message.
+//!
+//! Command: `[op u8][flags u8][id u32 LE][len u32 LE][payload; len]`. Keep in sync with
+//! `lib/native.js`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::Waker;
+
+use crate::protocol::frame::{encode_frame, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
+
+pub mod op {
+    pub const SEND: u8 = 1;
+    pub const PING: u8 = 2;
+    pub const PONG: u8 = 3;
+    /// Payload: empty (no code) or `[code u16 BE][reason]`.
+    pub const CLOSE: u8 = 4;
+    pub const TERMINATE: u8 = 5;
+    pub const PAUSE: u8 = 6;
+    pub const RESUME: u8 = 7;
+    /// Raw bytes on a connection still in its handshake (`wsClientError` sockets).
+    pub const RAW_WRITE: u8 = 8;
+    /// End a connection still in its handshake after its raw bytes.
+    pub const RAW_END: u8 = 9;
+}
+
+pub mod flag {
+    pub const BINARY: u8 = 1;
+    pub const FIN: u8 = 2;
+    /// Report with a WRITTEN event once the bytes reached the socket (send callbacks).
+    pub const ACK: u8 = 4;
+    /// The payload is the next buffer of the external list.
+    pub const EXTERNAL: u8 = 8;
+    pub const MASK_SET: u8 = 16;
+    pub const MASK: u8 = 32;
+}
+
+/// What the server's JS decided about an upgrade request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    Reject,
+}
+
+/// Bytes and requests waiting for the connection task.
+#[derive(Default)]
+pub struct Outbox {
+    pub buf: Vec<u8>,
+    /// Bytes ever queued, to turn `ACK` positions into written counts.
+    pub queued_total: u64,
+    /// End positions (in `queued_total` terms) of sends that asked for an acknowledgement.
+    pub acks: VecDeque<u64>,
+    pub waker: Option<Waker>,
+    pub close_queued: bool,
+    pub terminate: bool,
+    pub paused: bool,
+    pub fragmenting: bool,
+    pub decision: Option<Decision>,
+    /// The handshake is over and frames may be queued.
+    pub open: bool,
+    pub raw_end: bool,
+}
+
+pub struct Shared {
+    pub out: Mutex<Outbox>,
+    pub written_total: AtomicU64,
+    /// Clients mask their frames.
+    pub is_client: bool,
+}
+
+impl Shared {
+    pub fn new(is_client: bool) -> Arc<Self> {
+        Arc::new(Shared { out: Mutex::new(Outbox::default()), written_total: AtomicU64::new(0), is_client })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Outbox> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn buffered(&self) -> u64 {
+        let q = self.lock().queued_total;
+        q.saturating_sub(self.written_total.load(Ordering::Acquire))
+    }
+}
+
+impl Outbox {
+    /// Appends one frame; `mask` is the key when the frame is masked.
+    pub fn frame(&mut self, opcode: u8, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) {
+        let before = self.buf.len();
+        encode_frame(&mut self.buf, opcode, fin, false, payload, mask);
+        self.queued_total += (self.buf.len() - before) as u64;
+    }
+
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        self.queued_total += bytes.len() as u64;
+    }
+
+    /// A close frame with an optional code and reason.
+    pub fn close_frame(&mut self, code: Option<u16>, reason: &[u8], mask: Option<[u8; 4]>) {
+        let mut body = Vec::with_capacity(2 + reason.len());
+        if let Some(c) = code {
+            body.extend_from_slice(&c.to_be_bytes());
+            body.extend_from_slice(reason);
+        }
+        self.frame(OP_CLOSE, true, &body, mask);
+        self.close_queued = true;
+    }
+}
+
+/// A fresh masking key for a client frame.
+pub fn mask_key() -> [u8; 4] {
+    rand::random()
+}
+
+type Registry = Mutex<HashMap<u32, Arc<Shared>>>;
+
+fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn lock_registry() -> MutexGuard<'static, HashMap<u32, Arc<Shared>>> {
+    registry().lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn register(id: u32, shared: Arc<Shared>) {
+    lock_registry().insert(id, shared);
+}
+
+pub fn unregister(id: u32) {
+    lock_registry().remove(&id);
+}
+
+pub fn lookup(id: u32) -> Option<Arc<Shared>> {
+    lock_registry().get(&id).cloned()
+}
+
+/// Applies a batch of commands from JS. `external` holds the large payloads, in order.
+/// Malformed input (it comes from our own JS) stops the batch; nothing panics.
+pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
+    let mut wake: Vec<Waker> = Vec::new();
+    let mut ext = external.iter();
+    let reg = lock_registry();
+    let mut pos = 0;
+    let mut last: Option<(u32, &Arc<Shared>)> = None;
+    while pos + 10 <= cmds.len() {
+        let opc = cmds[pos];
+        let flags = cmds[pos + 1];
+        let id = u32::from_le_bytes([cmds[pos + 2], cmds[pos + 3], cmds[pos + 4], cmds[pos + 5]]);
+        let len = u32::from_le_bytes([cmds[pos + 6], cmds[pos + 7], cmds[pos + 8], cmds[pos + 9]]) as usize;
+        pos += 10;
+        let payload: &[u8] = if flags & flag::EXTERNAL != 0 {
+            match ext.next() {
+                Some(p) => p,
+                None => break,
+            }
+        } else {
+            if pos + len > cmds.len() {
+                break;
+            }
+            let p = &cmds[pos..pos + len];
+            pos += len;
+            p
+        };
+        let shared = match last {
+            Some((lid, s)) if lid == id => s,
+            _ => match reg.get(&id) {
+                Some(s) => {
+                    last = Some((id, s));
+                    s
+                }
+                None => continue,
+            },
+        };
+        let mut out = shared.lock();
+        let masked = if flags & flag::MASK_SET != 0 { flags & flag::MASK != 0 } else { shared.is_client };
+        let mask = if masked { Some(mask_key()) } else { None };
+        match opc {
+            op::SEND | op::PING | op::PONG if out.open && !out.close_queued => {
+                let (opcode, fin) = match opc {
+                    op::PING => (OP_PING, true),
+                    op::PONG => (OP_PONG, true),
+                    _ => {
+                        let fin = flags & flag::FIN != 0;
+                        let opcode = if out.fragmenting {
+                            OP_CONTINUATION
+                        } else if flags & flag::BINARY != 0 {
+                            OP_BINARY
+                        } else {
+                            OP_TEXT
+                        };
+                        out.fragmenting = !fin;
+                        (opcode, fin)
+                    }
+                };
+                out.frame(opcode, fin, payload, mask);
+                if flags & flag::ACK != 0 {
+                    let end = out.queued_total;
+                    out.acks.push_back(end);
+                }
+            }
+            op::CLOSE if out.open && !out.close_queued => {
+                let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                let reason = if payload.len() > 2 { &payload[2..] } else { &[][..] };
+                out.close_frame(code, reason, mask);
+            }
+            op::TERMINATE => out.terminate = true,
+            op::PAUSE => out.paused = true,
+            op::RESUME => out.paused = false,
+            op::RAW_WRITE if !out.open => out.raw(payload),
+            op::RAW_END if !out.open => {
+                out.raw(payload);
+                out.raw_end = true;
+            }
+            _ => {}
+        }
+        if let Some(w) = out.waker.take() {
+            wake.push(w);
+        }
+    }
+    drop(reg);
+    for w in wake {
+        w.wake();
+    }
+}

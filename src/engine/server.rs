@@ -1,0 +1,103 @@
+//! The standalone server: a native TCP listener whose accept loop starts one connection task
+//! per socket. Requests go to JS for ws's decisions; the rest stays here.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+
+use super::connection::{ConnConfig, Connection, PeerInfo};
+use super::outbox::{register, Shared};
+use super::{next_id, runtime};
+
+pub struct ListenParams {
+    pub host: Option<String>,
+    pub port: u16,
+    pub backlog: u32,
+    pub cfg: ConnConfig,
+}
+
+type Stops = Mutex<HashMap<u32, oneshot::Sender<()>>>;
+
+fn stops() -> MutexGuard<'static, HashMap<u32, oneshot::Sender<()>>> {
+    static S: OnceLock<Stops> = OnceLock::new();
+    S.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// Binds synchronously (so `address()` works at once, and bind errors are known) and starts
+/// the accept loop. Returns the server id and the bound address.
+pub fn listen(p: ListenParams) -> io::Result<(u32, SocketAddr)> {
+    let handle = runtime::handle()?;
+    let _guard = handle.enter();
+    let listener = match &p.host {
+        None => bind(SocketAddr::from(([0u16; 8], p.port)), p.backlog)
+            .or_else(|_| bind(SocketAddr::from(([0u8; 4], p.port)), p.backlog))?,
+        Some(h) => {
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "ENOTFOUND");
+            let mut bound = None;
+            for a in (h.as_str(), p.port).to_socket_addrs()? {
+                match bind(a, p.backlog) {
+                    Ok(l) => {
+                        bound = Some(l);
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            bound.ok_or(last)?
+        }
+    };
+    let local = listener.local_addr()?;
+    let server_id = next_id();
+    let (tx, rx) = oneshot::channel();
+    stops().insert(server_id, tx);
+    let cfg = Arc::new(p.cfg);
+    handle.spawn(accept_loop(listener, server_id, cfg, rx));
+    Ok((server_id, local))
+}
+
+/// Stops accepting; connections already made stay up, as in ws 8.
+pub fn close(server_id: u32) {
+    if let Some(tx) = stops().remove(&server_id) {
+        let _ = tx.send(());
+    }
+}
+
+async fn accept_loop(listener: TcpListener, server_id: u32, cfg: Arc<ConnConfig>, mut stop: oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            r = listener.accept() => match r {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().ok();
+                    let id = next_id();
+                    let shared = Shared::new(false);
+                    register(id, shared.clone());
+                    let peer = PeerInfo {
+                        server_id,
+                        remote_address: remote.ip().to_string(),
+                        remote_port: remote.port().to_string(),
+                        remote_family: if remote.is_ipv4() { "IPv4" } else { "IPv6" }.to_string(),
+                        local_address: local.map(|l| l.ip().to_string()).unwrap_or_default(),
+                        local_port: local.map(|l| l.port().to_string()).unwrap_or_default(),
+                    };
+                    tokio::spawn(Connection::server(stream, id, shared, cfg.clone(), peer));
+                }
+                // Out of descriptors or a reset before accept: wait a little and go on.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+}
