@@ -481,11 +481,9 @@ class WebSocket extends EventEmitter {
         this._closeFrameReceived = true;
         this._closeCode = payload.readUInt16BE(0);
         this._closeMessage = Buffer.from(payload.subarray(2));
-        if (this._readyState === WebSocket.OPEN) {
-          // The engine answers with the same code and reason, as ws does.
-          this._readyState = WebSocket.CLOSING;
-          this._closeFrameSent = true;
-        }
+        // Answer with the same code and reason, after the replies to earlier messages.
+        if (this._closeCode === 1005) this.close();
+        else this.close(this._closeCode, this._closeMessage);
         break;
       case EVENT.CLOSED:
         this._onClosed(payload);
@@ -530,11 +528,9 @@ class WebSocket extends EventEmitter {
     const Ctor = ERROR_CTORS[f[0][0]] || Error;
     const err = new Ctor(f[2].toString());
     err.code = f[1].toString();
-    Object.defineProperty(err, Symbol.for('status-code'), { value: f[3].readUInt16BE(0) });
-    if (this._readyState === WebSocket.OPEN) {
-      this._readyState = WebSocket.CLOSING;
-      this._closeFrameSent = true;
-    }
+    const statusCode = f[3].readUInt16BE(0);
+    Object.defineProperty(err, Symbol.for('status-code'), { value: statusCode });
+    this.close(statusCode);
     if (!this._errorEmitted) {
       this._errorEmitted = true;
       this.emit('error', err);

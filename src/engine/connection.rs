@@ -161,10 +161,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         c
     }
 
-    fn mask(&self) -> Option<[u8; 4]> {
-        self.shared.is_client.then(mask_key)
-    }
-
     /// Takes what JS queued: decisions, flags, bytes to write.
     fn sync_outbox(&mut self, cx: &Context<'_>) -> Option<End> {
         let mut out = self.shared.lock();
@@ -425,23 +421,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         if let Err(e) = result {
             self.on_protocol_error(e);
         } else if let Some((code, reason)) = close {
+            // JS answers with the same code and reason (ws's receiverOnConclude), after the
+            // events before it, so replies to earlier messages go out first.
             self.close_received = true;
             self.close_code = code;
             self.close_reason = reason;
-            let mask = self.mask();
-            let mut out = self.shared.lock();
-            if !out.close_queued {
-                // Echo the peer's code and reason, as ws does.
-                if code == crate::protocol::close::NO_STATUS {
-                    out.close_frame(None, &[], mask);
-                } else {
-                    let reason = self.close_reason.clone();
-                    out.close_frame(Some(code), &reason, mask);
-                }
-            }
         }
     }
 
+    /// JS emits `error` and closes with the error's code (ws's receiverOnError), after the
+    /// events before it; the receiver ignores all later input.
     fn on_protocol_error(&mut self, e: ProtocolError) {
         self.protocol_error = true;
         events::with_batch(|b| {
@@ -451,11 +440,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 &[&[e.kind as u8], e.code.as_bytes(), e.message.as_bytes(), &e.close_code.to_be_bytes()],
             )
         });
-        let mask = self.mask();
-        let mut out = self.shared.lock();
-        if !out.close_queued {
-            out.close_frame(Some(e.close_code), &[], mask);
-        }
     }
 
     /// When the close handshake (or a failure) means our side should end the TCP stream.

@@ -921,10 +921,24 @@ struct EchoH {
     total_msgs: u64,
     bad: u64,
     hist: Hist,
+    to_send: usize,
 }
 
 impl Handler for EchoH {
-    fn on_msg(&mut self, now: u64, opcode: u8, len: u64, cap: &[u8], out: &mut Vec<u8>) {
+    fn poll(&mut self, now: u64, out: &mut Vec<u8>) {
+        // keep K in flight: one replacement per echoed message, all stamped
+        // with one fresh clock read taken right before they are written
+        if self.to_send > 0 {
+            if now < self.end_ns {
+                let ts = now_ns();
+                for _ in 0..self.to_send {
+                    self.tmpl.append(out, &[(0, ts)]);
+                }
+            }
+            self.to_send = 0;
+        }
+    }
+    fn on_msg(&mut self, now: u64, opcode: u8, len: u64, cap: &[u8], _out: &mut Vec<u8>) {
         self.total_msgs += 1;
         if len != self.size || opcode != self.opcode {
             self.bad += 1;
@@ -937,10 +951,7 @@ impl Handler for EchoH {
         } else {
             self.bad += 1;
         }
-        // keep K in flight: send a replacement stamped with the current time
-        if now < self.end_ns {
-            self.tmpl.append(out, &[(0, now_ns())]);
-        }
+        self.to_send += 1;
     }
 }
 
@@ -963,7 +974,7 @@ async fn mode_echo(a: Args, t: Arc<Target>) -> String {
         for _ in 0..a.inflight {
             tmpl.append(&mut out0, &[(0, t0)]);
         }
-        let h = EchoH { tmpl, warm_ns, end_ns, size: a.size as u64, opcode, msgs: 0, total_msgs: 0, bad: 0, hist: Hist::default() };
+        let h = EchoH { tmpl, warm_ns, end_ns, size: a.size as u64, opcode, msgs: 0, total_msgs: 0, bad: 0, hist: Hist::default(), to_send: 0 };
         let bufsize = bufsize_for(a.size);
         let spin = a.spin;
         tasks.push(tokio::spawn(async move {

@@ -1,0 +1,663 @@
+#!/usr/bin/env node
+'use strict';
+
+// Benchmark driver for ws-native.
+//
+//   node bench/run.js [--quick] [--only latency,small,...] [--impls ws,ws-native]
+//                     [--rounds N] [--duration S] [--warmup S] [--pin] [--nice N]
+//                     [--no-build] [--out FILE]
+//
+// For every workload, runs every implementation in interleaved rounds
+// (A B C D, A B C D, ...), each server in a fresh process on a fresh port and
+// the load in its own process, then prints a markdown table of medians with
+// ratios vs plain `ws`, and writes all raw numbers to bench/results/latest.json.
+// Loopback only; every child is bounded in time and killed by its pid.
+
+const { spawn, spawnSync } = require('child_process');
+const fs = require('fs');
+const net = require('net');
+const os = require('os');
+const path = require('path');
+
+const BENCH = __dirname;
+const ROOT = path.resolve(BENCH, '..');
+const LOADGEN_DIR = path.join(BENCH, 'loadgen');
+const RUST_ECHO_DIR = path.join(BENCH, 'rust-echo');
+const LOADGEN = path.join(LOADGEN_DIR, 'target/release/loadgen');
+const RUST_ECHO = path.join(RUST_ECHO_DIR, 'target/release/rust-echo');
+const WS_ECHO = path.join(BENCH, 'servers/ws-echo.js');
+const ECHO_CLIENT = path.join(BENCH, 'clients/echo-client.js');
+const WS_PATH = path.join(BENCH, 'node_modules/ws');
+
+// ---------------------------------------------------------------------------
+// options
+
+function usage(code) {
+  const ids = WORKLOADS.map((w) => `${w.id}${w.alias ? `(${w.alias.join(',')})` : ''}`).join(', ');
+  (code ? console.error : console.log)(`usage: node bench/run.js [options]
+  --quick            1 round, short durations (~a few seconds per implementation and workload)
+  --only LIST        comma-separated workloads: ${ids}
+  --impls LIST       comma-separated implementations: ${Object.keys(IMPLS).join(', ')}
+  --rounds N         rounds per workload (default 3, --quick: 1)
+  --duration S       measured seconds per run (default 10, --quick: 2)
+  --warmup S         warm-up seconds per run (default 2, --quick: 0.5)
+  --idle S           idle seconds in the connections workload (default 5, --quick: 2)
+  --pin              pin the server to CPU 1 and the load generator to CPU 0 (taskset)
+  --nice N           run server and load at nice N (negative needs root) to shield them from other work
+  --no-build         do not run cargo / npm even if something is missing or stale
+  --out FILE         JSON results file (default bench/results/latest.json)
+  -v, --verbose      echo children's stderr`);
+  process.exit(code);
+}
+
+// ---------------------------------------------------------------------------
+// implementations
+
+const NO_HELPERS = { WS_NO_BUFFER_UTIL: '1', WS_NO_UTF_8_VALIDATE: '1' };
+const IMPLS = {
+  'rust-echo': { label: 'rust-echo', rust: true, env: {} },
+  ws: { label: 'ws', env: { WS_IMPL: WS_PATH, ...NO_HELPERS } },
+  'ws+native-helpers': { label: 'ws+native-helpers', env: { WS_IMPL: WS_PATH } },
+  'ws-native': { label: 'ws-native', env: { WS_IMPL: ROOT } },
+};
+const BASELINE = 'ws';
+
+// ---------------------------------------------------------------------------
+// workloads (from the issue)
+
+const KiB = 1024;
+const MiB = 1024 * 1024;
+const HI = 'higher';
+const LO = 'lower';
+
+const WORKLOADS = [
+  {
+    id: 'latency', alias: ['1'], title: '1 latency: 1 conn, 1 in flight, 32 B',
+    kind: 'echo', p: { conns: 1, inflight: 1, size: 32, binary: true, spin: true },
+    metrics: [['p50_us', 'p50 µs', LO], ['p99_us', 'p99 µs', LO], ['msgs_per_sec', 'msg/s', HI]],
+  },
+  {
+    id: 'small', alias: ['2'], title: '2 small: 64 conns × 16 in flight, 32 B',
+    kind: 'echo', p: { conns: 64, inflight: 16, size: 32, binary: true },
+    metrics: [['msgs_per_sec', 'msg/s', HI], ['p99_us', 'p99 µs', LO]],
+  },
+  {
+    id: 'text1k', alias: ['3'], title: '3 text1k: 64 conns × 16 in flight, 1 KiB text',
+    kind: 'echo', p: { conns: 64, inflight: 16, size: 1 * KiB, binary: false },
+    metrics: [['msgs_per_sec', 'msg/s', HI], ['p99_us', 'p99 µs', LO]],
+  },
+  {
+    id: 'bulk16k', alias: ['4', 'bulk'], title: '4 bulk: 16 conns × 4 in flight, 16 KiB binary',
+    kind: 'echo', p: { conns: 16, inflight: 4, size: 16 * KiB, binary: true },
+    metrics: [['msgs_per_sec', 'msg/s', HI], ['mbytes_per_sec', 'MB/s', HI]],
+  },
+  {
+    id: 'bulk1m', alias: ['4', 'bulk'], title: '4 bulk: 4 conns × 1 in flight, 1 MiB binary',
+    kind: 'echo', p: { conns: 4, inflight: 1, size: 1 * MiB, binary: true },
+    metrics: [['msgs_per_sec', 'msg/s', HI], ['mbytes_per_sec', 'MB/s', HI]],
+  },
+  {
+    id: 'broadcast', alias: ['5'], title: '5 broadcast: 1000 conns, 64 B, 1 broadcast in flight',
+    kind: 'broadcast', p: { conns: 1000, inflight: 1, size: 64 },
+    metrics: [['deliveries_per_sec', 'deliveries/s', HI], ['fanout_p50_us', 'fan-out p50 µs', LO], ['fanout_p99_us', 'fan-out p99 µs', LO]],
+  },
+  {
+    id: 'broadcast16', alias: ['5'], title: '5 broadcast: 1000 conns, 64 B, 16 broadcasts in flight',
+    kind: 'broadcast', p: { conns: 1000, inflight: 16, size: 64 },
+    metrics: [['deliveries_per_sec', 'deliveries/s', HI], ['fanout_p99_us', 'fan-out p99 µs', LO]],
+  },
+  {
+    id: 'connections', alias: ['6', 'connect'], title: '6 connections: 10,000 clients connect, idle, close',
+    kind: 'connect', p: { conns: 10000 },
+    metrics: [['connections_per_sec', 'conn/s', HI], ['rss_per_conn_kib', 'RSS KiB/conn', LO]],
+  },
+  {
+    id: 'client', alias: ['7'], title: '7 client side: Node client, 64 conns × 16 in flight, 32 B → rust-echo',
+    kind: 'client', p: { conns: 64, inflight: 16, size: 32, binary: true },
+    metrics: [['msgs_per_sec', 'msg/s', HI], ['p99_us', 'p99 µs', LO]],
+  },
+];
+
+// ---------------------------------------------------------------------------
+// small helpers
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const median = (xs) => {
+  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+};
+const log = (...a) => console.error(...a);
+
+let CLK_TCK = 100;
+try {
+  CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+} catch (_) { /* default */ }
+
+function procCpuSeconds(pid) {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    // fields 14 (utime) and 15 (stime), counted from 1 => index 11, 12 after the comm field
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  } catch (_) {
+    return null;
+  }
+}
+
+function rssBytes(pid) {
+  try {
+    const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+/** whole-machine CPU counters: [busy ticks, total ticks] */
+function sysCpu() {
+  try {
+    const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0];
+    const v = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = v.slice(0, 8).reduce((a, b) => a + b, 0); // user..steal
+    const idle = v[3] + (v[4] || 0); // idle + iowait
+    return [total - idle, total];
+  } catch (_) {
+    return null;
+  }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function cleanEnv(extra) {
+  const env = { ...process.env };
+  delete env.WS_IMPL;
+  delete env.WS_NO_BUFFER_UTIL;
+  delete env.WS_NO_UTF_8_VALIDATE;
+  return { ...env, ...extra };
+}
+
+const live = new Set();
+function killTree(child, sig = 'SIGTERM') {
+  if (child && child.exitCode === null && child.signalCode === null) {
+    try { process.kill(child.pid, sig); } catch (_) { /* gone */ }
+  }
+}
+function cleanupAndExit(code) {
+  for (const c of live) killTree(c, 'SIGKILL');
+  process.exit(code);
+}
+process.on('SIGINT', () => cleanupAndExit(130));
+process.on('SIGTERM', () => cleanupAndExit(143));
+
+function have(cmd) {
+  return spawnSync('bash', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+/** command prefix for --pin / --nice */
+function prefix(opts, cpu) {
+  const p = [];
+  if (opts.pin && have('taskset')) p.push('taskset', '-c', String(cpu));
+  if (opts.nice !== null) p.push('nice', '-n', String(opts.nice));
+  return p;
+}
+
+/**
+ * Spawn `argv` under bash with the soft fd limit raised to the hard limit,
+ * exec'ing so that the child's pid is the program's pid.
+ */
+function spawnRaised(argv, env, opts, cpu) {
+  const script = 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null; exec "$@"';
+  const child = spawn('bash', ['-c', script, 'bash', ...prefix(opts, cpu), ...argv], {
+    cwd: BENCH, env, stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  live.add(child);
+  child.on('exit', () => live.delete(child));
+  return child;
+}
+
+/** line reader for a child stream */
+function onLines(stream, fn) {
+  let buf = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      fn(line);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// build / install
+
+function newestMtime(dir) {
+  let newest = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) newest = Math.max(newest, newestMtime(p));
+    else newest = Math.max(newest, fs.statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+function ensureBuilt(crateDir, bin, opts) {
+  let stale = !fs.existsSync(bin);
+  if (!stale) {
+    const binM = fs.statSync(bin).mtimeMs;
+    const srcM = Math.max(newestMtime(path.join(crateDir, 'src')), fs.statSync(path.join(crateDir, 'Cargo.toml')).mtimeMs);
+    stale = srcM > binM;
+  }
+  if (!stale) return;
+  if (opts.noBuild) {
+    if (!fs.existsSync(bin)) throw new Error(`${bin} missing and --no-build given`);
+    log(`warning: ${path.relative(ROOT, bin)} is older than its sources (--no-build)`);
+    return;
+  }
+  log(`building ${path.relative(ROOT, crateDir)} (cargo build --release)...`);
+  const r = spawnSync('cargo', ['build', '--release', '--manifest-path', path.join(crateDir, 'Cargo.toml')], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) throw new Error(`cargo build failed for ${crateDir}`);
+}
+
+function ensureNodeDeps(opts) {
+  const ok = ['ws', 'bufferutil', 'utf-8-validate'].every((m) => fs.existsSync(path.join(BENCH, 'node_modules', m, 'package.json')));
+  if (ok) return;
+  if (opts.noBuild) throw new Error('bench/node_modules missing; run: npm --prefix bench install');
+  log('installing bench dependencies (npm --prefix bench install)...');
+  const r = spawnSync('npm', ['--prefix', BENCH, 'install', '--no-audit', '--no-fund'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) throw new Error('npm --prefix bench install failed');
+}
+
+// ---------------------------------------------------------------------------
+// running one measurement
+
+async function startServer(implName, broadcast, opts) {
+  const impl = IMPLS[implName];
+  const port = await freePort();
+  let argv;
+  let env;
+  if (impl.rust) {
+    argv = [RUST_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : [])];
+    env = cleanEnv({});
+  } else {
+    argv = [process.execPath, WS_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : [])];
+    env = cleanEnv(impl.env);
+  }
+  const child = spawnRaised(argv, env, opts, 1);
+  const stderr = [];
+  onLines(child.stderr, (l) => {
+    stderr.push(l);
+    if (stderr.length > 50) stderr.shift();
+    if (opts.verbose) log(`  [server] ${l}`);
+  });
+  const ready = await new Promise((resolve) => {
+    const t = setTimeout(() => resolve({ error: 'no LISTENING line within 15 s' }), 15000);
+    onLines(child.stdout, (l) => {
+      const m = /^LISTENING (\d+)/.exec(l);
+      if (m) { clearTimeout(t); resolve({ port: Number(m[1]) || port }); }
+    });
+    child.on('exit', (code, sig) => { clearTimeout(t); resolve({ error: `server exited (${sig || code}) before listening` }); });
+    child.on('error', (e) => { clearTimeout(t); resolve({ error: `spawn: ${e.message}` }); });
+  });
+  const info = stderr.find((l) => l.startsWith('INFO '));
+  if (ready.error) {
+    await stopServer(child);
+    const tail = stderr.filter((l) => l.trim()).slice(-3).join(' | ');
+    return { error: `${ready.error}${tail ? `: ${tail}` : ''}`.slice(0, 400) };
+  }
+  return { child, port: ready.port, stderr, info };
+}
+
+async function stopServer(child) {
+  if (!child) return;
+  const exited = new Promise((r) => {
+    if (child.exitCode !== null || child.signalCode !== null) r();
+    else child.once('exit', r);
+  });
+  killTree(child, 'SIGTERM');
+  const t = setTimeout(() => killTree(child, 'SIGKILL'), 3000);
+  await exited;
+  clearTimeout(t);
+}
+
+function loadArgs(w, port, opts) {
+  const url = `ws://127.0.0.1:${port}/`;
+  const p = w.p;
+  const t = ['--duration', String(opts.duration), '--warmup', String(opts.warmup)];
+  switch (w.kind) {
+    case 'echo':
+      return [LOADGEN, 'echo', '--url', url, '--conns', p.conns, '--inflight', p.inflight, '--size', p.size,
+        p.binary ? '--binary' : '--text', ...(p.spin ? ['--spin'] : []), ...t].map(String);
+    case 'broadcast':
+      return [LOADGEN, 'broadcast', '--url', url, '--conns', p.conns, '--inflight', p.inflight, '--size', p.size, ...t].map(String);
+    case 'connect':
+      return [LOADGEN, 'connect', '--url', url, '--conns', p.conns, '--idle', opts.idle, '--concurrency', 256].map(String);
+    default:
+      throw new Error(w.kind);
+  }
+}
+
+/**
+ * One measurement: fresh server, one load process, snapshots of server CPU,
+ * machine CPU and (connections workload) server RSS.
+ */
+async function runOne(w, implName, opts) {
+  const isClient = w.kind === 'client';
+  // client workload: the server is always rust-echo; the implementation is the client
+  const srv = await startServer(isClient ? 'rust-echo' : implName, w.kind === 'broadcast', opts);
+  if (srv.error) return { error: srv.error, startFailed: true };
+  const { child: server, port } = srv;
+  const spid = server.pid;
+  await sleep(300);
+  const rssBefore = rssBytes(spid);
+
+  let argv;
+  let env = cleanEnv({});
+  if (isClient) {
+    const url = `ws://127.0.0.1:${port}/`;
+    const p = w.p;
+    if (implName === 'rust-echo') {
+      // reference client: the Rust load generator itself
+      argv = [LOADGEN, 'echo', '--url', url, '--conns', p.conns, '--inflight', p.inflight, '--size', p.size, '--binary',
+        '--duration', opts.duration, '--warmup', opts.warmup].map(String);
+    } else {
+      argv = [process.execPath, ECHO_CLIENT, '--url', url, '--conns', p.conns, '--inflight', p.inflight, '--size', p.size,
+        p.binary ? '--binary' : '--text', '--duration', opts.duration, '--warmup', opts.warmup].map(String);
+      env = cleanEnv(IMPLS[implName].env);
+    }
+  } else {
+    argv = loadArgs(w, port, opts);
+  }
+
+  const snaps = {};
+  const snap = () => ({ t: process.hrtime.bigint(), srv: procCpuSeconds(spid), sys: sysCpu() });
+  const rssIdle = [];
+  let stdout = '';
+  const lgErr = [];
+  const load = spawnRaised(argv, env, opts, 0);
+  const limit = (w.kind === 'connect' ? 60 + opts.idle : 45 + opts.warmup + opts.duration) * 1000;
+  const result = await new Promise((resolve) => {
+    const timer = setTimeout(() => { killTree(load, 'SIGKILL'); resolve({ error: `load process timed out after ${limit / 1000} s` }); }, limit);
+    load.stdout.setEncoding('utf8');
+    load.stdout.on('data', (d) => { stdout += d; });
+    onLines(load.stderr, (l) => {
+      if (opts.verbose) log(`  [load] ${l}`);
+      if (l === 'PHASE measure') snaps.a = snap();
+      else if (l === 'PHASE done') { if (!snaps.b) snaps.b = snap(); } else if (l.startsWith('IDLE')) {
+        snaps.a = snap();
+        // sample RSS half-way and near the end of the idle period
+        for (const f of [0.5, 0.9]) {
+          setTimeout(() => { const r = rssBytes(spid); if (r) rssIdle.push(r); }, opts.idle * 1000 * f);
+        }
+        setTimeout(() => { snaps.b = snap(); }, opts.idle * 1000 * 0.95);
+      } else if (l.trim() && !l.startsWith('CONNECTING') && !l.startsWith('CLOSING')) {
+        lgErr.push(l);
+      }
+    });
+    load.on('error', (e) => { clearTimeout(timer); resolve({ error: `spawn load: ${e.message}` }); });
+    load.on('exit', () => {
+      clearTimeout(timer);
+      const line = stdout.trim().split('\n').filter(Boolean).pop();
+      try {
+        resolve(JSON.parse(line));
+      } catch (_) {
+        resolve({ error: `load produced no JSON: ${(lgErr.slice(-3).join(' | ') || stdout).slice(0, 300)}` });
+      }
+    });
+  });
+  const serverDied = server.exitCode !== null || server.signalCode !== null;
+  const serverErr = srv.stderr.filter((l) => !l.startsWith('INFO ')).slice(-3).join(' | ');
+  await stopServer(server);
+
+  const r = { ...result };
+  r.server_info = srv.info || null;
+  if (serverDied) r.error = r.error || `server died during the run${serverErr ? `: ${serverErr}` : ''}`;
+  if (snaps.a && snaps.b) {
+    const wall = Number(snaps.b.t - snaps.a.t) / 1e9;
+    if (snaps.a.srv !== null && snaps.b.srv !== null) r.server_cpu_pct = ((snaps.b.srv - snaps.a.srv) / wall) * 100;
+    if (snaps.a.sys && snaps.b.sys) {
+      const busy = snaps.b.sys[0] - snaps.a.sys[0];
+      const total = snaps.b.sys[1] - snaps.a.sys[1];
+      r.machine_busy_pct = total > 0 ? (busy / total) * os.cpus().length * 100 : null;
+      const lg = w.kind === 'connect' ? 0 : (r.cpu_pct || 0);
+      if (r.machine_busy_pct !== null && r.server_cpu_pct !== undefined) {
+        r.other_cpu_pct = Math.max(0, r.machine_busy_pct - r.server_cpu_pct - lg);
+      }
+    }
+  }
+  if (w.kind === 'connect') {
+    r.rss_before_bytes = rssBefore;
+    r.rss_idle_bytes = rssIdle.length ? rssIdle[rssIdle.length - 1] : null;
+    if (rssBefore && r.rss_idle_bytes && r.connected) {
+      r.rss_per_conn_kib = (r.rss_idle_bytes - rssBefore) / r.connected / 1024;
+    }
+  }
+  if (!r.error && r.errors > 0 && w.kind !== 'connect') {
+    // errors reported by the load itself: keep the numbers but flag them
+    r.warning = `${r.errors} error(s)${r.first_error ? `: ${r.first_error}` : ''}`;
+  }
+  if (!r.error && (w.kind === 'echo' || w.kind === 'client') && !(r.msgs > 0)) r.error = r.first_error || 'no messages echoed';
+  if (!r.error && w.kind === 'broadcast' && !(r.deliveries > 0)) r.error = r.first_error || 'no broadcast delivered';
+  if (!r.error && w.kind === 'connect' && !(r.connected > 0)) r.error = r.first_error || 'no connection';
+  if (!r.error && w.kind === 'connect' && r.connected < r.conns) r.warning = `only ${r.connected}/${r.conns} connected: ${r.first_error || ''}`;
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// formatting
+
+function fmtNum(v, key) {
+  if (v === null || v === undefined || !Number.isFinite(v)) return 'n/a';
+  if (/_us$/.test(key)) return v >= 1000 ? Math.round(v).toLocaleString('en-US') : v.toFixed(1);
+  if (/kib$/.test(key)) return v.toFixed(2);
+  if (/mbytes/.test(key)) return v.toFixed(0);
+  if (Math.abs(v) >= 100) return Math.round(v).toLocaleString('en-US');
+  return v.toFixed(1);
+}
+
+function ratio(v, base, dir) {
+  if (!Number.isFinite(v) || !Number.isFinite(base) || v <= 0 || base <= 0) return null;
+  return dir === HI ? v / base : base / v;
+}
+
+function table(summary, implNames) {
+  const lines = [];
+  lines.push(`| workload | metric | ${implNames.join(' | ')} |`);
+  lines.push(`|---|---|${implNames.map(() => '---:').join('|')}|`);
+  for (const w of summary) {
+    w.metrics.forEach(([key, label, dir], i) => {
+      const base = w.impls[BASELINE] ? w.impls[BASELINE].median[key] : null;
+      const cells = implNames.map((n) => {
+        const s = w.impls[n];
+        if (!s) return '';
+        if (s.error) return 'n/a';
+        const v = s.median[key];
+        const r = n === BASELINE ? null : ratio(v, base, dir);
+        return `${fmtNum(v, key)}${r ? ` (${r.toFixed(2)}×)` : ''}${s.warning ? ' ⚠' : ''}`;
+      });
+      lines.push(`| ${i === 0 ? w.title : ''} | ${label} | ${cells.join(' | ')} |`);
+    });
+  }
+  return lines.join('\n');
+}
+
+function cpuTable(summary, implNames) {
+  const lines = [];
+  lines.push(`| workload | ${implNames.join(' | ')} |`);
+  lines.push(`|---|${implNames.map(() => '---:').join('|')}|`);
+  for (const w of summary) {
+    const cells = implNames.map((n) => {
+      const s = w.impls[n];
+      if (!s || s.error) return 'n/a';
+      const f = (k) => (Number.isFinite(s.median[k]) ? Math.round(s.median[k]) : '–');
+      const lg = w.kind === 'connect' ? f('connect_cpu_pct') : f('cpu_pct');
+      return `${lg} / ${f('server_cpu_pct')} / ${f('other_cpu_pct')}`;
+    });
+    lines.push(`| ${w.id} | ${cells.join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------------------
+
+function parseOpts(argv) {
+  const o = {
+    quick: false, only: null, impls: Object.keys(IMPLS), rounds: null, duration: null, warmup: null, idle: null,
+    pin: false, nice: null, noBuild: false, out: path.join(BENCH, 'results/latest.json'), verbose: false,
+  };
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => { if (i + 1 >= argv.length) usage(2); return argv[++i]; };
+    if (a === '--quick') o.quick = true;
+    else if (a === '--only') o.only = val().split(',').map((s) => s.trim()).filter(Boolean);
+    else if (a === '--impls') o.impls = val().split(',').map((s) => s.trim()).filter(Boolean);
+    else if (a === '--rounds') o.rounds = Number(val());
+    else if (a === '--duration') o.duration = Number(val());
+    else if (a === '--warmup') o.warmup = Number(val());
+    else if (a === '--idle') o.idle = Number(val());
+    else if (a === '--pin') o.pin = true;
+    else if (a === '--nice') o.nice = Number(val());
+    else if (a === '--no-build') o.noBuild = true;
+    else if (a === '--out') o.out = path.resolve(val());
+    else if (a === '-v' || a === '--verbose') o.verbose = true;
+    else if (a === '-h' || a === '--help') usage(0);
+    else { console.error(`unknown option ${a}`); usage(2); }
+  }
+  o.rounds = o.rounds ?? (o.quick ? 1 : 3);
+  o.duration = o.duration ?? (o.quick ? 2 : 10);
+  o.warmup = o.warmup ?? (o.quick ? 0.5 : 2);
+  o.idle = o.idle ?? (o.quick ? 2 : 5);
+  const bad = (x, lo, hi) => !(Number.isFinite(x) && x >= lo && x <= hi);
+  if (bad(o.rounds, 1, 20) || bad(o.duration, 0.2, 600) || bad(o.warmup, 0, 120) || bad(o.idle, 0.5, 600)) {
+    console.error('out-of-range --rounds (1..20) / --duration (0.2..600) / --warmup (0..120) / --idle (0.5..600)');
+    process.exit(2);
+  }
+  if (o.nice !== null && bad(o.nice, -20, 19)) { console.error('--nice must be -20..19'); process.exit(2); }
+  for (const n of o.impls) if (!IMPLS[n]) { console.error(`unknown implementation ${n}`); usage(2); }
+  if (o.only) {
+    for (const id of o.only) {
+      if (!WORKLOADS.some((w) => w.id === id || (w.alias || []).includes(id))) { console.error(`unknown workload ${id}`); usage(2); }
+    }
+  }
+  return o;
+}
+
+async function main() {
+  const opts = parseOpts(process.argv);
+  ensureNodeDeps(opts);
+  ensureBuilt(LOADGEN_DIR, LOADGEN, opts);
+  ensureBuilt(RUST_ECHO_DIR, RUST_ECHO, opts);
+
+  const workloads = WORKLOADS.filter((w) => !opts.only || opts.only.some((id) => w.id === id || (w.alias || []).includes(id)));
+  const implNames = Object.keys(IMPLS).filter((n) => opts.impls.includes(n));
+  let wsVersion = null;
+  try { wsVersion = JSON.parse(fs.readFileSync(path.join(WS_PATH, 'package.json'), 'utf8')).version; } catch (_) { /* */ }
+  let gitRev = null;
+  try { gitRev = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim() || null; } catch (_) { /* */ }
+
+  const meta = {
+    date: new Date().toISOString(), node: process.version, ws: wsVersion, git: gitRev,
+    cpus: os.cpus().length, cpu_model: (os.cpus()[0] || {}).model, mem_gib: Math.round(os.totalmem() / 2 ** 30),
+    loadavg_start: os.loadavg(), quick: opts.quick, rounds: opts.rounds, duration_s: opts.duration, warmup_s: opts.warmup,
+    idle_s: opts.idle, pin: opts.pin, nice: opts.nice, impls: implNames,
+  };
+  log(`ws-native bench: ${workloads.map((w) => w.id).join(', ')} × ${implNames.join(', ')}; ${opts.rounds} round(s), ` +
+    `${opts.warmup}+${opts.duration} s per run; node ${process.version}, ws ${wsVersion}, load avg ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+
+  const startFailed = new Map(); // impl|serverMode -> error (skip the rest)
+  const summary = [];
+  for (const w of workloads) {
+    const runs = Object.fromEntries(implNames.map((n) => [n, []]));
+    for (let round = 1; round <= opts.rounds; round++) {
+      for (const n of implNames) {
+        const serverKey = w.kind === 'client' ? `client:${n}` : `${n}|${w.kind === 'broadcast' ? 'broadcast' : 'echo'}`;
+        let r;
+        if (startFailed.has(serverKey)) {
+          r = { error: startFailed.get(serverKey), skipped: true };
+        } else {
+          r = await runOne(w, n, opts);
+          if (r.startFailed) startFailed.set(serverKey, r.error);
+          if (w.kind === 'client' && r.error && n !== 'rust-echo' && /cannot load|constructor/.test(r.error)) startFailed.set(serverKey, r.error);
+        }
+        runs[n].push(r);
+        const main0 = w.metrics[0][0];
+        const show = r.error ? `n/a (${r.error})` : `${fmtNum(r[main0], main0)} ${w.metrics[0][1]}` +
+          `${Number.isFinite(r.cpu_pct) ? `, load cpu ${Math.round(r.cpu_pct)}%` : ''}` +
+          `${Number.isFinite(r.server_cpu_pct) ? `, server cpu ${Math.round(r.server_cpu_pct)}%` : ''}` +
+          `${Number.isFinite(r.other_cpu_pct) && r.other_cpu_pct > 15 ? `, OTHER cpu ${Math.round(r.other_cpu_pct)}%` : ''}` +
+          `${r.warning ? ` [warning: ${r.warning}]` : ''}`;
+        if (!r.skipped || round === 1) log(`[${w.id}] round ${round}/${opts.rounds} ${n}: ${show}`);
+        await sleep(200);
+      }
+    }
+    const impls = {};
+    for (const n of implNames) {
+      const ok = runs[n].filter((r) => !r.error);
+      if (ok.length === 0) {
+        impls[n] = { error: (runs[n][0] && runs[n][0].error) || 'no run', runs: runs[n] };
+        continue;
+      }
+      const keys = new Set(['cpu_pct', 'connect_cpu_pct', 'server_cpu_pct', 'other_cpu_pct', 'machine_busy_pct', ...w.metrics.map((m) => m[0])]);
+      for (const r of ok) for (const [k, v] of Object.entries(r)) if (typeof v === 'number') keys.add(k);
+      const med = {};
+      for (const k of keys) med[k] = median(ok.map((r) => r[k]));
+      const warning = ok.map((r) => r.warning).find(Boolean) || (ok.length < runs[n].length ? `${runs[n].length - ok.length} failed run(s)` : null);
+      impls[n] = { median: med, ok_runs: ok.length, warning, runs: runs[n] };
+    }
+    summary.push({ id: w.id, title: w.title, kind: w.kind, params: w.p, metrics: w.metrics, impls });
+  }
+
+  meta.loadavg_end = os.loadavg();
+  const md = [];
+  md.push(`### ws-native benchmark${opts.quick ? ' (--quick)' : ''} — ${meta.date}`);
+  md.push('');
+  md.push(`node ${meta.node}, ws ${meta.ws}, ${meta.cpus} CPU (${meta.cpu_model}), ${opts.rounds} round(s) × ` +
+    `${opts.warmup} s warm-up + ${opts.duration} s, medians; (N.NN×) = factor vs plain \`ws\`, >1 is better.`);
+  md.push('');
+  md.push(table(summary, implNames));
+  md.push('');
+  md.push('CPU % during the measured window (median): load generator / server / everything else on the machine ' +
+    '(100 = one core; for `client` the load is the Node client and the server is rust-echo; for `connections` the ' +
+    'load figure covers the connect phase and server/other the idle phase):');
+  md.push('');
+  md.push(cpuTable(summary, implNames));
+  const notes = [];
+  for (const w of summary) {
+    for (const n of implNames) {
+      const s = w.impls[n];
+      if (s && s.error) notes.push(`- ${w.id} / ${n}: n/a — ${s.error}`);
+      else if (s && s.warning) notes.push(`- ${w.id} / ${n}: ⚠ ${s.warning}`);
+      const oc = s && s.median && s.median.other_cpu_pct;
+      if (Number.isFinite(oc) && oc > 15) notes.push(`- ${w.id} / ${n}: other processes used ${Math.round(oc)}% CPU during the run — numbers are noisy`);
+    }
+  }
+  if (implNames.includes('rust-echo') && workloads.some((w) => w.kind === 'client')) {
+    notes.push('- client: the rust-echo column is the Rust load generator itself as the client (reference).');
+  }
+  if (notes.length) { md.push(''); md.push('Notes:'); md.push(...notes); }
+  const text = md.join('\n');
+  console.log(text);
+
+  fs.mkdirSync(path.dirname(opts.out), { recursive: true });
+  fs.writeFileSync(opts.out, JSON.stringify({ meta, workloads: summary, markdown: text }, null, 2) + '\n');
+  log(`\nresults written to ${path.relative(process.cwd(), opts.out) || opts.out}`);
+}
+
+main().catch((e) => {
+  console.error(e && e.stack ? e.stack : e);
+  cleanupAndExit(1);
+});
