@@ -626,17 +626,30 @@ test('unexpected-response gets the request and the 403 response', T, async (t) =
     socket.end('HTTP/1.1 403 Forbidden\r\nX-Why: because\r\nContent-Length: 4\r\n\r\nnope');
   });
   const ws = new WebSocket(urlOf(server, '/denied'));
-  ws.on('error', () => {});
   const [req, res] = await once(ws, 'unexpected-response');
   assert.equal(res.statusCode, 403);
   assert.equal(res.statusMessage, 'Forbidden');
   assert.equal(res.headers['x-why'], 'because');
   assert.equal(req.method, 'GET');
   assert.equal(req.path, '/denied');
-  const closed = new Promise((resolve) => ws.on('close', resolve));
+});
+
+test('unexpected-response listener: no close until the user aborts, then terminate() emits error and close', T, async (t) => {
+  const server = await httpServer(t);
+  server.on('upgrade', (req, socket) => {
+    socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope');
+  });
+  const ws = new WebSocket(urlOf(server));
+  const r = failure(ws);
+  await once(ws, 'unexpected-response');
+  await delay(100);
+  assert.deepEqual((await Promise.race([r, delay(0)]))?.events, undefined, 'no close on its own');
+  assert.equal(ws.readyState, WebSocket.CONNECTING);
   ws.terminate();
-  await closed;
-  assert.equal(ws.readyState, WebSocket.CLOSED);
+  const { events, err, code } = await r;
+  assert.deepEqual(events, ['error', 'close']);
+  assert.equal(err.message, 'WebSocket was closed before the connection was established');
+  assert.equal(code, 1006);
 });
 
 test('unexpected-response: the response body can be read', T, async (t) => {
@@ -645,14 +658,13 @@ test('unexpected-response: the response body can be read', T, async (t) => {
     socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope');
   });
   const ws = new WebSocket(urlOf(server));
-  ws.on('error', () => {});
+  const r = failure(ws);
   const [, res] = await once(ws, 'unexpected-response');
   const chunks = [];
   for await (const chunk of res) chunks.push(chunk);
   assert.equal(Buffer.concat(chunks).toString(), 'nope');
-  const closed = new Promise((resolve) => ws.on('close', resolve));
   ws.terminate();
-  await closed;
+  await r;
 });
 
 // --- EventTarget API --------------------------------------------------------------------
@@ -829,8 +841,7 @@ test('Blob sends are binary and keep their order', T, async (t) => {
       if (messages.length === 3) resolve();
     });
   });
-  let cbErr = 'not called';
-  ws.send(new Blob(['blob ', 'data']), (err) => (cbErr = err));
+  const cbDone = new Promise((resolve) => ws.send(new Blob(['blob ', 'data']), resolve));
   ws.send('after blob');
   ws.send(new Blob([Buffer.from('second blob')]));
   await all;
@@ -839,7 +850,7 @@ test('Blob sends are binary and keep their order', T, async (t) => {
     ['after blob', false],
     ['second blob', true]
   ]);
-  assert.ok(cbErr == null);
+  assert.ok((await cbDone) == null);
 });
 
 test('bufferedAmount', T, async (t) => {
@@ -868,12 +879,27 @@ test('pause()/resume()/isPaused', T, async (t) => {
   assert.equal(ws.isPaused, true);
   const got = [];
   ws.on('message', (d) => got.push(d.toString()));
+  await delay(50);
   peer.send('one');
   peer.send('two');
   await delay(200);
   assert.deepEqual(got, []);
   ws.resume();
   assert.equal(ws.isPaused, false);
+  await delay(200);
+  assert.deepEqual(got, ['one', 'two']);
+});
+
+test('pause(): no message is emitted after pause() returns, even for data sent in the same tick', T, async (t) => {
+  const { ws, peer } = await connectPair(t);
+  const got = [];
+  ws.on('message', (d) => got.push(d.toString()));
+  ws.pause();
+  peer.send('one');
+  peer.send('two');
+  await delay(200);
+  assert.deepEqual(got, []);
+  ws.resume();
   await delay(200);
   assert.deepEqual(got, ['one', 'two']);
 });
@@ -937,12 +963,11 @@ test('maxPayload: a too large message closes with 1009', T, async (t) => {
   const peerClosed = once(peer, 'close');
   const r = failure(ws);
   peer.send(Buffer.alloc(11));
-  const { err, code, events } = await r;
+  const { err, events } = await r;
   assert.deepEqual(events, ['error', 'close']);
   assert.equal(err.code, 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH');
   assert.equal(err.message, 'Max payload size exceeded');
   assert.ok(err instanceof RangeError);
   const [peerCode] = await peerClosed;
   assert.equal(peerCode, 1009);
-  console.log('client close code', code);
 });

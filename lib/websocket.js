@@ -53,6 +53,8 @@ class WebSocket extends EventEmitter {
     this._callbacks = null;
     this._blobQueue = null;
     this._drainingBlobs = false;
+    this._pausedQueue = null;
+    this._replayScheduled = false;
 
     if (address !== null) {
       this._isServer = false;
@@ -239,6 +241,7 @@ class WebSocket extends EventEmitter {
       return;
     }
     this._paused = true;
+    if (this._pausedQueue === null) this._pausedQueue = [];
     native.queue(OP.PAUSE, 0, this._id, null);
   }
 
@@ -317,6 +320,10 @@ class WebSocket extends EventEmitter {
     }
     this._paused = false;
     native.queue(OP.RESUME, 0, this._id, null);
+    if (this._pausedQueue !== null && !this._replayScheduled) {
+      this._replayScheduled = true;
+      process.nextTick(replayPaused, this);
+    }
   }
 
   /**
@@ -461,6 +468,11 @@ class WebSocket extends EventEmitter {
    * @private
    */
   _onNative(kind, payload) {
+    if (this._pausedQueue !== null && kind !== EVENT.WRITTEN) {
+      // Paused: nothing is emitted; what the engine had already read waits here, in order.
+      this._pausedQueue.push(kind, payload);
+      return;
+    }
     switch (kind) {
       case EVENT.TEXT:
         this.emit('message', payload, false);
@@ -568,7 +580,7 @@ class WebSocket extends EventEmitter {
       emitErrorAndClose(this, err);
       return;
     }
-    const res = responseFromFields(Number(status), f[3], f[4]);
+    const res = responseFromFields(Number(status), f[3], f[4], f[5]);
     const opts = this._options;
     const location = res.headers.location;
     if (location && opts.followRedirects && res.statusCode >= 300 && res.statusCode < 400) {
@@ -586,14 +598,12 @@ class WebSocket extends EventEmitter {
       initAsClient(this, addr, this._protocols, this._userOptions);
       return;
     }
+    // With a listener, the handshake stays pending until the user calls terminate() or
+    // close(), as in ws; the engine's side of it has ended already.
+    this._id = 0;
     const req = requestStub(this);
     if (!this.emit('unexpected-response', req, res)) {
       abortHandshake(this, `Unexpected server response: ${res.statusCode}`);
-    } else {
-      this._readyState = WebSocket.CLOSING;
-      process.nextTick(() => {
-        if (this._readyState !== WebSocket.CLOSED) this.emitClose();
-      });
     }
   }
 }
@@ -629,6 +639,25 @@ WebSocket.prototype.addEventListener = addEventListener;
 WebSocket.prototype.removeEventListener = removeEventListener;
 
 module.exports = WebSocket;
+
+/**
+ * Emits the events held while a socket was paused, until it is paused again.
+ *
+ * @param {WebSocket} websocket The socket
+ */
+function replayPaused(websocket) {
+  websocket._replayScheduled = false;
+  if (websocket._paused) return;
+  const q = websocket._pausedQueue;
+  websocket._pausedQueue = null;
+  for (let i = 0; i < q.length; i += 2) {
+    if (websocket._paused) {
+      websocket._pausedQueue = q.slice(i);
+      return;
+    }
+    websocket._onNative(q[i], q[i + 1]);
+  }
+}
 
 /**
  * Converts a binary message to the socket's `binaryType`.
@@ -668,10 +697,12 @@ function parseExtensionNames(header) {
  * @param {Number} statusCode The status
  * @param {Buffer} reason The reason phrase
  * @param {Buffer} lines Header names and values separated by NUL bytes
+ * @param {Buffer} [body] The body, if any
  * @return {Readable} The response
  */
-function responseFromFields(statusCode, reason, lines) {
+function responseFromFields(statusCode, reason, lines, body) {
   const res = new Readable({ read() {} });
+  if (body && body.length) res.push(Buffer.from(body));
   res.push(null);
   res.statusCode = statusCode;
   res.statusMessage = reason.toString();

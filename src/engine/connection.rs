@@ -50,6 +50,19 @@ pub struct ClientHandshake {
     pub protocols: Vec<String>,
 }
 
+/// A non-101 answer whose body is still arriving.
+struct PendingResponse {
+    status: String,
+    reason: String,
+    lines: Vec<u8>,
+    body: Vec<u8>,
+    /// Content-Length, capped at `MAX_BODY`.
+    expected: usize,
+}
+
+/// Most body bytes kept from a refused handshake.
+const MAX_BODY: usize = 1024 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Server: reading the request head.
@@ -58,6 +71,8 @@ enum Phase {
     ServerDecision,
     /// Client: request written or queued, reading the response head.
     ClientHead,
+    /// Client: a non-101 answer; reading its body (bounded) for `unexpected-response`.
+    ClientBody,
     Open,
     /// Writing a refusal, then closing.
     Refusing,
@@ -99,6 +114,7 @@ pub struct Connection<T> {
     head: Vec<u8>,
     peer: Option<Box<PeerInfo>>,
     client: Option<Box<ClientHandshake>>,
+    response: Option<Box<PendingResponse>>,
     wbuf: Vec<u8>,
     wpos: usize,
     written: u64,
@@ -128,6 +144,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             head: Vec::new(),
             peer: None,
             client: None,
+            response: None,
             wbuf: Vec::new(),
             wpos: 0,
             written: 0,
@@ -253,7 +270,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     fn reading_allowed(&self) -> bool {
         !self.read_eof
             && match self.phase {
-                Phase::ServerHead | Phase::ClientHead | Phase::Refusing => true,
+                Phase::ServerHead | Phase::ClientHead | Phase::ClientBody | Phase::Refusing => true,
                 Phase::Open => !self.paused,
                 Phase::ServerDecision => false,
             }
@@ -263,6 +280,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         match self.phase {
             Phase::ServerHead => self.on_request_bytes(data),
             Phase::ClientHead => self.on_response_bytes(data),
+            Phase::ClientBody => self.on_body_bytes(data),
             Phase::Open => {
                 self.feed(data);
                 None
@@ -353,12 +371,25 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         let Some(hs) = self.client.take() else { return Some(End::Silent) };
         let lines: Vec<u8> = head.headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
         if head.status != 101 {
-            // JS decides between a redirect, `unexpected-response` and an error.
-            let status = head.status.to_string();
-            events::with_batch(|b| {
-                b.push_fields(kind::HANDSHAKE_FAILED, self.id, &[b"", b"", status.as_bytes(), head.reason.as_bytes(), &lines])
-            });
-            return Some(End::Silent);
+            // JS decides between a redirect, `unexpected-response` and an error; it gets the
+            // body when a Content-Length announces one.
+            let expected = head
+                .header("content-length")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0)
+                .min(MAX_BODY);
+            let mut body = self.head.split_off(n);
+            self.head = Vec::new();
+            body.truncate(expected);
+            self.response = Some(Box::new(PendingResponse {
+                status: head.status.to_string(),
+                reason: head.reason.clone(),
+                lines,
+                body,
+                expected,
+            }));
+            self.phase = Phase::ClientBody;
+            return self.on_body_bytes(&mut []);
         }
         let accepted = match handshake::validate_response(&head, &hs.key, &hs.protocols, false) {
             Ok(a) => a,
@@ -377,6 +408,30 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             self.feed(&mut rest);
         }
         None
+    }
+
+    fn on_body_bytes(&mut self, data: &mut [u8]) -> Option<End> {
+        let r = self.response.as_mut()?;
+        let take = (r.expected - r.body.len()).min(data.len());
+        r.body.extend_from_slice(&data[..take]);
+        if r.body.len() < r.expected {
+            return None;
+        }
+        Some(self.response_end())
+    }
+
+    /// Hands a non-101 answer (and what arrived of its body) to JS.
+    fn response_end(&mut self) -> End {
+        if let Some(r) = self.response.take() {
+            events::with_batch(|b| {
+                b.push_fields(
+                    kind::HANDSHAKE_FAILED,
+                    self.id,
+                    &[b"", b"", r.status.as_bytes(), r.reason.as_bytes(), &r.lines, &r.body],
+                )
+            });
+        }
+        End::Silent
     }
 
     /// Decodes frames and appends their events to the batch.
@@ -543,6 +598,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
                             Phase::ClientHead => {
                                 return this.finish(End::HandshakeFailed("socket hang up".into(), "ECONNRESET".into()));
                             }
+                            Phase::ClientBody => {
+                                let end = this.response_end();
+                                return this.finish(end);
+                            }
                             Phase::ServerHead | Phase::Refusing => return this.finish(End::Silent),
                             _ => {}
                         }
@@ -562,6 +621,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
             if t.as_mut().poll(cx).is_ready() {
                 let end = match this.phase {
                     Phase::ClientHead => End::HandshakeFailed("Opening handshake has timed out".into(), String::new()),
+                    Phase::ClientBody => this.response_end(),
                     Phase::Open => End::Closed,
                     _ => End::Silent,
                 };
