@@ -104,6 +104,24 @@ function fields(buf) {
 }
 
 /**
+ * Reads the length-prefixed fields of a record as UTF-8 strings, without Buffer views.
+ *
+ * @param {Buffer} buf The record payload
+ * @param {Number} [from=0] The index of the first field to read
+ * @return {String[]} The fields from `from` on
+ */
+function strings(buf, from = 0) {
+  const out = [];
+  let pos = 0;
+  for (let i = 0; pos + 4 <= buf.length; i++) {
+    const n = buf.readUInt32LE(pos);
+    if (i >= from) out.push(buf.utf8Slice(pos + 4, pos + 4 + n));
+    pos += 4 + n;
+  }
+  return out;
+}
+
+/**
  * Splits a batch of events and delivers each. An exception thrown by a listener does not
  * stop the batch: it is rethrown on the next tick, where Node reports it as uncaught.
  *
@@ -127,9 +145,9 @@ function dispatch(buf) {
     }
     try {
       if (kind === EVENT.UPGRADE) {
-        const f = fields(payload);
-        const server = servers.get(f[0].readUInt32LE(0));
-        if (server !== undefined) server._onUpgrade(id, f);
+        // Field 0 is the server id (u32); the others are text.
+        const server = servers.get(payload.readUInt32LE(4));
+        if (server !== undefined) server._onUpgrade(id, strings(payload, 1));
       } else {
         const target = connections.get(id);
         if (target !== undefined) target._onNative(kind, payload);
@@ -236,5 +254,6 @@ module.exports = {
   fields,
   flush,
   queue,
-  servers
+  servers,
+  strings
 };

@@ -204,7 +204,7 @@ class WebSocketServer extends EventEmitter {
   _onUpgrade(id, f) {
     const socket = new NativeSocket(id, f);
     const req = new IncomingRequest(f, socket);
-    const status = f[10].readUInt16BE(0);
+    const status = Number(f[9]);
 
     if (this._state !== RUNNING) {
       native.binding.reject(id, 503, '', []);
@@ -213,9 +213,9 @@ class WebSocketServer extends EventEmitter {
 
     if (status !== 0) {
       const headers = {};
-      const h = f[12].toString().split('\0');
+      const h = f[11].split('\0');
       for (let i = 0; i + 1 < h.length; i += 2) headers[h[i]] = h[i + 1];
-      abortHandshakeOrEmitwsClientError(this, req, socket, status, f[11].toString(), headers);
+      abortHandshakeOrEmitwsClientError(this, req, socket, status, f[10], headers);
       return;
     }
 
@@ -224,10 +224,9 @@ class WebSocketServer extends EventEmitter {
       return;
     }
 
-    const protocolText = f[14].toString();
-    const protocols = new Set(protocolText ? protocolText.split(',') : []);
-    const accept = f[13].toString();
-    const version = Number(f[15].toString());
+    const protocols = new Set(f[13] ? f[13].split(',') : []);
+    const accept = f[12];
+    const version = Number(f[14]);
 
     if (this.options.verifyClient) {
       const info = {
@@ -252,6 +251,20 @@ class WebSocketServer extends EventEmitter {
     }
 
     this.completeUpgrade(accept, protocols, req, socket);
+  }
+
+  /**
+   * Called by a client's WebSocket when it has closed (instead of a listener per client).
+   *
+   * @param {WebSocket} ws The client
+   * @private
+   */
+  _clientClosed(ws) {
+    this._connections--;
+    if (this.clients) this.clients.delete(ws);
+    if (this._shouldEmitClose && this._connections === 0) {
+      process.nextTick(emitClose, this);
+    }
   }
 
   /**
@@ -303,13 +316,7 @@ class WebSocketServer extends EventEmitter {
     ws._url = undefined;
 
     this._connections++;
-    ws.on('close', () => {
-      this._connections--;
-      if (this.clients) this.clients.delete(ws);
-      if (this._shouldEmitClose && this._connections === 0) {
-        process.nextTick(emitClose, this);
-      }
-    });
+    ws._server = this;
     if (this.clients) this.clients.add(ws);
 
     this.emit('connection', ws, req);
@@ -337,11 +344,11 @@ class NativeSocket extends EventEmitter {
   constructor(id, f) {
     super();
     this._id = id;
-    this.remoteAddress = f[5].toString();
-    this.remotePort = Number(f[6].toString());
-    this.remoteFamily = f[7].toString();
-    this.localAddress = f[8].toString();
-    this.localPort = Number(f[9].toString());
+    this.remoteAddress = f[4];
+    this.remotePort = Number(f[5]);
+    this.remoteFamily = f[6];
+    this.localAddress = f[7];
+    this.localPort = Number(f[8]);
     this.encrypted = undefined;
     this.destroyed = false;
   }
@@ -372,7 +379,6 @@ class NativeSocket extends EventEmitter {
     if (!this.destroyed) {
       this.destroyed = true;
       native.queue(native.OP.TERMINATE, 0, this._id, null);
-      native.binding.reject(this._id, 0, '', []);
       process.nextTick(() => this.emit('close'));
     }
     return this;
@@ -397,22 +403,51 @@ class NativeSocket extends EventEmitter {
  */
 class IncomingRequest {
   constructor(f, socket) {
-    this.method = f[1].toString();
-    this.url = f[2].toString();
-    this.httpVersion = f[3].toString();
-    const [major, minor] = this.httpVersion.split('.');
-    this.httpVersionMajor = Number(major);
-    this.httpVersionMinor = Number(minor);
-    const raw = f[4].toString();
-    this.rawHeaders = raw ? raw.split('\0').slice(0, -1) : [];
-    this.headers = WebSocket.headersFromRaw(this.rawHeaders);
+    this.method = f[0];
+    this.url = f[1];
+    this.httpVersion = f[2];
+    this.httpVersionMajor = 1;
+    this.httpVersionMinor = f[2] === '1.0' ? 0 : 1;
     this.socket = socket;
-    this.connection = socket;
     this.complete = true;
     this.upgrade = true;
     this.aborted = false;
-    this.trailers = {};
-    this.rawTrailers = [];
+    // Header lists are built on first use: most servers never read them.
+    this._raw = f[3];
+    this._rawHeaders = undefined;
+    this._headers = undefined;
+  }
+
+  get connection() {
+    return this.socket;
+  }
+
+  get rawHeaders() {
+    if (this._rawHeaders === undefined) {
+      this._rawHeaders = this._raw ? this._raw.split('\0').slice(0, -1) : [];
+    }
+    return this._rawHeaders;
+  }
+
+  set rawHeaders(value) {
+    this._rawHeaders = value;
+  }
+
+  get headers() {
+    if (this._headers === undefined) this._headers = WebSocket.headersFromRaw(this.rawHeaders);
+    return this._headers;
+  }
+
+  set headers(value) {
+    this._headers = value;
+  }
+
+  get trailers() {
+    return {};
+  }
+
+  get rawTrailers() {
+    return [];
   }
 }
 

@@ -16,6 +16,7 @@ const { BINARY_TYPES, CLOSE_TIMEOUT, EMPTY_BUFFER } = require('./constants');
 const { isBlob, isValidStatusCode, isValidSubprotocol, toBuffer } = require('./validation');
 
 const readyStates = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
+const NO_EXTENSIONS = Object.freeze({});
 const protocolVersions = [8, 13];
 const ERROR_CTORS = [Error, RangeError, SyntaxError];
 
@@ -41,7 +42,8 @@ class WebSocket extends EventEmitter {
     this._closeFrameSent = false;
     this._closeMessage = EMPTY_BUFFER;
     this._errorEmitted = false;
-    this._extensions = {};
+    this._extensions = NO_EXTENSIONS;
+    this._server = null;
     this._paused = false;
     this._protocol = '';
     this._readyState = WebSocket.CONNECTING;
@@ -192,6 +194,12 @@ class WebSocket extends EventEmitter {
   emitClose() {
     this._readyState = WebSocket.CLOSED;
     if (this._id !== 0) native.connections.delete(this._id);
+    if (this._server !== null) {
+      // ws removes the client from `wss.clients` in a 'close' listener registered first.
+      const server = this._server;
+      this._server = null;
+      server._clientClosed(this);
+    }
     this.emit('close', this._closeCode, this._closeMessage);
   }
 

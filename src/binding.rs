@@ -223,3 +223,30 @@ pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) {
 pub fn buffered_amount(id: u32) -> f64 {
     outbox::lookup(id).map(|s| s.buffered() as f64).unwrap_or(0.0)
 }
+
+#[repr(C)]
+struct MallInfo2 {
+    arena: usize,
+    ordblks: usize,
+    smblks: usize,
+    hblks: usize,
+    hblkhd: usize,
+    usmblks: usize,
+    fsmblks: usize,
+    uordblks: usize,
+    fordblks: usize,
+    keepcost: usize,
+}
+
+extern "C" {
+    fn mallinfo2() -> MallInfo2;
+}
+
+/// The C heap as glibc sees it: `[inUse, free, mmapped]` bytes. For memory tests and the
+/// per-connection figures in the benchmarks; not part of the public API.
+#[napi]
+pub fn heap_stats() -> Vec<f64> {
+    // SAFETY: mallinfo2 only reads allocator statistics.
+    let m = unsafe { mallinfo2() };
+    vec![m.uordblks as f64, m.fordblks as f64, m.hblkhd as f64]
+}

@@ -318,7 +318,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             self.refuse_raw(&handshake::upgrade_required_response());
             return None;
         }
-        self.head.drain(..n);
+        // Keep only bytes that came after the head (frames sent early); free the rest.
+        self.head = self.head.split_off(n);
         let Some(peer) = self.peer.take() else { return Some(End::Silent) };
         let verdict = handshake::validate_upgrade(&head);
         let raw: Vec<u8> = head.headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
@@ -345,7 +346,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     peer.remote_family.as_bytes(),
                     peer.local_address.as_bytes(),
                     peer.local_port.as_bytes(),
-                    &status.to_be_bytes(),
+                    status.to_string().as_bytes(),
                     message.as_bytes(),
                     &reject_headers,
                     accept.as_bytes(),
@@ -541,6 +542,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
             if let Some(end) = this.sync_outbox(cx) {
                 return this.finish(end);
             }
+            if this.phase == Phase::Open && !this.head.is_empty() {
+                // Frames that arrived with the request, before JS accepted it.
+                let mut early = std::mem::take(&mut this.head);
+                this.feed(&mut early);
+            }
             let mut progressed = match this.poll_write_side(cx) {
                 Ok(p) => p,
                 Err(e) => {
@@ -632,5 +638,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "Connection<TcpStream> {} Receiver {} Outbox {} Shared {}",
+            std::mem::size_of::<super::Connection<tokio::net::TcpStream>>(),
+            std::mem::size_of::<crate::protocol::receiver::Receiver>(),
+            std::mem::size_of::<super::super::outbox::Outbox>(),
+            std::mem::size_of::<super::super::outbox::Shared>()
+        );
     }
 }
