@@ -20,7 +20,8 @@ const EVENT = {
   ERROR: 8,
   WRITTEN: 9,
   UPGRADE: 10,
-  HANDSHAKE_FAILED: 11
+  HANDSHAKE_FAILED: 11,
+  FRAGMENTS: 12
 };
 
 const OP = {

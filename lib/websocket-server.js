@@ -10,7 +10,7 @@ const http = require('http');
 
 const native = require('./native');
 const WebSocket = require('./websocket');
-const { CLOSE_TIMEOUT, kWebSocket } = require('./constants');
+const { CLOSE_TIMEOUT } = require('./constants');
 
 const RUNNING = 0;
 const CLOSING = 1;
@@ -202,8 +202,7 @@ class WebSocketServer extends EventEmitter {
    * @private
    */
   _onUpgrade(id, f) {
-    const socket = new NativeSocket(id, f);
-    const req = new IncomingRequest(f, socket);
+    const req = new IncomingRequest(id, f);
     const status = Number(f[9]);
 
     if (this._state !== RUNNING) {
@@ -215,12 +214,12 @@ class WebSocketServer extends EventEmitter {
       const headers = {};
       const h = f[11].split('\0');
       for (let i = 0; i + 1 < h.length; i += 2) headers[h[i]] = h[i + 1];
-      abortHandshakeOrEmitwsClientError(this, req, socket, status, f[10], headers);
+      abortHandshakeOrEmitwsClientError(this, req, status, f[10], headers);
       return;
     }
 
     if (!this.shouldHandle(req)) {
-      abortHandshake(socket, 400);
+      abortHandshake(id, 400);
       return;
     }
 
@@ -240,17 +239,17 @@ class WebSocketServer extends EventEmitter {
         this.options.verifyClient(info, (verified, code, message, headers) => {
           if (!this._pending.delete(id)) return;
           if (!verified) {
-            return abortHandshake(socket, code || 401, message, headers);
+            return abortHandshake(id, code || 401, message, headers);
           }
-          this.completeUpgrade(accept, protocols, req, socket);
+          this.completeUpgrade(accept, protocols, req);
         });
         return;
       }
 
-      if (!this.options.verifyClient(info)) return abortHandshake(socket, 401);
+      if (!this.options.verifyClient(info)) return abortHandshake(id, 401);
     }
 
-    this.completeUpgrade(accept, protocols, req, socket);
+    this.completeUpgrade(accept, protocols, req);
   }
 
   /**
@@ -272,48 +271,49 @@ class WebSocketServer extends EventEmitter {
    *
    * @param {String} accept The `Sec-WebSocket-Accept` value
    * @param {Set} protocols The subprotocols
-   * @param {Object} req The request object
-   * @param {NativeSocket} socket The connection
+   * @param {IncomingRequest} req The request object
    * @private
    */
-  completeUpgrade(accept, protocols, req, socket) {
-    if (socket[kWebSocket]) {
+  completeUpgrade(accept, protocols, req) {
+    if (req._upgraded) {
       throw new Error(
         'server.handleUpgrade() was called more than once with the same ' +
           'socket, possibly due to a misconfiguration'
       );
     }
 
-    if (this._state > RUNNING) return abortHandshake(socket, 503);
-
-    const headers = [
-      'HTTP/1.1 101 Switching Protocols',
-      'Upgrade: websocket',
-      'Connection: Upgrade',
-      `Sec-WebSocket-Accept: ${accept}`
-    ];
+    const id = req._id;
+    if (this._state > RUNNING) return abortHandshake(id, 503);
 
     const ws = new this.options.WebSocket(null, undefined, this.options);
+    let protocol;
 
     if (protocols.size) {
-      const protocol = this.options.handleProtocols
+      protocol = this.options.handleProtocols
         ? this.options.handleProtocols(protocols, req)
         : protocols.values().next().value;
 
-      if (protocol) {
-        headers.push(`Sec-WebSocket-Protocol: ${protocol}`);
-        ws._protocol = protocol;
-      }
+      if (protocol) ws._protocol = protocol;
     }
 
-    this.emit('headers', headers, req);
-
-    if (!native.binding.accept(socket._id, Buffer.from(headers.concat('\r\n').join('\r\n')))) {
-      return;
+    let accepted;
+    if (this.listenerCount('headers') === 0) {
+      // Nobody can change the answer: the engine writes the standard one.
+      accepted = native.binding.acceptStandard(id, accept, protocol ? String(protocol) : undefined);
+    } else {
+      const headers = [
+        'HTTP/1.1 101 Switching Protocols',
+        'Upgrade: websocket',
+        'Connection: Upgrade',
+        `Sec-WebSocket-Accept: ${accept}`
+      ];
+      if (protocol) headers.push(`Sec-WebSocket-Protocol: ${protocol}`);
+      this.emit('headers', headers, req);
+      accepted = native.binding.accept(id, Buffer.from(headers.concat('\r\n').join('\r\n')));
     }
-    socket[kWebSocket] = ws;
-    ws._attach(socket._id);
-    ws._url = undefined;
+    if (!accepted) return;
+    req._upgraded = true;
+    ws._attach(id);
 
     this._connections++;
     ws._server = this;
@@ -402,13 +402,16 @@ class NativeSocket extends EventEmitter {
  * parts of `http.IncomingMessage` that ws users read.
  */
 class IncomingRequest {
-  constructor(f, socket) {
+  constructor(id, f) {
+    this._id = id;
+    this._f = f;
+    this._socket = undefined;
+    this._upgraded = false;
     this.method = f[0];
     this.url = f[1];
     this.httpVersion = f[2];
     this.httpVersionMajor = 1;
     this.httpVersionMinor = f[2] === '1.0' ? 0 : 1;
-    this.socket = socket;
     this.complete = true;
     this.upgrade = true;
     this.aborted = false;
@@ -416,6 +419,15 @@ class IncomingRequest {
     this._raw = f[3];
     this._rawHeaders = undefined;
     this._headers = undefined;
+  }
+
+  get socket() {
+    if (this._socket === undefined) this._socket = new NativeSocket(this._id, this._f);
+    return this._socket;
+  }
+
+  set socket(value) {
+    this._socket = value;
   }
 
   get connection() {
@@ -454,19 +466,19 @@ class IncomingRequest {
 /**
  * Close the connection when preconditions are not fulfilled.
  *
- * @param {NativeSocket} socket The socket of the upgrade request
+ * @param {Number} id The engine's id of the connection
  * @param {Number} code The HTTP response status code
  * @param {String} [message] The HTTP response body
  * @param {Object} [headers] Additional HTTP response headers
  * @private
  */
-function abortHandshake(socket, code, message, headers) {
+function abortHandshake(id, code, message, headers) {
   message = message || http.STATUS_CODES[code];
   const list = [];
   if (headers) {
     for (const k of Object.keys(headers)) list.push(k, String(headers[k]));
   }
-  native.binding.reject(socket._id, code, message, list);
+  native.binding.reject(id, code, message, list);
 }
 
 /**
@@ -474,20 +486,19 @@ function abortHandshake(socket, code, message, headers) {
  * one listener for it, otherwise call `abortHandshake()`.
  *
  * @param {WebSocketServer} server The WebSocket server
- * @param {Object} req The request object
- * @param {NativeSocket} socket The socket of the upgrade request
+ * @param {IncomingRequest} req The request object
  * @param {Number} code The HTTP response status code
  * @param {String} message The HTTP response body
  * @param {Object} [headers] The HTTP response headers
  * @private
  */
-function abortHandshakeOrEmitwsClientError(server, req, socket, code, message, headers) {
+function abortHandshakeOrEmitwsClientError(server, req, code, message, headers) {
   if (server.listenerCount('wsClientError')) {
     const err = new Error(message);
     Error.captureStackTrace(err, abortHandshakeOrEmitwsClientError);
 
-    server.emit('wsClientError', err, socket, req);
+    server.emit('wsClientError', err, req.socket, req);
   } else {
-    abortHandshake(socket, code, message, headers);
+    abortHandshake(req._id, code, message, headers);
   }
 }

@@ -57,6 +57,7 @@ class WebSocket extends EventEmitter {
     this._drainingBlobs = false;
     this._pausedQueue = null;
     this._replayScheduled = false;
+    this._fragmentEnds = null;
 
     if (address !== null) {
       this._isServer = false;
@@ -486,7 +487,25 @@ class WebSocket extends EventEmitter {
         this.emit('message', payload, false);
         break;
       case EVENT.BINARY:
+        if (this._fragmentEnds !== null) {
+          const ends = this._fragmentEnds;
+          this._fragmentEnds = null;
+          if (this._binaryType === 'fragments') {
+            const parts = [];
+            let start = 0;
+            for (let i = 0; i < ends.length; i += 4) {
+              const end = ends.readUInt32LE(i);
+              parts.push(payload.subarray(start, end));
+              start = end;
+            }
+            this.emit('message', parts, true);
+            break;
+          }
+        }
         this.emit('message', toBinaryType(payload, this._binaryType), true);
+        break;
+      case EVENT.FRAGMENTS:
+        this._fragmentEnds = payload;
         break;
       case EVENT.PING:
         this.emit('ping', payload);

@@ -156,6 +156,22 @@ pub fn accept(id: u32, response: &[u8]) -> bool {
     true
 }
 
+/// Writes the standard 101 answer (no `headers` listener could change it) and opens the
+/// connection. False when the socket is gone.
+#[napi]
+pub fn accept_standard(id: u32, accept_key: String, protocol: Option<String>) -> bool {
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n"
+    );
+    if let Some(p) = protocol {
+        head.push_str("Sec-WebSocket-Protocol: ");
+        head.push_str(&p);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    accept(id, head.as_bytes())
+}
+
 /// Refuses an upgrade with ws's HTTP answer. `headers` is a flat name, value list.
 #[napi]
 pub fn reject(id: u32, status: u32, message: String, headers: Vec<String>) -> bool {

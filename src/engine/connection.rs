@@ -37,11 +37,8 @@ pub struct ConnConfig {
 /// What a server tells JS about the peer along with its request.
 pub struct PeerInfo {
     pub server_id: u32,
-    pub remote_address: String,
-    pub remote_port: String,
-    pub remote_family: String,
-    pub local_address: String,
-    pub local_port: String,
+    pub remote: Option<std::net::SocketAddr>,
+    pub local: Option<std::net::SocketAddr>,
 }
 
 /// What a client needs to check the server's answer.
@@ -112,7 +109,7 @@ pub struct Connection<T> {
     receiver: Option<Receiver>,
     /// Handshake bytes, and after the head the bytes that came with it.
     head: Vec<u8>,
-    peer: Option<Box<PeerInfo>>,
+    peer: Option<PeerInfo>,
     client: Option<Box<ClientHandshake>>,
     response: Option<Box<PendingResponse>>,
     wbuf: Vec<u8>,
@@ -165,7 +162,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// A server connection that starts by reading the upgrade request.
     pub fn server(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, peer: PeerInfo) -> Self {
         let mut c = Self::new(io, id, shared, cfg, Phase::ServerHead);
-        c.peer = Some(Box::new(peer));
+        c.peer = Some(peer);
         c
     }
 
@@ -331,6 +328,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             }
         };
         let version_text = format!("1.{}", head.minor);
+        let addr = |a: Option<std::net::SocketAddr>| a.map(|a| (a.ip().to_string(), a.port().to_string())).unwrap_or_default();
+        let (remote_address, remote_port) = addr(peer.remote);
+        let (local_address, local_port) = addr(peer.local);
+        let remote_family = if peer.remote.is_some_and(|a| a.is_ipv6()) { "IPv6" } else { "IPv4" };
         events::with_batch(|b| {
             b.push_fields(
                 kind::UPGRADE,
@@ -341,11 +342,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     head.path.as_bytes(),
                     version_text.as_bytes(),
                     &raw,
-                    peer.remote_address.as_bytes(),
-                    peer.remote_port.as_bytes(),
-                    peer.remote_family.as_bytes(),
-                    peer.local_address.as_bytes(),
-                    peer.local_port.as_bytes(),
+                    remote_address.as_bytes(),
+                    remote_port.as_bytes(),
+                    remote_family.as_bytes(),
+                    local_address.as_bytes(),
+                    local_port.as_bytes(),
                     status.to_string().as_bytes(),
                     message.as_bytes(),
                     &reject_headers,
@@ -448,7 +449,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         let mut close: Option<(u16, Vec<u8>)> = None;
         let result = events::with_batch(|b| {
             receiver.feed(data, |item| match item {
-                Incoming::Message { binary, data } => {
+                Incoming::Message { binary, data, fragments } => {
+                    if let Some(ends) = fragments {
+                        let bytes: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
+                        b.push(kind::FRAGMENTS, id, &bytes);
+                    }
                     let k = if binary { kind::BINARY } else { kind::TEXT };
                     match data {
                         Payload::Borrowed(s) => b.push(k, id, s),
@@ -652,5 +657,66 @@ mod tests {
             std::mem::size_of::<super::super::outbox::Outbox>(),
             std::mem::size_of::<super::super::outbox::Shared>()
         );
+    }
+}
+
+#[cfg(test)]
+mod memory_probe {
+    #[repr(C)]
+    struct MallInfo2 {
+        arena: usize,
+        ordblks: usize,
+        smblks: usize,
+        hblks: usize,
+        hblkhd: usize,
+        usmblks: usize,
+        fsmblks: usize,
+        uordblks: usize,
+        fordblks: usize,
+        keepcost: usize,
+    }
+    extern "C" {
+        fn mallinfo2() -> MallInfo2;
+    }
+    fn used() -> usize {
+        unsafe { mallinfo2().uordblks }
+    }
+
+    #[test]
+    #[ignore]
+    fn probe() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let n = 5000;
+        rt.block_on(async {
+            let a = used();
+            let mut hs = Vec::new();
+            for _ in 0..n {
+                hs.push(tokio::spawn(async move {
+                    let x = [0u8; 352];
+                    std::future::pending::<()>().await;
+                    drop(x);
+                }));
+            }
+            tokio::task::yield_now().await;
+            let b = used();
+            eprintln!("task of 352-byte future: {} B", (b - a) / n);
+            let mut socks = Vec::new();
+            for _ in 0..n {
+                let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
+                x.set_nonblocking(true).unwrap();
+                y.set_nonblocking(true).unwrap();
+                socks.push(tokio::net::UnixStream::from_std(x).unwrap());
+                socks.push(tokio::net::UnixStream::from_std(y).unwrap());
+            }
+            let c = used();
+            eprintln!("registration: {} B", (c - b) / (2 * n));
+            let mut shared = Vec::new();
+            for _ in 0..n {
+                shared.push(super::super::outbox::Shared::new(false));
+            }
+            let d = used();
+            eprintln!("Shared: {} B", (d - c) / n);
+            drop(hs);
+        });
     }
 }

@@ -30,6 +30,8 @@ pub mod kind {
     pub const UPGRADE: u8 = 10;
     /// Client: the handshake failed (fields, see engine::client). Last record for an id.
     pub const HANDSHAKE_FAILED: u8 = 11;
+    /// Before a fragmented binary message: each fragment's end offset (`u32 LE` each).
+    pub const FRAGMENTS: u8 = 12;
 }
 
 /// The payload is not in the batch: JS takes it with `takeExternal()`, in order.

@@ -85,14 +85,7 @@ async fn accept_loop(listener: TcpListener, server_id: u32, cfg: Arc<ConnConfig>
                     let id = next_id();
                     let shared = Shared::new(false);
                     register(id, shared.clone());
-                    let peer = PeerInfo {
-                        server_id,
-                        remote_address: remote.ip().to_string(),
-                        remote_port: remote.port().to_string(),
-                        remote_family: if remote.is_ipv4() { "IPv4" } else { "IPv6" }.to_string(),
-                        local_address: local.map(|l| l.ip().to_string()).unwrap_or_default(),
-                        local_port: local.map(|l| l.port().to_string()).unwrap_or_default(),
-                    };
+                    let peer = PeerInfo { server_id, remote: Some(remote), local };
                     tokio::spawn(Connection::server(stream, id, shared, cfg.clone(), peer));
                 }
                 // Out of descriptors or a reset before accept: wait a little and go on.

@@ -54,7 +54,9 @@ impl Payload<'_> {
 /// What the receiver produces.
 #[derive(Debug)]
 pub enum Incoming<'a> {
-    Message { binary: bool, data: Payload<'a> },
+    /// `fragments` holds the end offset of each fragment of a fragmented binary message
+    /// (for ws's `binaryType = 'fragments'`); None otherwise.
+    Message { binary: bool, data: Payload<'a>, fragments: Option<Vec<u32>> },
     Ping(&'a [u8]),
     Pong(&'a [u8]),
     /// A close frame; `code` is 1005 when the frame had no body.
@@ -83,6 +85,7 @@ pub struct Receiver {
     fragments: u32,
     utf8: Utf8Validator,
     message: Vec<u8>,
+    fragment_ends: Vec<u32>,
     control: Vec<u8>,
     done: bool,
 }
@@ -100,6 +103,7 @@ impl Receiver {
             fragments: 0,
             utf8: Utf8Validator::new(),
             message: Vec::new(),
+            fragment_ends: Vec::new(),
             control: Vec::new(),
             done: false,
         }
@@ -180,6 +184,9 @@ impl Receiver {
             } else {
                 self.message.extend_from_slice(chunk);
                 if complete {
+                    if self.message_opcode == OP_BINARY {
+                        self.fragment_ends.push(self.message.len() as u32);
+                    }
                     self.finish_frame(f, &mut [], false, &mut sink)?;
                 }
             }
@@ -339,10 +346,13 @@ impl Receiver {
                 self.message_len = 0;
                 self.fragments = 0;
                 if direct {
-                    sink(Incoming::Message { binary, data: Payload::Borrowed(body) });
+                    self.fragment_ends.clear();
+                    sink(Incoming::Message { binary, data: Payload::Borrowed(body), fragments: None });
                 } else {
                     let data = std::mem::take(&mut self.message);
-                    sink(Incoming::Message { binary, data: Payload::Owned(data) });
+                    let ends = std::mem::take(&mut self.fragment_ends);
+                    let fragments = (binary && ends.len() > 1).then_some(ends);
+                    sink(Incoming::Message { binary, data: Payload::Owned(data), fragments });
                 }
             }
         }
@@ -369,7 +379,7 @@ mod tests {
         for chunk in data.chunks_mut(step.max(1)) {
             let res = r.feed(chunk, |i| {
                 out.push(match i {
-                    Incoming::Message { binary, data } => Ev::Msg(binary, data.as_slice().to_vec()),
+                    Incoming::Message { binary, data, .. } => Ev::Msg(binary, data.as_slice().to_vec()),
                     Incoming::Ping(p) => Ev::Ping(p.to_vec()),
                     Incoming::Pong(p) => Ev::Pong(p.to_vec()),
                     Incoming::Close { code, reason } => Ev::Close(code, reason.to_vec()),
@@ -473,6 +483,23 @@ mod tests {
         let mut r = Receiver::new(ReceiverConfig::default());
         let mut first = frame(OP_TEXT, false, &[0xce, 0xba, 0xf4, 0x90]);
         assert!(r.feed(&mut first, |_| {}).is_err());
+    }
+
+    #[test]
+    fn binary_fragment_boundaries() {
+        let mut bytes = frame(OP_BINARY, false, &[1, 2]);
+        bytes.extend(frame(OP_CONTINUATION, false, &[]));
+        bytes.extend(frame(OP_CONTINUATION, true, &[3]));
+        let mut r = Receiver::new(ReceiverConfig::default());
+        let mut seen = None;
+        r.feed(&mut bytes, |i| {
+            if let Incoming::Message { fragments, data, .. } = i {
+                seen = Some((fragments, data.as_slice().to_vec()));
+            }
+        })
+        .unwrap();
+        // Empty fragments are not listed, as ws skips them.
+        assert_eq!(seen, Some((Some(vec![2, 3]), vec![1, 2, 3])));
     }
 
     #[test]
