@@ -21,7 +21,9 @@ const EVENT = {
   WRITTEN: 9,
   UPGRADE: 10,
   HANDSHAKE_FAILED: 11,
-  FRAGMENTS: 12
+  FRAGMENTS: 12,
+  BRIDGE_OUT: 13,
+  BRIDGE_END: 14
 };
 
 const OP = {
@@ -33,7 +35,9 @@ const OP = {
   PAUSE: 6,
   RESUME: 7,
   RAW_WRITE: 8,
-  RAW_END: 9
+  RAW_END: 9,
+  BRIDGE_IN: 10,
+  BRIDGE_EOF: 11
 };
 
 const FLAG = {

@@ -1,9 +1,11 @@
 'use strict';
 
 // WebSocketServer with ws's API. In standalone mode (`port`) the engine owns the listening
-// socket and parses and checks each upgrade request; this file makes ws's decisions
-// (shouldHandle, verifyClient, handleProtocols, the `headers` event) and hands out WebSocket
-// objects.
+// socket and parses and checks each upgrade request. With `server` or `noServer`, Node's http
+// server receives the request: the engine checks it, and after the 101 the socket is handed to
+// the engine by file descriptor (plain TCP) or served through a byte bridge (TLS, or any
+// Duplex without a descriptor). This file makes ws's decisions (shouldHandle, verifyClient,
+// handleProtocols, the `headers` event) and hands out WebSocket objects.
 
 const EventEmitter = require('events');
 const http = require('http');
@@ -61,12 +63,6 @@ class WebSocketServer extends EventEmitter {
       );
     }
 
-    if (options.server || options.noServer) {
-      throw new Error(
-        'ws-native: the "server" and "noServer" options are not supported by this build yet; use "port"'
-      );
-    }
-
     if (options.perMessageDeflate === true) options.perMessageDeflate = {};
     if (options.clientTracking) {
       this.clients = new Set();
@@ -77,9 +73,39 @@ class WebSocketServer extends EventEmitter {
     this._state = RUNNING;
     this._pending = new Map();
     this._connections = 0;
+    this._server = null;
+    this._removeListeners = null;
+    this._emitConnection = this.emit.bind(this, 'connection');
 
-    if (callback) this.once('listening', callback);
-    this._listen(options);
+    if (options.port != null) {
+      if (callback) this.once('listening', callback);
+      this._listen(options);
+    } else if (options.server) {
+      this._server = options.server;
+      this._removeListeners = addListeners(this._server, {
+        listening: this.emit.bind(this, 'listening'),
+        error: this.emit.bind(this, 'error'),
+        upgrade: (req, socket, head) => {
+          this.handleUpgrade(req, socket, head, this._emitConnection);
+        }
+      });
+    }
+  }
+
+  /**
+   * The per-connection options the engine applies.
+   *
+   * @private
+   */
+  _connOptions() {
+    const o = this.options;
+    return {
+      maxPayload: o.maxPayload,
+      maxFragments: o.maxFragments,
+      skipUtf8Validation: !!o.skipUTF8Validation,
+      autoPong: !!o.autoPong,
+      closeTimeout: o.closeTimeout
+    };
   }
 
   /**
@@ -98,13 +124,7 @@ class WebSocketServer extends EventEmitter {
       host: options.host || undefined,
       port,
       backlog: options.backlog == null ? undefined : options.backlog,
-      conn: {
-        maxPayload: options.maxPayload,
-        maxFragments: options.maxFragments,
-        skipUtf8Validation: !!options.skipUTF8Validation,
-        autoPong: !!options.autoPong,
-        closeTimeout: options.closeTimeout
-      }
+      conn: this._connOptions()
     });
     if (r.errorCode) {
       const err = new Error(r.errorMessage);
@@ -135,6 +155,7 @@ class WebSocketServer extends EventEmitter {
     if (this.options.noServer) {
       throw new Error('The server is operating in "noServer" mode');
     }
+    if (this.options.server) return this._server ? this._server.address() : null;
     if (this._address === undefined || this._id === undefined) return null;
     return { ...this._address };
   }
@@ -166,10 +187,16 @@ class WebSocketServer extends EventEmitter {
       native.binding.closeServer(this._id);
       native.servers.delete(this._id);
     }
-    for (const id of this._pending.keys()) native.binding.reject(id, 503, '', []);
+    if (this._removeListeners !== null) {
+      this._removeListeners();
+      this._removeListeners = this._server = null;
+    }
+    for (const link of this._pending.values()) link.abort(503);
     this._pending.clear();
 
-    if (this._connections === 0) {
+    if (!this.clients && (this.options.noServer || this.options.server)) {
+      process.nextTick(emitClose, this);
+    } else if (this._connections === 0) {
       process.nextTick(emitClose, this);
     } else {
       this._shouldEmitClose = true;
@@ -195,37 +222,62 @@ class WebSocketServer extends EventEmitter {
   }
 
   /**
-   * Handles an upgrade request the engine parsed and checked.
+   * Handle a HTTP Upgrade request.
+   *
+   * @param {http.IncomingMessage} req The request object
+   * @param {Duplex} socket The network socket between the server and client
+   * @param {Buffer} head The first packet of the upgraded stream
+   * @param {Function} cb Callback
+   * @public
+   */
+  handleUpgrade(req, socket, head, cb) {
+    socket.on('error', socketOnError);
+    const v = native.binding.checkUpgrade(String(req.method), req.rawHeaders || rawFromHeaders(req.headers));
+    const link = new NodeLink(this, socket, head);
+    if (v.status !== 0) {
+      abortHandshakeOrEmitwsClientError(this, req, link, v.status, v.message, pairsToObject(v.headers));
+      return;
+    }
+    this._upgrade(link, req, v.accept, v.protocols, v.version, cb);
+  }
+
+  /**
+   * Handles an upgrade request the engine's own listener parsed and checked.
    *
    * @param {Number} id The engine's connection id
-   * @param {Buffer[]} f The request's fields (see src/engine/connection.rs)
+   * @param {String[]} f The request's fields (see src/engine/connection.rs)
    * @private
    */
   _onUpgrade(id, f) {
     const req = new IncomingRequest(id, f);
+    const link = new EngineLink(id, req);
     const status = Number(f[9]);
 
     if (this._state !== RUNNING) {
-      native.binding.reject(id, 503, '', []);
+      link.abort(503);
       return;
     }
 
     if (status !== 0) {
-      const headers = {};
-      const h = f[11].split('\0');
-      for (let i = 0; i + 1 < h.length; i += 2) headers[h[i]] = h[i + 1];
-      abortHandshakeOrEmitwsClientError(this, req, status, f[10], headers);
+      abortHandshakeOrEmitwsClientError(this, req, link, status, f[10], pairsToObject(f[11].split('\0')));
       return;
     }
 
+    this._upgrade(link, req, f[12], f[13] ? f[13].split(',') : [], Number(f[14]), this._emitConnection);
+  }
+
+  /**
+   * ws's steps after the protocol checks: shouldHandle, verifyClient, then completeUpgrade.
+   *
+   * @private
+   */
+  _upgrade(link, req, accept, protocolList, version, cb) {
     if (!this.shouldHandle(req)) {
-      abortHandshake(id, 400);
+      link.abort(400);
       return;
     }
 
-    const protocols = new Set(f[13] ? f[13].split(',') : []);
-    const accept = f[12];
-    const version = Number(f[14]);
+    const protocols = new Set(protocolList);
 
     if (this.options.verifyClient) {
       const info = {
@@ -235,21 +287,21 @@ class WebSocketServer extends EventEmitter {
       };
 
       if (this.options.verifyClient.length === 2) {
-        this._pending.set(id, true);
+        this._pending.set(link, link);
         this.options.verifyClient(info, (verified, code, message, headers) => {
-          if (!this._pending.delete(id)) return;
+          if (!this._pending.delete(link)) return;
           if (!verified) {
-            return abortHandshake(id, code || 401, message, headers);
+            return link.abort(code || 401, message, headers);
           }
-          this.completeUpgrade(accept, protocols, req);
+          this.completeUpgrade(accept, protocols, req, link, cb);
         });
         return;
       }
 
-      if (!this.options.verifyClient(info)) return abortHandshake(id, 401);
+      if (!this.options.verifyClient(info)) return link.abort(401);
     }
 
-    this.completeUpgrade(accept, protocols, req);
+    this.completeUpgrade(accept, protocols, req, link, cb);
   }
 
   /**
@@ -271,19 +323,20 @@ class WebSocketServer extends EventEmitter {
    *
    * @param {String} accept The `Sec-WebSocket-Accept` value
    * @param {Set} protocols The subprotocols
-   * @param {IncomingRequest} req The request object
+   * @param {Object} req The request object
+   * @param {(EngineLink|NodeLink)} link Where the connection is
+   * @param {Function} cb Called with `(ws, req)` once the connection is the engine's
    * @private
    */
-  completeUpgrade(accept, protocols, req) {
-    if (req._upgraded) {
+  completeUpgrade(accept, protocols, req, link, cb) {
+    if (link.upgraded) {
       throw new Error(
         'server.handleUpgrade() was called more than once with the same ' +
           'socket, possibly due to a misconfiguration'
       );
     }
 
-    const id = req._id;
-    if (this._state > RUNNING) return abortHandshake(id, 503);
+    if (this._state > RUNNING) return link.abort(503);
 
     const ws = new this.options.WebSocket(null, undefined, this.options);
     let protocol;
@@ -296,11 +349,8 @@ class WebSocketServer extends EventEmitter {
       if (protocol) ws._protocol = protocol;
     }
 
-    let accepted;
-    if (this.listenerCount('headers') === 0) {
-      // Nobody can change the answer: the engine writes the standard one.
-      accepted = native.binding.acceptStandard(id, accept, protocol ? String(protocol) : undefined);
-    } else {
+    let response = null;
+    if (this.listenerCount('headers') !== 0) {
       const headers = [
         'HTTP/1.1 101 Switching Protocols',
         'Upgrade: websocket',
@@ -309,17 +359,19 @@ class WebSocketServer extends EventEmitter {
       ];
       if (protocol) headers.push(`Sec-WebSocket-Protocol: ${protocol}`);
       this.emit('headers', headers, req);
-      accepted = native.binding.accept(id, Buffer.from(headers.concat('\r\n').join('\r\n')));
+      response = Buffer.from(headers.concat('\r\n').join('\r\n'));
     }
-    if (!accepted) return;
-    req._upgraded = true;
-    ws._attach(id);
 
-    this._connections++;
-    ws._server = this;
-    if (this.clients) this.clients.add(ws);
-
-    this.emit('connection', ws, req);
+    link.upgraded = true;
+    link.accept(response, accept, protocol ? String(protocol) : undefined, this._connOptions(), (id) => {
+      if (id === 0) return;
+      ws._attach(id);
+      if (link.socket !== undefined && link.bridged) ws._bridge = link.socket;
+      this._connections++;
+      ws._server = this;
+      if (this.clients) this.clients.add(ws);
+      cb(ws, req);
+    });
   }
 }
 
@@ -334,6 +386,168 @@ module.exports = WebSocketServer;
 function emitClose(server) {
   server._state = CLOSED;
   server.emit('close');
+}
+
+/**
+ * A connection accepted by the engine's own listener, waiting for ws's decision.
+ */
+class EngineLink {
+  constructor(id, req) {
+    this.id = id;
+    this.req = req;
+    this.upgraded = false;
+  }
+
+  abort(code, message, headers) {
+    abortHandshake(this.id, code, message, headers);
+  }
+
+  accept(response, acceptKey, protocol, conn, done) {
+    const ok = response === null
+      ? native.binding.acceptStandard(this.id, acceptKey, protocol)
+      : native.binding.accept(this.id, response);
+    done(ok ? this.id : 0);
+  }
+
+  /** The `wsClientError` socket. */
+  get socket() {
+    return this.req.socket;
+  }
+}
+
+/**
+ * A socket Node's http server received: answered on the socket while refused, handed to the
+ * engine once accepted.
+ */
+class NodeLink {
+  constructor(server, socket, head) {
+    this.socket = socket;
+    this.head = head;
+    this.upgraded = false;
+    this.bridged = false;
+  }
+
+  abort(code, message, headers) {
+    const socket = this.socket;
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    message = message || http.STATUS_CODES[code];
+    const list = [];
+    if (headers) for (const k of Object.keys(headers)) list.push(k, String(headers[k]));
+    socket.once('finish', socket.destroy);
+    socket.end(native.binding.rejection(code, message, list));
+  }
+
+  accept(response, acceptKey, protocol, conn, done) {
+    const socket = this.socket;
+    if (!socket.readable || !socket.writable) {
+      socket.destroy();
+      done(0);
+      return;
+    }
+    if (response === null) {
+      response = Buffer.from(
+        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+          `Sec-WebSocket-Accept: ${acceptKey}\r\n` +
+          (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : '') +
+          '\r\n'
+      );
+    }
+    const handle = socket._handle;
+    const fd = handle && typeof handle.fd === 'number' ? handle.fd : -1;
+    if (fd >= 0 && !socket.encrypted && typeof handle.readStop === 'function') {
+      // Hand the descriptor over without losing a byte (shared/notes/boundary-costs.md): stop
+      // Node reading, take what it has buffered, let its pending writes go out, then dup.
+      socket.pause();
+      socket.removeAllListeners('data');
+      const chunks = [this.head];
+      let chunk;
+      while ((chunk = socket.read()) !== null) chunks.push(chunk);
+      handle.readStop();
+      const adopt = () => {
+        let id = 0;
+        try {
+          id = native.binding.adoptFd(fd, Buffer.concat(chunks), response, conn);
+        } finally {
+          socket.destroy();
+        }
+        done(id);
+      };
+      if (socket.writableLength) socket.write('', adopt);
+      else adopt();
+      return;
+    }
+    // TLS or no descriptor: Node keeps the socket, the engine does the protocol.
+    this.bridged = true;
+    const id = native.binding.adoptBridge(this.head || Buffer.alloc(0), response, conn);
+    socket.removeListener('error', socketOnError);
+    socket.on('error', NOOP);
+    socket.on('data', (data) => native.queue(native.OP.BRIDGE_IN, 0, id, data));
+    socket.on('end', () => native.queue(native.OP.BRIDGE_EOF, 0, id, null));
+    socket.on('close', () => native.queue(native.OP.TERMINATE, 0, id, null));
+    done(id);
+  }
+}
+
+/**
+ * Add event listeners on an `EventEmitter` using a map of <event, listener>
+ * pairs.
+ *
+ * @param {EventEmitter} server The event emitter
+ * @param {Object.<String, Function>} map The listeners to add
+ * @return {Function} A function that will remove the added listeners when
+ *     called
+ * @private
+ */
+function addListeners(server, map) {
+  for (const event of Object.keys(map)) server.on(event, map[event]);
+
+  return function removeListeners() {
+    for (const event of Object.keys(map)) {
+      server.removeListener(event, map[event]);
+    }
+  };
+}
+
+/**
+ * Handle socket errors.
+ *
+ * @private
+ */
+function socketOnError() {
+  this.destroy();
+}
+
+function NOOP() {}
+
+/**
+ * Turns a flat name, value list into an object.
+ *
+ * @param {String[]} list The list
+ * @return {Object} The object
+ */
+function pairsToObject(list) {
+  const out = {};
+  for (let i = 0; i + 1 < list.length; i += 2) out[list[i]] = list[i + 1];
+  return out;
+}
+
+/**
+ * A flat name, value list from a headers object (for requests made without `rawHeaders`).
+ *
+ * @param {Object} headers The headers
+ * @return {String[]} The list
+ */
+function rawFromHeaders(headers) {
+  const out = [];
+  for (const k of Object.keys(headers || {})) {
+    const v = headers[k];
+    if (Array.isArray(v)) for (const item of v) out.push(k, String(item));
+    else if (v !== undefined) out.push(k, String(v));
+  }
+  return out;
 }
 
 /**
@@ -483,22 +697,23 @@ function abortHandshake(id, code, message, headers) {
 
 /**
  * Emit a `'wsClientError'` event on a `WebSocketServer` if there is at least
- * one listener for it, otherwise call `abortHandshake()`.
+ * one listener for it, otherwise refuse the handshake.
  *
  * @param {WebSocketServer} server The WebSocket server
- * @param {IncomingRequest} req The request object
+ * @param {Object} req The request object
+ * @param {(EngineLink|NodeLink)} link Where the connection is
  * @param {Number} code The HTTP response status code
  * @param {String} message The HTTP response body
  * @param {Object} [headers] The HTTP response headers
  * @private
  */
-function abortHandshakeOrEmitwsClientError(server, req, code, message, headers) {
+function abortHandshakeOrEmitwsClientError(server, req, link, code, message, headers) {
   if (server.listenerCount('wsClientError')) {
     const err = new Error(message);
     Error.captureStackTrace(err, abortHandshakeOrEmitwsClientError);
 
-    server.emit('wsClientError', err, req.socket, req);
+    server.emit('wsClientError', err, link.socket, req);
   } else {
-    abortHandshake(req._id, code, message, headers);
+    link.abort(code, message, headers);
   }
 }

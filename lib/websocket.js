@@ -58,6 +58,7 @@ class WebSocket extends EventEmitter {
     this._pausedQueue = null;
     this._replayScheduled = false;
     this._fragmentEnds = null;
+    this._bridge = null;
 
     if (address !== null) {
       this._isServer = false;
@@ -506,6 +507,12 @@ class WebSocket extends EventEmitter {
         break;
       case EVENT.FRAGMENTS:
         this._fragmentEnds = payload;
+        break;
+      case EVENT.BRIDGE_OUT:
+        this._bridge.write(Buffer.from(payload));
+        break;
+      case EVENT.BRIDGE_END:
+        this._bridge.end();
         break;
       case EVENT.PING:
         this.emit('ping', payload);

@@ -193,6 +193,70 @@ pub fn reject(id: u32, status: u32, message: String, headers: Vec<String>) -> bo
     true
 }
 
+/// What the engine thinks of an upgrade request Node's http server received.
+#[napi(object)]
+pub struct UpgradeVerdict {
+    /// 0 when valid, else the HTTP status of ws's refusal.
+    pub status: u32,
+    pub message: String,
+    /// Flat name, value list of extra headers for the refusal.
+    pub headers: Vec<String>,
+    pub accept: String,
+    pub protocols: Vec<String>,
+    pub version: u32,
+}
+
+/// Runs ws's checks on a request Node parsed (`rawHeaders` as Node gives them).
+#[napi]
+pub fn check_upgrade(method: String, raw_headers: Vec<String>) -> UpgradeVerdict {
+    let head = crate::protocol::handshake::Head {
+        method,
+        headers: raw_headers.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+        ..Default::default()
+    };
+    match crate::protocol::handshake::validate_upgrade(&head) {
+        Ok(u) => UpgradeVerdict {
+            status: 0,
+            message: String::new(),
+            headers: Vec::new(),
+            accept: u.accept,
+            protocols: u.protocols,
+            version: u.version as u32,
+        },
+        Err(r) => UpgradeVerdict {
+            status: r.status as u32,
+            message: r.message,
+            headers: r.headers.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            accept: String::new(),
+            protocols: Vec::new(),
+            version: 0,
+        },
+    }
+}
+
+/// ws's HTTP refusal, for JS to write on a socket Node holds.
+#[napi]
+pub fn rejection(status: u32, message: String, headers: Vec<String>) -> Buffer {
+    let r = Rejection {
+        status: status as u16,
+        message,
+        headers: headers.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+    };
+    Buffer::from(rejection_response(&r))
+}
+
+/// Takes over an upgraded Node TCP socket by file descriptor; returns the connection id.
+#[napi]
+pub fn adopt_fd(fd: i32, early: &[u8], response: &[u8], conn: ConnOptions) -> Result<u32> {
+    server::adopt_fd(fd, early.to_vec(), response, conn_config(&conn, true)).map_err(|e| Error::from_reason(e.to_string()))
+}
+
+/// Serves an upgraded socket Node keeps through the byte bridge; returns the connection id.
+#[napi]
+pub fn adopt_bridge(early: &[u8], response: &[u8], conn: ConnOptions) -> Result<u32> {
+    server::adopt_bridge(early.to_vec(), response, conn_config(&conn, true)).map_err(|e| Error::from_reason(e.to_string()))
+}
+
 #[napi(object)]
 pub struct ConnectOptions {
     pub host: Option<String>,

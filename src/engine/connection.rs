@@ -166,6 +166,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         c
     }
 
+    /// A connection whose handshake Node's http server received: open from the start, with
+    /// the 101 answer already in the outbox and `early` holding bytes read after the request.
+    pub fn adopted(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, early: Vec<u8>) -> Self {
+        let mut c = Self::new(io, id, shared, cfg, Phase::Open);
+        c.timer = None;
+        c.receiver = Some(Receiver::new(c.cfg.receiver.clone()));
+        c.head = early;
+        c
+    }
+
     /// A client connection whose request is already in the outbox. `deadline` bounds the
     /// handshake, including the connect that came before.
     pub fn client(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, hs: ClientHandshake, deadline: Option<Instant>) -> Self {

@@ -32,6 +32,10 @@ pub mod kind {
     pub const HANDSHAKE_FAILED: u8 = 11;
     /// Before a fragmented binary message: each fragment's end offset (`u32 LE` each).
     pub const FRAGMENTS: u8 = 12;
+    /// Bridged connection: bytes for Node to write to its socket.
+    pub const BRIDGE_OUT: u8 = 13;
+    /// Bridged connection: Node should end its socket.
+    pub const BRIDGE_END: u8 = 14;
 }
 
 /// The payload is not in the batch: JS takes it with `takeExternal()`, in order.

@@ -26,6 +26,10 @@ pub mod op {
     pub const RAW_WRITE: u8 = 8;
     /// End a connection still in its handshake after its raw bytes.
     pub const RAW_END: u8 = 9;
+    /// Bytes Node read from a bridged socket.
+    pub const BRIDGE_IN: u8 = 10;
+    /// A bridged socket ended (no more bytes will come).
+    pub const BRIDGE_EOF: u8 = 11;
 }
 
 pub mod flag {
@@ -168,6 +172,14 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
             pos += len;
             p
         };
+        if opc == op::BRIDGE_IN || opc == op::BRIDGE_EOF {
+            if let Some(inbox) = super::bridge::lookup(id) {
+                if let Some(w) = inbox.push(payload, opc == op::BRIDGE_EOF) {
+                    wake.push(w);
+                }
+            }
+            continue;
+        }
         let shared = match last {
             Some((lid, s)) if lid == id => s,
             _ => match reg.get(&id) {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 
+use super::bridge::Bridge;
 use super::connection::{ConnConfig, Connection, PeerInfo};
 use super::outbox::{register, Shared};
 use super::{next_id, runtime};
@@ -93,4 +94,47 @@ async fn accept_loop(listener: TcpListener, server_id: u32, cfg: Arc<ConnConfig>
             }
         }
     }
+}
+
+fn adopted_shared(id: u32, response: &[u8]) -> Arc<Shared> {
+    let shared = Shared::new(false);
+    {
+        let mut out = shared.lock();
+        out.raw(response);
+        out.open = true;
+    }
+    register(id, shared.clone());
+    shared
+}
+
+/// Takes over a TCP socket from Node by file descriptor (Node destroys its copy afterwards):
+/// `early` are the bytes Node had already read, `response` the 101 answer to write first.
+pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig) -> io::Result<u32> {
+    use std::os::fd::BorrowedFd;
+    if fd < 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file descriptor"));
+    }
+    let handle = runtime::handle()?;
+    let _guard = handle.enter();
+    // SAFETY: Node's socket owns `fd` and keeps it open for the duration of this call; we only
+    // duplicate it (F_DUPFD_CLOEXEC) and own the duplicate.
+    let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+    let std_stream = std::net::TcpStream::from(owned);
+    std_stream.set_nonblocking(true)?;
+    let _ = std_stream.set_nodelay(true);
+    let stream = tokio::net::TcpStream::from_std(std_stream)?;
+    let id = next_id();
+    let shared = adopted_shared(id, response);
+    handle.spawn(Connection::adopted(stream, id, shared, Arc::new(cfg), early));
+    Ok(id)
+}
+
+/// Serves a socket Node keeps (TLS, or a Duplex without a descriptor) through a byte bridge.
+pub fn adopt_bridge(early: Vec<u8>, response: &[u8], cfg: ConnConfig) -> io::Result<u32> {
+    let handle = runtime::handle()?;
+    let id = next_id();
+    let bridge = Bridge::new(id);
+    let shared = adopted_shared(id, response);
+    handle.spawn(Connection::adopted(bridge, id, shared, Arc::new(cfg), early));
+    Ok(id)
 }

@@ -1,0 +1,247 @@
+'use strict';
+
+// ws-native servers attached to Node's http stack: `server`, `noServer` + handleUpgrade, and
+// https (TLS sockets go through the byte bridge; plain TCP sockets are handed over by fd).
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const http = require('node:http');
+const https = require('node:https');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const { execFileSync } = require('node:child_process');
+
+const WebSocket = require('..');
+const WsWebSocket = require('ws');
+
+function listen(server) {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
+}
+
+function closeServer(server) {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+function once(emitter, event) {
+  return new Promise((resolve) => emitter.once(event, (...args) => resolve(args)));
+}
+
+function echo(wss) {
+  wss.on('connection', (ws) => {
+    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  });
+}
+
+async function roundTrip(url, message, opts) {
+  const ws = new WsWebSocket(url, opts);
+  await once(ws, 'open');
+  ws.send(message);
+  const [data] = await once(ws, 'message');
+  ws.close();
+  await once(ws, 'close');
+  return data;
+}
+
+function rawRequest(port, request) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(request));
+    const chunks = [];
+    socket.on('data', (d) => chunks.push(d));
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+    socket.on('error', reject);
+  });
+}
+
+test('{ server }: an http server and ws-native share a port; other paths get 400', { timeout: 10000 }, async () => {
+  const server = http.createServer((req, res) => res.end('plain http'));
+  const wss = new WebSocket.Server({ server, path: '/ws' });
+  echo(wss);
+  const port = await listen(server);
+
+  const body = await new Promise((resolve) => http.get(`http://127.0.0.1:${port}/`, (res) => {
+    let s = '';
+    res.on('data', (d) => (s += d));
+    res.on('end', () => resolve(s));
+  }));
+  assert.equal(body, 'plain http');
+
+  assert.equal((await roundTrip(`ws://127.0.0.1:${port}/ws`, 'hello')).toString(), 'hello');
+
+  const native = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+  await once(native, 'open');
+  native.send(Buffer.from([1, 2, 3]));
+  const [data, isBinary] = await once(native, 'message');
+  assert.deepEqual([...data], [1, 2, 3]);
+  assert.equal(isBinary, true);
+  native.close(1000);
+  await once(native, 'close');
+
+  const other = new WsWebSocket(`ws://127.0.0.1:${port}/elsewhere`);
+  const [err] = await once(other, 'error');
+  assert.equal(err.message, 'Unexpected server response: 400');
+
+  assert.deepEqual(wss.address(), server.address());
+  await new Promise((resolve) => wss.close(resolve));
+  // wss.close() leaves the user's server running.
+  assert.equal(server.listening, true);
+  await closeServer(server);
+});
+
+test('noServer: two WebSocketServers on one http server, routed by path', { timeout: 10000 }, async () => {
+  const server = http.createServer();
+  const a = new WebSocket.WebSocketServer({ noServer: true });
+  const b = new WebSocket.WebSocketServer({ noServer: true });
+  a.on('connection', (ws) => ws.send('from a'));
+  b.on('connection', (ws) => ws.send('from b'));
+  server.on('upgrade', (req, socket, head) => {
+    const { pathname } = new URL(req.url, 'http://x');
+    const target = pathname === '/a' ? a : pathname === '/b' ? b : null;
+    if (!target) {
+      socket.destroy();
+      return;
+    }
+    assert.equal(target.shouldHandle(req), true);
+    target.handleUpgrade(req, socket, head, (ws) => target.emit('connection', ws, req));
+  });
+  const port = await listen(server);
+  assert.throws(() => a.address(), /The server is operating in "noServer" mode/);
+
+  for (const [p, expected] of [['/a', 'from a'], ['/b', 'from b']]) {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${p}`);
+    const [msg] = await once(ws, 'message');
+    assert.equal(msg.toString(), expected);
+    ws.close();
+    await once(ws, 'close');
+  }
+  a.close();
+  b.close();
+  await closeServer(server);
+});
+
+test('handleUpgrade after an async auth check that rejects with 401 and custom headers', { timeout: 10000 }, async () => {
+  const server = http.createServer();
+  const wss = new WebSocket.WebSocketServer({ noServer: true });
+  echo(wss);
+  server.on('upgrade', async (req, socket, head) => {
+    const token = new URL(req.url, 'http://x').searchParams.get('token');
+    await new Promise((r) => setTimeout(r, 5));
+    if (token !== 'good') {
+      socket.write('HTTP/1.1 401 Unauthorized\r\nX-Reason: bad token\r\nConnection: close\r\n\r\n');
+      socket.destroy();
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+  });
+  const port = await listen(server);
+
+  const bad = new WebSocket(`ws://127.0.0.1:${port}/?token=bad`);
+  const [, res] = await once(bad, 'unexpected-response');
+  assert.equal(res.statusCode, 401);
+  assert.equal(res.headers['x-reason'], 'bad token');
+  const errored = once(bad, 'error');
+  const closed = once(bad, 'close');
+  bad.terminate();
+  const [err] = await errored;
+  assert.equal(err.message, 'WebSocket was closed before the connection was established');
+  assert.equal((await closed)[0], 1006);
+
+  assert.equal((await roundTrip(`ws://127.0.0.1:${port}/?token=good`, 'ok')).toString(), 'ok');
+  wss.close();
+  await closeServer(server);
+});
+
+test('handleUpgrade refuses a bad request on the Node socket with ws\'s answer', { timeout: 10000 }, async () => {
+  const server = http.createServer();
+  const wss = new WebSocket.WebSocketServer({ noServer: true });
+  server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => {}));
+  const port = await listen(server);
+  const answer = await rawRequest(
+    port,
+    'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\n\r\n'
+  );
+  assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/);
+  assert.match(answer, /\r\nSec-WebSocket-Version: 13, 8\r\n/);
+  assert.match(answer, /Missing or invalid Sec-WebSocket-Version header$/);
+  wss.close();
+  await closeServer(server);
+});
+
+test('frames sent right behind the upgrade request are not lost in the fd handover', { timeout: 10000 }, async () => {
+  const server = http.createServer();
+  const wss = new WebSocket.Server({ server });
+  const got = [];
+  const done = new Promise((resolve) => {
+    wss.on('connection', (ws) => {
+      ws.on('message', (d) => {
+        got.push(d.toString());
+        if (got.length === 50) resolve();
+      });
+    });
+  });
+  const port = await listen(server);
+  const key = crypto.randomBytes(16).toString('base64');
+  const frames = [];
+  for (let i = 0; i < 50; i++) {
+    const payload = Buffer.from(`m${i}`);
+    const mask = crypto.randomBytes(4);
+    const masked = Buffer.from(payload.map((b, j) => b ^ mask[j & 3]));
+    frames.push(Buffer.from([0x81, 0x80 | payload.length]), mask, masked);
+  }
+  const socket = net.connect(port, '127.0.0.1', () => {
+    socket.write(
+      Buffer.concat([
+        Buffer.from(
+          `GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`
+        ),
+        ...frames
+      ])
+    );
+  });
+  await done;
+  assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => `m${i}`));
+  socket.destroy();
+  wss.close();
+  await closeServer(server);
+});
+
+function selfSigned() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-tls-'));
+  const key = path.join(dir, 'key.pem');
+  const cert = path.join(dir, 'cert.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1',
+    '-keyout', key, '-out', cert
+  ], { stdio: 'ignore' });
+  const out = { key: fs.readFileSync(key), cert: fs.readFileSync(cert) };
+  fs.rmSync(dir, { recursive: true, force: true });
+  return out;
+}
+
+test('https server with { server }: TLS sockets go through the bridge, several MiB each way', { timeout: 30000 }, async () => {
+  const server = https.createServer(selfSigned());
+  const wss = new WebSocket.Server({ server });
+  echo(wss);
+  const port = await listen(server);
+  const ws = new WsWebSocket(`wss://127.0.0.1:${port}/`, { rejectUnauthorized: false });
+  await once(ws, 'open');
+  const big = crypto.randomBytes(6 * 1024 * 1024);
+  const text = 'ü'.repeat(1024 * 1024);
+  ws.send(big);
+  ws.send(text);
+  const [a, aBinary] = await once(ws, 'message');
+  assert.equal(aBinary, true);
+  assert.equal(crypto.createHash('sha256').update(a).digest('hex'), crypto.createHash('sha256').update(big).digest('hex'));
+  const [b, bBinary] = await once(ws, 'message');
+  assert.equal(bBinary, false);
+  assert.equal(b.toString(), text);
+  ws.close(4000, 'tls bye');
+  const [code, reason] = await once(ws, 'close');
+  assert.equal(code, 4000);
+  assert.equal(reason.toString(), 'tls bye');
+  await new Promise((resolve) => wss.close(resolve));
+  await closeServer(server);
+});
