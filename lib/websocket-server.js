@@ -11,6 +11,7 @@ const EventEmitter = require('events');
 const http = require('http');
 
 const native = require('./native');
+const { adoptSocket } = require('./adopt');
 const WebSocket = require('./websocket');
 const { CLOSE_TIMEOUT } = require('./constants');
 
@@ -366,7 +367,7 @@ class WebSocketServer extends EventEmitter {
     link.accept(response, accept, protocol ? String(protocol) : undefined, this._connOptions(), (id) => {
       if (id === 0) return;
       ws._attach(id);
-      if (link.socket !== undefined && link.bridged) ws._bridge = link.socket;
+      if (link.bridged) ws._bridge = link.bridged;
       this._connections++;
       ws._server = this;
       if (this.clients) this.clients.add(ws);
@@ -424,7 +425,7 @@ class NodeLink {
     this.socket = socket;
     this.head = head;
     this.upgraded = false;
-    this.bridged = false;
+    this.bridged = null;
   }
 
   abort(code, message, headers) {
@@ -441,12 +442,6 @@ class NodeLink {
   }
 
   accept(response, acceptKey, protocol, conn, done) {
-    const socket = this.socket;
-    if (!socket.readable || !socket.writable) {
-      socket.destroy();
-      done(0);
-      return;
-    }
     if (response === null) {
       response = Buffer.from(
         'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
@@ -455,39 +450,10 @@ class NodeLink {
           '\r\n'
       );
     }
-    const handle = socket._handle;
-    const fd = handle && typeof handle.fd === 'number' ? handle.fd : -1;
-    if (fd >= 0 && !socket.encrypted && typeof handle.readStop === 'function') {
-      // Hand the descriptor over without losing a byte (shared/notes/boundary-costs.md): stop
-      // Node reading, take what it has buffered, let its pending writes go out, then dup.
-      socket.pause();
-      socket.removeAllListeners('data');
-      const chunks = [this.head];
-      let chunk;
-      while ((chunk = socket.read()) !== null) chunks.push(chunk);
-      handle.readStop();
-      const adopt = () => {
-        let id = 0;
-        try {
-          id = native.binding.adoptFd(fd, Buffer.concat(chunks), response, conn);
-        } finally {
-          socket.destroy();
-        }
-        done(id);
-      };
-      if (socket.writableLength) socket.write('', adopt);
-      else adopt();
-      return;
-    }
-    // TLS or no descriptor: Node keeps the socket, the engine does the protocol.
-    this.bridged = true;
-    const id = native.binding.adoptBridge(this.head || Buffer.alloc(0), response, conn);
-    socket.removeListener('error', socketOnError);
-    socket.on('error', NOOP);
-    socket.on('data', (data) => native.queue(native.OP.BRIDGE_IN, 0, id, data));
-    socket.on('end', () => native.queue(native.OP.BRIDGE_EOF, 0, id, null));
-    socket.on('close', () => native.queue(native.OP.TERMINATE, 0, id, null));
-    done(id);
+    adoptSocket(this.socket, this.head, response, conn, false, (id, bridged) => {
+      this.bridged = bridged;
+      done(id);
+    });
   }
 }
 
@@ -519,8 +485,6 @@ function addListeners(server, map) {
 function socketOnError() {
   this.destroy();
 }
-
-function NOOP() {}
 
 /**
  * Turns a flat name, value list into an object.

@@ -5,6 +5,9 @@
 // events into ws's events and method calls into engine commands.
 
 const EventEmitter = require('events');
+const http = require('http');
+const https = require('https');
+const net = require('net');
 const { Readable } = require('stream');
 const { URL } = require('url');
 
@@ -14,6 +17,7 @@ const { EventTarget, defineEventAttributes } = require('./event-target');
 const { addEventListener, removeEventListener } = EventTarget;
 const { BINARY_TYPES, CLOSE_TIMEOUT, EMPTY_BUFFER } = require('./constants');
 const { isBlob, isValidStatusCode, isValidSubprotocol, toBuffer } = require('./validation');
+const { adoptSocket } = require('./adopt');
 
 const readyStates = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
 const NO_EXTENSIONS = Object.freeze({});
@@ -59,6 +63,7 @@ class WebSocket extends EventEmitter {
     this._replayScheduled = false;
     this._fragmentEnds = null;
     this._bridge = null;
+    this._req = null;
 
     if (address !== null) {
       this._isServer = false;
@@ -614,31 +619,10 @@ class WebSocket extends EventEmitter {
       emitErrorAndClose(this, err);
       return;
     }
-    const res = responseFromFields(Number(status), f[3], f[4], f[5]);
-    const opts = this._options;
-    const location = res.headers.location;
-    if (location && opts.followRedirects && res.statusCode >= 300 && res.statusCode < 400) {
-      if (++this._redirects > opts.maxRedirects) {
-        abortHandshake(this, 'Maximum redirects exceeded');
-        return;
-      }
-      let addr;
-      try {
-        addr = new URL(location, this._address);
-      } catch {
-        emitErrorAndClose(this, new SyntaxError(`Invalid URL: ${location}`));
-        return;
-      }
-      initAsClient(this, addr, this._protocols, this._userOptions);
-      return;
-    }
     // With a listener, the handshake stays pending until the user calls terminate() or
     // close(), as in ws; the engine's side of it has ended already.
     this._id = 0;
-    const req = requestStub(this);
-    if (!this.emit('unexpected-response', req, res)) {
-      abortHandshake(this, `Unexpected server response: ${res.statusCode}`);
-    }
+    handleResponse(this, requestStub(this), responseFromFields(Number(status), f[3], f[4], f[5]));
   }
 }
 
@@ -776,6 +760,116 @@ function headersFromRaw(raw) {
 }
 
 WebSocket.headersFromRaw = headersFromRaw;
+
+/**
+ * A non-101 answer: follow a redirect, or hand it to `unexpected-response`, or fail.
+ *
+ * @param {WebSocket} websocket The client
+ * @param {Object} req The request (Node's, or a stand-in)
+ * @param {Object} res The response (Node's, or a stand-in)
+ */
+function handleResponse(websocket, req, res) {
+  const opts = websocket._options;
+  const location = res.headers.location;
+  if (location && opts.followRedirects && res.statusCode >= 300 && res.statusCode < 400) {
+    if (++websocket._redirects > opts.maxRedirects) {
+      abortHandshake(websocket, 'Maximum redirects exceeded');
+      return;
+    }
+    if (typeof req.destroy === 'function') req.destroy();
+    let addr;
+    try {
+      addr = new URL(location, websocket._address);
+    } catch {
+      emitErrorAndClose(websocket, new SyntaxError(`Invalid URL: ${location}`));
+      return;
+    }
+    initAsClient(websocket, addr, websocket._protocols, websocket._userOptions);
+    return;
+  }
+  if (!websocket.emit('unexpected-response', req, res)) {
+    abortHandshake(websocket, `Unexpected server response: ${res.statusCode}`);
+  }
+}
+
+/**
+ * The opening handshake through Node's http client, for `agent`, `createConnection`,
+ * `finishRequest` and `wss:` URLs; once upgraded, the socket is handed to the engine.
+ *
+ * @param {WebSocket} websocket The client
+ * @param {Object} p What initAsClient worked out
+ */
+function nodeHandshake(websocket, p) {
+  const opts = p.opts;
+  const key = native.binding.generateKey();
+  const headers = {};
+  const list = p.list.concat('Sec-WebSocket-Key', key);
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i];
+    const prev = headers[name];
+    if (prev === undefined) headers[name] = list[i + 1];
+    else headers[name] = [].concat(prev, list[i + 1]);
+  }
+  const requestOptions = {
+    ...opts,
+    protocol: p.isSecure ? 'https:' : 'http:',
+    host: p.host,
+    hostname: undefined,
+    port: p.port,
+    path: p.path,
+    socketPath: p.socketPath,
+    method: 'GET',
+    headers,
+    timeout: opts.handshakeTimeout,
+    defaultPort: opts.defaultPort || (p.isSecure ? 443 : 80),
+    createConnection: opts.createConnection,
+    servername: opts.servername !== undefined ? opts.servername : net.isIP(p.host) ? '' : p.host
+  };
+  const req = (p.isSecure ? https : http).request(requestOptions);
+  websocket._req = req;
+
+  if (opts.handshakeTimeout) {
+    req.on('timeout', () => abortHandshake(websocket, 'Opening handshake has timed out'));
+  }
+  req.on('error', (err) => {
+    if (websocket._req !== req) return;
+    websocket._req = null;
+    emitErrorAndClose(websocket, err);
+  });
+  req.on('response', (res) => {
+    if (websocket._req !== req) return;
+    handleResponse(websocket, req, res);
+  });
+  req.on('upgrade', (res, socket, head) => {
+    websocket.emit('upgrade', res);
+    if (websocket.readyState !== WebSocket.CONNECTING || websocket._req !== req) {
+      socket.destroy();
+      return;
+    }
+    websocket._req = null;
+    const checked = native.binding.checkResponse(key, res.rawHeaders, p.protocols);
+    if (checked[0]) {
+      socket.destroy();
+      emitErrorAndClose(websocket, new Error(checked[0]));
+      return;
+    }
+    websocket._protocol = checked[1];
+    adoptSocket(socket, head, EMPTY_BUFFER, p.conn, true, (id, bridged) => {
+      if (id === 0) {
+        emitErrorAndClose(websocket, new Error('The socket was closed during the handshake'));
+        return;
+      }
+      websocket._id = id;
+      websocket._bridge = bridged;
+      native.connections.set(id, websocket);
+      websocket._readyState = WebSocket.OPEN;
+      websocket.emit('open');
+    });
+  });
+
+  if (opts.finishRequest) opts.finishRequest(req, websocket);
+  else req.end();
+}
 
 /**
  * A stand-in for the `http.ClientRequest` of `unexpected-response` and `redirect`.
@@ -952,16 +1046,23 @@ function initAsClient(websocket, address, protocols, options) {
 
   websocket._path = path;
 
-  if (isSecure) {
-    const err = new Error('wss:// URLs are not supported by this build of ws-native yet');
-    err.code = 'ERR_WS_NATIVE_UNSUPPORTED';
-    process.nextTick(emitErrorAndClose, websocket, err);
-    return;
-  }
-
   if (opts.followRedirects && websocket._redirects > 0) {
     websocket.emit('redirect', websocket.url, requestStub(websocket));
     if (websocket._readyState !== WebSocket.CONNECTING) return;
+  }
+
+  const conn = {
+    maxPayload: opts.maxPayload,
+    maxFragments: opts.maxFragments,
+    skipUtf8Validation: !!opts.skipUTF8Validation,
+    autoPong: !!opts.autoPong,
+    closeTimeout: opts.closeTimeout,
+    handshakeTimeout: opts.handshakeTimeout
+  };
+
+  if (isSecure || opts.agent || opts.createConnection || opts.finishRequest) {
+    nodeHandshake(websocket, { opts, isSecure, host, port, path, socketPath, list, protocols, conn });
+    return;
   }
 
   const id = native.binding.connect({
@@ -971,14 +1072,7 @@ function initAsClient(websocket, address, protocols, options) {
     path,
     headers: list,
     protocols,
-    conn: {
-      maxPayload: opts.maxPayload,
-      maxFragments: opts.maxFragments,
-      skipUtf8Validation: !!opts.skipUTF8Validation,
-      autoPong: !!opts.autoPong,
-      closeTimeout: opts.closeTimeout,
-      handshakeTimeout: opts.handshakeTimeout
-    }
+    conn
   });
   websocket._id = id;
   native.connections.set(id, websocket);
@@ -1009,6 +1103,11 @@ function abortHandshake(websocket, message) {
   websocket._readyState = WebSocket.CLOSING;
   const err = new Error(message);
   Error.captureStackTrace(err, abortHandshake);
+  if (websocket._req) {
+    const req = websocket._req;
+    websocket._req = null;
+    req.destroy();
+  }
   if (websocket._id !== 0) {
     native.connections.delete(websocket._id);
     native.queue(OP.TERMINATE, 0, websocket._id, null);

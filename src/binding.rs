@@ -246,15 +246,39 @@ pub fn rejection(status: u32, message: String, headers: Vec<String>) -> Buffer {
 }
 
 /// Takes over an upgraded Node TCP socket by file descriptor; returns the connection id.
+/// `is_client` when Node's http client made the handshake.
 #[napi]
-pub fn adopt_fd(fd: i32, early: &[u8], response: &[u8], conn: ConnOptions) -> Result<u32> {
-    server::adopt_fd(fd, early.to_vec(), response, conn_config(&conn, true)).map_err(|e| Error::from_reason(e.to_string()))
+pub fn adopt_fd(fd: i32, early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>) -> Result<u32> {
+    let cfg = conn_config(&conn, !is_client.unwrap_or(false));
+    server::adopt_fd(fd, early.to_vec(), response, cfg).map_err(|e| Error::from_reason(e.to_string()))
 }
 
 /// Serves an upgraded socket Node keeps through the byte bridge; returns the connection id.
 #[napi]
-pub fn adopt_bridge(early: &[u8], response: &[u8], conn: ConnOptions) -> Result<u32> {
-    server::adopt_bridge(early.to_vec(), response, conn_config(&conn, true)).map_err(|e| Error::from_reason(e.to_string()))
+pub fn adopt_bridge(early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>) -> Result<u32> {
+    let cfg = conn_config(&conn, !is_client.unwrap_or(false));
+    server::adopt_bridge(early.to_vec(), response, cfg).map_err(|e| Error::from_reason(e.to_string()))
+}
+
+/// A fresh `Sec-WebSocket-Key`.
+#[napi]
+pub fn generate_key() -> String {
+    tungstenite::handshake::client::generate_key()
+}
+
+/// ws's checks on a 101 answer Node's http client received. Returns the error message, or
+/// an empty string and the agreed subprotocol.
+#[napi]
+pub fn check_response(key: String, raw_headers: Vec<String>, offered: Vec<String>) -> Vec<String> {
+    let head = crate::protocol::handshake::Head {
+        status: 101,
+        headers: raw_headers.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+        ..Default::default()
+    };
+    match crate::protocol::handshake::validate_response(&head, &key, &offered, false) {
+        Ok(a) => vec![String::new(), a.protocol, a.extensions],
+        Err(e) => vec![e],
+    }
 }
 
 #[napi(object)]

@@ -96,8 +96,8 @@ async fn accept_loop(listener: TcpListener, server_id: u32, cfg: Arc<ConnConfig>
     }
 }
 
-fn adopted_shared(id: u32, response: &[u8]) -> Arc<Shared> {
-    let shared = Shared::new(false);
+fn adopted_shared(id: u32, response: &[u8], is_client: bool) -> Arc<Shared> {
+    let shared = Shared::new(is_client);
     {
         let mut out = shared.lock();
         out.raw(response);
@@ -108,8 +108,10 @@ fn adopted_shared(id: u32, response: &[u8]) -> Arc<Shared> {
 }
 
 /// Takes over a TCP socket from Node by file descriptor (Node destroys its copy afterwards):
-/// `early` are the bytes Node had already read, `response` the 101 answer to write first.
+/// `early` are the bytes Node had already read, `response` the 101 answer to write first
+/// (empty on the client side, where Node's http client did the handshake).
 pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig) -> io::Result<u32> {
+    let is_client = !cfg.receiver.is_server;
     use std::os::fd::BorrowedFd;
     if fd < 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file descriptor"));
@@ -124,7 +126,7 @@ pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig) -> io
     let _ = std_stream.set_nodelay(true);
     let stream = tokio::net::TcpStream::from_std(std_stream)?;
     let id = next_id();
-    let shared = adopted_shared(id, response);
+    let shared = adopted_shared(id, response, is_client);
     handle.spawn(Connection::adopted(stream, id, shared, Arc::new(cfg), early));
     Ok(id)
 }
@@ -134,7 +136,7 @@ pub fn adopt_bridge(early: Vec<u8>, response: &[u8], cfg: ConnConfig) -> io::Res
     let handle = runtime::handle()?;
     let id = next_id();
     let bridge = Bridge::new(id);
-    let shared = adopted_shared(id, response);
+    let shared = adopted_shared(id, response, !cfg.receiver.is_server);
     handle.spawn(Connection::adopted(bridge, id, shared, Arc::new(cfg), early));
     Ok(id)
 }
