@@ -15,6 +15,8 @@ const { adoptSocket } = require('./adopt');
 const WebSocket = require('./websocket');
 const { CLOSE_TIMEOUT } = require('./constants');
 
+const kUpgraded = Symbol('ws-native-upgraded');
+
 const RUNNING = 0;
 const CLOSING = 1;
 const CLOSED = 2;
@@ -424,8 +426,16 @@ class NodeLink {
   constructor(server, socket, head) {
     this.socket = socket;
     this.head = head;
-    this.upgraded = false;
     this.bridged = null;
+  }
+
+  // Kept on the socket, so that a second handleUpgrade() for it is caught as in ws.
+  get upgraded() {
+    return this.socket[kUpgraded] === true;
+  }
+
+  set upgraded(value) {
+    this.socket[kUpgraded] = value;
   }
 
   abort(code, message, headers) {

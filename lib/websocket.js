@@ -567,6 +567,11 @@ class WebSocket extends EventEmitter {
     const cbs = this._callbacks;
     this._callbacks = null;
     this._readyState = WebSocket.CLOSED;
+    if (this._bridge !== null && !this._bridge.destroyed) {
+      // A bridged socket ends with its connection (after its last bytes go out).
+      if (typeof this._bridge.destroySoon === 'function') this._bridge.destroySoon();
+      else this._bridge.destroy();
+    }
     if (cbs !== null && cbs.length) {
       const err = new Error('WebSocket is not open: readyState 3 (CLOSED)');
       for (const cb of cbs) cb(err);
