@@ -59,6 +59,9 @@ const IMPLS = {
   ws: { label: 'ws', env: { WS_IMPL: WS_PATH, ...NO_HELPERS } },
   'ws+native-helpers': { label: 'ws+native-helpers', env: { WS_IMPL: WS_PATH } },
   'ws-native': { label: 'ws-native', env: { WS_IMPL: ROOT } },
+  // Attached to an http.Server ({ server }), as behind Express: only with --impls.
+  'ws-attached': { label: 'ws (http.Server)', env: { WS_IMPL: WS_PATH, ...NO_HELPERS }, args: ['--attach'], optional: true },
+  'ws-native-attached': { label: 'ws-native (http.Server)', env: { WS_IMPL: ROOT }, args: ['--attach'], optional: true },
 };
 const BASELINE = 'ws';
 
@@ -295,7 +298,7 @@ async function startServer(implName, broadcast, opts) {
     argv = [RUST_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : [])];
     env = cleanEnv({});
   } else {
-    argv = [process.execPath, WS_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : [])];
+    argv = [process.execPath, WS_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : []), ...(impl.args || [])];
     env = cleanEnv(impl.env);
   }
   const child = spawnRaised(argv, env, opts, 1);
@@ -523,7 +526,7 @@ function cpuTable(summary, implNames) {
 
 function parseOpts(argv) {
   const o = {
-    quick: false, only: null, impls: Object.keys(IMPLS), rounds: null, duration: null, warmup: null, idle: null,
+    quick: false, only: null, impls: Object.keys(IMPLS).filter((n) => !IMPLS[n].optional), rounds: null, duration: null, warmup: null, idle: null,
     pin: false, nice: null, noBuild: false, out: path.join(BENCH, 'results/latest.json'), verbose: false,
   };
   for (let i = 2; i < argv.length; i++) {

@@ -3,7 +3,7 @@
 
 // Echo / broadcast server on the `ws` API.
 //
-//   node bench/servers/ws-echo.js --port P [--host 127.0.0.1] [--broadcast]
+//   node bench/servers/ws-echo.js --port P [--host 127.0.0.1] [--broadcast] [--attach]
 //
 // The implementation is `require(process.env.WS_IMPL || 'ws')`, so the same
 // file runs against `ws` (resolved from bench/node_modules) and, with
@@ -26,6 +26,7 @@ function parseArgs(argv) {
     if (a === '--port') o.port = Number(argv[++i]);
     else if (a === '--host') o.host = argv[++i];
     else if (a === '--broadcast') o.broadcast = true;
+    else if (a === '--attach') o.attach = true;
     else {
       console.error(`usage: ws-echo.js --port P [--host H] [--broadcast] (unknown ${a})`);
       process.exit(2);
@@ -67,7 +68,16 @@ function describe() {
   return `INFO impl=${resolved} mode=${opts.broadcast ? 'broadcast' : 'echo'} ${helpers} node=${process.version} pid=${process.pid}`;
 }
 
-const wss = new Server({ port: opts.port, host: opts.host, perMessageDeflate: false });
+// --attach: the WebSocket server shares an http.Server (`{ server }`), as behind Express.
+let httpServer = null;
+let wss;
+if (opts.attach) {
+  httpServer = require('http').createServer((req, res) => res.end('http'));
+  wss = new Server({ server: httpServer, perMessageDeflate: false });
+  httpServer.listen(opts.port, opts.host);
+} else {
+  wss = new Server({ port: opts.port, host: opts.host, perMessageDeflate: false });
+}
 
 wss.on('error', (err) => {
   console.error(`SERVER_ERROR ${err && err.stack ? err.stack : err}`);
@@ -77,7 +87,7 @@ wss.on('error', (err) => {
 wss.on('listening', () => {
   let port = opts.port;
   try {
-    const a = wss.address();
+    const a = httpServer ? httpServer.address() : wss.address();
     if (a && typeof a === 'object' && a.port) port = a.port;
   } catch (_) { /* implementation without address(): use the requested port */ }
   console.error(describe());
