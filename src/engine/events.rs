@@ -48,12 +48,19 @@ pub const EXTERNAL_MIN: usize = 64 * 1024;
 pub struct EventBatch {
     pub buf: Vec<u8>,
     pub external: Vec<Vec<u8>>,
+    /// Size of the last batch taken: a new batch starts with about that much room, so that
+    /// busy connections do not pay for repeated growth (and its copies).
+    last_len: usize,
 }
+
+const MIN_BATCH: usize = 16 * 1024;
+const MAX_BATCH_RESERVE: usize = 4 * 1024 * 1024;
 
 impl EventBatch {
     fn header(&mut self, kind: u8, flags: u8, id: u32, len: usize) {
         if self.buf.capacity() == 0 {
-            self.buf.reserve(16 * 1024);
+            let want = self.last_len.next_power_of_two().clamp(MIN_BATCH, MAX_BATCH_RESERVE);
+            self.buf.reserve(want.max(len + HEADER_LEN));
         }
         self.buf.push(kind);
         self.buf.push(flags);
@@ -147,5 +154,6 @@ pub fn take_batch(external_out: &mut VecDeque<Vec<u8>>) -> Vec<u8> {
     let mut b = lock(&s.batch);
     s.scheduled.store(false, Ordering::Release);
     external_out.extend(b.external.drain(..));
+    b.last_len = b.buf.len();
     std::mem::take(&mut b.buf)
 }

@@ -95,6 +95,7 @@ impl Shared {
 impl Outbox {
     /// Appends one frame; `mask` is the key when the frame is masked.
     pub fn frame(&mut self, opcode: u8, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) {
+        self.buf.reserve(crate::protocol::frame::header_len(payload.len() as u64, mask.is_some()) + payload.len());
         let before = self.buf.len();
         encode_frame(&mut self.buf, opcode, fin, false, payload, mask);
         self.queued_total += (self.buf.len() - before) as u64;

@@ -63,6 +63,9 @@ pub enum Incoming<'a> {
     Close { code: u16, reason: &'a [u8] },
 }
 
+/// Most bytes reserved ahead for a frame still arriving.
+const RESERVE_STEP: usize = 4 * 1024 * 1024;
+
 #[derive(Debug, Clone, Copy)]
 struct FrameState {
     opcode: u8,
@@ -182,6 +185,12 @@ impl Receiver {
             if whole && f.fin && !self.fragmented_before() {
                 self.finish_frame(f, chunk, true, &mut sink)?;
             } else {
+                if f.offset == avail as u64 && f.len > avail as u64 {
+                    // First piece of a frame longer than this read: make room for the rest
+                    // at once (bounded, so an announced length alone cannot claim memory).
+                    let rest = (f.len as usize).min(RESERVE_STEP);
+                    self.message.reserve(rest);
+                }
                 self.message.extend_from_slice(chunk);
                 if complete {
                     if self.message_opcode == OP_BINARY {
