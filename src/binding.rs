@@ -61,6 +61,16 @@ pub struct ConnOptions {
     pub handshake_timeout: Option<f64>,
 }
 
+/// A flat `[name, value, name, value...]` list from JS as pairs.
+fn pairs(list: Vec<String>) -> Vec<(String, String)> {
+    let mut it = list.into_iter();
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    out
+}
+
 fn ms(v: f64) -> Duration {
     Duration::from_millis(if v.is_finite() && v > 0.0 { v as u64 } else { 0 })
 }
@@ -179,7 +189,7 @@ pub fn reject(id: u32, status: u32, message: String, headers: Vec<String>) -> bo
     let r = Rejection {
         status: status as u16,
         message,
-        headers: headers.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+        headers: pairs(headers),
     };
     let waker = {
         let mut out = shared.lock();
@@ -211,7 +221,7 @@ pub struct UpgradeVerdict {
 pub fn check_upgrade(method: String, raw_headers: Vec<String>) -> UpgradeVerdict {
     let head = crate::protocol::handshake::Head {
         method,
-        headers: raw_headers.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+        headers: pairs(raw_headers),
         ..Default::default()
     };
     match crate::protocol::handshake::validate_upgrade(&head) {
@@ -240,7 +250,7 @@ pub fn rejection(status: u32, message: String, headers: Vec<String>) -> Buffer {
     let r = Rejection {
         status: status as u16,
         message,
-        headers: headers.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+        headers: pairs(headers),
     };
     Buffer::from(rejection_response(&r))
 }
@@ -272,7 +282,7 @@ pub fn generate_key() -> String {
 pub fn check_response(key: String, raw_headers: Vec<String>, offered: Vec<String>) -> Vec<String> {
     let head = crate::protocol::handshake::Head {
         status: 101,
-        headers: raw_headers.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+        headers: pairs(raw_headers),
         ..Default::default()
     };
     match crate::protocol::handshake::validate_response(&head, &key, &offered, false) {
@@ -303,7 +313,7 @@ pub fn connect(opts: ConnectOptions) -> Result<u32> {
     let params = ConnectParams {
         target,
         path: opts.path,
-        headers: opts.headers.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+        headers: pairs(opts.headers),
         protocols: opts.protocols,
         cfg: conn_config(&opts.conn, false),
     };

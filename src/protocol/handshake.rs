@@ -60,63 +60,51 @@ fn collect_headers(hs: &[httparse::Header<'_>]) -> Vec<(String, String)> {
     hs.iter().map(|h| (h.name.to_owned(), latin1(h.value))).collect()
 }
 
+/// The size limits and error mapping shared by request and response parsing: `Ok(Some(n))`
+/// for a complete head of `n` bytes, `Ok(None)` when more bytes are needed.
+fn head_status(buf: &[u8], parsed: httparse::Result<usize>) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD_SIZE => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_SIZE => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(e) => Err(HeadError::Invalid(e.to_string())),
+    }
+}
+
 /// Parses a request head from the start of `buf`; `Ok(None)` means more bytes are needed.
 pub fn parse_request(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut hs);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => {
-            if n > MAX_HEAD_SIZE {
-                return Err(HeadError::TooLarge);
-            }
-            Ok(Some((
-                Head {
-                    method: req.method.unwrap_or("").to_owned(),
-                    path: req.path.unwrap_or("").to_owned(),
-                    minor: req.version.unwrap_or(1),
-                    headers: collect_headers(req.headers),
-                    ..Head::default()
-                },
-                n,
-            )))
-        }
-        Ok(httparse::Status::Partial) => {
-            if buf.len() > MAX_HEAD_SIZE {
-                Err(HeadError::TooLarge)
-            } else {
-                Ok(None)
-            }
-        }
-        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
-        Err(e) => Err(HeadError::Invalid(e.to_string())),
-    }
+    let parsed = req.parse(buf);
+    Ok(head_status(buf, parsed)?.map(|n| {
+        let head = Head {
+            method: req.method.unwrap_or("").to_owned(),
+            path: req.path.unwrap_or("").to_owned(),
+            minor: req.version.unwrap_or(1),
+            headers: collect_headers(req.headers),
+            ..Head::default()
+        };
+        (head, n)
+    }))
 }
 
 /// Parses a response head from the start of `buf`; `Ok(None)` means more bytes are needed.
 pub fn parse_response(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut hs);
-    match res.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => Ok(Some((
-            Head {
-                status: res.code.unwrap_or(0),
-                reason: res.reason.unwrap_or("").to_owned(),
-                minor: res.version.unwrap_or(1),
-                headers: collect_headers(res.headers),
-                ..Head::default()
-            },
-            n,
-        ))),
-        Ok(httparse::Status::Partial) => {
-            if buf.len() > MAX_HEAD_SIZE {
-                Err(HeadError::TooLarge)
-            } else {
-                Ok(None)
-            }
-        }
-        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
-        Err(e) => Err(HeadError::Invalid(e.to_string())),
-    }
+    let parsed = res.parse(buf);
+    Ok(head_status(buf, parsed)?.map(|n| {
+        let head = Head {
+            status: res.code.unwrap_or(0),
+            reason: res.reason.unwrap_or("").to_owned(),
+            minor: res.version.unwrap_or(1),
+            headers: collect_headers(res.headers),
+            ..Head::default()
+        };
+        (head, n)
+    }))
 }
 
 /// An HTTP answer that refuses a handshake, as ws's `abortHandshake` writes it.
