@@ -16,6 +16,7 @@ const { execFileSync } = require('node:child_process');
 
 const WebSocket = require('..');
 const WsWebSocket = require('ws');
+const Ws = WsWebSocket;
 
 function listen(server) {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
@@ -244,4 +245,124 @@ test('https server with { server }: TLS sockets go through the bridge, several M
   assert.equal(reason.toString(), 'tls bye');
   await new Promise((resolve) => wss.close(resolve));
   await closeServer(server);
+});
+
+test('the WebSocket option: connection hands out the user\'s subclass, standalone and { server }', { timeout: 10000 }, async () => {
+  class Tagged extends WebSocket {
+    tag() {
+      return 'mine';
+    }
+  }
+  const server = http.createServer();
+  const attached = new WebSocket.Server({ server, WebSocket: Tagged });
+  const standalone = new WebSocket.Server({ port: 0, host: '127.0.0.1', WebSocket: Tagged });
+  await once(standalone, 'listening');
+  const port = await listen(server);
+  for (const [wss, p] of [[attached, port], [standalone, standalone.address().port]]) {
+    const connected = once(wss, 'connection');
+    const client = new WebSocket(`ws://127.0.0.1:${p}/`);
+    const [ws] = await connected;
+    assert.ok(ws instanceof Tagged);
+    assert.equal(ws.tag(), 'mine');
+    await once(client, 'open');
+    client.close();
+    await once(client, 'close');
+  }
+  attached.close();
+  await new Promise((resolve) => standalone.close(resolve));
+  await closeServer(server);
+});
+
+test('{ server }: verifyClient, handleProtocols and headers as in standalone mode; connection gets Node\'s req', { timeout: 10000 }, async () => {
+  const server = http.createServer();
+  const wss = new WebSocket.Server({
+    server,
+    verifyClient: (info, cb) => {
+      if (info.req.url === '/deny') cb(false, 403, 'Go away', { 'X-Why': 'denied' });
+      else cb(true);
+    },
+    handleProtocols: (protocols) => (protocols.has('b') ? 'b' : false)
+  });
+  wss.on('headers', (headers) => headers.push('X-Extra: yes'));
+  const reqs = [];
+  wss.on('connection', (ws, req) => {
+    reqs.push(req);
+    ws.send('welcome');
+  });
+  const port = await listen(server);
+
+  const ok = new Ws(`ws://127.0.0.1:${port}/ok`, ['a', 'b']);
+  const upgraded = once(ok, 'upgrade');
+  const opened = once(ok, 'open');
+  const message = once(ok, 'message');
+  const [res] = await upgraded;
+  assert.equal(res.headers['x-extra'], 'yes');
+  await opened;
+  assert.equal(ok.protocol, 'b');
+  const [msg] = await message;
+  assert.equal(msg.toString(), 'welcome');
+  assert.ok(reqs[0] instanceof http.IncomingMessage);
+  assert.equal(reqs[0].url, '/ok');
+  ok.close();
+  await once(ok, 'close');
+
+  const denied = new WebSocket(`ws://127.0.0.1:${port}/deny`);
+  const [, res2] = await once(denied, 'unexpected-response');
+  assert.equal(res2.statusCode, 403);
+  assert.equal(res2.headers['x-why'], 'denied');
+  const body = await new Promise((resolve) => {
+    let s = '';
+    res2.on('data', (d) => (s += d));
+    res2.on('end', () => resolve(s));
+  });
+  assert.equal(body, 'Go away');
+  const closed = once(denied, 'close');
+  denied.on('error', () => {});
+  denied.terminate();
+  await closed;
+
+  wss.close();
+  await closeServer(server);
+});
+
+test('redirects drop Authorization and Cookie when the host changes, and keep them otherwise', { timeout: 10000 }, async () => {
+  const target = http.createServer();
+  const wss = new WebSocket.Server({ server: target });
+  const seen = [];
+  wss.on('connection', (ws, req) => {
+    seen.push({ auth: req.headers.authorization, cookie: req.headers.cookie, host: req.headers.host });
+    ws.close();
+  });
+  const targetPort = await listen(target);
+  const redirector = http.createServer();
+  redirector.on('upgrade', (req, socket) => {
+    const to = req.url === '/same' ? `ws://127.0.0.1:${targetPort}/` : `ws://localhost:${targetPort}/`;
+    socket.end(`HTTP/1.1 302 Found\r\nLocation: ${to}\r\nConnection: close\r\n\r\n`);
+  });
+  const redirectPort = await listen(redirector);
+
+  const headers = { Authorization: 'Bearer secret', Cookie: 'a=1' };
+  // Another host (localhost instead of 127.0.0.1): both headers are dropped.
+  const other = new WebSocket(`ws://127.0.0.1:${redirectPort}/other`, { followRedirects: true, headers });
+  await once(other, 'close');
+  // ws compares host:port, so a redirect to another port is another host too.
+  assert.equal(seen[0].auth, undefined);
+  assert.equal(seen[0].cookie, undefined);
+
+  // With a 'redirect' listener the user decides: ws leaves the headers alone.
+  const kept = new WebSocket(`ws://127.0.0.1:${redirectPort}/other`, { followRedirects: true, headers });
+  const redirected = once(kept, 'redirect');
+  await once(kept, 'close');
+  const [url] = await redirected;
+  assert.equal(url, `ws://localhost:${targetPort}/`);
+  assert.equal(seen[1].auth, 'Bearer secret');
+  assert.equal(seen[1].cookie, 'a=1');
+
+  const tooMany = new WebSocket(`ws://127.0.0.1:${redirectPort}/other`, { followRedirects: true, maxRedirects: 0 });
+  const [err] = await once(tooMany, 'error');
+  assert.equal(err.message, 'Maximum redirects exceeded');
+
+  wss.close();
+  await closeServer(target);
+  await closeServer(redirector);
 });
