@@ -7,6 +7,7 @@
 
 const WebSocket = require('./websocket');
 const { Duplex } = require('stream');
+const { kWriteEnded } = require('./constants');
 
 /**
  * Emits the `'close'` event on a stream.
@@ -122,15 +123,15 @@ function createWebSocketStream(ws, options) {
       return;
     }
 
-    // ws waits for its socket's 'finish'; here the engine owns the socket, so the write side
-    // is done once the closing handshake has ended the connection.
-    if (ws.readyState === ws.CLOSED) {
+    // ws waits for its socket's 'finish'; the engine owns the socket, and the WebSocket
+    // reports the same moment (both close frames out) as kWriteEnded.
+    if (ws._writeEnded) {
       callback();
       if (duplex._readableState.endEmitted) duplex.destroy();
       return;
     }
 
-    ws.once('close', function close() {
+    ws.once(kWriteEnded, function finish() {
       callback();
     });
     ws.close();

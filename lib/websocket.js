@@ -15,7 +15,7 @@ const native = require('./native');
 const { EVENT, OP, FLAG } = native;
 const { EventTarget, defineEventAttributes } = require('./event-target');
 const { addEventListener, removeEventListener } = EventTarget;
-const { BINARY_TYPES, CLOSE_TIMEOUT, EMPTY_BUFFER } = require('./constants');
+const { BINARY_TYPES, CLOSE_TIMEOUT, EMPTY_BUFFER, kWriteEnded } = require('./constants');
 const { isBlob, isValidStatusCode, isValidSubprotocol, toBuffer } = require('./validation');
 const { adoptSocket } = require('./adopt');
 
@@ -64,6 +64,7 @@ class WebSocket extends EventEmitter {
     this._fragmentEnds = null;
     this._bridge = null;
     this._req = null;
+    this._writeEnded = false;
 
     if (address !== null) {
       this._isServer = false;
@@ -535,6 +536,7 @@ class WebSocket extends EventEmitter {
         // Answer with the same code and reason, after the replies to earlier messages.
         if (this._closeCode === 1005) this.close();
         else this.close(this._closeCode, this._closeMessage);
+        this._endWrite();
         break;
       case EVENT.CLOSED:
         this._onClosed(payload);
@@ -549,6 +551,17 @@ class WebSocket extends EventEmitter {
         this._onHandshakeFailed(native.fields(payload));
         break;
     }
+  }
+
+  /**
+   * Both close frames are out: the engine ends its write side (ws's socket 'finish').
+   *
+   * @private
+   */
+  _endWrite() {
+    if (this._writeEnded) return;
+    this._writeEnded = true;
+    this.emit(kWriteEnded);
   }
 
   /** @private */
@@ -576,6 +589,7 @@ class WebSocket extends EventEmitter {
       const err = new Error('WebSocket is not open: readyState 3 (CLOSED)');
       for (const cb of cbs) cb(err);
     }
+    this._endWrite();
     this.emitClose();
   }
 
@@ -1065,19 +1079,39 @@ function initAsClient(websocket, address, protocols, options) {
     handshakeTimeout: opts.handshakeTimeout
   };
 
+  const p = { opts, isSecure, isIpcUrl, host, port, path, socketPath, list, protocols, conn };
   if (isSecure || opts.agent || opts.createConnection || opts.finishRequest) {
-    nodeHandshake(websocket, { opts, isSecure, host, port, path, socketPath, list, protocols, conn });
+    nodeHandshake(websocket, p);
     return;
   }
+  // Listeners for 'upgrade', 'unexpected-response' and 'redirect' are added after the
+  // constructor returns: the path is chosen on the next tick, when they are known.
+  process.nextTick(startHandshake, websocket, p);
+}
 
+const NODE_OBJECT_EVENTS = ['upgrade', 'unexpected-response', 'redirect'];
+
+/**
+ * Starts the opening handshake: in the engine, or through Node's http client when a listener
+ * expects Node's request and response objects.
+ *
+ * @param {WebSocket} websocket The client
+ * @param {Object} p What initAsClient worked out
+ */
+function startHandshake(websocket, p) {
+  if (websocket._readyState !== WebSocket.CONNECTING) return;
+  if (NODE_OBJECT_EVENTS.some((e) => websocket.listenerCount(e) > 0)) {
+    nodeHandshake(websocket, p);
+    return;
+  }
   const id = native.binding.connect({
-    host: isIpcUrl ? undefined : host,
-    port,
-    socketPath,
-    path,
-    headers: list,
-    protocols,
-    conn
+    host: p.isIpcUrl ? undefined : p.host,
+    port: p.port,
+    socketPath: p.socketPath,
+    path: p.path,
+    headers: p.list,
+    protocols: p.protocols,
+    conn: p.conn
   });
   websocket._id = id;
   native.connections.set(id, websocket);
