@@ -65,6 +65,7 @@ class WebSocket extends EventEmitter {
     this._bridge = null;
     this._req = null;
     this._writeEnded = false;
+    this._closedWhilePaused = false;
 
     if (address !== null) {
       this._isServer = false;
@@ -257,7 +258,7 @@ class WebSocket extends EventEmitter {
       return;
     }
     this._paused = true;
-    if (this._pausedQueue === null) this._pausedQueue = [];
+    if (this._pausedQueue === null && !this._closedWhilePaused) this._pausedQueue = [];
     native.queue(OP.PAUSE, 0, this._id, null);
   }
 
@@ -487,6 +488,14 @@ class WebSocket extends EventEmitter {
     if (this._pausedQueue !== null && kind !== EVENT.WRITTEN) {
       // Paused: nothing is emitted; what the engine had already read waits here, in order.
       this._pausedQueue.push(kind, payload);
+      if (kind === EVENT.CLOSED) {
+        // The connection is gone: as ws does when its socket closes, what was read is
+        // delivered, then 'close', paused or not.
+        const q = this._pausedQueue;
+        this._pausedQueue = null;
+        this._closedWhilePaused = true;
+        for (let i = 0; i < q.length; i += 2) this._onNative(q[i], q[i + 1]);
+      }
       return;
     }
     switch (kind) {
