@@ -6,29 +6,17 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const fs = require('node:fs');
 const http = require('node:http');
 const https = require('node:https');
 const net = require('node:net');
-const os = require('node:os');
-const path = require('node:path');
-const { execFileSync } = require('node:child_process');
 
 const WebSocket = require('..');
+const { closeServer, listen, once, selfSigned } = require('./helpers');
 const WsWebSocket = require('ws');
 const Ws = WsWebSocket;
 
-function listen(server) {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
-}
 
-function closeServer(server) {
-  return new Promise((resolve) => server.close(() => resolve()));
-}
 
-function once(emitter, event) {
-  return new Promise((resolve) => emitter.once(event, (...args) => resolve(args)));
-}
 
 function echo(wss) {
   wss.on('connection', (ws) => {
@@ -209,18 +197,6 @@ test('frames sent right behind the upgrade request are not lost in the fd handov
   await closeServer(server);
 });
 
-function selfSigned() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-tls-'));
-  const key = path.join(dir, 'key.pem');
-  const cert = path.join(dir, 'cert.pem');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1',
-    '-keyout', key, '-out', cert
-  ], { stdio: 'ignore' });
-  const out = { key: fs.readFileSync(key), cert: fs.readFileSync(cert) };
-  fs.rmSync(dir, { recursive: true, force: true });
-  return out;
-}
 
 test('https server with { server }: TLS sockets go through the bridge, several MiB each way', { timeout: 30000 }, async () => {
   const server = https.createServer(selfSigned());
