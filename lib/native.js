@@ -188,10 +188,14 @@ function header(op, flags, id, len) {
   length += HEADER;
 }
 
+// Commands queued outside an event batch are flushed by a microtask: it runs once the current
+// synchronous code and the promise continuations queued before it are done, so a loop of sends
+// still goes out in one call. (A process.nextTick queued from a promise continuation inside a
+// threadsafe-function callback was seen to wait for the next event-loop turn.)
 function schedule() {
   if (!scheduled && !dispatching) {
     scheduled = true;
-    process.nextTick(flush);
+    queueMicrotask(flush);
   }
 }
 
