@@ -83,11 +83,18 @@ async function connect(t, pair, serverOptions, clientOptions) {
   return { client, server, wss };
 }
 
-/** Resolves with { code, reason } when `ws` emits 'close'. */
-function closed(ws) {
-  return new Promise((resolve) =>
-    ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() }))
-  );
+/**
+ * Resolves with { code, reason } when `ws` emits 'close' (or, after `ms`, with a code of null
+ * so that the assertion that follows fails fast and says so).
+ */
+function closed(ws, ms = 5000) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms, { code: null, reason: `no 'close' within ${ms} ms` });
+    ws.once('close', (code, reason) => {
+      clearTimeout(timer);
+      resolve({ code, reason: reason.toString() });
+    });
+  });
 }
 
 /** Records the stream's lifecycle events in order (and so handles its 'error'). */
@@ -411,10 +418,7 @@ for (const pair of PAIRS) {
       assert.deepEqual(await clientClosed, { code: 1006, reason: '' });
     });
 
-    // Seen failing once in three runs with a ws-native server (no 'error' within 3 s); not
-    // understood yet, so reported rather than hidden.
-    const flaky = pair.Server === Native ? { todo: 'intermittent with a ws-native server; under investigation' } : {};
-    test("a websocket 'error' (message over maxPayload) becomes the stream's error", { ...T, ...flaky }, async (t) => {
+    test("a websocket 'error' (message over maxPayload) becomes the stream's error", T, async (t) => {
       const { client, server } = await connect(t, pair, { maxPayload: 1024 });
       const s = serverStream(server);
       const sLog = record(s);

@@ -407,10 +407,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             Ok(a) => a,
             Err(msg) => return Some(End::HandshakeFailed(msg, String::new())),
         };
+        // Open the outbox before JS hears of it: sends made in the 'open' handler must not be
+        // dropped as "not open yet".
+        self.shared.lock().open = true;
         events::with_batch(|b| {
             b.push_fields(kind::OPEN, self.id, &[accepted.protocol.as_bytes(), accepted.extensions.as_bytes(), head.reason.as_bytes(), &lines])
         });
-        self.shared.lock().open = true;
         self.phase = Phase::Open;
         self.timer = None;
         self.receiver = Some(Receiver::new(self.cfg.receiver.clone()));
