@@ -279,6 +279,9 @@ test('{ server }: verifyClient, handleProtocols and headers as in standalone mod
   assert.equal(msg.toString(), 'welcome');
   assert.ok(reqs[0] instanceof http.IncomingMessage);
   assert.equal(reqs[0].url, '/ok');
+  // Still answers after the socket was handed to the engine (users log the client's address).
+  assert.equal(reqs[0].socket.remoteAddress, '127.0.0.1');
+  assert.equal(typeof reqs[0].socket.remotePort, 'number');
   ok.close();
   await once(ok, 'close');
 

@@ -32,6 +32,10 @@ function adoptSocket(socket, head, response, conn, isClient, done) {
   const handle = socket._handle;
   const fd = handle && typeof handle.fd === 'number' ? handle.fd : -1;
   if (fd >= 0 && !socket.encrypted && typeof handle.readStop === 'function') {
+    // Node caches the addresses on first read: read them now, so that `req.socket` still
+    // answers remoteAddress/remotePort after the socket is handed over and destroyed.
+    void socket.remoteAddress;
+    void socket.localAddress;
     socket.pause();
     socket.removeAllListeners('data');
     const chunks = [head || EMPTY];
