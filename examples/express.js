@@ -31,8 +31,8 @@ const server = app.listen(Number(process.env.PORT || 8080), (err) => {
 
 const wss = new WebSocketServer({ server, path: '/ws' });
 
-wss.on('connection', (ws, req) => {
+wss.on('connection', (ws) => {
   ws.on('error', console.error);
-  ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
-  ws.send(`welcome, ${req.socket.remoteAddress}`);
+  ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })); // echo
+  ws.send('welcome');
 });
