@@ -188,15 +188,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// Takes what JS queued: decisions, flags, bytes to write.
     fn sync_outbox(&mut self, cx: &Context<'_>) -> Option<End> {
         let mut out = self.shared.lock();
-        if out.terminate {
-            return Some(if self.phase == Phase::ClientHead {
-                End::HandshakeFailed("WebSocket was closed before the connection was established".into(), String::new())
-            } else if self.phase == Phase::Open {
-                End::Closed
-            } else {
-                End::Silent
-            });
-        }
+        // The decision first: JS may accept and terminate in one batch, before this task
+        // runs; the connection is then open for JS and must end with a CLOSED event.
         if self.phase == Phase::ServerDecision {
             match out.decision {
                 Some(Decision::Accept) => {
@@ -210,6 +203,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 }
                 None => {}
             }
+        }
+        if out.terminate {
+            return Some(match self.phase {
+                Phase::ClientHead => {
+                    End::HandshakeFailed("WebSocket was closed before the connection was established".into(), String::new())
+                }
+                Phase::Open => End::Closed,
+                _ => End::Silent,
+            });
         }
         if out.raw_end {
             self.want_shutdown = true;
@@ -523,6 +525,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     fn finish(&mut self, end: End) -> Poll<()> {
         unregister(self.id);
         let id = self.id;
+        // A server connection JS accepted (even if this task never saw the decision, as when
+        // the socket failed first) has a WebSocket in JS waiting for its CLOSED event.
+        let end = match end {
+            End::Silent if self.phase == Phase::Open || self.shared.lock().decision == Some(Decision::Accept) => End::Closed,
+            e => e,
+        };
         match end {
             End::Closed => {
                 let code = if self.close_received { self.close_code } else { ABNORMAL };
