@@ -13,6 +13,7 @@ use crate::engine::client::{self, ConnectParams, Target};
 use crate::engine::connection::ConnConfig;
 use crate::engine::outbox::{self, Decision};
 use crate::engine::{events, io_error_code, runtime, server};
+use crate::protocol::deflate::{BitsOption, DeflateOptions, DeflateParams};
 use crate::protocol::handshake::{rejection_response, Rejection};
 use crate::protocol::receiver::ReceiverConfig;
 
@@ -59,6 +60,41 @@ pub struct ConnOptions {
     pub auto_pong: Option<bool>,
     pub close_timeout: Option<f64>,
     pub handshake_timeout: Option<f64>,
+    /// permessage-deflate settings; absent when disabled.
+    pub deflate: Option<DeflateJs>,
+}
+
+/// ws's `perMessageDeflate` object, with JS truthiness already applied by lib/.
+#[napi(object)]
+#[derive(Clone)]
+pub struct DeflateJs {
+    pub server_no_context_takeover: Option<bool>,
+    pub client_no_context_takeover: Option<bool>,
+    pub server_max_window_bits: Option<Either<bool, f64>>,
+    pub client_max_window_bits: Option<Either<bool, f64>>,
+    pub threshold: Option<f64>,
+    pub level: Option<f64>,
+}
+
+fn bits_option(v: &Option<Either<bool, f64>>) -> BitsOption {
+    match v {
+        None => BitsOption::Unset,
+        Some(Either::A(true)) => BitsOption::True,
+        Some(Either::A(false)) => BitsOption::False,
+        Some(Either::B(n)) if n.is_finite() && *n >= 0.0 => BitsOption::Num(n.min(1e6) as u32),
+        Some(Either::B(_)) => BitsOption::Num(0),
+    }
+}
+
+fn deflate_options(d: &DeflateJs) -> DeflateOptions {
+    DeflateOptions {
+        server_no_context_takeover: d.server_no_context_takeover,
+        client_no_context_takeover: d.client_no_context_takeover,
+        server_max_window_bits: bits_option(&d.server_max_window_bits),
+        client_max_window_bits: bits_option(&d.client_max_window_bits),
+        threshold: d.threshold.filter(|t| t.is_finite() && *t >= 0.0).map(|t| t as u64).unwrap_or(1024),
+        level: d.level.filter(|l| l.is_finite()).map(|l| l as i32).unwrap_or(-1),
+    }
 }
 
 /// A flat `[name, value, name, value...]` list from JS as pairs.
@@ -87,6 +123,7 @@ fn conn_config(o: &ConnOptions, is_server: bool) -> ConnConfig {
         auto_pong: o.auto_pong.unwrap_or(true),
         close_timeout: ms(o.close_timeout.unwrap_or(30_000.0)),
         handshake_timeout: o.handshake_timeout.filter(|v| *v > 0.0).map(ms),
+        deflate: o.deflate.as_ref().map(deflate_options),
     }
 }
 
@@ -169,13 +206,18 @@ pub fn accept(id: u32, response: &[u8]) -> bool {
 /// Writes the standard 101 answer (no `headers` listener could change it) and opens the
 /// connection. False when the socket is gone.
 #[napi]
-pub fn accept_standard(id: u32, accept_key: String, protocol: Option<String>) -> bool {
+pub fn accept_standard(id: u32, accept_key: String, protocol: Option<String>, extensions: Option<String>) -> bool {
     let mut head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n"
     );
     if let Some(p) = protocol {
         head.push_str("Sec-WebSocket-Protocol: ");
         head.push_str(&p);
+        head.push_str("\r\n");
+    }
+    if let Some(e) = extensions {
+        head.push_str("Sec-WebSocket-Extensions: ");
+        head.push_str(&e);
         head.push_str("\r\n");
     }
     head.push_str("\r\n");
@@ -214,17 +256,20 @@ pub struct UpgradeVerdict {
     pub accept: String,
     pub protocols: Vec<String>,
     pub version: u32,
+    /// The answer's `Sec-WebSocket-Extensions` value when permessage-deflate was agreed.
+    pub extensions: String,
 }
 
 /// Runs ws's checks on a request Node parsed (`rawHeaders` as Node gives them).
 #[napi]
-pub fn check_upgrade(method: String, raw_headers: Vec<String>) -> UpgradeVerdict {
+pub fn check_upgrade(method: String, raw_headers: Vec<String>, deflate: Option<DeflateJs>) -> UpgradeVerdict {
     let head = crate::protocol::handshake::Head {
         method,
         headers: pairs(raw_headers),
         ..Default::default()
     };
-    match crate::protocol::handshake::validate_upgrade(&head) {
+    let deflate = deflate.as_ref().map(deflate_options);
+    match crate::protocol::handshake::validate_upgrade(&head, deflate.as_ref()) {
         Ok(u) => UpgradeVerdict {
             status: 0,
             message: String::new(),
@@ -232,6 +277,7 @@ pub fn check_upgrade(method: String, raw_headers: Vec<String>) -> UpgradeVerdict
             accept: u.accept,
             protocols: u.protocols,
             version: u.version as u32,
+            extensions: u.extensions.unwrap_or_default(),
         },
         Err(r) => UpgradeVerdict {
             status: r.status as u32,
@@ -240,6 +286,7 @@ pub fn check_upgrade(method: String, raw_headers: Vec<String>) -> UpgradeVerdict
             accept: String::new(),
             protocols: Vec::new(),
             version: 0,
+            extensions: String::new(),
         },
     }
 }
@@ -256,18 +303,27 @@ pub fn rejection(status: u32, message: String, headers: Vec<String>) -> Buffer {
 }
 
 /// Takes over an upgraded Node TCP socket by file descriptor; returns the connection id.
-/// `is_client` when Node's http client made the handshake.
+/// `is_client` when Node's http client made the handshake; `extensions` is the agreed
+/// `Sec-WebSocket-Extensions` value, if any.
 #[napi]
-pub fn adopt_fd(fd: i32, early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>) -> Result<u32> {
+pub fn adopt_fd(fd: i32, early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>, extensions: Option<String>) -> Result<u32> {
     let cfg = conn_config(&conn, !is_client.unwrap_or(false));
-    server::adopt_fd(fd, early.to_vec(), response, cfg).map_err(|e| Error::from_reason(e.to_string()))
+    let pmd = extensions.as_deref().and_then(DeflateParams::from_agreed);
+    server::adopt_fd(fd, early.to_vec(), response, cfg, pmd).map_err(|e| Error::from_reason(e.to_string()))
 }
 
 /// Serves an upgraded socket Node keeps through the byte bridge; returns the connection id.
 #[napi]
-pub fn adopt_bridge(early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>) -> Result<u32> {
+pub fn adopt_bridge(early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>, extensions: Option<String>) -> Result<u32> {
     let cfg = conn_config(&conn, !is_client.unwrap_or(false));
-    server::adopt_bridge(early.to_vec(), response, cfg).map_err(|e| Error::from_reason(e.to_string()))
+    let pmd = extensions.as_deref().and_then(DeflateParams::from_agreed);
+    server::adopt_bridge(early.to_vec(), response, cfg, pmd).map_err(|e| Error::from_reason(e.to_string()))
+}
+
+/// The client's permessage-deflate offer, for a handshake Node's http client makes.
+#[napi]
+pub fn deflate_offer(deflate: DeflateJs) -> String {
+    crate::protocol::deflate::offer(&deflate_options(&deflate))
 }
 
 /// A fresh `Sec-WebSocket-Key`.
@@ -279,13 +335,14 @@ pub fn generate_key() -> String {
 /// ws's checks on a 101 answer Node's http client received. Returns the error message, or
 /// an empty string and the agreed subprotocol.
 #[napi]
-pub fn check_response(key: String, raw_headers: Vec<String>, offered: Vec<String>) -> Vec<String> {
+pub fn check_response(key: String, raw_headers: Vec<String>, offered: Vec<String>, deflate: Option<DeflateJs>) -> Vec<String> {
     let head = crate::protocol::handshake::Head {
         status: 101,
         headers: pairs(raw_headers),
         ..Default::default()
     };
-    match crate::protocol::handshake::validate_response(&head, &key, &offered, false) {
+    let deflate = deflate.as_ref().map(deflate_options);
+    match crate::protocol::handshake::validate_response(&head, &key, &offered, deflate.as_ref()) {
         Ok(a) => vec![String::new(), a.protocol, a.extensions],
         Err(e) => vec![e],
     }

@@ -17,10 +17,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::events::{self, kind};
-use super::outbox::{mask_key, unregister, Decision, Shared};
+use super::outbox::{mask_key, unregister, Decision, JobKind, Outbox, Shared};
 use crate::protocol::close::ABNORMAL;
+use crate::protocol::deflate::{Deflater, DeflateOptions, DeflateParams, Inflater};
 use crate::protocol::error::ProtocolError;
-use crate::protocol::frame::OP_PONG;
+use crate::protocol::frame::{encode_frame, OP_PONG};
 use crate::protocol::handshake::{self, HeadError, Rejection};
 use crate::protocol::receiver::{Incoming, Payload, Receiver, ReceiverConfig};
 
@@ -32,6 +33,8 @@ pub struct ConnConfig {
     pub close_timeout: Duration,
     /// Client: the whole opening handshake. Server: receiving the request head.
     pub handshake_timeout: Option<Duration>,
+    /// permessage-deflate: offered by a client, accepted by a server. None when disabled.
+    pub deflate: Option<DeflateOptions>,
 }
 
 /// What a server tells JS about the peer along with its request.
@@ -107,6 +110,9 @@ pub struct Connection<T> {
     cfg: Arc<ConnConfig>,
     phase: Phase,
     receiver: Option<Receiver>,
+    /// permessage-deflate, once agreed.
+    pmd: Option<DeflateParams>,
+    deflater: Option<Box<Deflater>>,
     /// Handshake bytes, and after the head the bytes that came with it.
     head: Vec<u8>,
     peer: Option<PeerInfo>,
@@ -138,6 +144,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             cfg,
             phase,
             receiver: None,
+            pmd: None,
+            deflater: None,
             head: Vec::new(),
             peer: None,
             client: None,
@@ -168,12 +176,87 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
 
     /// A connection whose handshake Node's http server received: open from the start, with
     /// the 101 answer already in the outbox and `early` holding bytes read after the request.
-    pub fn adopted(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, early: Vec<u8>) -> Self {
+    pub fn adopted(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, early: Vec<u8>, pmd: Option<DeflateParams>) -> Self {
         let mut c = Self::new(io, id, shared, cfg, Phase::Open);
         c.timer = None;
-        c.receiver = Some(Receiver::new(c.cfg.receiver.clone()));
+        c.pmd = pmd;
+        if pmd.is_some() {
+            let mut out = c.shared.lock();
+            c.enable_deflate(&mut out);
+        }
+        c.start_receiver();
         c.head = early;
         c
+    }
+
+    /// Lets JS's sends be compressed (the outbox decides per message, as ws's sender does).
+    fn enable_deflate(&self, out: &mut Outbox) {
+        let (Some(p), Some(opts)) = (self.pmd, self.cfg.deflate.as_ref()) else { return };
+        let our_no_takeover = if self.shared.is_client { p.client_no_context_takeover } else { p.server_no_context_takeover };
+        out.deflate_on = true;
+        out.deflate_threshold = our_no_takeover.then_some(opts.threshold);
+    }
+
+    /// The connection is open: frames flow, through permessage-deflate when agreed.
+    fn start_receiver(&mut self) {
+        let (r, d) = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
+        self.receiver = Some(r);
+        self.deflater = d;
+    }
+
+    fn open_codec(cfg: &ConnConfig, pmd: Option<DeflateParams>, is_client: bool) -> (Receiver, Option<Box<Deflater>>) {
+        let mut r = Receiver::new(cfg.receiver.clone());
+        let Some(p) = pmd else { return (r, None) };
+        let level = cfg.deflate.as_ref().map(|o| o.level).unwrap_or(-1);
+        r.set_inflater(Inflater::new(&p, !is_client));
+        (r, Some(Box::new(Deflater::new(&p, !is_client, level))))
+    }
+
+    /// Compresses the queued jobs, off the lock, and appends the frames in order.
+    fn run_jobs(&mut self) {
+        let jobs = {
+            let mut out = self.shared.lock();
+            if out.jobs.is_empty() {
+                return;
+            }
+            out.deflating = true;
+            std::mem::take(&mut out.jobs)
+        };
+        let mut bytes = Vec::new();
+        let mut acks = Vec::new();
+        let mut estimate = 0u64;
+        let mut z = Vec::new();
+        for job in jobs {
+            match job.kind {
+                JobKind::Compress { opcode, first, fin, data, mask } => {
+                    estimate += data.len() as u64;
+                    z.clear();
+                    let rsv1 = match self.deflater.as_mut() {
+                        Some(d) => {
+                            d.compress(&data, fin, &mut z);
+                            first
+                        }
+                        None => {
+                            z.extend_from_slice(&data);
+                            false
+                        }
+                    };
+                    encode_frame(&mut bytes, opcode, fin, rsv1, &z, mask);
+                }
+                JobKind::Bytes(b) => {
+                    estimate += b.len() as u64;
+                    bytes.extend_from_slice(&b);
+                }
+            }
+            if job.ack {
+                acks.push(bytes.len());
+            }
+        }
+        let mut out = self.shared.lock();
+        out.jobs_done(&bytes, &acks, estimate);
+        if out.jobs.is_empty() {
+            out.deflating = false;
+        }
     }
 
     /// A client connection whose request is already in the outbox. `deadline` bounds the
@@ -194,7 +277,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             match out.decision {
                 Some(Decision::Accept) => {
                     self.phase = Phase::Open;
-                    self.receiver = Some(Receiver::new(self.cfg.receiver.clone()));
+                    let (r, d) = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
+                    self.receiver = Some(r);
+                    self.deflater = d;
                     self.timer = None;
                 }
                 Some(Decision::Reject) => {
@@ -273,7 +358,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     fn all_written(&self) -> bool {
-        self.wpos == self.wbuf.len() && self.shared.lock().buf.is_empty()
+        self.wpos == self.wbuf.len() && {
+            let out = self.shared.lock();
+            out.buf.is_empty() && !out.queueing()
+        }
     }
 
     fn reading_allowed(&self) -> bool {
@@ -330,7 +418,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         // Keep only bytes that came after the head (frames sent early); free the rest.
         self.head = self.head.split_off(n);
         let Some(peer) = self.peer.take() else { return Some(End::Silent) };
-        let verdict = handshake::validate_upgrade(&head);
+        let verdict = handshake::validate_upgrade(&head, self.cfg.deflate.as_ref());
+        if let Ok(u) = &verdict {
+            if u.deflate.is_some() {
+                // Sends wait for JS's decision (the outbox is not open before it).
+                self.pmd = u.deflate;
+                let mut out = self.shared.lock();
+                self.enable_deflate(&mut out);
+            }
+        }
         let raw: Vec<u8> = head.headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
         let (status, message, reject_headers, accept, protocols, version, extensions) = match &verdict {
             Ok(u) => (0u16, "", Vec::new(), u.accept.as_str(), u.protocols.join(","), u.version.to_string(), u.extensions.clone().unwrap_or_default()),
@@ -405,19 +501,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             self.phase = Phase::ClientBody;
             return self.on_body_bytes(&mut []);
         }
-        let accepted = match handshake::validate_response(&head, &hs.key, &hs.protocols, false) {
+        let accepted = match handshake::validate_response(&head, &hs.key, &hs.protocols, self.cfg.deflate.as_ref()) {
             Ok(a) => a,
             Err(msg) => return Some(End::HandshakeFailed(msg, String::new())),
         };
+        self.pmd = accepted.deflate;
         // Open the outbox before JS hears of it: sends made in the 'open' handler must not be
         // dropped as "not open yet".
-        self.shared.lock().open = true;
+        {
+            let mut out = self.shared.lock();
+            out.open = true;
+            self.enable_deflate(&mut out);
+        }
         events::with_batch(|b| {
             b.push_fields(kind::OPEN, self.id, &[accepted.protocol.as_bytes(), accepted.extensions.as_bytes(), head.reason.as_bytes(), &lines])
         });
         self.phase = Phase::Open;
         self.timer = None;
-        self.receiver = Some(Receiver::new(self.cfg.receiver.clone()));
+        self.start_receiver();
         let mut rest = self.head.split_off(n);
         self.head = Vec::new();
         if !rest.is_empty() {
@@ -564,6 +665,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
         let this = self.get_mut();
         let mut yielded = false;
         loop {
+            this.run_jobs();
             if let Some(end) = this.sync_outbox(cx) {
                 return this.finish(end);
             }
