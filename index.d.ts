@@ -383,10 +383,10 @@ declare namespace WebSocket {
         serverNoContextTakeover?: boolean | undefined;
         /** Acknowledge disabling of client context takeover. */
         clientNoContextTakeover?: boolean | undefined;
-        /** The value of `windowBits`. */
-        serverMaxWindowBits?: number | undefined;
-        /** Request a custom client window size. */
-        clientMaxWindowBits?: number | undefined;
+        /** The server's `windowBits` (8-15); `true` offers the parameter with no value, `false` refuses it. */
+        serverMaxWindowBits?: number | boolean | undefined;
+        /** The client's `windowBits` (8-15); `true` offers the parameter with no value, `false` refuses it. */
+        clientMaxWindowBits?: number | boolean | undefined;
         /** Additional options passed to zlib on deflate. */
         zlibDeflateOptions?: {
             flush?: number | undefined;
