@@ -462,3 +462,35 @@ test('without context takeover no zlib state stays alive between messages', T, a
   assert.ok(without < 8 * 1024, `without takeover: ${without} bytes per connection`);
   assert.ok(withTakeover > 64 * 1024, `with takeover: ${withTakeover} bytes per connection`);
 });
+
+test('through Node http: an attached server (handed-over socket) and a client whose handshake Node makes', T, async (t) => {
+  const http = require('node:http');
+  const server = http.createServer();
+  const wss = new WebSocketServer({ server, perMessageDeflate: { serverNoContextTakeover: true } });
+  wss.on('connection', (ws) => ws.on('message', (d, b) => ws.send(d, { binary: b })));
+  await new Promise((resolve) => server.listen(0, HOST, resolve));
+  t.after(() => {
+    for (const c of wss.clients) c.terminate();
+    wss.close();
+    server.close();
+  });
+  const a = new Ws(`ws://${HOST}:${server.address().port}`);
+  await opened(a);
+  assert.equal(a.extensions, 'permessage-deflate');
+  let got = await exchange(a, MESSAGES);
+  MESSAGES.forEach((m, i) => assert.deepEqual(got[i], expected(m), `attached, message ${i}`));
+  a.close();
+
+  // `createConnection` makes ws-native's client use Node's http for the handshake.
+  const theirs = await echoServer(t, Ws, { perMessageDeflate: { clientMaxWindowBits: 10 } });
+  const b = new WebSocket(`ws://${HOST}:${theirs.address().port}`, {
+    createConnection: (opts) => net.connect(opts.port, opts.host)
+  });
+  const upgraded = new Promise((resolve) => b.once('upgrade', (res) => resolve(res.headers['sec-websocket-extensions'])));
+  await opened(b);
+  assert.equal(await upgraded, 'permessage-deflate; client_max_window_bits=10');
+  assert.equal(b.extensions, 'permessage-deflate');
+  got = await exchange(b, MESSAGES);
+  MESSAGES.forEach((m, i) => assert.deepEqual(got[i], expected(m), `node handshake, message ${i}`));
+  b.close();
+});
