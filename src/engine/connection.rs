@@ -128,6 +128,9 @@ pub struct Connection<T> {
     close_code: u16,
     close_reason: Vec<u8>,
     protocol_error: bool,
+    /// Message bytes delivered into the batch of epoch `batch_epoch` (see events::READ_AHEAD).
+    batch_epoch: u64,
+    batch_bytes: usize,
     read_eof: bool,
     want_shutdown: bool,
     shutdown_done: bool,
@@ -160,6 +163,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             close_code: ABNORMAL,
             close_reason: Vec::new(),
             protocol_error: false,
+            batch_epoch: 0,
+            batch_bytes: 0,
             read_eof: false,
             want_shutdown: false,
             shutdown_done: false,
@@ -364,13 +369,32 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
     }
 
-    fn reading_allowed(&self) -> bool {
+    fn reading_allowed(&mut self, cx: &Context<'_>) -> bool {
         !self.read_eof
             && match self.phase {
                 Phase::ServerHead | Phase::ClientHead | Phase::ClientBody | Phase::Refusing => true,
-                Phase::Open => !self.paused,
+                Phase::Open => !self.paused && !self.read_ahead_full(cx),
                 Phase::ServerDecision => false,
             }
+    }
+
+    /// True when this connection filled its share of the batch JS has not taken yet; the
+    /// task is then woken when JS takes it. (The batch is scheduled for delivery, since it
+    /// holds this connection's messages, so the wait always ends.)
+    fn read_ahead_full(&mut self, cx: &Context<'_>) -> bool {
+        if self.batch_bytes < events::READ_AHEAD {
+            return false;
+        }
+        events::with_batch(|b| {
+            if b.epoch != self.batch_epoch {
+                self.batch_epoch = b.epoch;
+                self.batch_bytes = 0;
+                false
+            } else {
+                b.waiting.push(cx.waker().clone());
+                true
+            }
+        })
     }
 
     fn on_bytes(&mut self, data: &mut [u8]) -> Option<End> {
@@ -562,9 +586,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         let auto_pong = self.cfg.auto_pong;
         let is_client = shared.is_client;
         let mut close: Option<(u16, Vec<u8>)> = None;
+        let (batch_epoch, batch_bytes) = (&mut self.batch_epoch, &mut self.batch_bytes);
         let result = events::with_batch(|b| {
+            if b.epoch != *batch_epoch {
+                *batch_epoch = b.epoch;
+                *batch_bytes = 0;
+            }
             receiver.feed(data, |item| match item {
                 Incoming::Message { binary, data, fragments } => {
+                    *batch_bytes += data.as_slice().len();
                     if let Some(ends) = fragments {
                         let bytes: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
                         b.push(kind::FRAGMENTS, id, &bytes);
@@ -695,7 +725,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
                 }
             }
             let mut reads = 0;
-            while this.reading_allowed() {
+            while this.reading_allowed(cx) {
                 if reads == READS_PER_POLL {
                     yielded = true;
                     break;
