@@ -692,6 +692,12 @@ declare namespace WebSocket {
          * `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
          */
         maxBufferedChunks?: number | undefined;
+        /**
+         * ws-native addition: how long (ms) a client may take to send its
+         * upgrade request before it is disconnected, as Node's
+         * `headersTimeout`. Defaults to 60000; 0 disables it.
+         */
+        handshakeTimeout?: number | undefined;
     }
 }
 

@@ -111,6 +111,9 @@ class WebSocketServer extends EventEmitter {
       skipUtf8Validation: !!o.skipUTF8Validation,
       autoPong: !!o.autoPong,
       closeTimeout: o.closeTimeout,
+      // An addition over ws: how long a client may take to send its upgrade request (a
+      // slow or trickling client is disconnected), as Node's `headersTimeout` (60 s).
+      handshakeTimeout: o.handshakeTimeout === undefined ? 60000 : o.handshakeTimeout,
       deflate: this._deflate
     };
   }

@@ -26,6 +26,9 @@ thread_local! {
 /// it never keeps Node alive.
 #[napi]
 pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
+    if std::env::var_os("WS_NATIVE_TEST_PANIC").is_some_and(|v| v == "1") {
+        crate::engine::connection::TEST_PANIC.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let tsfn = on_batch
         .build_threadsafe_function::<()>()
         .weak::<true>()

@@ -96,6 +96,11 @@ enum ReadOutcome {
 }
 
 const SCRATCH_SIZE: usize = 64 * 1024;
+/// Auto-pongs stop while this many bytes wait to be written: a peer that floods pings and
+/// does not read our pongs cannot grow the outbox (RFC 6455 5.5.3 lets pongs be skipped).
+const PONG_BACKLOG: u64 = 1024 * 1024;
+/// What a control frame counts for in the read-ahead bound, beyond its payload.
+const CONTROL_COST: usize = 64;
 /// Reads per poll before yielding to other tasks.
 const READS_PER_POLL: usize = 16;
 
@@ -595,6 +600,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             receiver.feed(data, |item| match item {
                 Incoming::Message { binary, data, fragments } => {
                     *batch_bytes += data.as_slice().len();
+                    if !binary && data.as_slice() == PANIC_TRIGGER && TEST_PANIC.load(Ordering::Relaxed) {
+                        panic!("test panic (WS_NATIVE_TEST_PANIC)");
+                    }
                     if let Some(ends) = fragments {
                         let bytes: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
                         b.push(kind::FRAGMENTS, id, &bytes);
@@ -608,13 +616,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 Incoming::Ping(p) => {
                     if auto_pong {
                         let mut out = shared.lock();
-                        if out.open && !out.close_queued {
+                        let backlog = (out.queued_total + out.pending_bytes).saturating_sub(shared.written_total.load(Ordering::Acquire));
+                        if out.open && !out.close_queued && backlog < PONG_BACKLOG {
                             out.frame(OP_PONG, true, p, is_client.then(mask_key));
                         }
                     }
+                    *batch_bytes += p.len() + CONTROL_COST;
                     b.push(kind::PING, id, p);
                 }
-                Incoming::Pong(p) => b.push(kind::PONG, id, p),
+                Incoming::Pong(p) => {
+                    *batch_bytes += p.len() + CONTROL_COST;
+                    b.push(kind::PONG, id, p)
+                }
                 Incoming::Close { code, reason } => {
                     b.push_code(kind::CLOSE_FRAME, id, code, reason);
                     close = Some((code, reason.to_vec()));
@@ -691,8 +704,48 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
 impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
     type Output = ();
 
+    /// A panic in this connection's code ends this connection only: JS gets an `error`
+    /// (close code 1011) and the close, the peer gets a 1011 close frame when the socket
+    /// takes it, and the engine's other connections carry on.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.poll_inner(cx))) {
+            Ok(p) => p,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                this.on_panic(cx, &what)
+            }
+        }
+    }
+}
+
+/// Set by the tests' hidden trigger (WS_NATIVE_TEST_PANIC=1 in the environment at load):
+/// a text message equal to `PANIC_TRIGGER` panics inside the connection's task.
+pub static TEST_PANIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+const PANIC_TRIGGER: &[u8] = b"ws-native:test-panic";
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
+    fn on_panic(&mut self, cx: &mut Context<'_>, what: &str) -> Poll<()> {
+        if self.phase == Phase::Open {
+            events::with_batch(|b| {
+                let message = format!("Internal error in the native engine: {what}");
+                b.push_fields(kind::ERROR, self.id, &[&[0], b"WS_ERR_INTERNAL", message.as_bytes(), &1011u16.to_be_bytes()])
+            });
+            // Best effort: a close frame with 1011 if the socket takes it now.
+            let mut frame = Vec::new();
+            encode_frame(&mut frame, crate::protocol::frame::OP_CLOSE, true, false, &1011u16.to_be_bytes(), self.shared.is_client.then(mask_key));
+            let _ = Pin::new(&mut self.io).poll_write(cx, &frame);
+        }
+        self.close_received = false;
+        self.finish(End::Closed)
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self;
         let mut yielded = false;
         loop {
             this.run_jobs();
