@@ -4,6 +4,14 @@
 // Echo / broadcast server on the `ws` API.
 //
 //   node bench/servers/ws-echo.js --port P [--host 127.0.0.1] [--broadcast] [--attach]
+//                                 [--deflate | --deflate-no-context-takeover]
+//
+// --deflate: `perMessageDeflate: true`, i.e. ws's defaults (context takeover both ways, zlib
+// level 6, threshold 1024, concurrencyLimit 10). With context takeover ws compresses every
+// message whatever its size (the threshold only applies without context takeover), and so does
+// ws-native; the bench messages are 1 KiB anyway.
+// --deflate-no-context-takeover: `{ serverNoContextTakeover: true, clientNoContextTakeover: true }`
+// (other options at their defaults).
 //
 // The implementation is `require(process.env.WS_IMPL || 'ws')`, so the same
 // file runs against `ws` (resolved from bench/node_modules) and, with
@@ -27,8 +35,10 @@ function parseArgs(argv) {
     else if (a === '--host') o.host = argv[++i];
     else if (a === '--broadcast') o.broadcast = true;
     else if (a === '--attach') o.attach = true;
+    else if (a === '--deflate') o.deflate = true;
+    else if (a === '--deflate-no-context-takeover') o.deflate = { serverNoContextTakeover: true, clientNoContextTakeover: true };
     else {
-      console.error(`usage: ws-echo.js --port P [--host H] [--broadcast] (unknown ${a})`);
+      console.error(`usage: ws-echo.js --port P [--host H] [--broadcast] [--attach] [--deflate | --deflate-no-context-takeover] (unknown ${a})`);
       process.exit(2);
     }
   }
@@ -65,18 +75,20 @@ function describe() {
   } catch (_) {
     helpers = 'bufferutil=no';
   }
-  return `INFO impl=${resolved} mode=${opts.broadcast ? 'broadcast' : 'echo'} ${helpers} node=${process.version} pid=${process.pid}`;
+  return `INFO impl=${resolved} mode=${opts.broadcast ? 'broadcast' : 'echo'} ${helpers} ` +
+    `perMessageDeflate=${JSON.stringify(perMessageDeflate)} node=${process.version} pid=${process.pid}`;
 }
 
 // --attach: the WebSocket server shares an http.Server (`{ server }`), as behind Express.
+const perMessageDeflate = opts.deflate || false;
 let httpServer = null;
 let wss;
 if (opts.attach) {
   httpServer = require('http').createServer((req, res) => res.end('http'));
-  wss = new Server({ server: httpServer, perMessageDeflate: false });
+  wss = new Server({ server: httpServer, perMessageDeflate });
   httpServer.listen(opts.port, opts.host);
 } else {
-  wss = new Server({ port: opts.port, host: opts.host, perMessageDeflate: false });
+  wss = new Server({ port: opts.port, host: opts.host, perMessageDeflate });
 }
 
 wss.on('error', (err) => {
