@@ -737,8 +737,9 @@ async function main() {
   const md = [];
   md.push(`### ws-native benchmark${opts.quick ? ' (--quick)' : ''} — ${meta.date}`);
   md.push('');
-  md.push(`node ${meta.node}, ws ${meta.ws}, ${meta.cpus} CPU (${meta.cpu_model}), ${opts.rounds} round(s) × ` +
-    `${opts.warmup} s warm-up + ${opts.duration} s, medians; (N.NN×) = factor vs plain \`ws\`, >1 is better; ` +
+  const onlyVariants = summary.length > 0 && summary.every((w) => w.variants);
+  md.push(`node ${meta.node}, ws ${meta.ws}, ${meta.cpus} CPU (${meta.cpu_model}), ${opts.rounds} round(s)` +
+    `${onlyVariants ? '' : ` × ${opts.warmup} s warm-up + ${opts.duration} s`}, medians; (N.NN×) = factor vs plain \`ws\`, >1 is better; ` +
     `load average ${meta.loadavg_start.map((x) => x.toFixed(2)).join(' ')} at the start, ${meta.loadavg_end.map((x) => x.toFixed(2)).join(' ')} at the end.`);
   md.push('');
   const plain = summary.filter((w) => !w.variants);
