@@ -47,7 +47,10 @@ const FLAG = {
   EXTERNAL: 8,
   MASK_SET: 16,
   MASK: 32,
-  COMPRESS: 64
+  COMPRESS: 64,
+  // The payload is the previous command's (no bytes follow): a broadcast loop sending the same
+  // message to many connections is copied and framed once per flush.
+  REPEAT: 128
 };
 
 const EVENT_EXTERNAL = 1;
@@ -87,6 +90,11 @@ const servers = new TrackedMap();
 let commands = Buffer.allocUnsafe(COMMANDS_SIZE);
 let length = 0;
 let external = null;
+// The previous SEND's payload, for FLAG.REPEAT: the value, its byte length, and where its bytes
+// start in `commands` (-1 when it went as an external buffer).
+let lastData = null;
+let lastLength = 0;
+let lastStart = 0;
 let scheduled = false;
 let dispatching = false;
 /** Increases at every flush: a socket's unflushed byte count is valid for one epoch only. */
@@ -211,6 +219,15 @@ function schedule() {
  */
 function queue(op, flags, id, data) {
   let n = 0;
+  if (op === OP.SEND && data === lastData && data !== null && sameBytes(data)) {
+    ensure(HEADER);
+    header(op, flags | FLAG.REPEAT, id, lastLength);
+    schedule();
+    return lastLength;
+  }
+  lastData = op === OP.SEND ? data : null;
+  lastStart = length + HEADER;
+  lastLength = 0;
   if (data === null || data === undefined) {
     ensure(HEADER);
     header(op, flags, id, 0);
@@ -222,6 +239,7 @@ function queue(op, flags, id, data) {
     length += n;
   } else if (data.length >= EXTERNAL_MIN) {
     n = data.length;
+    lastStart = -1;
     ensure(HEADER);
     header(op, flags | FLAG.EXTERNAL, id, data.length);
     (external || (external = [])).push(data);
@@ -232,8 +250,21 @@ function queue(op, flags, id, data) {
     commands.set(data, length);
     length += n;
   }
+  lastLength = n;
   schedule();
   return n;
+}
+
+/**
+ * Whether `data` (the same value as the previous SEND's) still has the bytes that were
+ * queued: a Buffer may have been changed in between.
+ *
+ * @param {(Buffer|String)} data The payload
+ * @return {Boolean}
+ */
+function sameBytes(data) {
+  if (typeof data === 'string' || lastStart === -1) return true;
+  return data.length === lastLength && commands.compare(data, 0, lastLength, lastStart, lastStart + lastLength) === 0;
 }
 
 /** Hands the queued commands to the engine in one call. */
@@ -244,6 +275,7 @@ function flush() {
   const ext = external;
   length = 0;
   external = null;
+  lastData = null;
   epoch++;
   binding.flush(cmds, ext || undefined);
   if (commands.length > 4 * COMMANDS_SIZE) commands = Buffer.allocUnsafe(COMMANDS_SIZE);

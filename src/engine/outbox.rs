@@ -48,6 +48,8 @@ pub mod flag {
     pub const MASK: u8 = 32;
     /// ws's `compress` send option (honoured when permessage-deflate was agreed).
     pub const COMPRESS: u8 = 64;
+    /// The payload is the previous command's; no bytes follow (the length is informative).
+    pub const REPEAT: u8 = 128;
 }
 
 /// Work for the connection's task, in call order.
@@ -152,6 +154,16 @@ impl Outbox {
         true
     }
 
+    /// Appends a frame already encoded (the broadcast cache); false when it must queue.
+    fn encoded(&mut self, frame: &[u8]) -> bool {
+        if self.queueing() {
+            return false;
+        }
+        self.buf.extend_from_slice(frame);
+        self.queued_total += frame.len() as u64;
+        true
+    }
+
     /// Queues a data frame for the task to compress.
     fn compress_job(&mut self, opcode: u8, first: bool, fin: bool, payload: &[u8], mask: Option<[u8; 4]>, ack: bool) {
         self.pending_bytes += payload.len() as u64;
@@ -222,13 +234,23 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
     let reg = lock_registry();
     let mut pos = 0;
     let mut last: Option<(u32, &Arc<Shared>)> = None;
+    let mut prev: &[u8] = &[];
+    // An unmasked frame encoded once for repeated sends of one payload (broadcast loops).
+    let mut cache: Vec<u8> = Vec::new();
+    let mut cache_key: Option<(u8, bool)> = None;
     while pos + 10 <= cmds.len() {
         let opc = cmds[pos];
         let flags = cmds[pos + 1];
         let id = u32::from_le_bytes([cmds[pos + 2], cmds[pos + 3], cmds[pos + 4], cmds[pos + 5]]);
         let len = u32::from_le_bytes([cmds[pos + 6], cmds[pos + 7], cmds[pos + 8], cmds[pos + 9]]) as usize;
         pos += 10;
-        let payload: &[u8] = if flags & flag::EXTERNAL != 0 {
+        let repeat = flags & flag::REPEAT != 0;
+        if !repeat {
+            cache_key = None;
+        }
+        let payload: &[u8] = if repeat {
+            prev
+        } else if flags & flag::EXTERNAL != 0 {
             match ext.next() {
                 Some(p) => p,
                 None => break,
@@ -241,6 +263,7 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
             pos += len;
             p
         };
+        prev = payload;
         if opc == op::BRIDGE_IN || opc == op::BRIDGE_EOF {
             if let Some(inbox) = super::bridge::lookup(id) {
                 if let Some(w) = inbox.push(payload, opc == op::BRIDGE_EOF) {
@@ -294,7 +317,15 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
                     }
                 };
                 if let Some((opcode, fin)) = plain {
-                    if out.frame(opcode, fin, payload, mask) {
+                    let cached = repeat && mask.is_none() && opc == op::SEND && {
+                        if cache_key != Some((opcode, fin)) {
+                            cache.clear();
+                            encode_frame(&mut cache, opcode, fin, false, payload, None);
+                            cache_key = Some((opcode, fin));
+                        }
+                        out.encoded(&cache)
+                    };
+                    if cached || out.frame(opcode, fin, payload, mask) {
                         if ack {
                             let end = out.queued_total;
                             out.acks.push_back(end);
