@@ -12,7 +12,7 @@ use napi_derive::napi;
 use crate::engine::client::{self, ConnectParams, Target};
 use crate::engine::connection::ConnConfig;
 use crate::engine::outbox::{self, Decision};
-use crate::engine::{events, io_error_code, runtime, server};
+use crate::engine::{events, io_error_code, proxy, runtime, server, tls};
 use crate::protocol::handshake::{rejection_response, Rejection};
 use crate::protocol::receiver::ReceiverConfig;
 
@@ -96,6 +96,34 @@ pub struct ListenOptions {
     pub port: u32,
     pub backlog: Option<u32>,
     pub conn: ConnOptions,
+    /// The native TLS server (`tls` option).
+    pub tls: Option<ServerTlsOptions>,
+}
+
+/// The server's `tls` option, normalized by JS (PEM as Buffers).
+#[napi(object)]
+pub struct ServerTlsOptions {
+    pub cert: Buffer,
+    pub key: Buffer,
+    pub ca: Option<Vec<Buffer>>,
+    pub passphrase: Option<bool>,
+    pub request_cert: Option<bool>,
+    pub reject_unauthorized: Option<bool>,
+}
+
+/// The client's TLS options for `wss:`, normalized by JS.
+#[napi(object)]
+pub struct ClientTlsOptions {
+    pub ca: Option<Vec<Buffer>>,
+    pub cert: Option<Buffer>,
+    pub key: Option<Buffer>,
+    pub passphrase: Option<bool>,
+    pub reject_unauthorized: Option<bool>,
+    pub servername: Option<String>,
+}
+
+fn bufs(v: Option<Vec<Buffer>>) -> Vec<Vec<u8>> {
+    v.unwrap_or_default().iter().map(|b| b.to_vec()).collect()
 }
 
 #[napi(object)]
@@ -111,7 +139,34 @@ pub struct ListenResult {
 /// Binds a server. Bind errors come back as `errorCode` / `errorMessage` for JS to emit.
 #[napi]
 pub fn listen(opts: ListenOptions) -> ListenResult {
+    let tls = match opts.tls {
+        None => None,
+        Some(t) => {
+            let st = tls::ServerTls {
+                cert: t.cert.to_vec(),
+                key: t.key.to_vec(),
+                ca: bufs(t.ca),
+                passphrase: t.passphrase.unwrap_or(false),
+                request_cert: t.request_cert.unwrap_or(false),
+                reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
+            };
+            match tls::server_config(&st) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    return ListenResult {
+                        id: 0,
+                        address: String::new(),
+                        family: String::new(),
+                        port: 0,
+                        error_code: Some(e.code),
+                        error_message: Some(e.message),
+                    }
+                }
+            }
+        }
+    };
     let params = server::ListenParams {
+        tls,
         host: opts.host.clone(),
         port: opts.port as u16,
         backlog: opts.backlog.unwrap_or(511),
@@ -301,6 +356,10 @@ pub struct ConnectOptions {
     pub headers: Vec<String>,
     pub protocols: Vec<String>,
     pub conn: ConnOptions,
+    /// Present for `wss:`.
+    pub tls: Option<ClientTlsOptions>,
+    /// A proxy URL, or `env` to take it from the environment.
+    pub proxy: Option<String>,
 }
 
 /// Starts a client connection; returns its id.
@@ -310,12 +369,28 @@ pub fn connect(opts: ConnectOptions) -> Result<u32> {
         Some(p) => Target::Unix(p),
         None => Target::Tcp { host: opts.host.unwrap_or_else(|| "localhost".into()), port: opts.port.unwrap_or(80) as u16 },
     };
+    // The environment is read here, on Node's thread, where `process.env` writes land.
+    let proxy = match (&target, opts.proxy) {
+        (Target::Tcp { host, port }, Some(p)) if p == "env" => proxy::from_env(host, *port, opts.tls.is_some()).map(|u| proxy::Proxy::parse(&u)),
+        (Target::Tcp { .. }, Some(p)) if !p.is_empty() => Some(proxy::Proxy::parse(&p)),
+        _ => None,
+    };
+    let tls = opts.tls.map(|t| tls::ClientTls {
+        ca: bufs(t.ca),
+        cert: t.cert.map(|b| b.to_vec()),
+        key: t.key.map(|b| b.to_vec()),
+        passphrase: t.passphrase.unwrap_or(false),
+        reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
+        servername: t.servername,
+    });
     let params = ConnectParams {
         target,
         path: opts.path,
         headers: pairs(opts.headers),
         protocols: opts.protocols,
         cfg: conn_config(&opts.conn, false),
+        tls,
+        proxy,
     };
     client::connect(params).map_err(|e| Error::from_reason(e.to_string()))
 }
