@@ -247,12 +247,14 @@ async fn http_connect(s: &mut TcpStream, p: &Proxy, host: &str, port: u16) -> Re
     if (200..300).contains(&code) {
         return Ok(());
     }
-    let what = if code == 407 {
+    // 407, or 401 as tinyproxy answers wrong credentials.
+    let auth_failed = code == 407 || code == 401;
+    let what = if auth_failed {
         if p.auth.is_some() { "rejected the credentials" } else { "requires authentication" }
     } else {
         "refused the tunnel"
     };
-    let code_name = if code == 407 { "ERR_PROXY_AUTH" } else { "ERR_PROXY_TUNNEL" };
+    let code_name = if auth_failed { "ERR_PROXY_AUTH" } else { "ERR_PROXY_TUNNEL" };
     Err(err(code_name, format!("Proxy {} {what} to {target}: {code} {reason}", p.display()).trim_end().to_string()))
 }
 
