@@ -115,6 +115,13 @@ const WORKLOADS = [
     metrics: [['connections_per_sec', 'conn/s', HI], ['rss_per_conn_kib', 'RSS KiB/conn', LO]],
   },
   {
+    // ws-native terminates TLS in its engine (`tls` server option); ws and the others run on
+    // a Node https server. The load generator speaks TLS with rustls (ring), any certificate.
+    id: 'wss', alias: ['8', 'tls'], title: '8 wss echo: 64 conns × 16 in flight, 1 KiB binary, TLS',
+    kind: 'echo', tls: true, p: { conns: 64, inflight: 16, size: 1 * KiB, binary: true },
+    metrics: [['msgs_per_sec', 'msg/s', HI], ['p99_us', 'p99 µs', LO]],
+  },
+  {
     id: 'client', alias: ['7'], title: '7 client side: Node client, 64 conns × 16 in flight, 32 B → rust-echo',
     kind: 'client', p: { conns: 64, inflight: 16, size: 32, binary: true },
     metrics: [['msgs_per_sec', 'msg/s', HI], ['p99_us', 'p99 µs', LO]],
@@ -289,16 +296,31 @@ function ensureNodeDeps(opts) {
 // ---------------------------------------------------------------------------
 // running one measurement
 
-async function startServer(implName, broadcast, opts) {
+/** A self-signed certificate for the TLS workload, made once per run. */
+let certDir = null;
+function tlsCertDir() {
+  if (certDir) return certDir;
+  certDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-bench-tls-'));
+  spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '2', '-keyout', path.join(certDir, 'key.pem'),
+    '-out', path.join(certDir, 'cert.pem')], { stdio: 'ignore' });
+  process.on('exit', () => fs.rmSync(certDir, { recursive: true, force: true }));
+  return certDir;
+}
+
+async function startServer(implName, broadcast, opts, tls) {
   const impl = IMPLS[implName];
   const port = await freePort();
   let argv;
   let env;
-  if (impl.rust) {
+  if (impl.rust && tls) {
+    return { error: 'rust-echo has no TLS mode' };
+  } else if (impl.rust) {
     argv = [RUST_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : [])];
     env = cleanEnv({});
   } else {
     argv = [process.execPath, WS_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : []), ...(impl.args || [])];
+    if (tls) argv.push('--tls', implName === 'ws-native' ? 'native' : 'https', '--cert-dir', tlsCertDir());
     env = cleanEnv(impl.env);
   }
   const child = spawnRaised(argv, env, opts, 1);
@@ -339,7 +361,7 @@ async function stopServer(child) {
 }
 
 function loadArgs(w, port, opts) {
-  const url = `ws://127.0.0.1:${port}/`;
+  const url = `${w.tls ? 'wss' : 'ws'}://127.0.0.1:${port}/`;
   const p = w.p;
   const t = ['--duration', String(opts.duration), '--warmup', String(opts.warmup)];
   switch (w.kind) {
@@ -362,7 +384,7 @@ function loadArgs(w, port, opts) {
 async function runOne(w, implName, opts) {
   const isClient = w.kind === 'client';
   // client workload: the server is always rust-echo; the implementation is the client
-  const srv = await startServer(isClient ? 'rust-echo' : implName, w.kind === 'broadcast', opts);
+  const srv = await startServer(isClient ? 'rust-echo' : implName, w.kind === 'broadcast', opts, !!w.tls);
   if (srv.error) return { error: srv.error, startFailed: true };
   const { child: server, port } = srv;
   const spid = server.pid;

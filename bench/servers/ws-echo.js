@@ -27,6 +27,8 @@ function parseArgs(argv) {
     else if (a === '--host') o.host = argv[++i];
     else if (a === '--broadcast') o.broadcast = true;
     else if (a === '--attach') o.attach = true;
+    else if (a === '--tls') o.tls = argv[++i];
+    else if (a === '--cert-dir') o.certDir = argv[++i];
     else {
       console.error(`usage: ws-echo.js --port P [--host H] [--broadcast] (unknown ${a})`);
       process.exit(2);
@@ -69,9 +71,21 @@ function describe() {
 }
 
 // --attach: the WebSocket server shares an http.Server (`{ server }`), as behind Express.
+// --tls native: the server's own TLS (ws-native's `tls` option); --tls https: an https
+// server with the WebSocket server attached (ws's way). Certificates from --cert-dir.
 let httpServer = null;
 let wss;
-if (opts.attach) {
+const tlsFiles = opts.tls && {
+  cert: require('fs').readFileSync(path.join(opts.certDir, 'cert.pem')),
+  key: require('fs').readFileSync(path.join(opts.certDir, 'key.pem'))
+};
+if (opts.tls === 'native') {
+  wss = new Server({ port: opts.port, host: opts.host, perMessageDeflate: false, tls: tlsFiles });
+} else if (opts.tls === 'https') {
+  httpServer = require('https').createServer(tlsFiles, (req, res) => res.end('https'));
+  wss = new Server({ server: httpServer, perMessageDeflate: false });
+  httpServer.listen(opts.port, opts.host);
+} else if (opts.attach) {
   httpServer = require('http').createServer((req, res) => res.end('http'));
   wss = new Server({ server: httpServer, perMessageDeflate: false });
   httpServer.listen(opts.port, opts.host);

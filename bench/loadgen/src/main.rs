@@ -21,7 +21,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -333,16 +336,105 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
+/// A connection: plain TCP, or TLS for `wss://` targets (echo mode; any certificate is
+/// accepted: the benchmark measures the servers, not the PKI).
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    static C: OnceLock<tokio_rustls::TlsConnector> = OnceLock::new();
+    C.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    })
+    .clone()
+}
+
 struct Target {
+    tls: bool,
     addr: SocketAddr,
     host_header: String,
     path: String,
 }
 
 fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("only ws:// URLs are supported: {url}"))?;
+    let (tls, rest) = match url.strip_prefix("wss://") {
+        Some(r) => (true, r),
+        None => (false, url.strip_prefix("ws://").ok_or_else(|| format!("only ws:// and wss:// URLs are supported: {url}"))?),
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -350,7 +442,7 @@ fn parse_url(url: &str) -> Result<Target, String> {
     let hp = if hostport.contains(':') && !hostport.ends_with(']') {
         hostport.to_string()
     } else {
-        format!("{hostport}:80")
+        format!("{hostport}:{}", if tls { 443 } else { 80 })
     };
     let addrs: Vec<SocketAddr> = hp
         .to_socket_addrs()
@@ -361,7 +453,7 @@ fn parse_url(url: &str) -> Result<Target, String> {
         .copied()
         .find(|a| a.ip().is_loopback())
         .ok_or_else(|| format!("refusing non-loopback target {hostport} (loopback only)"))?;
-    Ok(Target { addr, host_header: hostport.to_string(), path: path.to_string() })
+    Ok(Target { tls, addr, host_header: hostport.to_string(), path: path.to_string() })
 }
 
 // ---------------------------------------------------------------------------
@@ -662,9 +754,15 @@ impl Parser {
 // ---------------------------------------------------------------------------
 // connecting
 
-async fn ws_connect(t: &Target, rng: &mut Rng) -> io::Result<(TcpStream, Vec<u8>)> {
-    let mut s = TcpStream::connect(t.addr).await?;
-    s.set_nodelay(true)?;
+async fn ws_connect(t: &Target, rng: &mut Rng) -> io::Result<(Conn, Vec<u8>)> {
+    let tcp = TcpStream::connect(t.addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut s = if t.tls {
+        let name = rustls::pki_types::ServerName::IpAddress(t.addr.ip().into());
+        Conn::Tls(Box::new(tls_connector().connect(name, tcp).await?))
+    } else {
+        Conn::Plain(tcp)
+    };
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&rng.next().to_ne_bytes());
     key[8..].copy_from_slice(&rng.next().to_ne_bytes());
@@ -709,7 +807,7 @@ async fn ws_connect(t: &Target, rng: &mut Rng) -> io::Result<(TcpStream, Vec<u8>
 }
 
 struct Connected {
-    conns: Vec<Option<(TcpStream, Vec<u8>)>>,
+    conns: Vec<Option<(Conn, Vec<u8>)>>,
     ok: usize,
     errors: usize,
     first_error: Option<String>,
@@ -749,7 +847,7 @@ async fn connect_many(t: Arc<Target>, n: usize, concurrency: usize, timeout: f64
             (got, hs)
         }));
     }
-    let mut conns: Vec<Option<(TcpStream, Vec<u8>)>> = (0..n).map(|_| None).collect();
+    let mut conns: Vec<Option<(Conn, Vec<u8>)>> = (0..n).map(|_| None).collect();
     let (mut ok, mut errors, mut first_error, mut hs) = (0, 0, None, Hist::default());
     for w in workers {
         let (got, h) = w.await.expect("connect worker panicked");
@@ -904,6 +1002,81 @@ async fn run_conn<H: Handler>(
     (h, res)
 }
 
+/// `run_conn` for TLS: plain async reads and writes (the echo workloads keep a bounded
+/// number of bytes in flight, so writing all before reading cannot deadlock).
+async fn run_conn_tls<H: Handler>(
+    mut stream: tokio_rustls::client::TlsStream<TcpStream>,
+    leftover: Vec<u8>,
+    mut h: H,
+    end_ns: u64,
+    bufsize: usize,
+    seed: u64,
+) -> (H, LoopResult) {
+    let mut p = Parser::new(bufsize, &leftover);
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut res = LoopResult::default();
+    let mut rng = Rng::new(seed);
+    let deadline = tokio::time::sleep_until(at_ns(end_ns));
+    tokio::pin!(deadline);
+    let fail = |res: &mut LoopResult, e: String| {
+        res.errors += 1;
+        res.first_error.get_or_insert(e);
+    };
+    loop {
+        let now = now_ns();
+        if now >= end_ns {
+            break;
+        }
+        let mut closed = false;
+        let mut pongs: Vec<Vec<u8>> = Vec::new();
+        let r = p.parse(|ev| match ev {
+            Ev::Msg(op, len, cap, cl) => h.on_msg(now, op, len, &cap[..cl], &mut out),
+            Ev::Ping(pl) => pongs.push(pl),
+            Ev::Close => closed = true,
+        });
+        for pl in pongs {
+            control_frame(&mut out, OP_PONG, &pl, &mut rng);
+        }
+        if let Err(e) = r {
+            fail(&mut res, format!("protocol error: {e}"));
+            return (h, res);
+        }
+        if closed {
+            fail(&mut res, "server sent close frame".into());
+            return (h, res);
+        }
+        h.poll(now, &mut out);
+        if !out.is_empty() {
+            if let Err(e) = stream.write_all(&out).await {
+                fail(&mut res, format!("write: {e}"));
+                return (h, res);
+            }
+            out.clear();
+        }
+        p.compact();
+        let space = &mut p.buf[p.end..];
+        tokio::select! {
+            biased;
+            _ = &mut deadline => break,
+            r = stream.read(space) => match r {
+                Ok(0) => {
+                    fail(&mut res, "connection closed by server".into());
+                    return (h, res);
+                }
+                Ok(n) => p.end += n,
+                Err(e) => {
+                    fail(&mut res, format!("read: {e}"));
+                    return (h, res);
+                }
+            },
+        }
+    }
+    let mut cf = Vec::new();
+    control_frame(&mut cf, OP_CLOSE, &1000u16.to_be_bytes(), &mut rng);
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.write_all(&cf)).await;
+    (h, res)
+}
+
 fn bufsize_for(size: usize) -> usize {
     if size >= 64 * 1024 { 256 * 1024 } else { 64 * 1024 }
 }
@@ -983,7 +1156,10 @@ async fn mode_echo(a: Args, t: Arc<Target>) -> String {
             if let Err(e) = s.write_all(&out0).await {
                 return (h, LoopResult { errors: 1, first_error: Some(format!("write: {e}")) });
             }
-            run_conn(s, left, h, end_ns, bufsize, None, i as u64 + 100, spin).await
+            match s {
+                Conn::Plain(s) => run_conn(s, left, h, end_ns, bufsize, None, i as u64 + 100, spin).await,
+                Conn::Tls(s) => run_conn_tls(*s, left, h, end_ns, bufsize, i as u64 + 100).await,
+            }
         }));
     }
     let (cpu, wall) = measure_window(warm_ns, end_ns).await;
@@ -1137,7 +1313,7 @@ async fn mode_broadcast(a: Args, t: Arc<Target>) -> String {
         return error_json(&a, &format!("no connection: {}", c.first_error.unwrap_or_default()));
     }
     let p = connect_many(t, 1, 1, a.connect_timeout).await;
-    let Some(Some((ps, pleft))) = p.conns.into_iter().next() else {
+    let Some(Some((Conn::Plain(ps), pleft))) = p.conns.into_iter().next() else {
         return error_json(&a, &format!("publisher: {}", p.first_error.unwrap_or_default()));
     };
     // let the server finish registering the last clients
@@ -1160,7 +1336,7 @@ async fn mode_broadcast(a: Args, t: Arc<Target>) -> String {
     let opcode = if a.binary { OP_BINARY } else { OP_TEXT };
     let mut tasks = Vec::new();
     for (i, conn) in c.conns.into_iter().enumerate() {
-        let Some((s, left)) = conn else { continue };
+        let Some((Conn::Plain(s), left)) = conn else { continue };
         let h = SubH { bc: bc.clone(), deliveries: 0, bad: 0, hist: Hist::default() };
         tasks.push(tokio::spawn(run_conn(s, left, h, end_ns, bufsize_for(a.size), None, i as u64 + 100, false)));
     }
@@ -1228,7 +1404,7 @@ async fn mode_broadcast(a: Args, t: Arc<Target>) -> String {
 // ---------------------------------------------------------------------------
 // connect mode
 
-async fn close_one(mut s: TcpStream, seed: u64) -> bool {
+async fn close_one(mut s: Conn, seed: u64) -> bool {
     let mut rng = Rng::new(seed);
     let mut cf = Vec::new();
     control_frame(&mut cf, OP_CLOSE, &1000u16.to_be_bytes(), &mut rng);
@@ -1268,7 +1444,7 @@ async fn mode_connect(a: Args, t: Arc<Target>) -> String {
     tokio::time::sleep(Duration::from_secs_f64(a.idle)).await;
     eprintln!("CLOSING");
     let t0 = now_ns();
-    let streams: Vec<TcpStream> = c.conns.into_iter().flatten().map(|(s, _)| s).collect();
+    let streams: Vec<Conn> = c.conns.into_iter().flatten().map(|(s, _)| s).collect();
     let queue = Arc::new(Mutex::new(streams));
     let mut workers = Vec::new();
     for w in 0..a.concurrency.min(queue.lock().unwrap().len()).max(1) {
