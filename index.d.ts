@@ -675,6 +675,8 @@ declare namespace WebSocket {
          * not reach the server), `'ECONNREFUSED'`... and a message naming the proxy.
          */
         proxy?: string | URL | undefined;
+        /** The TLS server name (SNI, and the name the certificate must match); `''` sends no SNI. */
+        servername?: string | undefined;
     }
 
     /**

@@ -141,11 +141,12 @@ test('mutual TLS: the server asks for a client certificate signed by its ca', { 
   // No certificate: the server ends the handshake; the client never opens.
   const none = new WebSocket(`wss://localhost:${port}`, { ca: certs.ca });
   const err = await outcome(none);
-  assert.ok(err instanceof Error);
+  assert.equal(err.code, 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED');
+  assert.equal(err.message, 'TLS alert from the server: certificate required');
   assert.equal(none.readyState, WebSocket.CLOSED);
   // A certificate from an unknown CA is refused as well.
   const stranger = new WebSocket(`wss://localhost:${port}`, { ca: certs.ca, cert: certs.self.cert, key: certs.self.key });
-  assert.ok((await outcome(stranger)) instanceof Error);
+  assert.match((await outcome(stranger)).code, /^ERR_SSL_.*_ALERT_/);
   assert.deepEqual(authorized, [true]);
 
   // ws's client (Node's TLS) with a client certificate.

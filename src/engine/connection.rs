@@ -540,7 +540,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     fn end_for_io_failure(&self, e: &io::Error) -> End {
         match self.phase {
             Phase::ClientHead => {
-                let (code, msg) = super::io_error_code(e, "read");
+                let (code, msg) = super::tls::read_error(e);
                 End::HandshakeFailed(msg, code)
             }
             Phase::Open => End::Closed,

@@ -485,7 +485,7 @@ pub fn handshake_error(e: &io::Error, host: &str, port: u16) -> TlsError {
                 }
             }
             return match te {
-                rustls::Error::AlertReceived(a) => TlsError::new("ERR_SSL_TLSV1_ALERT", format!("TLS alert from {host}:{port}: {a:?}")),
+                rustls::Error::AlertReceived(a) => alert_error(a, &format!("{host}:{port}")),
                 other => TlsError::new("ERR_TLS_HANDSHAKE", format!("TLS handshake with {host}:{port} failed: {other}")),
             };
         }
@@ -500,6 +500,41 @@ pub fn handshake_error(e: &io::Error, host: &str, port: u16) -> TlsError {
             TlsError::new(&code, msg)
         }
     }
+}
+
+/// Node's (OpenSSL's) code for a TLS alert from the peer, e.g.
+/// `ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`, and a readable message.
+fn alert_error(a: &rustls::AlertDescription, peer: &str) -> TlsError {
+    let name = format!("{a:?}");
+    let mut snake = String::new();
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            snake.push('_');
+        }
+        snake.push(ch.to_ascii_uppercase());
+    }
+    let prefix = match a {
+        rustls::AlertDescription::CertificateRequired => "TLSV13",
+        rustls::AlertDescription::BadCertificate | rustls::AlertDescription::HandshakeFailure => "SSLV3",
+        _ => "TLSV1",
+    };
+    TlsError::new(
+        &format!("ERR_SSL_{prefix}_ALERT_{snake}"),
+        format!("TLS alert from {peer}: {}", snake.to_ascii_lowercase().replace('_', " ")),
+    )
+}
+
+/// Code and message for a failed read on a client connection: TLS errors as Node words
+/// them (a server refusing the client certificate after a TLS 1.3 handshake shows here).
+pub fn read_error(e: &io::Error) -> (String, String) {
+    if let Some(te) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        let t = match te {
+            rustls::Error::AlertReceived(a) => alert_error(a, "the server"),
+            other => TlsError::new("ERR_TLS_HANDSHAKE", format!("TLS error: {other}")),
+        };
+        return (t.code, t.message);
+    }
+    super::io_error_code(e, "read")
 }
 
 /// A server configuration from the `tls` option.
