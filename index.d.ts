@@ -383,10 +383,10 @@ declare namespace WebSocket {
         serverNoContextTakeover?: boolean | undefined;
         /** Acknowledge disabling of client context takeover. */
         clientNoContextTakeover?: boolean | undefined;
-        /** The value of `windowBits`. */
-        serverMaxWindowBits?: number | undefined;
-        /** Request a custom client window size. */
-        clientMaxWindowBits?: number | undefined;
+        /** The server's `windowBits` (8-15); `true` offers the parameter with no value, `false` refuses it. */
+        serverMaxWindowBits?: number | boolean | undefined;
+        /** The client's `windowBits` (8-15); `true` offers the parameter with no value, `false` refuses it. */
+        clientMaxWindowBits?: number | boolean | undefined;
         /** Additional options passed to zlib on deflate. */
         zlibDeflateOptions?: {
             flush?: number | undefined;
@@ -726,6 +726,12 @@ declare namespace WebSocket {
          * `req.socket.encrypted` is `true` on its connections.
          */
         tls?: ServerTlsOptions | undefined;
+        /**
+         * ws-native addition: how long (ms) a client may take to send its
+         * upgrade request before it is disconnected, as Node's
+         * `headersTimeout`. Defaults to 60000; 0 disables it.
+         */
+        handshakeTimeout?: number | undefined;
     }
 }
 

@@ -73,7 +73,7 @@ function exchange(url) {
       if (received.length === 4) ws.close(4001, 'browser bye');
     };
     ws.onerror = () => received.push({ type: 'error' });
-    ws.onclose = (e) => resolve({ received, code: e.code, reason: e.reason, wasClean: e.wasClean });
+    ws.onclose = (e) => resolve({ received, code: e.code, reason: e.reason, wasClean: e.wasClean, extensions: ws.extensions });
     setTimeout(() => reject(new Error('page: exchange timed out')), 15000);
   });
 }
@@ -121,10 +121,11 @@ describe('browser (Chromium via playwright-core)', { timeout: 120000 }, () => {
     if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
   });
 
-  test('page WebSocket <-> ws-native server: text, binary, close codes both ways', { ...T, skip }, async (t) => {
+  test('page WebSocket <-> ws-native server: permessage-deflate, text, binary, close codes both ways', { ...T, skip }, async (t) => {
     const wss = new WebSocket.WebSocketServer({
       host: HOST,
       port: 0,
+      perMessageDeflate: true,
       handleProtocols: (protocols) => (protocols.has('v1.test') ? 'v1.test' : false)
     });
     await once(wss, 'listening');
@@ -155,7 +156,7 @@ describe('browser (Chromium via playwright-core)', { timeout: 120000 }, () => {
         const messages = [];
         ws.on('message', (data, isBinary) => messages.push({ data, isBinary }));
         ws.on('close', (code, reason) =>
-          resolve({ messages, code, reason: reason.toString(), origin: req.headers.origin })
+          resolve({ messages, code, reason: reason.toString(), origin: req.headers.origin, extensions: ws.extensions })
         );
         ws.send('server text \u2713 \u00fcn\u00efc\u00f6d\u00e9');
         ws.send(Buffer.from([0, 1, 2, 253, 254, 255]));
@@ -184,6 +185,9 @@ describe('browser (Chromium via playwright-core)', { timeout: 120000 }, () => {
     const pageA = await page.evaluate((url) => exchange(url), `${wsUrl}/a`);
     const a = await serverA;
     assert.equal(a.origin, origin);
+    // Chromium offers permessage-deflate; both ends agree on it.
+    assert.equal(a.extensions, 'permessage-deflate');
+    assert.match(pageA.extensions, /^permessage-deflate/);
     assert.deepEqual(pageA.received, [
       { type: 'text', data: 'server text \u2713 \u00fcn\u00efc\u00f6d\u00e9' },
       { type: 'ArrayBuffer', length: 6 },

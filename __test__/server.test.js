@@ -610,3 +610,27 @@ test('connection event: ws is OPEN and can exchange messages', T, async (t) => {
   const [data] = await once(ws, 'message');
   assert.equal(data.toString(), 'hello /greet');
 });
+
+test('terminate() in the connection handler still ends with a close event (accept and terminate in one tick)', T, async (t) => {
+  const wss = await startServer(t);
+  const N = 100;
+  let closed = 0;
+  const allClosed = new Promise((resolve) => {
+    wss.on('connection', (peer) => {
+      peer.on('close', (code) => {
+        assert.equal(code, 1006);
+        if (++closed === N) resolve();
+      });
+      peer.terminate();
+    });
+  });
+  const clients = [];
+  for (let i = 0; i < N; i++) {
+    const ws = new Ws(urlOf(wss));
+    ws.on('error', () => {});
+    clients.push(ws);
+  }
+  t.after(() => clients.forEach((c) => c.terminate()));
+  await allClosed;
+  assert.equal(wss.clients.size, 0);
+});

@@ -5,7 +5,8 @@ const { WebSocketServer } = require('..');
 
 const port = Number(process.argv[2] || process.env.PORT || 9002);
 // maxFragments: 0 as in the ws baseline note: Autobahn 9.3/9.4 send 4 MiB in 64-byte fragments.
-const wss = new WebSocketServer({ host: '127.0.0.1', port, maxFragments: 0 });
+// permessage-deflate on, as in the ws baseline (12.* and 13.* need it).
+const wss = new WebSocketServer({ host: '127.0.0.1', port, maxFragments: 0, perMessageDeflate: true });
 
 wss.on('connection', (ws) => {
   ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));

@@ -21,9 +21,10 @@ function NOOP() {}
  * @param {Buffer} response Bytes the engine writes first (the server's 101), or empty
  * @param {Object} conn Connection options for the engine
  * @param {Boolean} isClient Whether this side is the client (it masks)
+ * @param {(String|undefined)} extensions The agreed `Sec-WebSocket-Extensions` value
  * @param {Function} done Called with `(id, bridgedSocket)`; `id` is 0 when the socket is gone
  */
-function adoptSocket(socket, head, response, conn, isClient, done) {
+function adoptSocket(socket, head, response, conn, isClient, extensions, done) {
   if (socket.destroyed || !socket.readable || !socket.writable) {
     socket.destroy();
     done(0, null);
@@ -49,7 +50,7 @@ function adoptSocket(socket, head, response, conn, isClient, done) {
       }
       let id = 0;
       try {
-        id = native.binding.adoptFd(fd, Buffer.concat(chunks), response, conn, isClient);
+        id = native.binding.adoptFd(fd, Buffer.concat(chunks), response, conn, isClient, extensions);
       } finally {
         socket.destroy();
       }
@@ -59,7 +60,7 @@ function adoptSocket(socket, head, response, conn, isClient, done) {
     else adopt();
     return;
   }
-  const id = native.binding.adoptBridge(head || EMPTY, response, conn, isClient);
+  const id = native.binding.adoptBridge(head || EMPTY, response, conn, isClient, extensions);
   socket.removeAllListeners('error');
   socket.on('error', NOOP);
   socket.on('data', (data) => native.queue(native.OP.BRIDGE_IN, 0, id, data));

@@ -46,7 +46,8 @@ const FLAG = {
   ACK: 4,
   EXTERNAL: 8,
   MASK_SET: 16,
-  MASK: 32
+  MASK: 32,
+  COMPRESS: 64
 };
 
 const EVENT_EXTERNAL = 1;

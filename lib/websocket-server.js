@@ -12,6 +12,7 @@ const http = require('http');
 
 const native = require('./native');
 const { adoptSocket } = require('./adopt');
+const { engineDeflate, extensionName } = require('./permessage-deflate');
 const WebSocket = require('./websocket');
 const { CLOSE_TIMEOUT } = require('./constants');
 const { serverTls } = require('./tls-options');
@@ -78,6 +79,8 @@ class WebSocketServer extends EventEmitter {
     }
 
     this.options = options;
+    // The engine's permessage-deflate settings (undefined when disabled).
+    this._deflate = engineDeflate(options.perMessageDeflate);
     this._state = RUNNING;
     this._pending = new Map();
     this._connections = 0;
@@ -112,7 +115,11 @@ class WebSocketServer extends EventEmitter {
       maxFragments: o.maxFragments,
       skipUtf8Validation: !!o.skipUTF8Validation,
       autoPong: !!o.autoPong,
-      closeTimeout: o.closeTimeout
+      closeTimeout: o.closeTimeout,
+      // An addition over ws: how long a client may take to send its upgrade request (a
+      // slow or trickling client is disconnected), as Node's `headersTimeout` (60 s).
+      handshakeTimeout: o.handshakeTimeout === undefined ? 60000 : o.handshakeTimeout,
+      deflate: this._deflate
     };
   }
 
@@ -249,13 +256,17 @@ class WebSocketServer extends EventEmitter {
    */
   handleUpgrade(req, socket, head, cb) {
     socket.on('error', socketOnError);
-    const v = native.binding.checkUpgrade(String(req.method), req.rawHeaders || rawFromHeaders(req.headers));
+    const v = native.binding.checkUpgrade(
+      String(req.method),
+      req.rawHeaders || rawFromHeaders(req.headers),
+      this._deflate
+    );
     const link = new NodeLink(this, socket, head);
     if (v.status !== 0) {
       abortHandshakeOrEmitwsClientError(this, req, link, v.status, v.message, pairsToObject(v.headers));
       return;
     }
-    this._upgrade(link, req, v.accept, v.protocols, v.version, cb);
+    this._upgrade(link, req, v.accept, v.protocols, v.version, v.extensions, cb);
   }
 
   /**
@@ -281,7 +292,7 @@ class WebSocketServer extends EventEmitter {
       return;
     }
 
-    this._upgrade(link, req, f[12], f[13] ? f[13].split(',') : [], Number(f[14]), this._emitConnection);
+    this._upgrade(link, req, f[12], f[13] ? f[13].split(',') : [], Number(f[14]), f[15], this._emitConnection);
   }
 
   /**
@@ -289,7 +300,7 @@ class WebSocketServer extends EventEmitter {
    *
    * @private
    */
-  _upgrade(link, req, accept, protocolList, version, cb) {
+  _upgrade(link, req, accept, protocolList, version, extensions, cb) {
     if (!this.shouldHandle(req)) {
       link.abort(400);
       return;
@@ -311,7 +322,7 @@ class WebSocketServer extends EventEmitter {
           if (!verified) {
             return link.abort(code || 401, message, headers);
           }
-          this.completeUpgrade(accept, protocols, req, link, cb);
+          this.completeUpgrade(extensions, accept, protocols, req, link, cb);
         });
         return;
       }
@@ -319,7 +330,7 @@ class WebSocketServer extends EventEmitter {
       if (!this.options.verifyClient(info)) return link.abort(401);
     }
 
-    this.completeUpgrade(accept, protocols, req, link, cb);
+    this.completeUpgrade(extensions, accept, protocols, req, link, cb);
   }
 
   /**
@@ -346,7 +357,7 @@ class WebSocketServer extends EventEmitter {
    * @param {Function} cb Called with `(ws, req)` once the connection is the engine's
    * @private
    */
-  completeUpgrade(accept, protocols, req, link, cb) {
+  completeUpgrade(extensions, accept, protocols, req, link, cb) {
     if (link.upgraded) {
       throw new Error(
         'server.handleUpgrade() was called more than once with the same ' +
@@ -376,12 +387,15 @@ class WebSocketServer extends EventEmitter {
         `Sec-WebSocket-Accept: ${accept}`
       ];
       if (protocol) headers.push(`Sec-WebSocket-Protocol: ${protocol}`);
+      if (extensions) headers.push(`Sec-WebSocket-Extensions: ${extensions}`);
       this.emit('headers', headers, req);
       response = Buffer.from(headers.concat('\r\n').join('\r\n'));
     }
 
     link.upgraded = true;
-    link.accept(response, accept, protocol ? String(protocol) : undefined, this._connOptions(), (id) => {
+    if (extensions) ws._extensions = { [extensionName]: true };
+    const ext = extensions || undefined;
+    link.accept(response, accept, protocol ? String(protocol) : undefined, ext, this._connOptions(), (id) => {
       if (id === 0) return;
       ws._attach(id);
       if (link.bridged) ws._bridge = link.bridged;
@@ -420,9 +434,9 @@ class EngineLink {
     abortHandshake(this.id, code, message, headers);
   }
 
-  accept(response, acceptKey, protocol, conn, done) {
+  accept(response, acceptKey, protocol, extensions, conn, done) {
     const ok = response === null
-      ? native.binding.acceptStandard(this.id, acceptKey, protocol)
+      ? native.binding.acceptStandard(this.id, acceptKey, protocol, extensions)
       : native.binding.accept(this.id, response);
     done(ok ? this.id : 0);
   }
@@ -466,16 +480,17 @@ class NodeLink {
     socket.end(native.binding.rejection(code, message, list));
   }
 
-  accept(response, acceptKey, protocol, conn, done) {
+  accept(response, acceptKey, protocol, extensions, conn, done) {
     if (response === null) {
       response = Buffer.from(
         'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
           `Sec-WebSocket-Accept: ${acceptKey}\r\n` +
           (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : '') +
+          (extensions ? `Sec-WebSocket-Extensions: ${extensions}\r\n` : '') +
           '\r\n'
       );
     }
-    adoptSocket(this.socket, this.head, response, conn, false, (id, bridged) => {
+    adoptSocket(this.socket, this.head, response, conn, false, extensions, (id, bridged) => {
       this.bridged = bridged;
       done(id);
     });

@@ -19,6 +19,7 @@ const { BINARY_TYPES, CLOSE_TIMEOUT, EMPTY_BUFFER, kWriteEnded } = require('./co
 const { isBlob, isValidStatusCode, isValidSubprotocol, toBuffer } = require('./validation');
 const { adoptSocket } = require('./adopt');
 const { clientTls } = require('./tls-options');
+const { engineDeflate } = require('./permessage-deflate');
 
 const readyStates = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
 const NO_EXTENSIONS = Object.freeze({});
@@ -378,11 +379,14 @@ class WebSocket extends EventEmitter {
       return;
     }
 
-    let flags = FLAG.FIN;
+    // Compressed when permessage-deflate was agreed, unless `compress: false`; the engine
+    // applies ws's threshold.
+    let flags = FLAG.FIN | FLAG.COMPRESS;
     let binary = typeof data !== 'string';
     if (options !== undefined) {
       if (options.binary !== undefined) binary = !!options.binary;
-      if (options.fin === false) flags = 0;
+      if (options.fin === false) flags &= ~FLAG.FIN;
+      if (options.compress === false) flags &= ~FLAG.COMPRESS;
       if (options.mask !== undefined) {
         flags |= FLAG.MASK_SET | (options.mask ? FLAG.MASK : 0);
       }
@@ -843,6 +847,7 @@ function nodeHandshake(websocket, p) {
   const key = native.binding.generateKey();
   const headers = {};
   const list = p.list.concat('Sec-WebSocket-Key', key);
+  if (p.conn.deflate) list.push('Sec-WebSocket-Extensions', native.binding.deflateOffer(p.conn.deflate));
   for (let i = 0; i < list.length; i += 2) {
     const name = list[i];
     const prev = headers[name];
@@ -886,14 +891,15 @@ function nodeHandshake(websocket, p) {
       return;
     }
     websocket._req = null;
-    const checked = native.binding.checkResponse(key, res.rawHeaders, p.protocols);
+    const checked = native.binding.checkResponse(key, res.rawHeaders, p.protocols, p.conn.deflate);
     if (checked[0]) {
       socket.destroy();
       emitErrorAndClose(websocket, new Error(checked[0]));
       return;
     }
     websocket._protocol = checked[1];
-    adoptSocket(socket, head, EMPTY_BUFFER, p.conn, true, (id, bridged) => {
+    if (checked[2]) websocket._extensions = parseExtensionNames(checked[2]);
+    adoptSocket(socket, head, EMPTY_BUFFER, p.conn, true, checked[2] || undefined, (id, bridged) => {
       if (id === 0) {
         emitErrorAndClose(websocket, new Error('The socket was closed during the handshake'));
         return;
@@ -1096,7 +1102,8 @@ function initAsClient(websocket, address, protocols, options) {
     skipUtf8Validation: !!opts.skipUTF8Validation,
     autoPong: !!opts.autoPong,
     closeTimeout: opts.closeTimeout,
-    handshakeTimeout: opts.handshakeTimeout
+    handshakeTimeout: opts.handshakeTimeout,
+    deflate: engineDeflate(opts.perMessageDeflate)
   };
 
   const p = { opts, isSecure, isIpcUrl, host, port, path, socketPath, list, protocols, conn };

@@ -13,6 +13,7 @@ use crate::engine::client::{self, ConnectParams, Target};
 use crate::engine::connection::ConnConfig;
 use crate::engine::outbox::{self, Decision};
 use crate::engine::{events, io_error_code, proxy, runtime, server, tls};
+use crate::protocol::deflate::{BitsOption, DeflateOptions, DeflateParams};
 use crate::protocol::handshake::{rejection_response, Rejection};
 use crate::protocol::receiver::ReceiverConfig;
 
@@ -23,8 +24,11 @@ thread_local! {
 
 /// Registers the JS function that receives event batches. The threadsafe function is weak:
 /// it never keeps Node alive.
-#[napi]
+#[napi(catch_unwind)]
 pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
+    if std::env::var_os("WS_NATIVE_TEST_PANIC").is_some_and(|v| v == "1") {
+        crate::engine::connection::TEST_PANIC.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let tsfn = on_batch
         .build_threadsafe_function::<()>()
         .weak::<true>()
@@ -45,7 +49,7 @@ pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
 }
 
 /// The next large payload of the batch being dispatched.
-#[napi]
+#[napi(catch_unwind)]
 pub fn take_external() -> Option<Buffer> {
     EXTERNAL.with(|e| e.borrow_mut().pop_front()).map(Buffer::from)
 }
@@ -59,6 +63,41 @@ pub struct ConnOptions {
     pub auto_pong: Option<bool>,
     pub close_timeout: Option<f64>,
     pub handshake_timeout: Option<f64>,
+    /// permessage-deflate settings; absent when disabled.
+    pub deflate: Option<DeflateJs>,
+}
+
+/// ws's `perMessageDeflate` object, with JS truthiness already applied by lib/.
+#[napi(object)]
+#[derive(Clone)]
+pub struct DeflateJs {
+    pub server_no_context_takeover: Option<bool>,
+    pub client_no_context_takeover: Option<bool>,
+    pub server_max_window_bits: Option<Either<bool, f64>>,
+    pub client_max_window_bits: Option<Either<bool, f64>>,
+    pub threshold: Option<f64>,
+    pub level: Option<f64>,
+}
+
+fn bits_option(v: &Option<Either<bool, f64>>) -> BitsOption {
+    match v {
+        None => BitsOption::Unset,
+        Some(Either::A(true)) => BitsOption::True,
+        Some(Either::A(false)) => BitsOption::False,
+        Some(Either::B(n)) if n.is_finite() && *n >= 0.0 => BitsOption::Num(n.min(1e6) as u32),
+        Some(Either::B(_)) => BitsOption::Num(0),
+    }
+}
+
+fn deflate_options(d: &DeflateJs) -> DeflateOptions {
+    DeflateOptions {
+        server_no_context_takeover: d.server_no_context_takeover,
+        client_no_context_takeover: d.client_no_context_takeover,
+        server_max_window_bits: bits_option(&d.server_max_window_bits),
+        client_max_window_bits: bits_option(&d.client_max_window_bits),
+        threshold: d.threshold.filter(|t| t.is_finite() && *t >= 0.0).map(|t| t as u64).unwrap_or(1024),
+        level: d.level.filter(|l| l.is_finite()).map(|l| l as i32).unwrap_or(-1),
+    }
 }
 
 /// A flat `[name, value, name, value...]` list from JS as pairs.
@@ -87,6 +126,7 @@ fn conn_config(o: &ConnOptions, is_server: bool) -> ConnConfig {
         auto_pong: o.auto_pong.unwrap_or(true),
         close_timeout: ms(o.close_timeout.unwrap_or(30_000.0)),
         handshake_timeout: o.handshake_timeout.filter(|v| *v > 0.0).map(ms),
+        deflate: o.deflate.as_ref().map(deflate_options),
     }
 }
 
@@ -137,7 +177,7 @@ pub struct ListenResult {
 }
 
 /// Binds a server. Bind errors come back as `errorCode` / `errorMessage` for JS to emit.
-#[napi]
+#[napi(catch_unwind)]
 pub fn listen(opts: ListenOptions) -> ListenResult {
     let tls = match opts.tls {
         None => None,
@@ -199,13 +239,13 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
     }
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn close_server(id: u32) {
     server::close(id);
 }
 
 /// Writes the 101 answer JS built and opens the connection. False when the socket is gone.
-#[napi]
+#[napi(catch_unwind)]
 pub fn accept(id: u32, response: &[u8]) -> bool {
     let Some(shared) = outbox::lookup(id) else { return false };
     let waker = {
@@ -223,8 +263,8 @@ pub fn accept(id: u32, response: &[u8]) -> bool {
 
 /// Writes the standard 101 answer (no `headers` listener could change it) and opens the
 /// connection. False when the socket is gone.
-#[napi]
-pub fn accept_standard(id: u32, accept_key: String, protocol: Option<String>) -> bool {
+#[napi(catch_unwind)]
+pub fn accept_standard(id: u32, accept_key: String, protocol: Option<String>, extensions: Option<String>) -> bool {
     let mut head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n"
     );
@@ -233,12 +273,17 @@ pub fn accept_standard(id: u32, accept_key: String, protocol: Option<String>) ->
         head.push_str(&p);
         head.push_str("\r\n");
     }
+    if let Some(e) = extensions {
+        head.push_str("Sec-WebSocket-Extensions: ");
+        head.push_str(&e);
+        head.push_str("\r\n");
+    }
     head.push_str("\r\n");
     accept(id, head.as_bytes())
 }
 
 /// Refuses an upgrade with ws's HTTP answer. `headers` is a flat name, value list.
-#[napi]
+#[napi(catch_unwind)]
 pub fn reject(id: u32, status: u32, message: String, headers: Vec<String>) -> bool {
     let Some(shared) = outbox::lookup(id) else { return false };
     let r = Rejection {
@@ -269,17 +314,20 @@ pub struct UpgradeVerdict {
     pub accept: String,
     pub protocols: Vec<String>,
     pub version: u32,
+    /// The answer's `Sec-WebSocket-Extensions` value when permessage-deflate was agreed.
+    pub extensions: String,
 }
 
 /// Runs ws's checks on a request Node parsed (`rawHeaders` as Node gives them).
-#[napi]
-pub fn check_upgrade(method: String, raw_headers: Vec<String>) -> UpgradeVerdict {
+#[napi(catch_unwind)]
+pub fn check_upgrade(method: String, raw_headers: Vec<String>, deflate: Option<DeflateJs>) -> UpgradeVerdict {
     let head = crate::protocol::handshake::Head {
         method,
         headers: pairs(raw_headers),
         ..Default::default()
     };
-    match crate::protocol::handshake::validate_upgrade(&head) {
+    let deflate = deflate.as_ref().map(deflate_options);
+    match crate::protocol::handshake::validate_upgrade(&head, deflate.as_ref()) {
         Ok(u) => UpgradeVerdict {
             status: 0,
             message: String::new(),
@@ -287,6 +335,7 @@ pub fn check_upgrade(method: String, raw_headers: Vec<String>) -> UpgradeVerdict
             accept: u.accept,
             protocols: u.protocols,
             version: u.version as u32,
+            extensions: u.extensions.unwrap_or_default(),
         },
         Err(r) => UpgradeVerdict {
             status: r.status as u32,
@@ -295,12 +344,13 @@ pub fn check_upgrade(method: String, raw_headers: Vec<String>) -> UpgradeVerdict
             accept: String::new(),
             protocols: Vec::new(),
             version: 0,
+            extensions: String::new(),
         },
     }
 }
 
 /// ws's HTTP refusal, for JS to write on a socket Node holds.
-#[napi]
+#[napi(catch_unwind)]
 pub fn rejection(status: u32, message: String, headers: Vec<String>) -> Buffer {
     let r = Rejection {
         status: status as u16,
@@ -311,36 +361,46 @@ pub fn rejection(status: u32, message: String, headers: Vec<String>) -> Buffer {
 }
 
 /// Takes over an upgraded Node TCP socket by file descriptor; returns the connection id.
-/// `is_client` when Node's http client made the handshake.
-#[napi]
-pub fn adopt_fd(fd: i32, early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>) -> Result<u32> {
+/// `is_client` when Node's http client made the handshake; `extensions` is the agreed
+/// `Sec-WebSocket-Extensions` value, if any.
+#[napi(catch_unwind)]
+pub fn adopt_fd(fd: i32, early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>, extensions: Option<String>) -> Result<u32> {
     let cfg = conn_config(&conn, !is_client.unwrap_or(false));
-    server::adopt_fd(fd, early.to_vec(), response, cfg).map_err(|e| Error::from_reason(e.to_string()))
+    let pmd = extensions.as_deref().and_then(DeflateParams::from_agreed);
+    server::adopt_fd(fd, early.to_vec(), response, cfg, pmd).map_err(|e| Error::from_reason(e.to_string()))
 }
 
 /// Serves an upgraded socket Node keeps through the byte bridge; returns the connection id.
-#[napi]
-pub fn adopt_bridge(early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>) -> Result<u32> {
+#[napi(catch_unwind)]
+pub fn adopt_bridge(early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>, extensions: Option<String>) -> Result<u32> {
     let cfg = conn_config(&conn, !is_client.unwrap_or(false));
-    server::adopt_bridge(early.to_vec(), response, cfg).map_err(|e| Error::from_reason(e.to_string()))
+    let pmd = extensions.as_deref().and_then(DeflateParams::from_agreed);
+    server::adopt_bridge(early.to_vec(), response, cfg, pmd).map_err(|e| Error::from_reason(e.to_string()))
+}
+
+/// The client's permessage-deflate offer, for a handshake Node's http client makes.
+#[napi(catch_unwind)]
+pub fn deflate_offer(deflate: DeflateJs) -> String {
+    crate::protocol::deflate::offer(&deflate_options(&deflate))
 }
 
 /// A fresh `Sec-WebSocket-Key`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn generate_key() -> String {
     tungstenite::handshake::client::generate_key()
 }
 
 /// ws's checks on a 101 answer Node's http client received. Returns the error message, or
 /// an empty string and the agreed subprotocol.
-#[napi]
-pub fn check_response(key: String, raw_headers: Vec<String>, offered: Vec<String>) -> Vec<String> {
+#[napi(catch_unwind)]
+pub fn check_response(key: String, raw_headers: Vec<String>, offered: Vec<String>, deflate: Option<DeflateJs>) -> Vec<String> {
     let head = crate::protocol::handshake::Head {
         status: 101,
         headers: pairs(raw_headers),
         ..Default::default()
     };
-    match crate::protocol::handshake::validate_response(&head, &key, &offered, false) {
+    let deflate = deflate.as_ref().map(deflate_options);
+    match crate::protocol::handshake::validate_response(&head, &key, &offered, deflate.as_ref()) {
         Ok(a) => vec![String::new(), a.protocol, a.extensions],
         Err(e) => vec![e],
     }
@@ -363,7 +423,7 @@ pub struct ConnectOptions {
 }
 
 /// Starts a client connection; returns its id.
-#[napi]
+#[napi(catch_unwind)]
 pub fn connect(opts: ConnectOptions) -> Result<u32> {
     let target = match opts.socket_path {
         Some(p) => Target::Unix(p),
@@ -396,7 +456,7 @@ pub fn connect(opts: ConnectOptions) -> Result<u32> {
 }
 
 /// Applies one tick's commands. Large payloads come as separate buffers.
-#[napi]
+#[napi(catch_unwind)]
 pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) {
     match external {
         Some(ext) => {
@@ -408,7 +468,7 @@ pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) {
 }
 
 /// Bytes queued in the engine and not yet written to the socket.
-#[napi]
+#[napi(catch_unwind)]
 pub fn buffered_amount(id: u32) -> f64 {
     outbox::lookup(id).map(|s| s.buffered() as f64).unwrap_or(0.0)
 }
@@ -433,7 +493,7 @@ extern "C" {
 
 /// The C heap as glibc sees it: `[inUse, free, mmapped]` bytes. For memory tests and the
 /// per-connection figures in the benchmarks; not part of the public API.
-#[napi]
+#[napi(catch_unwind)]
 pub fn heap_stats() -> Vec<f64> {
     // SAFETY: mallinfo2 only reads allocator statistics.
     let m = unsafe { mallinfo2() };

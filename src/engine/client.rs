@@ -78,6 +78,9 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
     let key = tungstenite::handshake::client::generate_key();
     let mut headers = p.headers;
     headers.push(("Sec-WebSocket-Key".into(), key.clone()));
+    if let Some(opts) = &p.cfg.deflate {
+        headers.push(("Sec-WebSocket-Extensions".into(), crate::protocol::deflate::offer(opts)));
+    }
     let shared = Shared::new(true);
     shared.lock().raw(&client_request(&p.path, &headers));
     register(id, shared.clone());

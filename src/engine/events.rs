@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::task::Waker;
 
 pub const HEADER_LEN: usize = 10;
 
@@ -51,7 +52,17 @@ pub struct EventBatch {
     /// Size of the last batch taken: a new batch starts with about that much room, so that
     /// busy connections do not pay for repeated growth (and its copies).
     last_len: usize,
+    /// Counts batches taken by JS; a connection's delivered bytes are counted per epoch.
+    pub epoch: u64,
+    /// Connections that delivered `READ_AHEAD` bytes into this batch and stopped reading
+    /// until JS takes it.
+    pub waiting: Vec<Waker>,
 }
+
+/// Most message bytes one connection puts into a batch JS has not taken yet. Past it the
+/// connection stops reading until JS takes the batch: a busy or paused JS consumer then holds
+/// the peer back through TCP, instead of the engine reading ahead without bound.
+pub const READ_AHEAD: usize = 1024 * 1024;
 
 const MIN_BATCH: usize = 16 * 1024;
 const MAX_BATCH_RESERVE: usize = 4 * 1024 * 1024;
@@ -151,9 +162,16 @@ pub fn with_batch<R>(f: impl FnOnce(&mut EventBatch) -> R) -> R {
 /// `take_external`, in record order.
 pub fn take_batch(external_out: &mut VecDeque<Vec<u8>>) -> Vec<u8> {
     let s = sink();
-    let mut b = lock(&s.batch);
-    s.scheduled.store(false, Ordering::Release);
-    external_out.extend(b.external.drain(..));
-    b.last_len = b.buf.len();
-    std::mem::take(&mut b.buf)
+    let (buf, waiting) = {
+        let mut b = lock(&s.batch);
+        s.scheduled.store(false, Ordering::Release);
+        external_out.extend(b.external.drain(..));
+        b.last_len = b.buf.len();
+        b.epoch += 1;
+        (std::mem::take(&mut b.buf), std::mem::take(&mut b.waiting))
+    };
+    for w in waiting {
+        w.wake();
+    }
+    buf
 }

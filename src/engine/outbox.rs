@@ -5,6 +5,11 @@
 //!
 //! Command: `[op u8][flags u8][id u32 LE][len u32 LE][payload; len]`. Keep in sync with
 //! `lib/native.js`.
+//!
+//! Compression never runs on Node's thread: a message to compress is queued as a job for the
+//! connection's task, and while jobs wait, every later frame of that connection queues behind
+//! them (as ws's sender queues behind a deflate in progress), so the order on the wire is the
+//! order of the calls.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +46,22 @@ pub mod flag {
     pub const EXTERNAL: u8 = 8;
     pub const MASK_SET: u8 = 16;
     pub const MASK: u8 = 32;
+    /// ws's `compress` send option (honoured when permessage-deflate was agreed).
+    pub const COMPRESS: u8 = 64;
+}
+
+/// Work for the connection's task, in call order.
+pub enum JobKind {
+    /// A data frame to compress: `first` is the message's first frame (RSV1 set).
+    Compress { opcode: u8, first: bool, fin: bool, data: Vec<u8>, mask: Option<[u8; 4]> },
+    /// Frame bytes queued behind a compression.
+    Bytes(Vec<u8>),
+}
+
+pub struct Job {
+    pub kind: JobKind,
+    /// Report a WRITTEN event once the job's bytes are written.
+    pub ack: bool,
 }
 
 /// What the server's JS decided about an upgrade request.
@@ -67,6 +88,18 @@ pub struct Outbox {
     /// The handshake is over and frames may be queued.
     pub open: bool,
     pub raw_end: bool,
+    /// permessage-deflate was agreed: COMPRESS sends are compressed.
+    pub deflate_on: bool,
+    /// Our side has no context takeover: messages under this size go uncompressed (ws's
+    /// `threshold`). None: every message asked to be compressed is.
+    pub deflate_threshold: Option<u64>,
+    /// The message being sent in fragments is compressed.
+    pub compressing: bool,
+    pub jobs: VecDeque<Job>,
+    /// The task holds jobs it is compressing: later frames must queue too.
+    pub deflating: bool,
+    /// Bytes of queued jobs, for `bufferedAmount`.
+    pub pending_bytes: u64,
 }
 
 pub struct Shared {
@@ -87,18 +120,53 @@ impl Shared {
 
     /// Bytes queued and not yet written to the socket.
     pub fn buffered(&self) -> u64 {
-        let q = self.lock().queued_total;
-        q.saturating_sub(self.written_total.load(Ordering::Acquire))
+        let (q, pending) = {
+            let out = self.lock();
+            (out.queued_total, out.pending_bytes)
+        };
+        (q + pending).saturating_sub(self.written_total.load(Ordering::Acquire))
     }
 }
 
 impl Outbox {
-    /// Appends one frame; `mask` is the key when the frame is masked.
-    pub fn frame(&mut self, opcode: u8, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) {
-        self.buf.reserve(crate::protocol::frame::header_len(payload.len() as u64, mask.is_some()) + payload.len());
+    /// True while frames must queue behind compression jobs.
+    pub fn queueing(&self) -> bool {
+        self.deflating || !self.jobs.is_empty()
+    }
+
+    /// Appends one frame; `mask` is the key when the frame is masked. Returns false when the
+    /// frame was queued behind compression jobs (its acknowledgement goes with the job).
+    pub fn frame(&mut self, opcode: u8, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) -> bool {
+        let len = crate::protocol::frame::header_len(payload.len() as u64, mask.is_some()) + payload.len();
+        if self.queueing() {
+            let mut bytes = Vec::with_capacity(len);
+            encode_frame(&mut bytes, opcode, fin, false, payload, mask);
+            self.pending_bytes += bytes.len() as u64;
+            self.jobs.push_back(Job { kind: JobKind::Bytes(bytes), ack: false });
+            return false;
+        }
+        self.buf.reserve(len);
         let before = self.buf.len();
         encode_frame(&mut self.buf, opcode, fin, false, payload, mask);
         self.queued_total += (self.buf.len() - before) as u64;
+        true
+    }
+
+    /// Queues a data frame for the task to compress.
+    fn compress_job(&mut self, opcode: u8, first: bool, fin: bool, payload: &[u8], mask: Option<[u8; 4]>, ack: bool) {
+        self.pending_bytes += payload.len() as u64;
+        self.jobs.push_back(Job { kind: JobKind::Compress { opcode, first, fin, data: payload.to_vec(), mask }, ack });
+    }
+
+    /// Appends what the task produced for a batch of jobs: `bytes`, with the end offsets of
+    /// those that asked for an acknowledgement; `estimate` is what the jobs counted while
+    /// queued.
+    pub fn jobs_done(&mut self, bytes: &[u8], acks: &[usize], estimate: u64) {
+        let base = self.queued_total;
+        self.buf.extend_from_slice(bytes);
+        self.queued_total += bytes.len() as u64;
+        self.acks.extend(acks.iter().map(|&a| base + a as u64));
+        self.pending_bytes = self.pending_bytes.saturating_sub(estimate);
     }
 
     pub fn raw(&mut self, bytes: &[u8]) {
@@ -196,12 +264,14 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
         let mask = if masked { Some(mask_key()) } else { None };
         match opc {
             op::SEND | op::PING | op::PONG if out.open && !out.close_queued => {
-                let (opcode, fin) = match opc {
-                    op::PING => (OP_PING, true),
-                    op::PONG => (OP_PONG, true),
+                let ack = flags & flag::ACK != 0;
+                let plain = match opc {
+                    op::PING => Some((OP_PING, true)),
+                    op::PONG => Some((OP_PONG, true)),
                     _ => {
                         let fin = flags & flag::FIN != 0;
-                        let opcode = if out.fragmenting {
+                        let first = !out.fragmenting;
+                        let opcode = if !first {
                             OP_CONTINUATION
                         } else if flags & flag::BINARY != 0 {
                             OP_BINARY
@@ -209,13 +279,31 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
                             OP_TEXT
                         };
                         out.fragmenting = !fin;
-                        (opcode, fin)
+                        if first {
+                            // ws decides on the first fragment, for the whole message.
+                            out.compressing = out.deflate_on
+                                && flags & flag::COMPRESS != 0
+                                && out.deflate_threshold.is_none_or(|t| payload.len() as u64 >= t);
+                        }
+                        if out.compressing {
+                            out.compress_job(opcode, first, fin, payload, mask, ack);
+                            None
+                        } else {
+                            Some((opcode, fin))
+                        }
                     }
                 };
-                out.frame(opcode, fin, payload, mask);
-                if flags & flag::ACK != 0 {
-                    let end = out.queued_total;
-                    out.acks.push_back(end);
+                if let Some((opcode, fin)) = plain {
+                    if out.frame(opcode, fin, payload, mask) {
+                        if ack {
+                            let end = out.queued_total;
+                            out.acks.push_back(end);
+                        }
+                    } else if ack {
+                        if let Some(j) = out.jobs.back_mut() {
+                            j.ack = true;
+                        }
+                    }
                 }
             }
             op::CLOSE if out.open && !out.close_queued => {

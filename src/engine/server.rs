@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 
+use crate::protocol::deflate::DeflateParams;
 use super::bridge::Bridge;
 use super::connection::{ConnConfig, Connection, PeerInfo};
 use super::outbox::{register, Shared};
@@ -137,7 +138,7 @@ fn adopted_shared(id: u32, response: &[u8], is_client: bool) -> Arc<Shared> {
 /// Takes over a TCP socket from Node by file descriptor (Node destroys its copy afterwards):
 /// `early` are the bytes Node had already read, `response` the 101 answer to write first
 /// (empty on the client side, where Node's http client did the handshake).
-pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig) -> io::Result<u32> {
+pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: Option<DeflateParams>) -> io::Result<u32> {
     let is_client = !cfg.receiver.is_server;
     use std::os::fd::BorrowedFd;
     if fd < 0 {
@@ -154,16 +155,16 @@ pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig) -> io
     let stream = tokio::net::TcpStream::from_std(std_stream)?;
     let id = next_id();
     let shared = adopted_shared(id, response, is_client);
-    handle.spawn(Connection::adopted(stream, id, shared, Arc::new(cfg), early));
+    handle.spawn(Connection::adopted(stream, id, shared, Arc::new(cfg), early, pmd));
     Ok(id)
 }
 
 /// Serves a socket Node keeps (TLS, or a Duplex without a descriptor) through a byte bridge.
-pub fn adopt_bridge(early: Vec<u8>, response: &[u8], cfg: ConnConfig) -> io::Result<u32> {
+pub fn adopt_bridge(early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: Option<DeflateParams>) -> io::Result<u32> {
     let handle = runtime::handle()?;
     let id = next_id();
     let bridge = Bridge::new(id);
     let shared = adopted_shared(id, response, !cfg.receiver.is_server);
-    handle.spawn(Connection::adopted(bridge, id, shared, Arc::new(cfg), early));
+    handle.spawn(Connection::adopted(bridge, id, shared, Arc::new(cfg), early, pmd));
     Ok(id)
 }

@@ -2,7 +2,8 @@
 //! response parsing, the checks with ws's HTTP answers and error messages, and the
 //! `Sec-WebSocket-Protocol` grammar. Bytes in, decisions out; no sockets.
 
-pub use tungstenite::handshake::derive_accept_key;
+use super::deflate::{negotiate_client, negotiate_server, DeflateOptions, DeflateParams};
+use tungstenite::handshake::derive_accept_key;
 
 /// Most header lines accepted in a request or response head.
 pub const MAX_HEADERS: usize = 128;
@@ -199,7 +200,9 @@ pub struct UpgradeRequest {
     pub accept: String,
     pub version: u8,
     pub protocols: Vec<String>,
+    /// The `Sec-WebSocket-Extensions` value of the answer, when permessage-deflate was agreed.
     pub extensions: Option<String>,
+    pub deflate: Option<DeflateParams>,
 }
 
 fn is_valid_key(key: &str) -> bool {
@@ -210,8 +213,9 @@ fn is_valid_key(key: &str) -> bool {
         && b[..22].iter().all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
 }
 
-/// ws's checks on an upgrade request, in ws's order, with ws's answers.
-pub fn validate_upgrade(head: &Head) -> Result<UpgradeRequest, Rejection> {
+/// ws's checks on an upgrade request, in ws's order, with ws's answers. `deflate` is the
+/// server's permessage-deflate configuration, when enabled.
+pub fn validate_upgrade(head: &Head, deflate: Option<&DeflateOptions>) -> Result<UpgradeRequest, Rejection> {
     if head.method != "GET" {
         return Err(Rejection::new(405, "Invalid HTTP method"));
     }
@@ -236,12 +240,15 @@ pub fn validate_upgrade(head: &Head) -> Result<UpgradeRequest, Rejection> {
         Some(p) => parse_subprotocols(&p).map_err(|_| Rejection::new(400, "Invalid Sec-WebSocket-Protocol header"))?,
         None => Vec::new(),
     };
-    Ok(UpgradeRequest {
-        accept: derive_accept_key(key.as_bytes()),
-        version,
-        protocols,
-        extensions: head.header("sec-websocket-extensions"),
-    })
+    let (extensions, deflate) = match (deflate, head.header("sec-websocket-extensions")) {
+        (Some(opts), Some(h)) => match negotiate_server(opts, &h) {
+            Ok(Some((answer, params))) => (Some(answer), Some(params)),
+            Ok(None) => (None, None),
+            Err(_) => return Err(Rejection::new(400, "Invalid or unacceptable Sec-WebSocket-Extensions header")),
+        },
+        _ => (None, None),
+    };
+    Ok(UpgradeRequest { accept: derive_accept_key(key.as_bytes()), version, protocols, extensions, deflate })
 }
 
 /// RFC 7230 `tchar`.
@@ -305,12 +312,15 @@ pub fn client_request(path: &str, headers: &[(String, String)]) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
     pub protocol: String,
+    /// The answer's `Sec-WebSocket-Extensions` value, empty when none.
     pub extensions: String,
+    pub deflate: Option<DeflateParams>,
 }
 
 /// ws's checks on the server's 101 answer, with ws's messages. Non-101 answers are handled
 /// by the caller (redirects and `unexpected-response`).
-pub fn validate_response(head: &Head, key: &str, offered: &[String], offered_extensions: bool) -> Result<Accepted, String> {
+/// `deflate` is the client's permessage-deflate configuration, when it was offered.
+pub fn validate_response(head: &Head, key: &str, offered: &[String], deflate: Option<&DeflateOptions>) -> Result<Accepted, String> {
     match head.header("upgrade") {
         Some(u) if u.eq_ignore_ascii_case("websocket") => {}
         _ => return Err("Invalid Upgrade header".into()),
@@ -331,15 +341,17 @@ pub fn validate_response(head: &Head, key: &str, offered: &[String], offered_ext
         None if !offered.is_empty() => return Err("Server sent no subprotocol".into()),
         None => String::new(),
     };
-    let extensions = match head.header("sec-websocket-extensions") {
-        Some(e) if !offered_extensions => {
-            let _ = e;
+    let (extensions, deflate) = match (head.header("sec-websocket-extensions"), deflate) {
+        (Some(_), None) => {
             return Err("Server sent a Sec-WebSocket-Extensions header but no extension was requested".into());
         }
-        Some(e) => e,
-        None => String::new(),
+        (Some(e), Some(opts)) => {
+            let params = negotiate_client(opts, &e)?;
+            (e, Some(params))
+        }
+        (None, _) => (String::new(), None),
     };
-    Ok(Accepted { protocol, extensions })
+    Ok(Accepted { protocol, extensions, deflate })
 }
 
 #[cfg(test)]
@@ -355,7 +367,7 @@ mod tests {
     fn valid_request() {
         let h = req("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, superchat\r\n");
         assert!(is_upgrade_request(&h));
-        let u = validate_upgrade(&h).unwrap();
+        let u = validate_upgrade(&h, None).unwrap();
         assert_eq!(u.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(u.protocols, vec!["chat", "superchat"]);
         assert_eq!(h.path, "/chat?x=1");
@@ -363,16 +375,16 @@ mod tests {
 
     #[test]
     fn rejections() {
-        let r = validate_upgrade(&req("Sec-WebSocket-Version: 12\r\n")).unwrap_err();
+        let r = validate_upgrade(&req("Sec-WebSocket-Version: 12\r\n"), None).unwrap_err();
         assert_eq!((r.status, r.message.as_str()), (400, "Missing or invalid Sec-WebSocket-Version header"));
         assert_eq!(r.headers, vec![("Sec-WebSocket-Version".to_string(), "13, 8".to_string())]);
-        let r = validate_upgrade(&req("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a,,b\r\n")).unwrap_err();
+        let r = validate_upgrade(&req("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a,,b\r\n"), None).unwrap_err();
         assert_eq!(r.message, "Invalid Sec-WebSocket-Protocol header");
         let mut h = req("Sec-WebSocket-Version: 13\r\n");
         h.method = "POST".into();
-        assert_eq!(validate_upgrade(&h).unwrap_err().status, 405);
+        assert_eq!(validate_upgrade(&h, None).unwrap_err().status, 405);
         let h = req("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: x\r\n");
-        assert_eq!(validate_upgrade(&h).unwrap_err().message, "Missing or invalid Sec-WebSocket-Key header");
+        assert_eq!(validate_upgrade(&h, None).unwrap_err().message, "Missing or invalid Sec-WebSocket-Key header");
         let resp = String::from_utf8(rejection_response(&Rejection::new(401, ""))).unwrap();
         assert!(resp.starts_with("HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n"));
         assert!(resp.ends_with("Content-Length: 12\r\n\r\nUnauthorized"));
@@ -401,12 +413,12 @@ mod tests {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
         let ok = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
         let parse = |extra: &str| parse_response(format!("{ok}{extra}\r\n").as_bytes()).unwrap().unwrap().0;
-        assert_eq!(validate_response(&parse(""), key, &[], false).unwrap().protocol, "");
-        assert_eq!(validate_response(&parse("Sec-WebSocket-Protocol: a\r\n"), key, &[], false).unwrap_err(), "Server sent a subprotocol but none was requested");
-        assert_eq!(validate_response(&parse("Sec-WebSocket-Protocol: b\r\n"), key, &["a".into()], false).unwrap_err(), "Server sent an invalid subprotocol");
-        assert_eq!(validate_response(&parse(""), key, &["a".into()], false).unwrap_err(), "Server sent no subprotocol");
-        assert_eq!(validate_response(&parse(""), "AAAAAAAAAAAAAAAAAAAAAA==", &[], false).unwrap_err(), "Invalid Sec-WebSocket-Accept header");
-        assert!(validate_response(&parse("Sec-WebSocket-Extensions: x\r\n"), key, &[], false).unwrap_err().contains("no extension was requested"));
+        assert_eq!(validate_response(&parse(""), key, &[], None).unwrap().protocol, "");
+        assert_eq!(validate_response(&parse("Sec-WebSocket-Protocol: a\r\n"), key, &[], None).unwrap_err(), "Server sent a subprotocol but none was requested");
+        assert_eq!(validate_response(&parse("Sec-WebSocket-Protocol: b\r\n"), key, &["a".into()], None).unwrap_err(), "Server sent an invalid subprotocol");
+        assert_eq!(validate_response(&parse(""), key, &["a".into()], None).unwrap_err(), "Server sent no subprotocol");
+        assert_eq!(validate_response(&parse(""), "AAAAAAAAAAAAAAAAAAAAAA==", &[], None).unwrap_err(), "Invalid Sec-WebSocket-Accept header");
+        assert!(validate_response(&parse("Sec-WebSocket-Extensions: x\r\n"), key, &[], None).unwrap_err().contains("no extension was requested"));
     }
 
     #[test]

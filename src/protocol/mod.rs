@@ -1,7 +1,9 @@
 //! The protocol core: sans-IO state machines that know bytes and states, never sockets.
 
 pub mod close;
+pub mod deflate;
 pub mod error;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod receiver;

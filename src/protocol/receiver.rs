@@ -4,6 +4,7 @@
 //! enforces `maxPayload` and `maxFragments` with ws's error codes.
 
 use super::close::{is_valid_received_code, NO_STATUS};
+use super::deflate::Inflater;
 use super::error::{ErrorKind, ProtocolError};
 use super::frame::*;
 use super::utf8::{is_valid, Utf8Validator};
@@ -91,6 +92,10 @@ pub struct Receiver {
     fragment_ends: Vec<u32>,
     control: Vec<u8>,
     done: bool,
+    /// permessage-deflate, when agreed.
+    inflater: Option<Box<Inflater>>,
+    /// The message being assembled is compressed (RSV1 on its first frame).
+    compressed: bool,
 }
 
 impl Receiver {
@@ -109,7 +114,15 @@ impl Receiver {
             fragment_ends: Vec::new(),
             control: Vec::new(),
             done: false,
+            inflater: None,
+            compressed: false,
         }
+    }
+
+    /// Turns on permessage-deflate: RSV1 marks compressed messages from now on.
+    pub fn set_inflater(&mut self, inflater: Inflater) {
+        self.cfg.allow_rsv1 = true;
+        self.inflater = Some(Box::new(inflater));
     }
 
     pub fn config(&self) -> &ReceiverConfig {
@@ -149,6 +162,10 @@ impl Receiver {
                 if let Some(f) = self.frame {
                     if f.len == 0 {
                         self.frame = None;
+                        if f.opcode < OP_CLOSE && self.compressed {
+                            self.end_compressed_frame(f, &mut sink)?;
+                            continue;
+                        }
                         let direct = f.opcode >= OP_CLOSE || !self.fragmented_before();
                         self.finish_frame(f, &mut [], direct, &mut sink)?;
                     }
@@ -179,6 +196,22 @@ impl Receiver {
                 }
                 continue;
             }
+            if self.compressed {
+                let before = self.message.len();
+                let limit = self.cfg.max_payload;
+                let r = match self.inflater.as_mut() {
+                    Some(inf) => inf.inflate(chunk, &mut self.message, limit),
+                    None => Err(ProtocolError::frame("WS_ERR_UNEXPECTED_RSV_1", "RSV1 must be clear", 1002)),
+                };
+                if let Err(e) = r {
+                    return Err(self.fail(e));
+                }
+                self.check_inflated_utf8(before)?;
+                if complete {
+                    self.end_compressed_frame(f, &mut sink)?;
+                }
+                continue;
+            }
             if self.message_opcode == OP_TEXT && !self.cfg.skip_utf8_validation && !self.utf8.feed(chunk) {
                 return Err(self.fail(ProtocolError::invalid_utf8()));
             }
@@ -201,6 +234,38 @@ impl Receiver {
             }
         }
         Ok(())
+    }
+
+    /// Validates what the inflater just appended to a text message.
+    fn check_inflated_utf8(&mut self, from: usize) -> Result<(), ProtocolError> {
+        if self.message_opcode == OP_TEXT && !self.cfg.skip_utf8_validation && !self.utf8.feed(&self.message[from..]) {
+            return Err(self.fail(ProtocolError::invalid_utf8()));
+        }
+        Ok(())
+    }
+
+    /// The last byte of a frame of a compressed message arrived: on the final frame, inflate
+    /// the trailer the sender removed; then handle the frame as a buffered one.
+    fn end_compressed_frame<F>(&mut self, f: FrameState, sink: &mut F) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Incoming<'_>),
+    {
+        if f.fin {
+            let before = self.message.len();
+            let limit = self.cfg.max_payload;
+            if let Some(inf) = self.inflater.as_mut() {
+                if let Err(e) = inf.finish(&mut self.message, limit) {
+                    return Err(self.fail(e));
+                }
+            }
+            self.check_inflated_utf8(before)?;
+        }
+        // Frames that inflated to nothing are not listed, as ws skips them.
+        let end = self.message.len() as u32;
+        if self.message_opcode == OP_BINARY && end > self.fragment_ends.last().copied().unwrap_or(0) {
+            self.fragment_ends.push(end);
+        }
+        self.finish_frame(f, &mut [], false, sink)
     }
 
     /// True when earlier fragments of the current message were buffered.
@@ -263,6 +328,7 @@ impl Receiver {
                 if self.fragmented {
                     return Err(self.fail(err("WS_ERR_INVALID_OPCODE", format!("invalid opcode {}", h.opcode))));
                 }
+                self.compressed = h.rsv1;
             }
             OP_CLOSE | OP_PING | OP_PONG => {
                 if !h.fin {
@@ -351,6 +417,7 @@ impl Receiver {
                     return Err(self.fail(ProtocolError::invalid_utf8()));
                 }
                 self.message_opcode = 0;
+                self.compressed = false;
                 self.fragmented = false;
                 self.message_len = 0;
                 self.fragments = 0;
@@ -509,6 +576,77 @@ mod tests {
         .unwrap();
         // Empty fragments are not listed, as ws skips them.
         assert_eq!(seen, Some((Some(vec![2, 3]), vec![1, 2, 3])));
+    }
+
+    fn deflated(msg: &[u8]) -> Vec<u8> {
+        let mut d = crate::protocol::deflate::Deflater::new(&Default::default(), false, -1);
+        let mut z = Vec::new();
+        d.compress(msg, true, &mut z);
+        z
+    }
+
+    fn with_inflater(cfg: ReceiverConfig) -> Receiver {
+        let mut r = Receiver::new(cfg);
+        r.set_inflater(crate::protocol::deflate::Inflater::new(&Default::default(), true));
+        r
+    }
+
+    #[test]
+    fn compressed_messages_in_fragments_at_every_split() {
+        let text = "héllo ".repeat(200);
+        let z = deflated(text.as_bytes());
+        let (a, b) = z.split_at(z.len() / 3);
+        let mut first = frame(OP_TEXT, false, a);
+        first[0] |= 0x40;
+        let mut bytes = first;
+        bytes.extend(frame(OP_PING, true, b"p"));
+        bytes.extend(frame(OP_CONTINUATION, false, b));
+        bytes.extend(frame(OP_CONTINUATION, true, &[]));
+        let mut plain = frame(OP_BINARY, true, &[1, 2]);
+        plain[0] &= !0x40;
+        bytes.extend(plain);
+        for step in [1, 2, 7, 100, bytes.len()] {
+            let mut r = with_inflater(ReceiverConfig::default());
+            let mut out = Vec::new();
+            for chunk in bytes.clone().chunks_mut(step) {
+                r.feed(chunk, |i| match i {
+                    Incoming::Message { binary, data, .. } => out.push(Ev::Msg(binary, data.as_slice().to_vec())),
+                    Incoming::Ping(p) => out.push(Ev::Ping(p.to_vec())),
+                    _ => {}
+                })
+                .unwrap();
+            }
+            assert_eq!(out, vec![Ev::Ping(b"p".to_vec()), Ev::Msg(false, text.as_bytes().to_vec()), Ev::Msg(true, vec![1, 2])]);
+        }
+    }
+
+    #[test]
+    fn compressed_errors() {
+        // A bomb: 16 MiB of zeros stopped at maxPayload, with ws's code.
+        let z = deflated(&vec![0u8; 16 * 1024 * 1024]);
+        let mut f = frame(OP_BINARY, true, &z);
+        f[0] |= 0x40;
+        let mut r = with_inflater(ReceiverConfig { max_payload: 1 << 20, ..ReceiverConfig::default() });
+        let e = r.feed(&mut f, |_| {}).unwrap_err();
+        assert_eq!((e.code, e.close_code), ("WS_ERR_UNSUPPORTED_MESSAGE_LENGTH", 1009));
+        // Invalid UTF-8 inside a compressed text message.
+        let mut f = frame(OP_TEXT, true, &deflated(&[b'a', 0xff]));
+        f[0] |= 0x40;
+        let e = with_inflater(ReceiverConfig::default()).feed(&mut f, |_| {}).unwrap_err();
+        assert_eq!((e.code, e.close_code), ("WS_ERR_INVALID_UTF8", 1007));
+        // Not deflate data.
+        let mut f = frame(OP_BINARY, true, &[0xff; 8]);
+        f[0] |= 0x40;
+        let e = with_inflater(ReceiverConfig::default()).feed(&mut f, |_| {}).unwrap_err();
+        assert_eq!((e.code, e.close_code), ("Z_DATA_ERROR", 1007));
+        // RSV1 on a continuation frame.
+        let mut f = frame(OP_BINARY, false, &deflated(b"a"));
+        f[0] |= 0x40;
+        let mut c = frame(OP_CONTINUATION, true, b"");
+        c[0] |= 0x40;
+        f.extend(c);
+        let e = with_inflater(ReceiverConfig::default()).feed(&mut f, |_| {}).unwrap_err();
+        assert_eq!(e.code, "WS_ERR_UNEXPECTED_RSV_1");
     }
 
     #[test]

@@ -1,0 +1,500 @@
+'use strict';
+
+// permessage-deflate (RFC 7692): negotiation answered as ws answers it, interop with ws in both
+// directions for each parameter, bad offers and answers with ws's errors, the decompression
+// bomb stopped at maxPayload, and the memory of connections without context takeover.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const net = require('node:net');
+const path = require('node:path');
+const zlib = require('node:zlib');
+
+const WebSocket = require(path.join(__dirname, '..'));
+const { WebSocketServer } = WebSocket;
+const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
+const Ws = require('ws');
+
+const HOST = '127.0.0.1';
+const T = { timeout: 60000 };
+
+function listening(wss) {
+  return new Promise((resolve, reject) => {
+    wss.once('listening', resolve);
+    wss.once('error', reject);
+  });
+}
+
+async function echoServer(t, Impl, options) {
+  const wss = new Impl.WebSocketServer({ host: HOST, port: 0, ...options });
+  await listening(wss);
+  wss.on('connection', (ws) => {
+    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+    ws.on('error', () => {});
+  });
+  t.after(
+    () =>
+      new Promise((resolve) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close(() => resolve());
+      })
+  );
+  return wss;
+}
+
+function opened(ws) {
+  return new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+}
+
+/** Sends each message (an array is sent as fragments) and resolves with the echoes. */
+function exchange(ws, messages) {
+  return new Promise((resolve, reject) => {
+    const got = [];
+    ws.on('message', (data, isBinary) => {
+      got.push({ data: Buffer.from(data), isBinary });
+      if (got.length === messages.length) resolve(got);
+    });
+    ws.once('error', reject);
+    for (const m of messages) {
+      if (Array.isArray(m)) {
+        m.forEach((part, i) => ws.send(part, { fin: i === m.length - 1, binary: true }));
+      } else {
+        ws.send(m);
+      }
+    }
+  });
+}
+
+const json = JSON.stringify({ user: 'ada', text: 'hello '.repeat(40), tags: ['a', 'b'], n: 1 });
+const MESSAGES = [
+  '',
+  'a',
+  json,
+  Buffer.alloc(0),
+  crypto.randomBytes(100),
+  'é€😀'.repeat(20000),
+  Buffer.alloc(1024 * 1024, 'abc'),
+  [Buffer.from('frag-'), Buffer.alloc(0), crypto.randomBytes(70000), Buffer.alloc(300000, 1)]
+];
+
+function expected(m) {
+  if (Array.isArray(m)) return { data: Buffer.concat(m), isBinary: true };
+  return { data: Buffer.from(m), isBinary: typeof m !== 'string' };
+}
+
+const COMBINATIONS = [
+  ['defaults', {}, {}],
+  ['threshold 0', { threshold: 0 }, { threshold: 0 }],
+  ['server no context takeover', { serverNoContextTakeover: true }, {}],
+  ['client no context takeover', {}, { clientNoContextTakeover: true }],
+  ['both no context takeover, threshold 0', { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 0 }, { threshold: 0 }],
+  ['serverMaxWindowBits 9', { serverMaxWindowBits: 9 }, {}],
+  ['client asks serverMaxWindowBits 10', {}, { serverMaxWindowBits: 10 }],
+  ['clientMaxWindowBits 8 from the server', { clientMaxWindowBits: 8 }, {}],
+  ['clientMaxWindowBits 11 offered', {}, { clientMaxWindowBits: 11 }],
+  ['clientMaxWindowBits false', {}, { clientMaxWindowBits: false }],
+  ['level 1 and 9', { zlibDeflateOptions: { level: 1 } }, { zlibDeflateOptions: { level: 9 } }]
+];
+
+for (const [name, serverOpts, clientOpts] of COMBINATIONS) {
+  test(`interop, ${name}: ws client -> ws-native server and ws-native client -> ws server`, T, async (t) => {
+    for (const [S, C] of [
+      [WebSocket, Ws],
+      [Ws, WebSocket]
+    ]) {
+      const wss = await echoServer(t, S, { perMessageDeflate: serverOpts });
+      const ws = new C(`ws://${HOST}:${wss.address().port}`, { perMessageDeflate: clientOpts });
+      await opened(ws);
+      assert.equal(ws.extensions, 'permessage-deflate');
+      const got = await exchange(ws, MESSAGES);
+      MESSAGES.forEach((m, i) => assert.deepEqual(got[i], expected(m), `message ${i}`));
+      ws.close();
+    }
+  });
+}
+
+test('interop: a 16 MiB text message and a 16 MiB binary message both ways', T, async (t) => {
+  const text = 'The quick brown fox jumps over the lazy dog. '.repeat(16 * 1024 * 1024 / 45 + 1).slice(0, 16 * 1024 * 1024);
+  const bin = crypto.randomBytes(16 * 1024 * 1024);
+  for (const [S, C] of [
+    [WebSocket, Ws],
+    [Ws, WebSocket]
+  ]) {
+    const wss = await echoServer(t, S, { perMessageDeflate: true });
+    const ws = new C(`ws://${HOST}:${wss.address().port}`);
+    await opened(ws);
+    const got = await exchange(ws, [text, bin]);
+    assert.equal(got[0].data.toString(), text);
+    assert.ok(got[1].data.equals(bin));
+    ws.close();
+  }
+});
+
+/** Answers of a server to a raw upgrade request carrying `extensions`. */
+function rawUpgrade(port, extensions) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, HOST);
+    const chunks = [];
+    s.on('data', (c) => {
+      chunks.push(c);
+      const text = Buffer.concat(chunks).toString('latin1');
+      const end = text.indexOf('\r\n\r\n');
+      if (end !== -1 && (text.startsWith('HTTP/1.1 101') || text.length > end + 4)) {
+        s.destroy();
+        resolve(text.startsWith('HTTP/1.1 101') ? text.slice(0, end) : text);
+      }
+    });
+    s.on('error', () => {});
+    s.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+    s.write(
+      `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+        `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n` +
+        (extensions === null ? '' : `Sec-WebSocket-Extensions: ${extensions}\r\n`) +
+        '\r\n'
+    );
+  });
+}
+
+function extensionHeader(answer) {
+  const m = /\r\nSec-WebSocket-Extensions: ([^\r]*)/i.exec(answer);
+  return m ? m[1] : null;
+}
+
+test('server: every offer is answered (or refused) exactly as ws answers it', T, async (t) => {
+  const offers = [
+    'permessage-deflate',
+    'permessage-deflate; client_max_window_bits',
+    'permessage-deflate; client_max_window_bits=10; server_max_window_bits=12',
+    'permessage-deflate; server_no_context_takeover; client_no_context_takeover',
+    'permessage-deflate; server_max_window_bits=8, permessage-deflate',
+    'x-webkit-deflate-frame, permessage-deflate; client_max_window_bits',
+    'x-webkit-deflate-frame',
+    'permessage-deflate; client_max_window_bits="9"',
+    // bad offers: unknown, repeated, invalid values, malformed headers
+    'permessage-deflate; foo',
+    'permessage-deflate; foo=1',
+    'permessage-deflate; server_no_context_takeover; server_no_context_takeover',
+    'permessage-deflate; client_max_window_bits=7',
+    'permessage-deflate; client_max_window_bits=16',
+    'permessage-deflate; server_max_window_bits',
+    'permessage-deflate; server_max_window_bits=abc',
+    'permessage-deflate; server_no_context_takeover=1',
+    'permessage-deflate;',
+    'permessage-deflate; a="b',
+    ', permessage-deflate',
+    'permessage-deflate; client_max_window_bits=10, permessage-deflate; foo'
+  ];
+  const configs = [
+    true,
+    { serverNoContextTakeover: true, clientNoContextTakeover: true },
+    { serverMaxWindowBits: 10, clientMaxWindowBits: 9 },
+    { serverNoContextTakeover: false, serverMaxWindowBits: false, clientMaxWindowBits: false }
+  ];
+  for (const perMessageDeflate of configs) {
+    const mine = await echoServer(t, WebSocket, { perMessageDeflate });
+    const theirs = await echoServer(t, Ws, { perMessageDeflate });
+    for (const offer of offers) {
+      const a = await rawUpgrade(mine.address().port, offer);
+      const b = await rawUpgrade(theirs.address().port, offer);
+      const status = (s) => s.split('\r\n')[0];
+      assert.equal(status(a), status(b), `${JSON.stringify(perMessageDeflate)} / ${offer}`);
+      assert.equal(extensionHeader(a), extensionHeader(b), `${JSON.stringify(perMessageDeflate)} / ${offer}`);
+      if (!a.startsWith('HTTP/1.1 101')) {
+        assert.ok(a.endsWith('Invalid or unacceptable Sec-WebSocket-Extensions header'), a);
+      }
+    }
+  }
+});
+
+test('server with perMessageDeflate off ignores the offer; the client reports no extension', T, async (t) => {
+  const wss = await echoServer(t, WebSocket, {});
+  assert.equal(extensionHeader(await rawUpgrade(wss.address().port, 'permessage-deflate; foo')), null);
+  const ws = new WebSocket(`ws://${HOST}:${wss.address().port}`);
+  await opened(ws);
+  assert.equal(ws.extensions, '');
+  const got = await exchange(ws, ['x'.repeat(5000)]);
+  assert.equal(got[0].data.length, 5000);
+  ws.close();
+});
+
+/** A raw server answering the upgrade with `extensions`; resolves with the client's error. */
+async function clientErrorFor(t, extensions, clientOptions) {
+  const server = net.createServer((s) => {
+    s.once('data', (req) => {
+      const key = /Sec-WebSocket-Key: (.*)\r\n/i.exec(req.toString())[1];
+      const accept = crypto.createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+      s.write(
+        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+          `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Extensions: ${extensions}\r\n\r\n`
+      );
+    });
+    s.on('error', () => {});
+  });
+  await new Promise((resolve) => server.listen(0, HOST, resolve));
+  t.after(() => server.close());
+  const url = `ws://${HOST}:${server.address().port}`;
+  const result = async (Impl) => {
+    const ws = new Impl(url, clientOptions);
+    return new Promise((resolve) => {
+      let err = null;
+      ws.on('error', (e) => (err = e));
+      ws.on('open', () => ws.terminate());
+      ws.on('close', () => resolve(err && err.message));
+    });
+  };
+  return [await result(WebSocket), await result(Ws)];
+}
+
+test("client: each bad answer gets ws's error", T, async (t) => {
+  const cases = [
+    ['permessage-deflate; foo', undefined],
+    ['permessage-deflate; client_max_window_bits', undefined],
+    ['permessage-deflate; server_max_window_bits=7', undefined],
+    ['permessage-deflate; server_no_context_takeover; server_no_context_takeover', undefined],
+    ['x-foo', undefined],
+    ['permessage-deflate, x-foo', undefined],
+    ['permessage-deflate; client_no_context_takeover', { perMessageDeflate: { clientNoContextTakeover: false } }],
+    ['permessage-deflate; client_max_window_bits=12', { perMessageDeflate: { clientMaxWindowBits: 10 } }],
+    ['permessage-deflate; client_max_window_bits=12', { perMessageDeflate: { clientMaxWindowBits: false } }],
+    ['permessage-deflate;;', undefined],
+    ['permessage-deflate', { perMessageDeflate: false }]
+  ];
+  for (const [answer, options] of cases) {
+    const [mine, theirs] = await clientErrorFor(t, answer, options);
+    assert.ok(theirs, `ws fails on ${answer}`);
+    assert.equal(mine, theirs, answer);
+  }
+});
+
+// --- raw frames on a negotiated connection -------------------------------------------------
+
+/** A raw client that negotiated permessage-deflate with `port`; returns the socket and a frame reader. */
+async function rawDeflateClient(t, port, offer = 'permessage-deflate; client_max_window_bits') {
+  const s = net.connect(port, HOST);
+  s.on('error', () => {});
+  t.after(() => s.destroy());
+  let buf = Buffer.alloc(0);
+  let waiter = null;
+  s.on('data', (c) => {
+    buf = Buffer.concat([buf, c]);
+    if (waiter) waiter();
+  });
+  let closed = false;
+  s.on('close', () => {
+    closed = true;
+    if (waiter) waiter();
+  });
+  const need = async (n) => {
+    while (buf.length < n && !closed) await new Promise((r) => (waiter = r));
+    if (buf.length < n) throw new Error('closed');
+  };
+  s.write(
+    `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+      `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n` +
+      `Sec-WebSocket-Extensions: ${offer}\r\n\r\n`
+  );
+  while (buf.indexOf('\r\n\r\n') === -1) await need(buf.length + 1);
+  const end = buf.indexOf('\r\n\r\n') + 4;
+  const head = buf.subarray(0, end).toString();
+  buf = buf.subarray(end);
+  const readFrame = async () => {
+    await need(2);
+    let len = buf[1] & 0x7f;
+    let off = 2;
+    if (len === 126) {
+      await need(4);
+      len = buf.readUInt16BE(2);
+      off = 4;
+    } else if (len === 127) {
+      await need(10);
+      len = Number(buf.readBigUInt64BE(2));
+      off = 10;
+    }
+    await need(off + len);
+    const f = { fin: !!(buf[0] & 0x80), rsv1: !!(buf[0] & 0x40), opcode: buf[0] & 0x0f, payload: buf.subarray(off, off + len) };
+    buf = buf.subarray(off + len);
+    return f;
+  };
+  const send = (opcode, payload, { rsv1 = false, fin = true } = {}) => {
+    const mask = crypto.randomBytes(4);
+    const len = payload.length;
+    const header = len < 126 ? Buffer.alloc(2) : len < 65536 ? Buffer.alloc(4) : Buffer.alloc(10);
+    header[0] = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode;
+    if (len < 126) header[1] = 0x80 | len;
+    else if (len < 65536) {
+      header[1] = 0x80 | 126;
+      header.writeUInt16BE(len, 2);
+    } else {
+      header[1] = 0x80 | 127;
+      header.writeBigUInt64BE(BigInt(len), 2);
+    }
+    const masked = Buffer.from(payload);
+    for (let i = 0; i < masked.length; i++) masked[i] ^= mask[i & 3];
+    s.write(Buffer.concat([header, mask, masked]));
+  };
+  return { s, head, readFrame, send };
+}
+
+const inflate = (p) =>
+  zlib.inflateRawSync(Buffer.concat([p, Buffer.from([0, 0, 0xff, 0xff])]), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+
+test('compress option, threshold and RSV1 as ws sets them', T, async (t) => {
+  // No context takeover on the server's side: the threshold applies (ws's sender rule).
+  const wss = await echoServer(t, WebSocket, { perMessageDeflate: { serverNoContextTakeover: true, threshold: 100 } });
+  wss.removeAllListeners('connection');
+  const peer = new Promise((resolve) => wss.once('connection', resolve));
+  const c = await rawDeflateClient(t, wss.address().port);
+  assert.match(c.head, /Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover/);
+  const ws = await peer;
+  assert.equal(ws.extensions, 'permessage-deflate');
+  ws.send('x'.repeat(99));
+  ws.send('y'.repeat(100));
+  ws.send('z'.repeat(5000), { compress: false });
+  ws.send('first-', { fin: false });
+  ws.send('second', { fin: true });
+  let f = await c.readFrame();
+  assert.deepEqual([f.rsv1, f.payload.toString()], [false, 'x'.repeat(99)]);
+  f = await c.readFrame();
+  assert.equal(f.rsv1, true);
+  assert.equal(inflate(f.payload).toString(), 'y'.repeat(100));
+  f = await c.readFrame();
+  assert.deepEqual([f.rsv1, f.payload.length], [false, 5000]);
+  // Fragments: the decision is made on the first fragment (6 bytes < threshold: plain).
+  f = await c.readFrame();
+  assert.deepEqual([f.rsv1, f.fin, f.payload.toString()], [false, false, 'first-']);
+  f = await c.readFrame();
+  assert.deepEqual([f.rsv1, f.fin, f.opcode, f.payload.toString()], [false, true, 0, 'second']);
+});
+
+test('with context takeover every message is compressed, whatever its size (as ws)', T, async (t) => {
+  const wss = await echoServer(t, WebSocket, { perMessageDeflate: true });
+  wss.removeAllListeners('connection');
+  const peer = new Promise((resolve) => wss.once('connection', resolve));
+  const c = await rawDeflateClient(t, wss.address().port);
+  const ws = await peer;
+  ws.send('hi');
+  ws.send('hi');
+  const a = await c.readFrame();
+  const b = await c.readFrame();
+  assert.equal(a.rsv1, true);
+  assert.equal(b.rsv1, true);
+  // The second reuses the window: a shorter back-reference.
+  const z = zlib.createInflateRaw();
+  const out = [];
+  z.on('data', (d) => out.push(d));
+  z.write(Buffer.concat([a.payload, Buffer.from([0, 0, 0xff, 0xff]), b.payload, Buffer.from([0, 0, 0xff, 0xff])]));
+  await new Promise((r) => z.flush(r));
+  assert.equal(Buffer.concat(out).toString(), 'hihi');
+});
+
+test('a decompression bomb is stopped at maxPayload with 1009 and memory does not follow it', T, async (t) => {
+  // 64 copies of a 16 MiB block of zeros, each ending in a full flush: 1 GiB once inflated.
+  const block = zlib.deflateRawSync(Buffer.alloc(16 * 1024 * 1024), { level: 9, finishFlush: zlib.constants.Z_FULL_FLUSH });
+  const bomb = Buffer.concat(Array(64).fill(block));
+  assert.ok(bomb.length < 2 * 1024 * 1024, `${bomb.length}`);
+  const wss = await echoServer(t, WebSocket, { perMessageDeflate: true, maxPayload: 8 * 1024 * 1024 });
+  let serverError = null;
+  wss.on('connection', (ws) => ws.on('error', (e) => (serverError = e)));
+  const c = await rawDeflateClient(t, wss.address().port);
+  const before = native.binding.heapStats();
+  c.send(2, bomb, { rsv1: true });
+  const f = await c.readFrame();
+  const after = native.binding.heapStats();
+  assert.equal(f.opcode, 8);
+  assert.equal(f.payload.readUInt16BE(0), 1009);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(serverError && serverError.code, 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH');
+  assert.equal(serverError.message, 'Max payload size exceeded');
+  // The engine's heap (in use + mmapped) grew by far less than the inflated gigabyte.
+  const grown = after[0] + after[2] - (before[0] + before[2]);
+  assert.ok(grown < 64 * 1024 * 1024, `grew ${grown}`);
+});
+
+test('compressed frames with bad deflate data: Z_DATA_ERROR and 1007; RSV1 on a continuation: 1002', T, async (t) => {
+  const wss = await echoServer(t, WebSocket, { perMessageDeflate: true });
+  const errors = [];
+  wss.on('connection', (ws) => ws.on('error', (e) => errors.push(e)));
+  let c = await rawDeflateClient(t, wss.address().port);
+  c.send(2, Buffer.from([0xff, 0xff, 0xff, 0xff]), { rsv1: true });
+  let f = await c.readFrame();
+  assert.deepEqual([f.opcode, f.payload.readUInt16BE(0)], [8, 1007]);
+  c = await rawDeflateClient(t, wss.address().port);
+  c.send(1, zlib.deflateRawSync(Buffer.from([0x61, 0xff]), { finishFlush: zlib.constants.Z_SYNC_FLUSH }).subarray(0, -4), { rsv1: true });
+  f = await c.readFrame();
+  assert.deepEqual([f.opcode, f.payload.readUInt16BE(0)], [8, 1007]);
+  c = await rawDeflateClient(t, wss.address().port);
+  c.send(2, Buffer.from([0x4a, 0x04, 0x00]), { rsv1: true, fin: false });
+  c.send(0, Buffer.alloc(0), { rsv1: true });
+  f = await c.readFrame();
+  assert.deepEqual([f.opcode, f.payload.readUInt16BE(0)], [8, 1002]);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(
+    errors.map((e) => e.code),
+    ['Z_DATA_ERROR', 'WS_ERR_INVALID_UTF8', 'WS_ERR_UNEXPECTED_RSV_1']
+  );
+});
+
+test('without context takeover no zlib state stays alive between messages', T, async (t) => {
+  const N = 200;
+  const measure = async (perMessageDeflate) => {
+    const wss = await echoServer(t, WebSocket, { perMessageDeflate });
+    const clients = [];
+    for (let i = 0; i < N; i++) {
+      // ws-native clients: ws's own zlib contexts would be counted in the same heap.
+      const ws = new WebSocket(`ws://${HOST}:${wss.address().port}`, { perMessageDeflate });
+      clients.push(ws);
+    }
+    await Promise.all(clients.map(opened));
+    // Warm up: the per-thread pools keep up to 8 reset contexts of each kind (a bounded
+    // ~2.4 MiB, not per connection); fill them before measuring.
+    await Promise.all(clients.slice(0, 20).map((ws) => exchange(ws, [json])));
+    clients.slice(0, 20).forEach((ws) => ws.removeAllListeners('message'));
+    const before = native.binding.heapStats();
+    await Promise.all(clients.map((ws) => exchange(ws, [json])));
+    const after = native.binding.heapStats();
+    clients.forEach((ws) => ws.terminate());
+    return (after[0] + after[2] - (before[0] + before[2])) / N;
+  };
+  const without = await measure({ serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 0 });
+  const withTakeover = await measure({ threshold: 0 });
+  // A deflate context is ~256 KiB and an inflate context ~40 KiB; a few KiB per connection
+  // are allocator noise.
+  assert.ok(without < 8 * 1024, `without takeover: ${without} bytes per connection`);
+  assert.ok(withTakeover > 64 * 1024, `with takeover: ${withTakeover} bytes per connection`);
+});
+
+test('through Node http: an attached server (handed-over socket) and a client whose handshake Node makes', T, async (t) => {
+  const http = require('node:http');
+  const server = http.createServer();
+  const wss = new WebSocketServer({ server, perMessageDeflate: { serverNoContextTakeover: true } });
+  wss.on('connection', (ws) => ws.on('message', (d, b) => ws.send(d, { binary: b })));
+  await new Promise((resolve) => server.listen(0, HOST, resolve));
+  t.after(() => {
+    for (const c of wss.clients) c.terminate();
+    wss.close();
+    server.close();
+  });
+  const a = new Ws(`ws://${HOST}:${server.address().port}`);
+  await opened(a);
+  assert.equal(a.extensions, 'permessage-deflate');
+  let got = await exchange(a, MESSAGES);
+  MESSAGES.forEach((m, i) => assert.deepEqual(got[i], expected(m), `attached, message ${i}`));
+  a.close();
+
+  // `createConnection` makes ws-native's client use Node's http for the handshake.
+  const theirs = await echoServer(t, Ws, { perMessageDeflate: { clientMaxWindowBits: 10 } });
+  const b = new WebSocket(`ws://${HOST}:${theirs.address().port}`, {
+    createConnection: (opts) => net.connect(opts.port, opts.host)
+  });
+  const upgraded = new Promise((resolve) => b.once('upgrade', (res) => resolve(res.headers['sec-websocket-extensions'])));
+  await opened(b);
+  assert.equal(await upgraded, 'permessage-deflate; client_max_window_bits=10');
+  assert.equal(b.extensions, 'permessage-deflate');
+  got = await exchange(b, MESSAGES);
+  MESSAGES.forEach((m, i) => assert.deepEqual(got[i], expected(m), `node handshake, message ${i}`));
+  b.close();
+});

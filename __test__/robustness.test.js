@@ -1,0 +1,146 @@
+'use strict';
+
+// Hostile peers and internal failures: a panic in one connection's task, a ping flood from a
+// peer that does not read, a client that trickles its handshake, oversize heads.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const net = require('node:net');
+const path = require('node:path');
+const { execFile } = require('node:child_process');
+const { once } = require('node:events');
+
+const WebSocket = require(path.join(__dirname, '..'));
+const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
+
+const HOST = '127.0.0.1';
+const T = { timeout: 60000 };
+
+async function server(t, options = {}) {
+  const wss = new WebSocket.WebSocketServer({ host: HOST, port: 0, ...options });
+  await once(wss, 'listening');
+  t.after(
+    () =>
+      new Promise((resolve) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close(() => resolve());
+      })
+  );
+  return wss;
+}
+
+function upgradeRequest() {
+  return (
+    `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+    `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`
+  );
+}
+
+test('a panic in one connection closes it with 1011 and an error; the process and the others carry on', T, async () => {
+  const out = await new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [path.join(__dirname, 'fixtures', 'panic-child.js')],
+      { env: { ...process.env, WS_NATIVE_TEST_PANIC: '1', RUST_BACKTRACE: '0' }, timeout: 30000 },
+      (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))
+    );
+  });
+  const report = JSON.parse(out.trim().split('\n').pop());
+  assert.deepEqual(report.closed, { code: 1011, reason: '' }, 'the peer got a 1011 close frame');
+  assert.deepEqual(report.echoes, ['still here 0', 'still here 1']);
+  const hit = report.serverSide.filter((s) => s.error);
+  assert.equal(hit.length, 1);
+  assert.equal(hit[0].error.code, 'WS_ERR_INTERNAL');
+  assert.equal(hit[0].error.status, 1011);
+  assert.match(hit[0].error.message, /^Internal error in the native engine/);
+  assert.equal(hit[0].close, 1006);
+  assert.equal(report.clients, 3, 'the two others and a new connection are open');
+});
+
+test('without the hidden switch the trigger text is an ordinary message', T, async (t) => {
+  const wss = await server(t);
+  wss.on('connection', (ws) => ws.on('message', (d) => ws.send(d)));
+  const ws = new WebSocket(`ws://${HOST}:${wss.address().port}`);
+  await once(ws, 'open');
+  ws.send('ws-native:test-panic');
+  const [echo] = await once(ws, 'message');
+  assert.equal(echo.toString(), 'ws-native:test-panic');
+  ws.close();
+});
+
+test('a ping flood from a peer that does not read our pongs does not grow memory', T, async (t) => {
+  const wss = await server(t);
+  let pings = 0;
+  wss.on('connection', (ws) => ws.on('ping', () => pings++));
+  const s = net.connect(wss.address().port, HOST);
+  s.on('error', () => {});
+  t.after(() => s.destroy());
+  await once(s, 'connect');
+  s.write(upgradeRequest());
+  await once(s, 'data'); // the 101; from now on nothing is read
+  s.pause();
+  const payload = crypto.randomBytes(125);
+  const mask = Buffer.from([1, 2, 3, 4]);
+  const masked = Buffer.from(payload.map((b, i) => b ^ mask[i & 3]));
+  const frame = Buffer.concat([Buffer.from([0x89, 0x80 | 125]), mask, masked]);
+  const batch = Buffer.concat(Array(1000).fill(frame)); // 131 KB of pings
+  const before = native.binding.heapStats();
+  const N = 200; // 200,000 pings: 26 MB in, 25 MB of pongs if all were answered
+  for (let i = 0; i < N; i++) {
+    if (!s.write(batch)) await Promise.race([once(s, 'drain'), new Promise((r) => setTimeout(r, 200))]);
+  }
+  const deadline = Date.now() + 10000;
+  while (pings < N * 1000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const after = native.binding.heapStats();
+  assert.equal(pings, N * 1000, 'every ping reached JS');
+  const grown = after[0] + after[2] - (before[0] + before[2]);
+  assert.ok(grown < 8 * 1024 * 1024, `engine heap grew by ${grown} bytes`);
+});
+
+test('a client that trickles its request is cut off after handshakeTimeout (server option)', T, async (t) => {
+  const wss = await server(t, { handshakeTimeout: 300 });
+  const s = net.connect(wss.address().port, HOST);
+  s.on('error', () => {});
+  t.after(() => s.destroy());
+  await once(s, 'connect');
+  const started = Date.now();
+  const req = upgradeRequest();
+  let i = 0;
+  const timer = setInterval(() => {
+    if (i < req.length - 4 && !s.destroyed) s.write(req[i++]);
+  }, 20);
+  t.after(() => clearInterval(timer));
+  await once(s, 'close');
+  const took = Date.now() - started;
+  assert.ok(took >= 250 && took < 3000, `closed after ${took} ms`);
+});
+
+test('the default handshake timeout is 60 s, as Node\'s headersTimeout; maxBufferedChunks is accepted', T, async (t) => {
+  const wss = await server(t, { maxBufferedChunks: 16 });
+  assert.equal(wss._connOptions().handshakeTimeout, 60000);
+  const ws = new WebSocket(`ws://${HOST}:${wss.address().port}`, { maxBufferedChunks: 16 });
+  await once(ws, 'open');
+  ws.close();
+});
+
+test('oversize request heads get 431, whether by size or by number of header lines', T, async (t) => {
+  const wss = await server(t);
+  const ask = (text) =>
+    new Promise((resolve) => {
+      const s = net.connect(wss.address().port, HOST);
+      const chunks = [];
+      s.on('data', (c) => chunks.push(c));
+      s.on('error', () => {});
+      s.on('close', () => resolve(Buffer.concat(chunks).toString()));
+      s.write(text);
+    });
+  const big = `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20000)}\r\n\r\n`;
+  const many = `GET / HTTP/1.1\r\n${Array.from({ length: 200 }, (_, i) => `X-${i}: v`).join('\r\n')}\r\n\r\n`;
+  assert.match(await ask(big), /^HTTP\/1.1 431 /);
+  assert.match(await ask(many), /^HTTP\/1.1 431 /);
+  // The server still works.
+  const ws = new WebSocket(`ws://${HOST}:${wss.address().port}`);
+  await once(ws, 'open');
+  ws.close();
+});

@@ -1,0 +1,612 @@
+//! permessage-deflate (RFC 7692): the negotiation, answered exactly as ws's
+//! `lib/permessage-deflate.js` answers it, and the codec (flate2 on zlib-rs, raw deflate with
+//! the agreed window sizes).
+//!
+//! Memory: a deflate context costs ~256 KiB and an inflate context ~40 KiB, so none is made
+//! before a connection compresses or receives a compressed message. Without context takeover a
+//! context lives only while one message is processed: it is then reset and returned to a small
+//! per-thread pool, so idle connections hold no zlib state at all.
+
+use std::cell::RefCell;
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use super::error::{ErrorKind, ProtocolError};
+use super::extension::{self, Params, Value};
+
+pub const EXTENSION_NAME: &str = "permessage-deflate";
+
+/// A `serverMaxWindowBits` / `clientMaxWindowBits` option as given in JS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BitsOption {
+    /// `undefined` / `null`.
+    #[default]
+    Unset,
+    False,
+    True,
+    Num(u32),
+}
+
+impl BitsOption {
+    fn truthy(self) -> bool {
+        matches!(self, BitsOption::True) || matches!(self, BitsOption::Num(n) if n != 0)
+    }
+}
+
+/// The `perMessageDeflate` options of ws. `Some(false)` is an explicit `false`; ws treats it
+/// differently from `undefined`.
+#[derive(Debug, Clone)]
+pub struct DeflateOptions {
+    pub server_no_context_takeover: Option<bool>,
+    pub client_no_context_takeover: Option<bool>,
+    pub server_max_window_bits: BitsOption,
+    pub client_max_window_bits: BitsOption,
+    /// Messages smaller than this are sent uncompressed when our side has no context takeover.
+    pub threshold: u64,
+    /// `zlibDeflateOptions.level` (0-9; -1 is zlib's default, 6).
+    pub level: i32,
+}
+
+impl Default for DeflateOptions {
+    fn default() -> Self {
+        DeflateOptions {
+            server_no_context_takeover: None,
+            client_no_context_takeover: None,
+            server_max_window_bits: BitsOption::Unset,
+            client_max_window_bits: BitsOption::Unset,
+            threshold: 1024,
+            level: -1,
+        }
+    }
+}
+
+/// A normalized parameter value: a bare name or a number of window bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PVal {
+    True,
+    Num(u8),
+}
+
+type NParams = Vec<(String, PVal)>;
+
+fn get(p: &NParams, key: &str) -> Option<PVal> {
+    p.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+}
+
+/// Sets like a JS object property: in place when present, else appended.
+fn set(p: &mut NParams, key: &str, v: PVal) {
+    match p.iter_mut().find(|(k, _)| k == key) {
+        Some(e) => e.1 = v,
+        None => p.push((key.to_string(), v)),
+    }
+}
+
+/// JavaScript's unary `+` on a parameter value, for what can be an integer.
+fn js_number(s: &str) -> Option<f64> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Some(0.0);
+    }
+    let radix = |p: &str, r| u64::from_str_radix(p, r).ok().map(|v| v as f64);
+    match t.get(..2) {
+        Some("0x") | Some("0X") => radix(&t[2..], 16),
+        Some("0o") | Some("0O") => radix(&t[2..], 8),
+        Some("0b") | Some("0B") => radix(&t[2..], 2),
+        _ if t.chars().any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E') => None,
+        _ => t.parse::<f64>().ok(),
+    }
+}
+
+fn bits_value(v: &Value) -> Option<u8> {
+    let Value::Text(s) = v else { return None };
+    let n = js_number(s)?;
+    (n.fract() == 0.0 && (8.0..=15.0).contains(&n)).then_some(n as u8)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::True => "true".into(),
+        Value::Text(s) => s.clone(),
+    }
+}
+
+/// ws's `normalizeParams`: one value per parameter, window bits 8 to 15, no unknown names.
+fn normalize(configs: &[Params], is_server: bool) -> Result<Vec<NParams>, String> {
+    let mut out = Vec::with_capacity(configs.len());
+    for params in configs {
+        let mut n = NParams::new();
+        for (key, values) in params {
+            if values.len() > 1 {
+                return Err(format!("Parameter \"{key}\" must have only a single value"));
+            }
+            let value = &values[0];
+            let invalid = || format!("Invalid value for parameter \"{key}\": {}", text(value));
+            let v = match key.as_str() {
+                "client_max_window_bits" => match value {
+                    Value::True if is_server => PVal::True,
+                    Value::True => return Err(invalid()),
+                    v => PVal::Num(bits_value(v).ok_or_else(invalid)?),
+                },
+                "server_max_window_bits" => PVal::Num(bits_value(value).ok_or_else(invalid)?),
+                "client_no_context_takeover" | "server_no_context_takeover" => match value {
+                    Value::True => PVal::True,
+                    _ => return Err(invalid()),
+                },
+                _ => return Err(format!("Unknown parameter \"{key}\"")),
+            };
+            n.push((key.clone(), v));
+        }
+        out.push(n);
+    }
+    Ok(out)
+}
+
+/// What both sides agreed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeflateParams {
+    pub server_no_context_takeover: bool,
+    pub client_no_context_takeover: bool,
+    pub server_max_window_bits: Option<u8>,
+    pub client_max_window_bits: Option<u8>,
+}
+
+impl DeflateParams {
+    fn from_normalized(p: &NParams) -> Self {
+        let num = |k| match get(p, k) {
+            Some(PVal::Num(n)) => Some(n),
+            _ => None,
+        };
+        DeflateParams {
+            server_no_context_takeover: get(p, "server_no_context_takeover").is_some(),
+            client_no_context_takeover: get(p, "client_no_context_takeover").is_some(),
+            server_max_window_bits: num("server_max_window_bits"),
+            client_max_window_bits: num("client_max_window_bits"),
+        }
+    }
+
+    /// The parameters of an agreed `Sec-WebSocket-Extensions` value (a 101 answer already
+    /// checked, as when Node's http made the handshake).
+    pub fn from_agreed(header: &str) -> Option<Self> {
+        let offers = extension::parse(header).ok()?;
+        let (_, configs) = offers.iter().find(|(n, _)| n == EXTENSION_NAME)?;
+        let n = normalize(configs, true).ok()?;
+        n.first().map(Self::from_normalized)
+    }
+
+    /// Window bits and context takeover of what `is_server`'s side sends.
+    fn sending(&self, is_server: bool) -> (Option<u8>, bool) {
+        if is_server {
+            (self.server_max_window_bits, self.server_no_context_takeover)
+        } else {
+            (self.client_max_window_bits, self.client_no_context_takeover)
+        }
+    }
+}
+
+/// The client's offer, as ws's `offer()` makes it.
+pub fn offer(opts: &DeflateOptions) -> String {
+    let mut p: Vec<(String, Value)> = Vec::new();
+    if opts.server_no_context_takeover == Some(true) {
+        p.push(("server_no_context_takeover".into(), Value::True));
+    }
+    if opts.client_no_context_takeover == Some(true) {
+        p.push(("client_no_context_takeover".into(), Value::True));
+    }
+    let bits = |b: BitsOption| match b {
+        BitsOption::Num(n) => Value::Text(n.to_string()),
+        _ => Value::True,
+    };
+    if opts.server_max_window_bits.truthy() {
+        p.push(("server_max_window_bits".into(), bits(opts.server_max_window_bits)));
+    }
+    if opts.client_max_window_bits.truthy() {
+        p.push(("client_max_window_bits".into(), bits(opts.client_max_window_bits)));
+    } else if opts.client_max_window_bits == BitsOption::Unset {
+        p.push(("client_max_window_bits".into(), Value::True));
+    }
+    extension::format(EXTENSION_NAME, &p)
+}
+
+fn accept_as_server(opts: &DeflateOptions, offers: Vec<NParams>) -> Result<NParams, String> {
+    let mut accepted = offers
+        .into_iter()
+        .find(|p| {
+            let smwb = get(p, "server_max_window_bits");
+            let cmwb = get(p, "client_max_window_bits");
+            let refuse = (opts.server_no_context_takeover == Some(false) && get(p, "server_no_context_takeover").is_some())
+                || (smwb.is_some()
+                    && (opts.server_max_window_bits == BitsOption::False
+                        || matches!((opts.server_max_window_bits, smwb), (BitsOption::Num(o), Some(PVal::Num(s))) if o > s as u32)))
+                || match (opts.client_max_window_bits, cmwb) {
+                    (BitsOption::Num(o), Some(PVal::Num(c))) => o > c as u32,
+                    (BitsOption::Num(_), None) => true,
+                    _ => false,
+                };
+            !refuse
+        })
+        .ok_or_else(|| "None of the extension offers can be accepted".to_string())?;
+    if opts.server_no_context_takeover == Some(true) {
+        set(&mut accepted, "server_no_context_takeover", PVal::True);
+    }
+    if opts.client_no_context_takeover == Some(true) {
+        set(&mut accepted, "client_no_context_takeover", PVal::True);
+    }
+    if let BitsOption::Num(n) = opts.server_max_window_bits {
+        set(&mut accepted, "server_max_window_bits", PVal::Num(n.min(255) as u8));
+    }
+    if let BitsOption::Num(n) = opts.client_max_window_bits {
+        set(&mut accepted, "client_max_window_bits", PVal::Num(n.min(255) as u8));
+    } else if get(&accepted, "client_max_window_bits") == Some(PVal::True) || opts.client_max_window_bits == BitsOption::False {
+        accepted.retain(|(k, _)| k != "client_max_window_bits");
+    }
+    Ok(accepted)
+}
+
+/// The server's side: from the request's `Sec-WebSocket-Extensions` value, the answer's value
+/// and the agreed parameters; `None` when permessage-deflate was not offered. The error is
+/// ws's reason to refuse the handshake (answered with 400 and ws's message by the caller).
+pub fn negotiate_server(opts: &DeflateOptions, header: &str) -> Result<Option<(String, DeflateParams)>, String> {
+    let offers = extension::parse(header)?;
+    let Some((_, configs)) = offers.iter().find(|(n, _)| n == EXTENSION_NAME) else { return Ok(None) };
+    let accepted = accept_as_server(opts, normalize(configs, true)?)?;
+    let answer: Vec<(String, Value)> = accepted
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                PVal::True => Value::True,
+                PVal::Num(n) => Value::Text(n.to_string()),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    Ok(Some((extension::format(EXTENSION_NAME, &answer), DeflateParams::from_normalized(&accepted))))
+}
+
+/// The client's side: checks the server's answer against our offer, with ws's messages.
+pub fn negotiate_client(opts: &DeflateOptions, header: &str) -> Result<DeflateParams, String> {
+    let invalid = || "Invalid Sec-WebSocket-Extensions header".to_string();
+    let offers = extension::parse(header).map_err(|_| invalid())?;
+    if offers.len() != 1 || offers[0].0 != EXTENSION_NAME {
+        return Err("Server indicated an extension that was not requested".into());
+    }
+    let mut configs = normalize(&offers[0].1, false).map_err(|_| invalid())?;
+    let mut params = configs.swap_remove(0);
+    if opts.client_no_context_takeover == Some(false) && get(&params, "client_no_context_takeover").is_some() {
+        return Err(invalid());
+    }
+    match get(&params, "client_max_window_bits") {
+        None => {
+            if let BitsOption::Num(n) = opts.client_max_window_bits {
+                set(&mut params, "client_max_window_bits", PVal::Num(n.min(255) as u8));
+            }
+        }
+        Some(PVal::Num(c)) => {
+            if opts.client_max_window_bits == BitsOption::False
+                || matches!(opts.client_max_window_bits, BitsOption::Num(o) if c as u32 > o)
+            {
+                return Err(invalid());
+            }
+        }
+        Some(PVal::True) => return Err(invalid()),
+    }
+    Ok(DeflateParams::from_normalized(&params))
+}
+
+// --- the codec ------------------------------------------------------------------------------
+
+const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+/// Contexts kept per thread for connections without context takeover.
+const POOL_SIZE: usize = 8;
+
+thread_local! {
+    static DEFLATE_POOL: RefCell<Vec<(u8, u32, Compress)>> = const { RefCell::new(Vec::new()) };
+    static INFLATE_POOL: RefCell<Vec<(u8, Decompress)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// zlib does not do raw deflate with a 256-byte window; it uses 512 bytes for 8, as Node does.
+fn zlib_bits(b: Option<u8>) -> u8 {
+    b.unwrap_or(15).clamp(9, 15)
+}
+
+fn level_of(level: i32) -> u32 {
+    if (0..=9).contains(&level) {
+        level as u32
+    } else {
+        6
+    }
+}
+
+/// Our sending side: compresses messages, one context per connection with context takeover,
+/// a pooled one per message without.
+pub struct Deflater {
+    c: Option<Compress>,
+    bits: u8,
+    level: u32,
+    takeover: bool,
+}
+
+impl Deflater {
+    pub fn new(params: &DeflateParams, is_server: bool, level: i32) -> Self {
+        let (bits, no_takeover) = params.sending(is_server);
+        Deflater { c: None, bits: zlib_bits(bits), level: level_of(level), takeover: !no_takeover }
+    }
+
+    /// Appends `data` compressed (a sync flush), without the trailing `00 00 ff ff` when
+    /// `fin` ends the message.
+    pub fn compress(&mut self, data: &[u8], fin: bool, out: &mut Vec<u8>) {
+        let (bits, level) = (self.bits, self.level);
+        let c = self.c.get_or_insert_with(|| {
+            DEFLATE_POOL
+                .with(|p| {
+                    let mut p = p.borrow_mut();
+                    let i = p.iter().position(|(b, l, _)| *b == bits && *l == level)?;
+                    Some(p.swap_remove(i).2)
+                })
+                .unwrap_or_else(|| Compress::new_with_window_bits(Compression::new(level), false, bits))
+        });
+        let start = out.len();
+        out.reserve(data.len() / 2 + 64);
+        // As Node's zlib stream does: write the data, then a sync flush. (A sync flush right
+        // after another one writes nothing; after a write it always ends in `00 00 ff ff`.)
+        let mut input = data;
+        for flush in [FlushCompress::None, FlushCompress::Sync] {
+            loop {
+                let before = c.total_in();
+                // Errors cannot happen with our own valid stream state; stop rather than loop.
+                if c.compress_vec(input, out, flush).is_err() {
+                    break;
+                }
+                input = &input[(c.total_in() - before) as usize..];
+                if input.is_empty() && out.len() < out.capacity() {
+                    break;
+                }
+                out.reserve(out.capacity().max(1024));
+            }
+        }
+        if fin && out.len() - start >= 4 && out.ends_with(&TRAILER) {
+            out.truncate(out.len() - 4);
+        }
+        if fin && !self.takeover {
+            self.release();
+        }
+    }
+
+    /// Returns the context to the pool (reset), or drops it.
+    pub fn release(&mut self) {
+        if let Some(mut c) = self.c.take() {
+            c.reset();
+            DEFLATE_POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_SIZE {
+                    p.push((self.bits, self.level, c));
+                }
+            });
+        }
+    }
+
+    /// True when a context is held between messages.
+    pub fn holds_context(&self) -> bool {
+        self.c.is_some()
+    }
+}
+
+/// Our receiving side: inflates a message's frames into one buffer, checking `maxPayload`
+/// on the inflated size as it grows.
+pub struct Inflater {
+    d: Option<Decompress>,
+    bits: u8,
+    takeover: bool,
+    /// The peer ended its deflate stream (BFINAL); the next message starts a new one.
+    ended: bool,
+}
+
+fn inflate_error(e: &flate2::DecompressError) -> ProtocolError {
+    let msg = e.message().unwrap_or("invalid compressed data").to_string();
+    ProtocolError { kind: ErrorKind::Error, code: "Z_DATA_ERROR", message: msg, close_code: 1007 }
+}
+
+/// Largest step by which the output buffer grows.
+const GROW_STEP: usize = 4 * 1024 * 1024;
+
+impl Inflater {
+    pub fn new(params: &DeflateParams, is_server: bool) -> Self {
+        let (bits, no_takeover) = params.sending(!is_server);
+        Inflater { d: None, bits: zlib_bits(bits), takeover: !no_takeover, ended: false }
+    }
+
+    /// Appends the inflated `data` to `out`. `limit` (0 for none) bounds `out.len()`.
+    pub fn inflate(&mut self, data: &[u8], out: &mut Vec<u8>, limit: u64) -> Result<(), ProtocolError> {
+        if self.ended || data.is_empty() {
+            return Ok(());
+        }
+        let bits = self.bits;
+        let d = self.d.get_or_insert_with(|| {
+            INFLATE_POOL
+                .with(|p| {
+                    let mut p = p.borrow_mut();
+                    let i = p.iter().position(|(b, _)| *b == bits)?;
+                    Some(p.swap_remove(i).1)
+                })
+                .unwrap_or_else(|| Decompress::new_with_window_bits(false, bits))
+        });
+        let mut input = data;
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                let mut grow = out.len().clamp(16 * 1024, GROW_STEP);
+                if limit > 0 {
+                    let room = (limit as usize).saturating_add(1).saturating_sub(out.len()).max(1);
+                    grow = grow.min(room);
+                }
+                out.reserve_exact(grow);
+            }
+            let (in0, len0) = (d.total_in(), out.len());
+            let status = match d.decompress_vec(input, out, FlushDecompress::Sync) {
+                Ok(s) => s,
+                Err(e) => {
+                    let err = inflate_error(&e);
+                    self.d = None;
+                    return Err(err);
+                }
+            };
+            let consumed = (d.total_in() - in0) as usize;
+            input = &input[consumed..];
+            if limit > 0 && out.len() as u64 > limit {
+                self.d = None;
+                return Err(ProtocolError::max_payload());
+            }
+            if status == Status::StreamEnd {
+                self.ended = true;
+                return Ok(());
+            }
+            let room_left = out.len() < out.capacity();
+            if (input.is_empty() && room_left) || (consumed == 0 && out.len() == len0 && room_left) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Ends a message: inflates the trailer the sender removed, then resets the context when
+    /// there is no context takeover (returning it to the pool).
+    pub fn finish(&mut self, out: &mut Vec<u8>, limit: u64) -> Result<(), ProtocolError> {
+        self.inflate(&TRAILER, out, limit)?;
+        if self.ended || !self.takeover {
+            self.ended = false;
+            if let Some(mut d) = self.d.take() {
+                d.reset(false);
+                INFLATE_POOL.with(|p| {
+                    let mut p = p.borrow_mut();
+                    if p.len() < POOL_SIZE {
+                        p.push((self.bits, d));
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn holds_context(&self) -> bool {
+        self.d.is_some()
+    }
+}
+
+impl std::fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Inflater {{ bits: {}, takeover: {}, context: {} }}", self.bits, self.takeover, self.d.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> DeflateOptions {
+        DeflateOptions::default()
+    }
+
+    #[test]
+    fn offer_as_ws() {
+        assert_eq!(offer(&opts()), "permessage-deflate; client_max_window_bits");
+        let o = DeflateOptions {
+            server_no_context_takeover: Some(true),
+            client_no_context_takeover: Some(true),
+            server_max_window_bits: BitsOption::Num(10),
+            client_max_window_bits: BitsOption::False,
+            ..opts()
+        };
+        assert_eq!(offer(&o), "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10");
+    }
+
+    #[test]
+    fn server_answers_as_ws() {
+        let n = |o: &DeflateOptions, h: &str| negotiate_server(o, h).map(|r| r.map(|(s, _)| s));
+        assert_eq!(n(&opts(), "permessage-deflate; client_max_window_bits").unwrap().unwrap(), "permessage-deflate");
+        assert_eq!(n(&opts(), "x-foo").unwrap(), None);
+        let o = DeflateOptions { client_max_window_bits: BitsOption::Num(10), server_no_context_takeover: Some(true), ..opts() };
+        assert_eq!(
+            n(&o, "permessage-deflate; client_max_window_bits=12").unwrap().unwrap(),
+            "permessage-deflate; client_max_window_bits=10; server_no_context_takeover"
+        );
+        // The first acceptable offer wins.
+        assert_eq!(
+            n(&o, "permessage-deflate, permessage-deflate; client_max_window_bits").unwrap().unwrap(),
+            "permessage-deflate; client_max_window_bits=10; server_no_context_takeover"
+        );
+        assert_eq!(n(&o, "permessage-deflate").unwrap_err(), "None of the extension offers can be accepted");
+        assert_eq!(n(&opts(), "permessage-deflate; foo").unwrap_err(), "Unknown parameter \"foo\"");
+        assert_eq!(
+            n(&opts(), "permessage-deflate; server_max_window_bits=7").unwrap_err(),
+            "Invalid value for parameter \"server_max_window_bits\": 7"
+        );
+        assert_eq!(
+            n(&opts(), "permessage-deflate; server_no_context_takeover; server_no_context_takeover").unwrap_err(),
+            "Parameter \"server_no_context_takeover\" must have only a single value"
+        );
+        assert!(n(&opts(), "permessage-deflate; =").is_err());
+        let (_, p) = negotiate_server(&opts(), "permessage-deflate; server_max_window_bits=0x0a").unwrap().unwrap();
+        assert_eq!(p.server_max_window_bits, Some(10));
+    }
+
+    #[test]
+    fn client_checks_as_ws() {
+        let c = |o: &DeflateOptions, h: &str| negotiate_client(o, h);
+        assert_eq!(c(&opts(), "permessage-deflate").unwrap(), DeflateParams::default());
+        assert_eq!(c(&opts(), "permessage-deflate; client_max_window_bits=10").unwrap().client_max_window_bits, Some(10));
+        assert_eq!(c(&opts(), "foo").unwrap_err(), "Server indicated an extension that was not requested");
+        assert_eq!(c(&opts(), "permessage-deflate, foo").unwrap_err(), "Server indicated an extension that was not requested");
+        assert_eq!(c(&opts(), "permessage-deflate; client_max_window_bits").unwrap_err(), "Invalid Sec-WebSocket-Extensions header");
+        assert_eq!(c(&opts(), "permessage-deflate;;").unwrap_err(), "Invalid Sec-WebSocket-Extensions header");
+        let o = DeflateOptions { client_max_window_bits: BitsOption::Num(10), ..opts() };
+        assert!(c(&o, "permessage-deflate; client_max_window_bits=11").is_err());
+        assert_eq!(c(&o, "permessage-deflate").unwrap().client_max_window_bits, Some(10));
+        let o = DeflateOptions { client_no_context_takeover: Some(false), ..opts() };
+        assert!(c(&o, "permessage-deflate; client_no_context_takeover").is_err());
+    }
+
+    #[test]
+    fn round_trip_with_and_without_takeover() {
+        for (no_takeover, bits) in [(false, None), (true, Some(8)), (false, Some(9)), (true, None)] {
+            let p = DeflateParams {
+                server_no_context_takeover: no_takeover,
+                client_no_context_takeover: no_takeover,
+                server_max_window_bits: bits,
+                client_max_window_bits: bits,
+            };
+            let mut d = Deflater::new(&p, true, -1);
+            let mut i = Inflater::new(&p, false);
+            for msg in [&b"hello hello hello hello"[..], b"", &[7u8; 100_000][..], b"hello again"] {
+                let mut z = Vec::new();
+                d.compress(msg, true, &mut z);
+                let mut out = Vec::new();
+                // Split the compressed bytes to inflate across frames.
+                let (a, b) = z.split_at(z.len() / 2);
+                i.inflate(a, &mut out, 0).unwrap();
+                i.inflate(b, &mut out, 0).unwrap();
+                i.finish(&mut out, 0).unwrap();
+                assert_eq!(out, msg);
+            }
+            assert_eq!(d.holds_context(), !no_takeover);
+            assert_eq!(i.holds_context(), !no_takeover);
+        }
+    }
+
+    #[test]
+    fn bomb_stops_at_the_limit() {
+        let p = DeflateParams::default();
+        let mut d = Deflater::new(&p, false, 9);
+        let mut z = Vec::new();
+        d.compress(&vec![0u8; 64 * 1024 * 1024], true, &mut z);
+        assert!(z.len() < 128 * 1024);
+        let mut i = Inflater::new(&p, true);
+        let mut out = Vec::new();
+        let e = i.inflate(&z, &mut out, 1024 * 1024).unwrap_err();
+        assert_eq!((e.code, e.close_code), ("WS_ERR_UNSUPPORTED_MESSAGE_LENGTH", 1009));
+        assert!(out.capacity() <= 2 * 1024 * 1024, "{}", out.capacity());
+    }
+
+    #[test]
+    fn bad_data_is_a_1007() {
+        let mut i = Inflater::new(&DeflateParams::default(), true);
+        let e = i.inflate(&[0xff, 0xff, 0xff, 0xff], &mut Vec::new(), 0).unwrap_err();
+        assert_eq!((e.code, e.close_code), ("Z_DATA_ERROR", 1007));
+    }
+}
