@@ -126,6 +126,37 @@ const WORKLOADS = [
     kind: 'client', p: { conns: 64, inflight: 16, size: 32, binary: true },
     metrics: [['msgs_per_sec', 'msg/s', HI], ['p99_us', 'p99 µs', LO]],
   },
+  // Deflate workloads (issue 6 workload 7, issue 4): each row is a variant = an implementation
+  // with its server flags (servers/ws-echo.js) and loadgen flags; `vs` = the variant its ratios
+  // are taken against (the same implementation family with the same settings: ws), `ref` = the
+  // row the issue's target compares with (ws without deflate). Per-workload default durations
+  // (used unless --quick or given on the command line) keep each workload under ~2 minutes.
+  {
+    id: 'deflate', alias: ['9'], title: 'deflate: 64 conns × 16 in flight, 1 KiB JSON text, permessage-deflate both sides',
+    kind: 'echo', p: { conns: 64, inflight: 16, size: 1 * KiB, binary: false, json: true },
+    defaults: { warmup: 2, duration: 6 },
+    variants: [
+      { name: 'ws-native +deflate', impl: 'ws-native', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
+      { name: 'ws +deflate', impl: 'ws', server: ['--deflate'], load: ['--deflate'] },
+      { name: 'ws (no deflate)', impl: 'ws', server: [], load: [], ref: true },
+      { name: 'ws-native (no deflate)', impl: 'ws-native', server: [], load: [], vs: 'ws (no deflate)' },
+    ],
+    metrics: [['msgs_per_sec', 'msg/s', HI], ['p50_us', 'p50 µs', LO], ['p99_us', 'p99 µs', LO], ['rss_end_mib', 'server RSS MiB', LO]],
+  },
+  {
+    id: 'deflate-idle', alias: ['9'], title: 'deflate-idle: 2,000 conns with deflate, one 1 KiB JSON echo each, then idle',
+    kind: 'connect', p: { conns: 2000, sendOne: true, size: 1 * KiB, json: true },
+    defaults: { idle: 3 },
+    variants: [
+      { name: 'ws-native takeover', impl: 'ws-native', server: ['--deflate'], load: ['--deflate'], vs: 'ws takeover' },
+      { name: 'ws takeover', impl: 'ws', server: ['--deflate'], load: ['--deflate'] },
+      { name: 'ws-native no takeover', impl: 'ws-native', server: ['--deflate-no-context-takeover'], load: ['--deflate'], vs: 'ws no takeover' },
+      { name: 'ws no takeover', impl: 'ws', server: ['--deflate-no-context-takeover'], load: ['--deflate'] },
+      { name: 'ws-native no deflate', impl: 'ws-native', server: [], load: [], vs: 'ws no deflate' },
+      { name: 'ws no deflate', impl: 'ws', server: [], load: [] },
+    ],
+    metrics: [['rss_per_conn_kib', 'RSS KiB/conn', LO], ['rss_idle_mib', 'server RSS MiB', LO], ['connections_per_sec', 'conn/s', HI]],
+  },
 ];
 
 // ---------------------------------------------------------------------------
@@ -308,7 +339,8 @@ function tlsCertDir() {
   return certDir;
 }
 
-async function startServer(implName, broadcast, opts, tls) {
+/** `extraArgs`: more servers/ws-echo.js flags (deflate variants); `tls`: serve wss:// */
+async function startServer(implName, broadcast, opts, { extraArgs = [], tls = false } = {}) {
   const impl = IMPLS[implName];
   const port = await freePort();
   let argv;
@@ -319,7 +351,7 @@ async function startServer(implName, broadcast, opts, tls) {
     argv = [RUST_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : [])];
     env = cleanEnv({});
   } else {
-    argv = [process.execPath, WS_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : []), ...(impl.args || [])];
+    argv = [process.execPath, WS_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : []), ...(impl.args || []), ...extraArgs];
     if (tls) argv.push('--tls', implName === 'ws-native' ? 'native' : 'https', '--cert-dir', tlsCertDir());
     env = cleanEnv(impl.env);
   }
@@ -360,18 +392,20 @@ async function stopServer(child) {
   clearTimeout(t);
 }
 
-function loadArgs(w, port, opts) {
+function loadArgs(w, port, opts, extra = []) {
   const url = `${w.tls ? 'wss' : 'ws'}://127.0.0.1:${port}/`;
   const p = w.p;
   const t = ['--duration', String(opts.duration), '--warmup', String(opts.warmup)];
+  const json = p.json ? ['--json'] : [];
   switch (w.kind) {
     case 'echo':
       return [LOADGEN, 'echo', '--url', url, '--conns', p.conns, '--inflight', p.inflight, '--size', p.size,
-        p.binary ? '--binary' : '--text', ...(p.spin ? ['--spin'] : []), ...t].map(String);
+        p.binary ? '--binary' : '--text', ...json, ...(p.spin ? ['--spin'] : []), ...t, ...extra].map(String);
     case 'broadcast':
-      return [LOADGEN, 'broadcast', '--url', url, '--conns', p.conns, '--inflight', p.inflight, '--size', p.size, ...t].map(String);
+      return [LOADGEN, 'broadcast', '--url', url, '--conns', p.conns, '--inflight', p.inflight, '--size', p.size, ...t, ...extra].map(String);
     case 'connect':
-      return [LOADGEN, 'connect', '--url', url, '--conns', p.conns, '--idle', opts.idle, '--concurrency', 256].map(String);
+      return [LOADGEN, 'connect', '--url', url, '--conns', p.conns, '--idle', opts.idle, '--concurrency', 256,
+        ...(p.sendOne ? ['--send-one', '--size', p.size, '--text', ...json] : []), ...extra].map(String);
     default:
       throw new Error(w.kind);
   }
@@ -381,10 +415,11 @@ function loadArgs(w, port, opts) {
  * One measurement: fresh server, one load process, snapshots of server CPU,
  * machine CPU and (connections workload) server RSS.
  */
-async function runOne(w, implName, opts) {
+async function runOne(w, implName, opts, variant = null) {
   const isClient = w.kind === 'client';
   // client workload: the server is always rust-echo; the implementation is the client
-  const srv = await startServer(isClient ? 'rust-echo' : implName, w.kind === 'broadcast', opts, !!w.tls);
+  const srv = await startServer(isClient ? 'rust-echo' : implName, w.kind === 'broadcast', opts,
+    { extraArgs: variant ? variant.server : [], tls: !!w.tls });
   if (srv.error) return { error: srv.error, startFailed: true };
   const { child: server, port } = srv;
   const spid = server.pid;
@@ -406,12 +441,13 @@ async function runOne(w, implName, opts) {
       env = cleanEnv(IMPLS[implName].env);
     }
   } else {
-    argv = loadArgs(w, port, opts);
+    argv = loadArgs(w, port, opts, variant ? variant.load : []);
   }
 
   const snaps = {};
   const snap = () => ({ t: process.hrtime.bigint(), srv: procCpuSeconds(spid), sys: sysCpu() });
   const rssIdle = [];
+  let rssEnd = null;
   let stdout = '';
   const lgErr = [];
   const load = spawnRaised(argv, env, opts, 0);
@@ -423,7 +459,11 @@ async function runOne(w, implName, opts) {
     onLines(load.stderr, (l) => {
       if (opts.verbose) log(`  [load] ${l}`);
       if (l === 'PHASE measure' || l.startsWith('CONNECTING')) snaps.a = snap();
-      else if (l === 'PHASE done') { if (!snaps.b) snaps.b = snap(); } else if (l.startsWith('IDLE')) {
+      else if (l === 'PHASE done') {
+        if (!snaps.b) snaps.b = snap();
+        // server RSS at the end of the measured window, before the load closes its connections
+        if (rssEnd === null) rssEnd = rssBytes(spid);
+      } else if (l.startsWith('IDLE')) {
         // connections workload: CPU figures cover the connect phase
         snaps.b = snap();
         // RSS: sampled half-way through and near the end of the idle period
@@ -451,6 +491,7 @@ async function runOne(w, implName, opts) {
 
   const r = { ...result };
   r.server_info = srv.info || null;
+  r.loadavg1 = os.loadavg()[0]; // machine load (1-min average) at the end of the run
   if (serverDied) r.error = r.error || `server died during the run${serverErr ? `: ${serverErr}` : ''}`;
   if (snaps.a && snaps.b) {
     const wall = Number(snaps.b.t - snaps.a.t) / 1e9;
@@ -471,11 +512,19 @@ async function runOne(w, implName, opts) {
       }
     }
   }
+  if (w.kind === 'echo' && rssEnd) {
+    r.rss_before_bytes = rssBefore;
+    r.rss_end_bytes = rssEnd;
+    r.rss_end_mib = rssEnd / MiB;
+  }
   if (w.kind === 'connect') {
     r.rss_before_bytes = rssBefore;
     r.rss_idle_bytes = rssIdle.length ? rssIdle[rssIdle.length - 1] : null;
-    if (rssBefore && r.rss_idle_bytes && r.connected) {
-      r.rss_per_conn_kib = (r.rss_idle_bytes - rssBefore) / r.connected / 1024;
+    if (r.rss_idle_bytes) r.rss_idle_mib = r.rss_idle_bytes / MiB;
+    // with --send-one, only the connections whose echo came back stay open
+    const held = Number.isFinite(r.idle_conns) ? r.idle_conns : r.connected;
+    if (rssBefore && r.rss_idle_bytes && held) {
+      r.rss_per_conn_kib = (r.rss_idle_bytes - rssBefore) / held / 1024;
     }
   }
   if (!r.error && r.errors > 0 && w.kind !== 'connect') {
@@ -486,6 +535,8 @@ async function runOne(w, implName, opts) {
   if (!r.error && w.kind === 'broadcast' && !(r.deliveries > 0)) r.error = r.first_error || 'no broadcast delivered';
   if (!r.error && w.kind === 'connect' && !(r.connected > 0)) r.error = r.first_error || 'no connection';
   if (!r.error && w.kind === 'connect' && r.connected < r.conns) r.warning = `only ${r.connected}/${r.conns} connected: ${r.first_error || ''}`;
+  if (!r.error && w.kind === 'connect' && r.send_one_errors > 0) r.warning = `${r.send_one_errors} connection(s) without an echo: ${r.first_error || ''}`;
+  if (!r.error && w.kind === 'connect' && w.p.sendOne && !(r.idle_conns > 0)) r.error = r.first_error || 'no connection echoed its message';
   return r;
 }
 
@@ -527,6 +578,47 @@ function table(summary, implNames) {
   return lines.join('\n');
 }
 
+/** deflate workloads: one row per variant; ratios vs the variant's `vs` row, and vs the `ref` row */
+function variantTable(w) {
+  const names = Object.keys(w.impls);
+  const ref = (w.variants.find((v) => v.ref && w.impls[v.name]) || {}).name;
+  const main0 = w.metrics[0];
+  const lines = [];
+  lines.push(`| ${w.title} | ${w.metrics.map((m) => m[1]).join(' | ')}${ref ? ` | ${main0[1]} ÷ ${ref}` : ''} | CPU load / server / rest |`);
+  lines.push(`|---|${w.metrics.map(() => '---:').join('|')}${ref ? '|---:' : ''}|---:|`);
+  for (const n of names) {
+    const s = w.impls[n];
+    const v = w.variants.find((x) => x.name === n);
+    const base = v.vs && w.impls[v.vs] && !w.impls[v.vs].error ? w.impls[v.vs].median : null;
+    if (s.error) {
+      lines.push(`| ${n} | ${w.metrics.map(() => 'n/a').join(' | ')}${ref ? ' | n/a' : ''} | n/a |`);
+      continue;
+    }
+    const cells = w.metrics.map(([key, , dir]) => {
+      const val = s.median[key];
+      const r = base ? ratio(val, base[key], dir) : null;
+      return `${fmtNum(val, key)}${r ? ` (${r.toFixed(2)}× ${v.vs})` : ''}${s.warning ? ' ⚠' : ''}`;
+    });
+    if (ref) {
+      const rr = n === ref || w.impls[ref].error ? null : ratio(s.median[main0[0]], w.impls[ref].median[main0[0]], main0[2]);
+      cells.push(rr ? `${rr.toFixed(2)}×` : '–');
+    }
+    const f = (k) => (Number.isFinite(s.median[k]) ? Math.round(s.median[k]) : '–');
+    cells.push(`${w.kind === 'connect' ? f('connect_cpu_pct') : f('cpu_pct')} / ${f('server_cpu_pct')} / ${f('other_cpu_pct')}`);
+    lines.push(`| ${n} | ${cells.join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+/** the options of one workload: its own default durations unless --quick or given explicitly */
+function workloadOpts(w, opts) {
+  const o = { ...opts };
+  if (!opts.quick && w.defaults) {
+    for (const k of ['duration', 'warmup', 'idle']) if (w.defaults[k] !== undefined && !opts.given[k]) o[k] = w.defaults[k];
+  }
+  return o;
+}
+
 function cpuTable(summary, implNames) {
   const lines = [];
   lines.push(`| workload | ${implNames.join(' | ')} |`);
@@ -549,7 +641,7 @@ function cpuTable(summary, implNames) {
 function parseOpts(argv) {
   const o = {
     quick: false, only: null, impls: Object.keys(IMPLS).filter((n) => !IMPLS[n].optional), rounds: null, duration: null, warmup: null, idle: null,
-    pin: false, nice: null, noBuild: false, out: path.join(BENCH, 'results/latest.json'), verbose: false,
+    pin: false, nice: null, noBuild: false, out: path.join(BENCH, 'results/latest.json'), verbose: false, given: {},
   };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
@@ -558,9 +650,7 @@ function parseOpts(argv) {
     else if (a === '--only') o.only = val().split(',').map((s) => s.trim()).filter(Boolean);
     else if (a === '--impls') o.impls = val().split(',').map((s) => s.trim()).filter(Boolean);
     else if (a === '--rounds') o.rounds = Number(val());
-    else if (a === '--duration') o.duration = Number(val());
-    else if (a === '--warmup') o.warmup = Number(val());
-    else if (a === '--idle') o.idle = Number(val());
+    else if (a === '--duration') { o.duration = Number(val()); o.given.duration = true; } else if (a === '--warmup') { o.warmup = Number(val()); o.given.warmup = true; } else if (a === '--idle') { o.idle = Number(val()); o.given.idle = true; }
     else if (a === '--pin') o.pin = true;
     else if (a === '--nice') o.nice = Number(val());
     else if (a === '--no-build') o.noBuild = true;
@@ -613,15 +703,26 @@ async function main() {
   const startFailed = new Map(); // impl|serverMode -> error (skip the rest)
   const summary = [];
   for (const w of workloads) {
-    const runs = Object.fromEntries(implNames.map((n) => [n, []]));
+    const wopts = workloadOpts(w, opts);
+    // the columns: implementations, or for the deflate workloads the variants of the allowed implementations
+    const units = w.variants
+      ? w.variants.filter((v) => opts.impls.includes(v.impl)).map((v) => ({ key: v.name, impl: v.impl, variant: v }))
+      : implNames.map((n) => ({ key: n, impl: n, variant: null }));
+    const unitNames = units.map((u) => u.key);
+    const runs = Object.fromEntries(unitNames.map((n) => [n, []]));
+    if (w.variants) {
+      log(`[${w.id}] ${wopts.rounds} round(s) × ${w.kind === 'connect' ? `${wopts.idle} s idle` : `${wopts.warmup}+${wopts.duration} s`} per run`);
+    }
     for (let round = 1; round <= opts.rounds; round++) {
-      for (const n of implNames) {
-        const serverKey = w.kind === 'client' ? `client:${n}` : `${n}|${w.kind === 'broadcast' ? 'broadcast' : 'echo'}`;
+      for (const { key: n, impl, variant } of units) {
+        const serverKey = w.kind === 'client' ? `client:${n}`
+          : `${n}|${w.kind === 'broadcast' ? 'broadcast' : 'echo'}${w.tls ? '|tls' : ''}${variant ? `|${variant.server.join(' ')}` : ''}`;
         let r;
         if (startFailed.has(serverKey)) {
           r = { error: startFailed.get(serverKey), skipped: true };
         } else {
-          r = await runOne(w, n, opts);
+          r = await runOne(w, impl, wopts, variant);
+          if (variant) r.variant = n;
           if (r.startFailed) startFailed.set(serverKey, r.error);
           if (w.kind === 'client' && r.error && n !== 'rust-echo' && /cannot load|constructor/.test(r.error)) startFailed.set(serverKey, r.error);
         }
@@ -637,39 +738,57 @@ async function main() {
       }
     }
     const impls = {};
-    for (const n of implNames) {
+    for (const n of unitNames) {
       const ok = runs[n].filter((r) => !r.error);
       if (ok.length === 0) {
         impls[n] = { error: (runs[n][0] && runs[n][0].error) || 'no run', runs: runs[n] };
         continue;
       }
-      const keys = new Set(['cpu_pct', 'connect_cpu_pct', 'server_cpu_pct', 'softirq_pct', 'other_cpu_pct', 'machine_busy_pct', ...w.metrics.map((m) => m[0])]);
+      const keys = new Set(['cpu_pct', 'connect_cpu_pct', 'server_cpu_pct', 'softirq_pct', 'other_cpu_pct', 'machine_busy_pct', 'loadavg1', ...w.metrics.map((m) => m[0])]);
       for (const r of ok) for (const [k, v] of Object.entries(r)) if (typeof v === 'number') keys.add(k);
       const med = {};
       for (const k of keys) med[k] = median(ok.map((r) => r[k]));
       const warning = ok.map((r) => r.warning).find(Boolean) || (ok.length < runs[n].length ? `${runs[n].length - ok.length} failed run(s)` : null);
       impls[n] = { median: med, ok_runs: ok.length, warning, runs: runs[n] };
     }
-    summary.push({ id: w.id, title: w.title, kind: w.kind, params: w.p, metrics: w.metrics, impls });
+    summary.push({
+      id: w.id, title: w.title, kind: w.kind, params: w.p, metrics: w.metrics, impls,
+      ...(w.variants ? { variants: w.variants, durations: { warmup_s: wopts.warmup, duration_s: wopts.duration, idle_s: wopts.idle } } : {}),
+    });
   }
 
   meta.loadavg_end = os.loadavg();
   const md = [];
   md.push(`### ws-native benchmark${opts.quick ? ' (--quick)' : ''} — ${meta.date}`);
   md.push('');
-  md.push(`node ${meta.node}, ws ${meta.ws}, ${meta.cpus} CPU (${meta.cpu_model}), ${opts.rounds} round(s) × ` +
-    `${opts.warmup} s warm-up + ${opts.duration} s, medians; (N.NN×) = factor vs plain \`ws\`, >1 is better.`);
+  const onlyVariants = summary.length > 0 && summary.every((w) => w.variants);
+  md.push(`node ${meta.node}, ws ${meta.ws}, ${meta.cpus} CPU (${meta.cpu_model}), ${opts.rounds} round(s)` +
+    `${onlyVariants ? '' : ` × ${opts.warmup} s warm-up + ${opts.duration} s`}, medians; (N.NN×) = factor vs plain \`ws\`, >1 is better; ` +
+    `load average ${meta.loadavg_start.map((x) => x.toFixed(2)).join(' ')} at the start, ${meta.loadavg_end.map((x) => x.toFixed(2)).join(' ')} at the end.`);
   md.push('');
-  md.push(table(summary, implNames));
-  md.push('');
-  md.push('CPU % during the measured window (median): load generator / server / rest of the machine ' +
-    '(100 = one core; for `client` the load is the Node client and the server is rust-echo; for `connections` ' +
-    'all figures cover the connect phase):');
-  md.push('');
-  md.push(cpuTable(summary, implNames));
+  const plain = summary.filter((w) => !w.variants);
+  const variantW = summary.filter((w) => w.variants);
+  if (plain.length) {
+    md.push(table(plain, implNames));
+    md.push('');
+    md.push('CPU % during the measured window (median): load generator / server / rest of the machine ' +
+      '(100 = one core; for `client` the load is the Node client and the server is rust-echo; for `connections` ' +
+      'all figures cover the connect phase):');
+    md.push('');
+    md.push(cpuTable(plain, implNames));
+  }
+  for (const w of variantW) {
+    md.push('');
+    const d = w.durations;
+    md.push(w.kind === 'connect'
+      ? `${w.id}: ${opts.rounds} round(s), ${d.idle_s} s idle; RSS KiB/conn = (server RSS at the end of the idle period − before connecting) ÷ connections; (N.NN× X) = factor vs row X, >1 is better; CPU % of the connect phase.`
+      : `${w.id}: ${opts.rounds} round(s) × ${d.warmup_s} s warm-up + ${d.duration_s} s, medians; server RSS at the end of the measured window; (N.NN× X) = factor vs row X, >1 is better; CPU % (100 = one core) over the measured window.`);
+    md.push('');
+    md.push(variantTable(w));
+  }
   const notes = [];
   for (const w of summary) {
-    for (const n of implNames) {
+    for (const n of Object.keys(w.impls)) {
       const s = w.impls[n];
       if (s && s.error) notes.push(`- ${w.id} / ${n}: n/a — ${s.error}`);
       else if (s && s.warning) notes.push(`- ${w.id} / ${n}: ⚠ ${s.warning}`);

@@ -610,3 +610,54 @@ mod tests {
         assert_eq!((e.code, e.close_code), ("Z_DATA_ERROR", 1007));
     }
 }
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    /// `cargo test --release --lib deflate_cost -- --ignored --nocapture`: per-message cost of
+    /// compressing and inflating 1 KiB JSON-like messages with context takeover, by level.
+    #[test]
+    #[ignore]
+    fn deflate_cost() {
+        let msgs: Vec<Vec<u8>> = (0..64)
+            .map(|i| {
+                let mut s = format!(
+                    r#"{{"type":"ticker","symbol":"SYM{i}","price":{},"volume":{},"trades":["#,
+                    1000 + i * 37,
+                    i * 9173 % 100000
+                );
+                let mut k = 0;
+                while s.len() < 1000 {
+                    s.push_str(&format!(r#"{{"id":{},"px":{}.{},"qty":{}}},"#, i * 1000 + k, 100 + (k * 7 + i) % 50, (k * 13) % 100, (k * i) % 17 + 1));
+                    k += 1;
+                }
+                s.truncate(1022);
+                s.push_str("]}");
+                s.into_bytes()
+            })
+            .collect();
+        for level in [1, 2, 3, 4, 6] {
+            let p = DeflateParams::default();
+            let mut d = Deflater::new(&p, true, level);
+            let mut i = Inflater::new(&p, false);
+            let (mut bytes_in, mut bytes_out) = (0usize, 0usize);
+            let n = 20_000;
+            let t = std::time::Instant::now();
+            let mut z = Vec::new();
+            let mut out = Vec::new();
+            for k in 0..n {
+                let m = &msgs[k % msgs.len()];
+                z.clear();
+                d.compress(m, true, &mut z);
+                out.clear();
+                i.inflate(&z, &mut out, 0).unwrap_or_default();
+                i.finish(&mut out, 0).unwrap_or_default();
+                bytes_in += m.len();
+                bytes_out += z.len();
+            }
+            let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+            println!("level {level}: {us:.2} us per message (deflate + inflate), ratio {:.3}", bytes_out as f64 / bytes_in as f64);
+        }
+    }
+}

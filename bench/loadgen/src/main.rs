@@ -1,14 +1,20 @@
 //! loadgen: a small, fast WebSocket load generator for loopback benchmarks.
 //!
 //! Hand-rolled client (HTTP/1.1 upgrade + masked frames) on tokio, so that the
-//! generator costs as little CPU per message as possible. Three modes:
+//! generator costs as little CPU per message as possible. Modes:
 //!
 //!   loadgen echo      --url ws://127.0.0.1:P/ --conns N --inflight K --size B [--binary|--text]
 //!                     --duration S --warmup S
 //!   loadgen broadcast --url ... --conns 1000 --size 64 --inflight 1 --duration S --warmup S
 //!   loadgen connect   --url ... --conns 10000 --idle S --concurrency 256
+//!   loadgen codec     --size B [--json] [--deflate-level L] --duration S   (no network)
 //!
-//! Common: --threads T (default 1 = current_thread runtime), --connect-timeout S.
+//! echo and connect also take wss:// URLs (TLS with rustls, any server certificate accepted),
+//! with or without --deflate.
+//! Common: --threads T (default 1 = current_thread runtime), --connect-timeout S,
+//! --deflate (offer permessage-deflate and compress / inflate messages), --json (echo mode and
+//! connect --send-one: the payloads are JSON objects padded to --size), --send-one (connect mode:
+//! every connection echoes one message before the idle period).
 //! One JSON line of results goes to stdout; progress lines go to stderr:
 //!   `PHASE measure` (warm-up over), `PHASE done`, and in connect mode `IDLE <n>` / `CLOSING`.
 //!
@@ -24,6 +30,7 @@ use std::time::{Duration, Instant};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -247,13 +254,27 @@ struct Args {
     concurrency: usize,
     connect_timeout: f64,
     spin: bool,
+    deflate: bool,
+    deflate_level: u32,
+    json: bool,
+    json_variants: usize,
+    send_one: bool,
 }
 
-const USAGE: &str = "usage: loadgen <echo|broadcast|connect> --url ws://127.0.0.1:PORT/ \
+const USAGE: &str = "usage: loadgen <echo|broadcast|connect|codec> --url ws[s]://127.0.0.1:PORT/ \
 [--conns N] [--inflight K] [--size BYTES] [--binary|--text] [--duration SECS] [--warmup SECS] \
-[--idle SECS] [--concurrency N] [--threads T] [--connect-timeout SECS] [--spin]\n\
+[--idle SECS] [--concurrency N] [--threads T] [--connect-timeout SECS] [--spin] \
+[--deflate [--deflate-level L]] [--json [--json-variants N]] [--send-one]\n\
 --spin (echo mode): busy-poll the sockets instead of sleeping in epoll, so the\n\
-generator's own wake-up latency is not part of the measured round trip.";
+generator's own wake-up latency is not part of the measured round trip (ws:// only).\n\
+wss:// (echo and connect modes): TLS with rustls, any server certificate accepted.\n\
+--deflate: offer `permessage-deflate; client_max_window_bits`; the server must accept it.\n\
+Outgoing messages are compressed (raw deflate, level L, default 1), incoming RSV1 messages inflated.\n\
+--json: payloads are N (default 64) different JSON ticker/chat objects of exactly --size bytes,\n\
+cycled per connection, so consecutive messages share structure but not content.\n\
+--send-one (connect mode): each connection sends one message and waits for its echo before\n\
+the idle period (so both sides' per-connection codec state exists); its own codec state is\n\
+then dropped.";
 
 fn parse_args() -> Result<Args, String> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -265,6 +286,7 @@ fn parse_args() -> Result<Args, String> {
         "echo" => (1, 32),
         "broadcast" => (1000, 64),
         "connect" => (10000, 32),
+        "codec" => (1, 1024),
         _ => return Err(format!("unknown mode {mode:?}\n{USAGE}")),
     };
     let mut a = Args {
@@ -281,6 +303,11 @@ fn parse_args() -> Result<Args, String> {
         concurrency: 256,
         connect_timeout: 10.0,
         spin: false,
+        deflate: false,
+        deflate_level: 1,
+        json: false,
+        json_variants: 64,
+        send_one: false,
     };
     let mut i = 1;
     while i < argv.len() {
@@ -300,6 +327,11 @@ fn parse_args() -> Result<Args, String> {
             "--binary" => a.binary = true,
             "--text" => a.binary = false,
             "--spin" => a.spin = true,
+            "--deflate" => a.deflate = true,
+            "--deflate-level" => a.deflate_level = num(k, val()?)?,
+            "--json" => a.json = true,
+            "--json-variants" => a.json_variants = num(k, val()?)?,
+            "--send-one" => a.send_one = true,
             "--duration" => a.duration = num(k, val()?)?,
             "--warmup" => a.warmup = num(k, val()?)?,
             "--threads" => a.threads = num(k, val()?)?,
@@ -332,43 +364,60 @@ fn parse_args() -> Result<Args, String> {
     if a.threads == 0 || a.threads > 64 {
         return Err("--threads must be 1..64".into());
     }
+    if a.deflate_level > 9 {
+        return Err("--deflate-level must be 0..9".into());
+    }
+    if a.mode == "broadcast" && a.url.starts_with("wss://") {
+        return Err("wss:// is for echo and connect modes (broadcast mode speaks plain ws:// only)".into());
+    }
+    if a.json {
+        if a.mode == "broadcast" {
+            return Err("--json is for echo and connect modes".into());
+        }
+        if a.size < JSON_MIN_SIZE {
+            return Err(format!("--json needs --size >= {JSON_MIN_SIZE}"));
+        }
+        if a.json_variants == 0 || a.json_variants > 4096 {
+            return Err("--json-variants must be 1..4096".into());
+        }
+    }
     a.concurrency = a.concurrency.clamp(1, 65536);
     Ok(a)
 }
 
-/// A connection: plain TCP, or TLS for `wss://` targets (echo mode; any certificate is
-/// accepted: the benchmark measures the servers, not the PKI).
-enum Conn {
+/// The transport under a connection: plain TCP, or TLS for `wss://` targets (echo and connect
+/// modes; any certificate is accepted: the benchmark measures the servers, not the PKI).
+enum Transport {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-impl AsyncRead for Conn {
+impl AsyncRead for Transport {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for Conn {
+impl AsyncWrite for Transport {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -549,35 +598,398 @@ fn control_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], rng: &mut Rng) {
     apply_mask(&mut out[start..], mask);
 }
 
-/// A pre-masked data frame; per-send only the 16-hex-digit fields are patched.
+// ---------------------------------------------------------------------------
+// permessage-deflate (RFC 7692)
+
+/// What the server agreed to in its `Sec-WebSocket-Extensions` answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Pmd {
+    server_nct: bool,
+    client_nct: bool,
+    server_bits: Option<u8>,
+    client_bits: Option<u8>,
+}
+
+impl Pmd {
+    fn describe(&self) -> String {
+        let mut s = String::from("permessage-deflate");
+        if self.server_nct {
+            s.push_str("; server_no_context_takeover");
+        }
+        if self.client_nct {
+            s.push_str("; client_no_context_takeover");
+        }
+        if let Some(b) = self.server_bits {
+            s.push_str(&format!("; server_max_window_bits={b}"));
+        }
+        if let Some(b) = self.client_bits {
+            s.push_str(&format!("; client_max_window_bits={b}"));
+        }
+        s
+    }
+}
+
+/// The offer sent with --deflate (what ws's client offers by default).
+const PMD_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// Parse the server's answer to PMD_OFFER (the value of its Sec-WebSocket-Extensions header).
+fn parse_pmd_answer(v: &str) -> Result<Pmd, String> {
+    if v.contains(',') {
+        return Err(format!("server answered more than one extension: {v:?}"));
+    }
+    let mut parts = v.split(';').map(str::trim);
+    let name = parts.next().unwrap_or("");
+    if name != "permessage-deflate" {
+        return Err(format!("server answered an extension that was not offered: {name:?}"));
+    }
+    let mut p = Pmd::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for part in parts {
+        let (k, val) = match part.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
+            None => (part, None),
+        };
+        if seen.contains(&k) {
+            return Err(format!("repeated permessage-deflate parameter {k:?}"));
+        }
+        seen.push(k);
+        match k {
+            "server_no_context_takeover" | "client_no_context_takeover" => {
+                if val.is_some() {
+                    return Err(format!("permessage-deflate parameter {k} takes no value"));
+                }
+                if k.starts_with("server") {
+                    p.server_nct = true;
+                } else {
+                    p.client_nct = true;
+                }
+            }
+            "server_max_window_bits" | "client_max_window_bits" => {
+                let b = val
+                    .and_then(|v| v.parse::<u8>().ok())
+                    .filter(|b| (8..=15).contains(b))
+                    .ok_or_else(|| format!("bad value for {k}: {val:?}"))?;
+                if k.starts_with("server") {
+                    p.server_bits = Some(b);
+                } else {
+                    p.client_bits = Some(b);
+                }
+            }
+            _ => return Err(format!("unknown permessage-deflate parameter {k:?}")),
+        }
+    }
+    if p.client_bits == Some(8) {
+        // zlib (and zlib-rs) cannot produce a raw deflate stream with a 256-byte window
+        return Err("client_max_window_bits=8 is not supported (zlib's raw deflate needs >= 9)".into());
+    }
+    Ok(p)
+}
+
+/// Per-message compressor for outgoing messages.
+struct Deflater {
+    c: Compress,
+    reset_each: bool,
+    buf: Vec<u8>,
+    plain_bytes: u64,
+    wire_bytes: u64,
+}
+
+impl Deflater {
+    fn new(level: u32, pmd: &Pmd) -> Self {
+        let bits = pmd.client_bits.unwrap_or(15);
+        Deflater {
+            c: Compress::new_with_window_bits(Compression::new(level), false, bits),
+            reset_each: pmd.client_nct,
+            buf: Vec::with_capacity(4096),
+            plain_bytes: 0,
+            wire_bytes: 0,
+        }
+    }
+
+    /// Compress one whole message (sync flush, trailing 00 00 ff ff removed).
+    fn message(&mut self, input: &[u8]) -> Result<&[u8], String> {
+        self.buf.clear();
+        let mut pos = 0usize;
+        let mut done = false;
+        for _ in 0..(1 << 20) {
+            // keep > 6 bytes of room so that a sync flush never ends on a full buffer
+            if self.buf.capacity() - self.buf.len() < 256 {
+                self.buf.reserve(input.len() / 2 + 4096);
+            }
+            let in0 = self.c.total_in();
+            self.c
+                .compress_vec(&input[pos..], &mut self.buf, FlushCompress::Sync)
+                .map_err(|e| format!("deflate: {e}"))?;
+            pos += (self.c.total_in() - in0) as usize;
+            if pos == input.len() && self.buf.len() < self.buf.capacity() {
+                done = true;
+                break;
+            }
+        }
+        if !done || !self.buf.ends_with(&[0, 0, 0xff, 0xff]) {
+            return Err("deflate: sync flush did not end with 00 00 ff ff".into());
+        }
+        let n = self.buf.len() - 4;
+        self.buf.truncate(n);
+        if self.reset_each {
+            self.c.reset();
+        }
+        self.plain_bytes += input.len() as u64;
+        self.wire_bytes += n as u64;
+        Ok(&self.buf)
+    }
+}
+
+/// Inflater for incoming compressed messages: streaming, keeps only the first CAP bytes.
+struct Inflater {
+    d: Decompress,
+    reset_each: bool,
+    ended: bool,
+    scratch: Box<[u8]>,
+    wire_bytes: u64,
+    plain_bytes: u64,
+}
+
+const PMD_TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
+
+impl Inflater {
+    fn new(pmd: &Pmd) -> Self {
+        Inflater {
+            // a 15-bit window inflates any smaller window too
+            d: Decompress::new_with_window_bits(false, 15),
+            reset_each: pmd.server_nct,
+            ended: false,
+            scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
+            wire_bytes: 0,
+            plain_bytes: 0,
+        }
+    }
+
+    /// Inflate `input`; the first CAP bytes of output go to `cap`. Returns the bytes produced.
+    fn feed(
+        &mut self,
+        mut input: &[u8],
+        flush: FlushDecompress,
+        cap: &mut [u8; CAP],
+        cap_len: &mut usize,
+    ) -> Result<u64, &'static str> {
+        let mut produced = 0u64;
+        self.wire_bytes += input.len() as u64;
+        for _ in 0..(1u32 << 24) {
+            if self.ended {
+                // the server ended the deflate stream (BFINAL): nothing more in this message
+                break;
+            }
+            let (i0, o0) = (self.d.total_in(), self.d.total_out());
+            let st = self
+                .d
+                .decompress(input, &mut self.scratch, flush)
+                .map_err(|_| "inflate: invalid deflate data")?;
+            let used = (self.d.total_in() - i0) as usize;
+            let out = (self.d.total_out() - o0) as usize;
+            if *cap_len < CAP {
+                let c = out.min(CAP - *cap_len);
+                cap[*cap_len..*cap_len + c].copy_from_slice(&self.scratch[..c]);
+                *cap_len += c;
+            }
+            produced += out as u64;
+            input = &input[used..];
+            if st == Status::StreamEnd {
+                self.ended = true;
+                break;
+            }
+            if input.is_empty() && out < self.scratch.len() {
+                break;
+            }
+            if used == 0 && out == 0 {
+                return Err("inflate: no progress");
+            }
+        }
+        self.plain_bytes += produced;
+        Ok(produced)
+    }
+
+    /// End of a compressed message: the 00 00 ff ff tail, then a reset if no context takeover.
+    fn finish(&mut self, cap: &mut [u8; CAP], cap_len: &mut usize) -> Result<u64, &'static str> {
+        let n = self.feed(&PMD_TAIL, FlushDecompress::Sync, cap, cap_len)?;
+        self.wire_bytes -= PMD_TAIL.len() as u64;
+        if self.reset_each || self.ended {
+            self.d.reset(false);
+            self.ended = false;
+        }
+        Ok(n)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// payloads
+
+const JSON_MIN_SIZE: usize = 192;
+/// offset of the 16 hex digits of the send timestamp in a --json payload (`{"ts":"`)
+const JSON_TS_OFF: usize = 7;
+
+/// `n` different JSON objects (a market ticker with trades and a chat line), each exactly
+/// `size` bytes, starting with `{"ts":"0000000000000000"`. Deterministic.
+fn json_payloads(size: usize, n: usize) -> Vec<Vec<u8>> {
+    use std::fmt::Write as _;
+    const SYMS: [&str; 8] = ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-EUR", "DOGE-USD", "XRP-EUR", "DOT-USD", "LINK-USD"];
+    const USERS: [&str; 8] = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
+    const WORDS: [&str; 24] = [
+        "the", "market", "is", "moving", "fast", "today", "see", "chart", "buy", "sell", "the", "dip",
+        "hold", "long", "short", "volume", "spike", "on", "news", "after", "open", "bid", "ask", "spread",
+    ];
+    let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
+    let mut r = move |m: u64| rng.next() % m;
+    (0..n)
+        .map(|k| {
+            let target = size - 2; // room for the closing `"}`
+            let mut s = String::with_capacity(size + 256);
+            let sym = SYMS[r(8) as usize];
+            let _ = write!(
+                s,
+                "{{\"ts\":\"0000000000000000\",\"type\":\"ticker\",\"channel\":\"market.{sym}\",\"seq\":{},\
+                 \"bid\":\"{}.{:02}\",\"ask\":\"{}.{:02}\",\"trades\":[",
+                1_000_000 + k as u64 * 7 + r(7),
+                40_000 + r(5000),
+                r(100),
+                40_000 + r(5000),
+                r(100)
+            );
+            let mut first = true;
+            loop {
+                let rec = format!(
+                    "{{\"id\":{},\"price\":\"{}.{:02}\",\"qty\":\"0.{:05}\",\"side\":\"{}\",\"maker\":{},\
+                     \"time\":\"2026-11-26T12:{:02}:{:02}.{:03}Z\"}}",
+                    88_000_000 + r(1_000_000),
+                    40_000 + r(5000),
+                    r(100),
+                    r(100_000),
+                    if r(2) == 0 { "buy" } else { "sell" },
+                    r(2) == 0,
+                    r(60),
+                    r(60),
+                    r(1000)
+                );
+                // leave room for the chat part: `],"chat":{"user":"...","text":"` + some text
+                if s.len() + rec.len() + 1 + 80 > target {
+                    break;
+                }
+                if !first {
+                    s.push(',');
+                }
+                first = false;
+                s.push_str(&rec);
+            }
+            let _ = write!(s, "],\"chat\":{{\"user\":\"{}\",\"room\":\"lobby\",\"text\":\"", USERS[r(8) as usize]);
+            while s.len() < target - 1 {
+                let w = WORDS[r(WORDS.len() as u64) as usize];
+                let piece = format!("{w} ");
+                let take = piece.len().min(target - 1 - s.len());
+                s.push_str(&piece[..take]);
+            }
+            // the closing `"}}`: 3 bytes from `target - 1`
+            s.truncate(target - 1);
+            s.push_str("\"}}");
+            debug_assert_eq!(s.len(), size);
+            s.into_bytes()
+        })
+        .collect()
+}
+
+/// The filler payload of the non-JSON modes: printable ASCII (valid UTF-8 for text mode).
+fn filler_payload(size: usize) -> Vec<u8> {
+    (0..size).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Outgoing data messages of one connection. Without deflate every payload is a pre-masked
+/// frame and a send only copies it and patches the 16-hex-digit fields in place; with deflate
+/// the patched payload is compressed per message (the context follows the negotiation).
 struct Template {
-    frame: Vec<u8>,
+    frames: Vec<Vec<u8>>,
+    plain: Arc<Vec<Vec<u8>>>,
+    next: usize,
     payload_off: usize,
     mask: [u8; 4],
+    opcode: u8,
+    z: Option<Deflater>,
+    scratch: Vec<u8>,
+    errors: u64,
+    first_error: Option<String>,
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-impl Template {
-    fn new(opcode: u8, size: usize, mask: [u8; 4]) -> Self {
-        let mut frame = Vec::with_capacity(size + 14);
-        frame_header(&mut frame, opcode, size, mask);
-        let payload_off = frame.len();
-        // printable ASCII filler: valid UTF-8 for text mode
-        frame.extend((0..size).map(|i| b'a' + (i % 26) as u8));
-        apply_mask(&mut frame[payload_off..], mask);
-        Template { frame, payload_off, mask }
+#[inline]
+fn put_hex16(dst: &mut [u8], v: u64) {
+    for (i, d) in dst[..16].iter_mut().enumerate() {
+        *d = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
     }
+}
+
+impl Template {
+    #[cfg(test)]
+    fn new(opcode: u8, size: usize, mask: [u8; 4]) -> Self {
+        Self::with_payloads(opcode, Arc::new(vec![filler_payload(size)]), mask, None)
+    }
+
+    /// `payloads` must all have the same length.
+    fn with_payloads(opcode: u8, plain: Arc<Vec<Vec<u8>>>, mask: [u8; 4], z: Option<Deflater>) -> Self {
+        let size = plain.first().map_or(0, |p| p.len());
+        let mut hdr = Vec::new();
+        frame_header(&mut hdr, opcode, size, mask);
+        let payload_off = hdr.len();
+        let frames = if z.is_some() {
+            Vec::new()
+        } else {
+            plain
+                .iter()
+                .map(|p| {
+                    let mut f = Vec::with_capacity(payload_off + p.len());
+                    frame_header(&mut f, opcode, p.len(), mask);
+                    f.extend_from_slice(p);
+                    apply_mask(&mut f[payload_off..], mask);
+                    f
+                })
+                .collect()
+        };
+        Template { frames, plain, next: 0, payload_off, mask, opcode, z, scratch: Vec::new(), errors: 0, first_error: None }
+    }
+
     /// Append one frame to `out`, writing each (payload offset, value) as 16 hex digits.
     #[inline]
-    fn append(&self, out: &mut Vec<u8>, fields: &[(usize, u64)]) {
-        let base = out.len() + self.payload_off;
-        out.extend_from_slice(&self.frame);
+    fn append(&mut self, out: &mut Vec<u8>, fields: &[(usize, u64)]) {
+        let n = self.plain.len();
+        let i = self.next;
+        self.next = if i + 1 == n { 0 } else { i + 1 };
+        let Some(z) = self.z.as_mut() else {
+            let frame = &self.frames[i];
+            let base = out.len() + self.payload_off;
+            out.extend_from_slice(frame);
+            for &(off, v) in fields {
+                for k in 0..16 {
+                    let nib = ((v >> (60 - 4 * k)) & 0xf) as usize;
+                    let p = off + k;
+                    out[base + p] = HEX[nib] ^ self.mask[p & 3];
+                }
+            }
+            return;
+        };
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.plain[i]);
         for &(off, v) in fields {
-            for i in 0..16 {
-                let nib = ((v >> (60 - 4 * i)) & 0xf) as usize;
-                let p = off + i;
-                out[base + p] = HEX[nib] ^ self.mask[p & 3];
+            put_hex16(&mut self.scratch[off..], v);
+        }
+        match z.message(&self.scratch) {
+            Ok(c) => {
+                // RSV1 marks the compressed message
+                frame_header(out, 0x40 | self.opcode, c.len(), self.mask);
+                let start = out.len();
+                out.extend_from_slice(c);
+                apply_mask(&mut out[start..], self.mask);
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
             }
         }
     }
@@ -610,7 +1022,8 @@ enum Ev {
 }
 
 /// Streaming frame parser for server->client (unmasked) frames. Data payload
-/// bytes are not buffered: only the first CAP bytes of each message are kept.
+/// bytes are not buffered: only the first CAP bytes of each message are kept
+/// (of the inflated payload, for compressed messages, which are inflated as they arrive).
 struct Parser {
     buf: Vec<u8>,
     start: usize,
@@ -622,10 +1035,14 @@ struct Parser {
     msg_len: u64,
     cap: [u8; CAP],
     cap_len: usize,
+    /// the current message has RSV1 (compressed)
+    msg_z: bool,
+    /// Some when permessage-deflate was agreed
+    inf: Option<Inflater>,
 }
 
 impl Parser {
-    fn new(bufsize: usize, leftover: &[u8]) -> Self {
+    fn new(bufsize: usize, leftover: &[u8], pmd: Option<&Pmd>) -> Self {
         let mut buf = vec![0u8; bufsize.max(leftover.len() + 1024)];
         buf[..leftover.len()].copy_from_slice(leftover);
         Parser {
@@ -639,7 +1056,19 @@ impl Parser {
             msg_len: 0,
             cap: [0; CAP],
             cap_len: 0,
+            msg_z: false,
+            inf: pmd.map(Inflater::new),
         }
+    }
+
+    /// End of the current data message (all frames read): (opcode, length, cap, cap length).
+    fn end_msg(&mut self) -> Result<Ev, &'static str> {
+        self.in_msg = false;
+        if self.msg_z {
+            let inf = self.inf.as_mut().ok_or("compressed message without inflater")?;
+            self.msg_len += inf.finish(&mut self.cap, &mut self.cap_len)?;
+        }
+        Ok(Ev::Msg(self.msg_opcode, self.msg_len, self.cap, self.cap_len))
     }
 
     /// move unparsed bytes to the front of the buffer
@@ -659,18 +1088,23 @@ impl Parser {
                     break;
                 }
                 let take = (avail as u64).min(self.left) as usize;
-                if self.cap_len < CAP {
-                    let c = take.min(CAP - self.cap_len);
-                    self.cap[self.cap_len..self.cap_len + c]
-                        .copy_from_slice(&self.buf[self.start..self.start + c]);
-                    self.cap_len += c;
+                if self.msg_z {
+                    let inf = self.inf.as_mut().ok_or("compressed message without inflater")?;
+                    let chunk = &self.buf[self.start..self.start + take];
+                    self.msg_len += inf.feed(chunk, FlushDecompress::None, &mut self.cap, &mut self.cap_len)?;
+                } else {
+                    if self.cap_len < CAP {
+                        let c = take.min(CAP - self.cap_len);
+                        self.cap[self.cap_len..self.cap_len + c]
+                            .copy_from_slice(&self.buf[self.start..self.start + c]);
+                        self.cap_len += c;
+                    }
+                    self.msg_len += take as u64;
                 }
                 self.start += take;
                 self.left -= take as u64;
-                self.msg_len += take as u64;
                 if self.left == 0 && self.fin {
-                    self.in_msg = false;
-                    on(Ev::Msg(self.msg_opcode, self.msg_len, self.cap, self.cap_len));
+                    on(self.end_msg()?);
                 }
                 continue;
             }
@@ -679,8 +1113,18 @@ impl Parser {
             }
             let b0 = self.buf[self.start];
             let b1 = self.buf[self.start + 1];
-            if b0 & 0x70 != 0 {
-                return Err("RSV bits set (no extension negotiated)");
+            let rsv = b0 & 0x70;
+            if rsv != 0 {
+                if self.inf.is_none() {
+                    return Err("RSV bits set (no extension negotiated)");
+                }
+                if rsv != 0x40 {
+                    return Err("RSV2/RSV3 set");
+                }
+                let op = b0 & 0x0f;
+                if op != OP_TEXT && op != OP_BINARY {
+                    return Err("RSV1 on a control or continuation frame");
+                }
             }
             if b1 & 0x80 != 0 {
                 return Err("server frame is masked");
@@ -737,14 +1181,14 @@ impl Parser {
                     self.msg_opcode = opcode;
                     self.msg_len = 0;
                     self.cap_len = 0;
+                    self.msg_z = rsv != 0;
                 }
                 _ => return Err("unknown data opcode"),
             }
             self.fin = fin;
             self.left = len;
             if len == 0 && fin {
-                self.in_msg = false;
-                on(Ev::Msg(self.msg_opcode, self.msg_len, self.cap, self.cap_len));
+                on(self.end_msg()?);
             }
         }
         Ok(())
@@ -754,21 +1198,34 @@ impl Parser {
 // ---------------------------------------------------------------------------
 // connecting
 
-async fn ws_connect(t: &Target, rng: &mut Rng) -> io::Result<(Conn, Vec<u8>)> {
+/// An open WebSocket connection: the transport, bytes read past the handshake, the agreed
+/// deflate.
+struct Conn {
+    s: Transport,
+    left: Vec<u8>,
+    pmd: Option<Pmd>,
+}
+
+fn other_err(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::Other, msg)
+}
+
+async fn ws_connect(t: &Target, rng: &mut Rng, deflate: bool) -> io::Result<Conn> {
     let tcp = TcpStream::connect(t.addr).await?;
     tcp.set_nodelay(true)?;
     let mut s = if t.tls {
         let name = rustls::pki_types::ServerName::IpAddress(t.addr.ip().into());
-        Conn::Tls(Box::new(tls_connector().connect(name, tcp).await?))
+        Transport::Tls(Box::new(tls_connector().connect(name, tcp).await?))
     } else {
-        Conn::Plain(tcp)
+        Transport::Plain(tcp)
     };
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&rng.next().to_ne_bytes());
     key[8..].copy_from_slice(&rng.next().to_ne_bytes());
+    let ext = if deflate { format!("Sec-WebSocket-Extensions: {PMD_OFFER}\r\n") } else { String::new() };
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n",
         t.path,
         t.host_header,
         base64_16(&key)
@@ -795,10 +1252,24 @@ async fn ws_connect(t: &Target, rng: &mut Rng) -> io::Result<(Conn, Vec<u8>)> {
             if !lower.contains("sec-websocket-accept:") {
                 return Err(io::Error::new(io::ErrorKind::Other, "no Sec-WebSocket-Accept"));
             }
-            if lower.contains("sec-websocket-extensions:") {
-                return Err(io::Error::new(io::ErrorKind::Other, "server negotiated an extension"));
+            let mut pmd = None;
+            for line in head.lines().skip(1) {
+                let Some((k, v)) = line.split_once(':') else { continue };
+                if !k.trim().eq_ignore_ascii_case("sec-websocket-extensions") {
+                    continue;
+                }
+                if !deflate {
+                    return Err(other_err(format!("server negotiated an extension that was not offered: {}", v.trim())));
+                }
+                if pmd.is_some() {
+                    return Err(other_err("repeated Sec-WebSocket-Extensions header".into()));
+                }
+                pmd = Some(parse_pmd_answer(v.trim()).map_err(other_err)?);
             }
-            return Ok((s, buf[pos + 4..].to_vec()));
+            if deflate && pmd.is_none() {
+                return Err(other_err("--deflate: the server did not accept permessage-deflate".into()));
+            }
+            return Ok(Conn { s, left: buf[pos + 4..].to_vec(), pmd });
         }
         if buf.len() > 16384 {
             return Err(io::Error::new(io::ErrorKind::Other, "handshake response too large"));
@@ -807,7 +1278,7 @@ async fn ws_connect(t: &Target, rng: &mut Rng) -> io::Result<(Conn, Vec<u8>)> {
 }
 
 struct Connected {
-    conns: Vec<Option<(Conn, Vec<u8>)>>,
+    conns: Vec<Option<Conn>>,
     ok: usize,
     errors: usize,
     first_error: Option<String>,
@@ -816,7 +1287,7 @@ struct Connected {
 }
 
 /// Open `n` connections with at most `concurrency` handshakes in progress.
-async fn connect_many(t: Arc<Target>, n: usize, concurrency: usize, timeout: f64) -> Connected {
+async fn connect_many(t: Arc<Target>, n: usize, concurrency: usize, timeout: f64, deflate: bool) -> Connected {
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = now_ns();
     let mut workers = Vec::new();
@@ -833,7 +1304,7 @@ async fn connect_many(t: Arc<Target>, n: usize, concurrency: usize, timeout: f64
                     break;
                 }
                 let s = now_ns();
-                let r = tokio::time::timeout(Duration::from_secs_f64(timeout), ws_connect(&t, &mut rng)).await;
+                let r = tokio::time::timeout(Duration::from_secs_f64(timeout), ws_connect(&t, &mut rng, deflate)).await;
                 let r = match r {
                     Ok(Ok(c)) => {
                         hs.record(now_ns() - s);
@@ -847,7 +1318,7 @@ async fn connect_many(t: Arc<Target>, n: usize, concurrency: usize, timeout: f64
             (got, hs)
         }));
     }
-    let mut conns: Vec<Option<(Conn, Vec<u8>)>> = (0..n).map(|_| None).collect();
+    let mut conns: Vec<Option<Conn>> = (0..n).map(|_| None).collect();
     let (mut ok, mut errors, mut first_error, mut hs) = (0, 0, None, Hist::default());
     for w in workers {
         let (got, h) = w.await.expect("connect worker panicked");
@@ -883,6 +1354,9 @@ trait Handler: Send + 'static {
 struct LoopResult {
     errors: u64,
     first_error: Option<String>,
+    /// compressed messages received: payload bytes on the wire / inflated
+    rx_wire_bytes: u64,
+    rx_plain_bytes: u64,
 }
 
 /// Drive one connection until `end_ns`: optimistic non-blocking writes of `out`;
@@ -897,11 +1371,21 @@ async fn run_conn<H: Handler>(
     wake: Option<Arc<Notify>>,
     seed: u64,
     spin: bool,
+    pmd: Option<Pmd>,
 ) -> (H, LoopResult) {
-    let mut p = Parser::new(bufsize, &leftover);
+    let mut p = Parser::new(bufsize, &leftover, pmd.as_ref());
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut out_pos = 0usize;
     let mut res = LoopResult::default();
+    macro_rules! ret {
+        () => {{
+            if let Some(inf) = &p.inf {
+                res.rx_wire_bytes = inf.wire_bytes;
+                res.rx_plain_bytes = inf.plain_bytes;
+            }
+            return (h, res);
+        }};
+    }
     let mut rng = Rng::new(seed);
     let deadline = tokio::time::sleep_until(at_ns(end_ns));
     tokio::pin!(deadline);
@@ -929,11 +1413,11 @@ async fn run_conn<H: Handler>(
             }
             if let Err(e) = r {
                 fail(&mut res, format!("protocol error: {e}"));
-                return (h, res);
+                ret!();
             }
             if closed {
                 fail(&mut res, "server sent close frame".into());
-                return (h, res);
+                ret!();
             }
         }
         h.poll(now, &mut out);
@@ -944,7 +1428,7 @@ async fn run_conn<H: Handler>(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     fail(&mut res, format!("write: {e}"));
-                    return (h, res);
+                    ret!();
                 }
             }
         }
@@ -959,13 +1443,13 @@ async fn run_conn<H: Handler>(
             match rd.try_read(space) {
                 Ok(0) => {
                     fail(&mut res, "connection closed by server".into());
-                    return (h, res);
+                    ret!();
                 }
                 Ok(n) => p.end += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => tokio::task::yield_now().await,
                 Err(e) => {
                     fail(&mut res, format!("read: {e}"));
-                    return (h, res);
+                    ret!();
                 }
             }
             continue;
@@ -977,18 +1461,18 @@ async fn run_conn<H: Handler>(
             r = rd.read(space) => match r {
                 Ok(0) => {
                     fail(&mut res, "connection closed by server".into());
-                    return (h, res);
+                    ret!();
                 }
                 Ok(n) => p.end += n,
                 Err(e) => {
                     fail(&mut res, format!("read: {e}"));
-                    return (h, res);
+                    ret!();
                 }
             },
             r = wr.writable(), if pending_out => {
                 if let Err(e) = r {
                     fail(&mut res, format!("writable: {e}"));
-                    return (h, res);
+                    ret!();
                 }
             }
         }
@@ -999,7 +1483,7 @@ async fn run_conn<H: Handler>(
         control_frame(&mut cf, OP_CLOSE, &1000u16.to_be_bytes(), &mut rng);
         let _ = wr.try_write(&cf);
     }
-    (h, res)
+    ret!()
 }
 
 /// `run_conn` for TLS: plain async reads and writes (the echo workloads keep a bounded
@@ -1011,10 +1495,20 @@ async fn run_conn_tls<H: Handler>(
     end_ns: u64,
     bufsize: usize,
     seed: u64,
+    pmd: Option<Pmd>,
 ) -> (H, LoopResult) {
-    let mut p = Parser::new(bufsize, &leftover);
+    let mut p = Parser::new(bufsize, &leftover, pmd.as_ref());
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut res = LoopResult::default();
+    macro_rules! ret {
+        () => {{
+            if let Some(inf) = &p.inf {
+                res.rx_wire_bytes = inf.wire_bytes;
+                res.rx_plain_bytes = inf.plain_bytes;
+            }
+            return (h, res);
+        }};
+    }
     let mut rng = Rng::new(seed);
     let deadline = tokio::time::sleep_until(at_ns(end_ns));
     tokio::pin!(deadline);
@@ -1039,17 +1533,17 @@ async fn run_conn_tls<H: Handler>(
         }
         if let Err(e) = r {
             fail(&mut res, format!("protocol error: {e}"));
-            return (h, res);
+            ret!();
         }
         if closed {
             fail(&mut res, "server sent close frame".into());
-            return (h, res);
+            ret!();
         }
         h.poll(now, &mut out);
         if !out.is_empty() {
             if let Err(e) = stream.write_all(&out).await {
                 fail(&mut res, format!("write: {e}"));
-                return (h, res);
+                ret!();
             }
             out.clear();
         }
@@ -1061,12 +1555,12 @@ async fn run_conn_tls<H: Handler>(
             r = stream.read(space) => match r {
                 Ok(0) => {
                     fail(&mut res, "connection closed by server".into());
-                    return (h, res);
+                    ret!();
                 }
                 Ok(n) => p.end += n,
                 Err(e) => {
                     fail(&mut res, format!("read: {e}"));
-                    return (h, res);
+                    ret!();
                 }
             },
         }
@@ -1074,7 +1568,7 @@ async fn run_conn_tls<H: Handler>(
     let mut cf = Vec::new();
     control_frame(&mut cf, OP_CLOSE, &1000u16.to_be_bytes(), &mut rng);
     let _ = tokio::time::timeout(Duration::from_millis(200), stream.write_all(&cf)).await;
-    (h, res)
+    ret!()
 }
 
 fn bufsize_for(size: usize) -> usize {
@@ -1095,6 +1589,8 @@ struct EchoH {
     bad: u64,
     hist: Hist,
     to_send: usize,
+    /// offset of the timestamp (16 hex digits) in the payload
+    ts_off: usize,
 }
 
 impl Handler for EchoH {
@@ -1105,7 +1601,7 @@ impl Handler for EchoH {
             if now < self.end_ns {
                 let ts = now_ns();
                 for _ in 0..self.to_send {
-                    self.tmpl.append(out, &[(0, ts)]);
+                    self.tmpl.append(out, &[(self.ts_off, ts)]);
                 }
             }
             self.to_send = 0;
@@ -1116,7 +1612,7 @@ impl Handler for EchoH {
         if len != self.size || opcode != self.opcode {
             self.bad += 1;
         }
-        if let Some(ts) = parse_hex16(cap) {
+        if let Some(ts) = parse_hex16(cap.get(self.ts_off..).unwrap_or(&[])) {
             if now >= self.warm_ns && now < self.end_ns {
                 self.msgs += 1;
                 self.hist.record(now.saturating_sub(ts));
@@ -1128,8 +1624,17 @@ impl Handler for EchoH {
     }
 }
 
+/// The payloads of echo mode / connect --send-one, and the timestamp offset in them.
+fn payloads(a: &Args) -> (Arc<Vec<Vec<u8>>>, usize) {
+    if a.json {
+        (Arc::new(json_payloads(a.size, a.json_variants)), JSON_TS_OFF)
+    } else {
+        (Arc::new(vec![filler_payload(a.size)]), 0)
+    }
+}
+
 async fn mode_echo(a: Args, t: Arc<Target>) -> String {
-    let c = connect_many(t, a.conns, a.concurrency, a.connect_timeout).await;
+    let c = connect_many(t, a.conns, a.concurrency, a.connect_timeout, a.deflate).await;
     if c.ok == 0 {
         return error_json(&a, &format!("no connection: {}", c.first_error.unwrap_or_default()));
     }
@@ -1138,46 +1643,70 @@ async fn mode_echo(a: Args, t: Arc<Target>) -> String {
     let end_ns = warm_ns + (a.duration * 1e9) as u64;
     let opcode = if a.binary { OP_BINARY } else { OP_TEXT };
     let mut rng = Rng::new(7);
+    let (plain, ts_off) = payloads(&a);
+    let mut agreed: Option<Pmd> = None;
+    let mut mixed_pmd = 0u64;
     let mut tasks = Vec::new();
     for (i, conn) in c.conns.into_iter().enumerate() {
-        let Some((s, left)) = conn else { continue };
-        let tmpl = Template::new(opcode, a.size, rng.mask());
+        let Some(Conn { s, left, pmd }) = conn else { continue };
+        match agreed {
+            None => agreed = pmd,
+            Some(p) if Some(p) != pmd => mixed_pmd += 1,
+            _ => {}
+        }
+        let z = pmd.as_ref().map(|p| Deflater::new(a.deflate_level, p));
+        // each connection starts at a different payload of the pool
+        let mut tmpl = Template::with_payloads(opcode, plain.clone(), rng.mask(), z);
+        tmpl.next = i % plain.len();
         let mut out0 = Vec::new();
         let t0 = now_ns();
         for _ in 0..a.inflight {
-            tmpl.append(&mut out0, &[(0, t0)]);
+            tmpl.append(&mut out0, &[(ts_off, t0)]);
         }
-        let h = EchoH { tmpl, warm_ns, end_ns, size: a.size as u64, opcode, msgs: 0, total_msgs: 0, bad: 0, hist: Hist::default(), to_send: 0 };
+        let h = EchoH {
+            tmpl, warm_ns, end_ns, size: a.size as u64, opcode, msgs: 0, total_msgs: 0, bad: 0,
+            hist: Hist::default(), to_send: 0, ts_off,
+        };
         let bufsize = bufsize_for(a.size);
         let spin = a.spin;
         tasks.push(tokio::spawn(async move {
             // the first K frames go out before entering the loop
             let mut s = s;
             if let Err(e) = s.write_all(&out0).await {
-                return (h, LoopResult { errors: 1, first_error: Some(format!("write: {e}")) });
+                return (h, LoopResult { errors: 1, first_error: Some(format!("write: {e}")), ..Default::default() });
             }
             match s {
-                Conn::Plain(s) => run_conn(s, left, h, end_ns, bufsize, None, i as u64 + 100, spin).await,
-                Conn::Tls(s) => run_conn_tls(*s, left, h, end_ns, bufsize, i as u64 + 100).await,
+                Transport::Plain(s) => run_conn(s, left, h, end_ns, bufsize, None, i as u64 + 100, spin, pmd).await,
+                Transport::Tls(s) => run_conn_tls(*s, left, h, end_ns, bufsize, i as u64 + 100, pmd).await,
             }
         }));
     }
     let (cpu, wall) = measure_window(warm_ns, end_ns).await;
     let mut hist = Hist::default();
     let (mut msgs, mut total, mut bad, mut errors, mut first_err) = (0u64, 0u64, 0u64, c.errors as u64, c.first_error);
+    let (mut tx_plain, mut tx_wire, mut rx_wire, mut rx_plain) = (0u64, 0u64, 0u64, 0u64);
     for tk in tasks {
         if let Ok(Ok((h, r))) = tokio::time::timeout(Duration::from_secs(10), tk).await {
             msgs += h.msgs;
             total += h.total_msgs;
-            bad += h.bad;
+            bad += h.bad + h.tmpl.errors;
             hist.merge(&h.hist);
             errors += r.errors;
             if first_err.is_none() {
-                first_err = r.first_error;
+                first_err = r.first_error.or(h.tmpl.first_error);
             }
+            if let Some(z) = &h.tmpl.z {
+                tx_plain += z.plain_bytes;
+                tx_wire += z.wire_bytes;
+            }
+            rx_wire += r.rx_wire_bytes;
+            rx_plain += r.rx_plain_bytes;
         } else {
             errors += 1;
         }
+    }
+    if mixed_pmd > 0 && first_err.is_none() {
+        first_err = Some(format!("{mixed_pmd} connection(s) agreed different deflate parameters"));
     }
     let mut j = Json::new();
     j.str("mode", "echo")
@@ -1196,8 +1725,22 @@ async fn mode_echo(a: Args, t: Arc<Target>) -> String {
         .int("bad_msgs", bad)
         .int("errors", errors + bad)
         .num("cpu_pct", cpu)
+        // the loadgen's own CPU time per received message in the window (all its work: send,
+        // compress, receive, inflate)
+        .num("cpu_us_per_msg", if msgs > 0 { cpu / 100.0 * wall * 1e6 / msgs as f64 } else { f64::NAN })
         .bool("spin", a.spin)
+        .bool("json", a.json)
         .int("threads", a.threads as u64);
+    if a.deflate {
+        j.str("deflate", &agreed.map(|p| p.describe()).unwrap_or_default())
+            .int("deflate_level", a.deflate_level as u64)
+            .int("tx_plain_bytes", tx_plain)
+            .int("tx_wire_bytes", tx_wire)
+            .num("tx_ratio", if tx_plain > 0 { tx_wire as f64 / tx_plain as f64 } else { f64::NAN })
+            .int("rx_wire_bytes", rx_wire)
+            .int("rx_plain_bytes", rx_plain)
+            .num("rx_ratio", if rx_plain > 0 { rx_wire as f64 / rx_plain as f64 } else { f64::NAN });
+    }
     if let Some(e) = first_err {
         j.str("first_error", &e);
     }
@@ -1308,12 +1851,13 @@ impl Handler for PubH {
 
 async fn mode_broadcast(a: Args, t: Arc<Target>) -> String {
     // N subscribers first, then the publisher (so every subscriber is registered)
-    let c = connect_many(t.clone(), a.conns, a.concurrency, a.connect_timeout).await;
+    let c = connect_many(t.clone(), a.conns, a.concurrency, a.connect_timeout, a.deflate).await;
     if c.ok == 0 {
         return error_json(&a, &format!("no connection: {}", c.first_error.unwrap_or_default()));
     }
-    let p = connect_many(t, 1, 1, a.connect_timeout).await;
-    let Some(Some((Conn::Plain(ps), pleft))) = p.conns.into_iter().next() else {
+    let p = connect_many(t, 1, 1, a.connect_timeout, a.deflate).await;
+    // wss:// is refused for broadcast mode in parse_args
+    let Some(Some(Conn { s: Transport::Plain(ps), left: pleft, pmd: ppmd })) = p.conns.into_iter().next() else {
         return error_json(&a, &format!("publisher: {}", p.first_error.unwrap_or_default()));
     };
     // let the server finish registering the last clients
@@ -1336,13 +1880,15 @@ async fn mode_broadcast(a: Args, t: Arc<Target>) -> String {
     let opcode = if a.binary { OP_BINARY } else { OP_TEXT };
     let mut tasks = Vec::new();
     for (i, conn) in c.conns.into_iter().enumerate() {
-        let Some((Conn::Plain(s), left)) = conn else { continue };
+        let Some(Conn { s: Transport::Plain(s), left, pmd }) = conn else { continue };
         let h = SubH { bc: bc.clone(), deliveries: 0, bad: 0, hist: Hist::default() };
-        tasks.push(tokio::spawn(run_conn(s, left, h, end_ns, bufsize_for(a.size), None, i as u64 + 100, false)));
+        tasks.push(tokio::spawn(run_conn(s, left, h, end_ns, bufsize_for(a.size), None, i as u64 + 100, false, pmd)));
     }
     let mut rng = Rng::new(3);
-    let ph = PubH { bc: bc.clone(), tmpl: Template::new(opcode, a.size, rng.mask()), inflight: a.inflight as u64, published: 0 };
-    let pubtask = tokio::spawn(run_conn(ps, pleft, ph, end_ns, bufsize_for(a.size), Some(bc.notify.clone()), 1, false));
+    let z = ppmd.as_ref().map(|p| Deflater::new(a.deflate_level, p));
+    let tmpl = Template::with_payloads(opcode, Arc::new(vec![filler_payload(a.size)]), rng.mask(), z);
+    let ph = PubH { bc: bc.clone(), tmpl, inflight: a.inflight as u64, published: 0 };
+    let pubtask = tokio::spawn(run_conn(ps, pleft, ph, end_ns, bufsize_for(a.size), Some(bc.notify.clone()), 1, false, ppmd));
     let (cpu, wall) = measure_window(warm_ns, end_ns).await;
     let mut hist = Hist::default();
     let (mut deliveries, mut bad, mut errors, mut first_err) = (0u64, 0u64, c.errors as u64, c.first_error);
@@ -1404,7 +1950,7 @@ async fn mode_broadcast(a: Args, t: Arc<Target>) -> String {
 // ---------------------------------------------------------------------------
 // connect mode
 
-async fn close_one(mut s: Conn, seed: u64) -> bool {
+async fn close_one(mut s: Transport, seed: u64) -> bool {
     let mut rng = Rng::new(seed);
     let mut cf = Vec::new();
     control_frame(&mut cf, OP_CLOSE, &1000u16.to_be_bytes(), &mut rng);
@@ -1433,18 +1979,128 @@ async fn close_one(mut s: Conn, seed: u64) -> bool {
     r.unwrap_or(got_close)
 }
 
+/// connect --send-one: send one message and wait for its echo; then drop this side's codec
+/// state (only the server's is being measured) and return the bare stream.
+async fn one_roundtrip(c: Conn, plain: Arc<Vec<Vec<u8>>>, opcode: u8, ts_off: usize, level: u32, seed: u64) -> Result<Transport, String> {
+    let Conn { mut s, left, pmd } = c;
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    {
+        let z = pmd.as_ref().map(|p| Deflater::new(level, p));
+        let mut t = Template::with_payloads(opcode, plain, rng.mask(), z);
+        t.next = seed as usize % t.plain.len();
+        t.append(&mut out, &[(ts_off, now_ns())]);
+        if let Some(e) = t.first_error {
+            return Err(e);
+        }
+    }
+    s.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
+    let mut p = Parser::new(16 * 1024, &left, pmd.as_ref());
+    loop {
+        let mut got = false;
+        let mut pongs = Vec::new();
+        let mut closed = false;
+        p.parse(|ev| match ev {
+            Ev::Msg(..) => got = true,
+            Ev::Ping(pl) => pongs.push(pl),
+            Ev::Close => closed = true,
+        })
+        .map_err(|e| format!("protocol error: {e}"))?;
+        if got {
+            return Ok(s);
+        }
+        if closed {
+            return Err("server sent close frame".into());
+        }
+        for pl in pongs {
+            let mut f = Vec::new();
+            control_frame(&mut f, OP_PONG, &pl, &mut rng);
+            s.write_all(&f).await.map_err(|e| format!("write: {e}"))?;
+        }
+        p.compact();
+        if p.end == p.buf.len() {
+            return Err("frame header larger than the read buffer".into());
+        }
+        let end = p.end;
+        match s.read(&mut p.buf[end..]).await {
+            Ok(0) => return Err("connection closed by server".into()),
+            Ok(n) => p.end += n,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
 async fn mode_connect(a: Args, t: Arc<Target>) -> String {
     eprintln!("CONNECTING {}", a.conns);
     let cpu0 = cpu_seconds();
-    let c = connect_many(t, a.conns, a.concurrency, a.connect_timeout).await;
+    let c = connect_many(t, a.conns, a.concurrency, a.connect_timeout, a.deflate).await;
     let cpu1 = cpu_seconds();
     let secs = c.elapsed_ns as f64 / 1e9;
-    eprintln!("IDLE {}", c.ok);
+    let agreed = c.conns.iter().flatten().find_map(|c| c.pmd);
+    let (mut sent_ok, mut sent_err, mut sent_first_err) = (0u64, 0u64, None::<String>);
+    let conns: Vec<Conn> = c.conns.into_iter().flatten().collect();
+    let streams: Vec<Transport> = if a.send_one {
+        let (plain, ts_off) = payloads(&a);
+        let opcode = if a.binary { OP_BINARY } else { OP_TEXT };
+        let n = conns.len();
+        let queue = Arc::new(Mutex::new(conns.into_iter().enumerate().collect::<Vec<_>>()));
+        let mut workers = Vec::new();
+        for _ in 0..a.concurrency.min(n).max(1) {
+            let q = queue.clone();
+            let plain = plain.clone();
+            let level = a.deflate_level;
+            workers.push(tokio::spawn(async move {
+                let mut kept = Vec::new();
+                let (mut bad, mut first) = (0u64, None);
+                loop {
+                    let item = q.lock().map(|mut v| v.pop()).unwrap_or(None);
+                    let Some((i, c)) = item else { break };
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        one_roundtrip(c, plain.clone(), opcode, ts_off, level, i as u64 + 1000),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(s)) => kept.push(s),
+                        Ok(Err(e)) => {
+                            bad += 1;
+                            first.get_or_insert(e);
+                        }
+                        Err(_) => {
+                            bad += 1;
+                            first.get_or_insert("no echo within 10 s".to_string());
+                        }
+                    }
+                }
+                (kept, bad, first)
+            }));
+        }
+        let mut all = Vec::with_capacity(n);
+        for w in workers {
+            match tokio::time::timeout(Duration::from_secs(120), w).await {
+                Ok(Ok((kept, bad, first))) => {
+                    sent_ok += kept.len() as u64;
+                    all.extend(kept);
+                    sent_err += bad;
+                    if sent_first_err.is_none() {
+                        sent_first_err = first;
+                    }
+                }
+                _ => {
+                    sent_err += 1;
+                    sent_first_err.get_or_insert("send-one worker failed".into());
+                }
+            }
+        }
+        all
+    } else {
+        conns.into_iter().map(|c| c.s).collect()
+    };
+    eprintln!("IDLE {}", streams.len());
     let _ = io::stderr().flush();
     tokio::time::sleep(Duration::from_secs_f64(a.idle)).await;
     eprintln!("CLOSING");
     let t0 = now_ns();
-    let streams: Vec<Conn> = c.conns.into_iter().flatten().map(|(s, _)| s).collect();
     let queue = Arc::new(Mutex::new(streams));
     let mut workers = Vec::new();
     for w in 0..a.concurrency.min(queue.lock().unwrap().len()).max(1) {
@@ -1481,16 +2137,96 @@ async fn mode_connect(a: Args, t: Arc<Target>) -> String {
         .int("closed_clean", closed_ok)
         .int("closed_unclean", closed_bad)
         .num("close_s", close_secs)
-        .int("errors", c.errors as u64 + closed_bad)
+        .int("errors", c.errors as u64 + closed_bad + sent_err)
         .int("concurrency", a.concurrency as u64)
         .int("threads", a.threads as u64);
-    if let Some(e) = c.first_error {
+    if a.send_one {
+        j.int("idle_conns", sent_ok).int("send_one_errors", sent_err).int("size", a.size as u64).bool("json", a.json);
+    }
+    if a.deflate {
+        j.str("deflate", &agreed.map(|p| p.describe()).unwrap_or_default());
+    }
+    if let Some(e) = c.first_error.or(sent_first_err) {
         j.str("first_error", &e);
     }
     j.finish()
 }
 
 // ---------------------------------------------------------------------------
+
+/// `loadgen codec`: no network. Times the per-message deflate work in this process, for one
+/// connection with the agreed default (context takeover both ways):
+///  * client: what the loadgen does per echoed message (compress at --deflate-level, inflate
+///    the server's reply);
+///  * server floor: what any server must do per echoed message (inflate the client's message,
+///    compress the reply at zlib's default level 6, as ws and ws-native do).
+fn mode_codec(a: &Args) -> String {
+    let (plain, ts_off) = payloads(a);
+    let pmd = Pmd::default();
+    let mut cz = Deflater::new(a.deflate_level, &pmd); // client compressor
+    let mut sz = Deflater::new(6, &pmd); // server compressor
+    let mut sinf = Inflater::new(&pmd); // server inflater
+    let mut cinf = Inflater::new(&pmd); // client inflater
+    let mut buf = Vec::new();
+    let mut cap = [0u8; CAP];
+    let mut cl: usize;
+    let (mut t_client, mut t_server, mut n) = (0u64, 0u64, 0u64);
+    let end = now_ns() + (a.duration * 1e9) as u64;
+    let c0 = cpu_seconds();
+    let w0 = now_ns();
+    while now_ns() < end && n < 100_000_000 {
+        for _ in 0..64 {
+            let p = &plain[(n as usize) % plain.len()];
+            buf.clear();
+            buf.extend_from_slice(p);
+            put_hex16(&mut buf[ts_off..], n);
+            let t0 = now_ns();
+            let wire = match cz.message(&buf) {
+                Ok(w) => w.to_vec(),
+                Err(e) => return error_json(a, &e),
+            };
+            let t1 = now_ns();
+            cl = 0;
+            let r1 = sinf.feed(&wire, FlushDecompress::None, &mut cap, &mut cl).and_then(|x| Ok(x + sinf.finish(&mut cap, &mut cl)?));
+            let reply = match (r1, sz.message(&buf)) {
+                (Ok(_), Ok(w)) => w.to_vec(),
+                (Err(e), _) => return error_json(a, e),
+                (_, Err(e)) => return error_json(a, &e),
+            };
+            let t2 = now_ns();
+            cl = 0;
+            if let Err(e) = cinf.feed(&reply, FlushDecompress::None, &mut cap, &mut cl).and_then(|x| Ok(x + cinf.finish(&mut cap, &mut cl)?)) {
+                return error_json(a, e);
+            }
+            let t3 = now_ns();
+            t_client += (t1 - t0) + (t3 - t2);
+            t_server += t2 - t1;
+            n += 1;
+        }
+    }
+    let wall = (now_ns() - w0) as f64 / 1e9;
+    let cpu = cpu_seconds() - c0;
+    // on a shared machine wall time includes time spent descheduled: split the process's CPU
+    // time between the two sides in proportion to their wall time instead
+    let n = n.max(1) as f64;
+    let total = (t_client + t_server).max(1) as f64;
+    let client_s = cpu * t_client as f64 / total;
+    let server_s = cpu * t_server as f64 / total;
+    let mut j = Json::new();
+    j.str("mode", "codec")
+        .int("size", a.size as u64)
+        .bool("json", a.json)
+        .int("deflate_level", a.deflate_level as u64)
+        .int("messages", n as u64)
+        .num("client_cpu_us_per_msg", client_s / n * 1e6)
+        .num("server_floor_cpu_us_per_msg", server_s / n * 1e6)
+        .num("client_max_msgs_per_sec", n / client_s)
+        .num("server_floor_max_msgs_per_sec", n / server_s)
+        .num("client_tx_ratio", cz.wire_bytes as f64 / cz.plain_bytes.max(1) as f64)
+        .num("server_tx_ratio", sz.wire_bytes as f64 / sz.plain_bytes.max(1) as f64)
+        .num("cpu_pct", cpu / wall * 100.0);
+    j.finish()
+}
 
 fn run<F: Future<Output = String>>(threads: usize, f: F) -> String {
     let rt = if threads <= 1 {
@@ -1526,6 +2262,7 @@ fn main() {
         "echo" => run(a.threads, mode_echo(a.clone(), t)),
         "broadcast" => run(a.threads, mode_broadcast(a.clone(), t)),
         "connect" => run(a.threads, mode_connect(a.clone(), t)),
+        "codec" => mode_codec(&a),
         _ => unreachable!(),
     };
     let mut so = io::stdout().lock();
@@ -1568,7 +2305,7 @@ mod tests {
 
     #[test]
     fn template_and_parser() {
-        let t = Template::new(OP_TEXT, 40, [9, 8, 7, 6]);
+        let mut t = Template::new(OP_TEXT, 40, [9, 8, 7, 6]);
         let mut out = Vec::new();
         t.append(&mut out, &[(0, 0xdead_beef), (16, 42)]);
         // unmask what the server would see, and re-frame it unmasked
@@ -1580,7 +2317,7 @@ mod tests {
         srv.extend_from_slice(&[0x80, 20]);
         srv.extend_from_slice(&payload[20..]);
         srv.extend_from_slice(&[0x89, 0]);
-        let mut p = Parser::new(1024, &srv);
+        let mut p = Parser::new(1024, &srv, None);
         let mut msgs = 0;
         p.parse(|ev| {
             if let Ev::Msg(op, len, cap, cl) = ev {
@@ -1591,5 +2328,128 @@ mod tests {
         })
         .unwrap();
         assert_eq!(msgs, 1);
+    }
+
+    #[test]
+    fn urls() {
+        let t = parse_url("wss://127.0.0.1:8443/x").unwrap();
+        assert!(t.tls && t.addr.port() == 8443 && t.path == "/x");
+        let t = parse_url("ws://127.0.0.1").unwrap();
+        assert!(!t.tls && t.addr.port() == 80 && t.path == "/");
+        assert_eq!(parse_url("wss://127.0.0.1").unwrap().addr.port(), 443);
+        assert!(parse_url("http://127.0.0.1/").is_err());
+    }
+
+    #[test]
+    fn pmd_answers() {
+        assert_eq!(parse_pmd_answer("permessage-deflate").unwrap(), Pmd::default());
+        let p = parse_pmd_answer("permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=12").unwrap();
+        assert!(p.server_nct && p.client_nct && p.client_bits == Some(12) && p.server_bits.is_none());
+        assert!(parse_pmd_answer("permessage-deflate; server_max_window_bits=\"10\"").is_ok());
+        for bad in [
+            "x-webkit-deflate-frame",
+            "permessage-deflate, permessage-deflate",
+            "permessage-deflate; foo",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; client_max_window_bits=16",
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; client_max_window_bits=8",
+            "permessage-deflate; server_no_context_takeover=1",
+        ] {
+            assert!(parse_pmd_answer(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// what our Deflater sends inflates with a plain raw inflater, message after message,
+    /// and our Inflater reads what a plain sync-flushing deflater produces, fed in pieces
+    fn roundtrip(pmd: Pmd) {
+        let msgs = json_payloads(1024, 8);
+        let mut z = Deflater::new(6, &pmd);
+        let mut d = Decompress::new_with_window_bits(false, 15);
+        let mut c = Compress::new_with_window_bits(Compression::new(6), false, 15);
+        let mut inf = Inflater::new(&pmd);
+        for round in 0..3 {
+            for m in &msgs {
+                let mut wire = z.message(m).unwrap().to_vec();
+                wire.extend_from_slice(&PMD_TAIL);
+                let mut plain = Vec::with_capacity(4096);
+                d.decompress_vec(&wire, &mut plain, FlushDecompress::Sync).unwrap();
+                assert_eq!(&plain, m, "round {round}");
+                if pmd.client_nct {
+                    d.reset(false);
+                }
+                // server side
+                let mut sw = Vec::with_capacity(4096);
+                c.compress_vec(m, &mut sw, FlushCompress::Sync).unwrap();
+                assert!(sw.ends_with(&PMD_TAIL));
+                sw.truncate(sw.len() - 4);
+                if pmd.server_nct {
+                    c.reset();
+                }
+                let (mut cap, mut cl, mut n) = ([0u8; CAP], 0usize, 0u64);
+                for piece in sw.chunks(7) {
+                    n += inf.feed(piece, FlushDecompress::None, &mut cap, &mut cl).unwrap();
+                }
+                n += inf.finish(&mut cap, &mut cl).unwrap();
+                assert_eq!(n, 1024);
+                assert_eq!(&cap[..cl], &m[..CAP]);
+            }
+        }
+        assert!(z.wire_bytes < z.plain_bytes / 2, "JSON compresses: {} / {}", z.wire_bytes, z.plain_bytes);
+    }
+
+    #[test]
+    fn deflate_roundtrip_takeover() {
+        roundtrip(Pmd::default());
+    }
+
+    #[test]
+    fn deflate_roundtrip_no_takeover() {
+        roundtrip(Pmd { server_nct: true, client_nct: true, server_bits: None, client_bits: Some(10) });
+    }
+
+    #[test]
+    fn json_payloads_are_exact() {
+        for size in [JSON_MIN_SIZE, 300, 1024, 4096] {
+            let v = json_payloads(size, 16);
+            for p in &v {
+                assert_eq!(p.len(), size);
+                assert!(p.starts_with(b"{\"ts\":\"0000000000000000\","));
+                assert!(p.ends_with(b"\"}}"));
+            }
+            assert_ne!(v[0], v[1]);
+        }
+    }
+
+    #[test]
+    fn parser_inflates_rsv1_frames() {
+        let pmd = Pmd::default();
+        let m = json_payloads(1024, 1).remove(0);
+        let mut c = Compress::new_with_window_bits(Compression::new(6), false, 15);
+        let mut sw = Vec::with_capacity(4096);
+        c.compress_vec(&m, &mut sw, FlushCompress::Sync).unwrap();
+        sw.truncate(sw.len() - 4);
+        // fragmented: RSV1 on the first frame only
+        let half = sw.len() / 2;
+        let mut srv = vec![0x41, 126];
+        srv.extend_from_slice(&(half as u16).to_be_bytes());
+        srv.extend_from_slice(&sw[..half]);
+        srv.extend_from_slice(&[0x80, 126]);
+        srv.extend_from_slice(&((sw.len() - half) as u16).to_be_bytes());
+        srv.extend_from_slice(&sw[half..]);
+        let mut p = Parser::new(4096, &srv, Some(&pmd));
+        let mut got = 0;
+        p.parse(|ev| {
+            if let Ev::Msg(op, len, cap, cl) = ev {
+                assert_eq!((op, len, cl), (OP_TEXT, 1024, CAP));
+                assert_eq!(&cap[..], &m[..CAP]);
+                got += 1;
+            }
+        })
+        .unwrap();
+        assert_eq!(got, 1);
+        // RSV1 without an agreed extension
+        let mut p = Parser::new(4096, &[0xc1, 0], None);
+        assert!(p.parse(|_| {}).is_err());
     }
 }
