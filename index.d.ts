@@ -665,6 +665,35 @@ declare namespace WebSocket {
          * `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
          */
         maxBufferedChunks?: number | undefined;
+        /**
+         * A proxy for the connection, opened by the engine: `'http://[user:pass@]host:port'`
+         * (HTTP `CONNECT`, Basic auth), `'socks5://...'` (the name is resolved locally) or
+         * `'socks5h://...'` (the proxy resolves it), with optional user and password; or
+         * `'env'` to take it from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY`, honouring
+         * `NO_PROXY`. The environment is not read otherwise. Failures reach `'error'` with
+         * `code` `'ERR_PROXY_AUTH'` (407, SOCKS auth), `'ERR_PROXY_TUNNEL'` (the proxy could
+         * not reach the server), `'ECONNREFUSED'`... and a message naming the proxy.
+         */
+        proxy?: string | URL | undefined;
+        /** The TLS server name (SNI, and the name the certificate must match); `''` sends no SNI. */
+        servername?: string | undefined;
+    }
+
+    /**
+     * The native TLS server (`new WebSocketServer({ port, tls })`), an addition over ws:
+     * PEM certificates and keys (unencrypted keys only).
+     */
+    interface ServerTlsOptions {
+        /** The certificate chain (PEM), or several chains. */
+        cert: string | Buffer | Array<string | Buffer>;
+        /** The private key (PEM: PKCS#8, PKCS#1 or SEC1; not encrypted). */
+        key: string | Buffer | Array<string | Buffer | { pem: string | Buffer; passphrase?: string | undefined }>;
+        /** The CAs that client certificates must chain to (with `requestCert`). */
+        ca?: string | Buffer | Array<string | Buffer> | undefined;
+        /** Ask clients for a certificate. Defaults to `false`. */
+        requestCert?: boolean | undefined;
+        /** With `requestCert`, refuse clients without a valid certificate. Defaults to `true`. */
+        rejectUnauthorized?: boolean | undefined;
     }
 
     interface ServerOptions<
@@ -692,6 +721,11 @@ declare namespace WebSocket {
          * `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
          */
         maxBufferedChunks?: number | undefined;
+        /**
+         * Serve `wss://` from the engine itself (with `port` only), an addition over ws.
+         * `req.socket.encrypted` is `true` on its connections.
+         */
+        tls?: ServerTlsOptions | undefined;
         /**
          * ws-native addition: how long (ms) a client may take to send its
          * upgrade request before it is disconnected, as Node's

@@ -114,13 +114,25 @@ const WORKLOADS = [
     kind: 'connect', p: { conns: 10000 },
     metrics: [['connections_per_sec', 'conn/s', HI], ['rss_per_conn_kib', 'RSS KiB/conn', LO]],
   },
+  {
+    // ws-native terminates TLS in its engine (`tls` server option); ws and the others run on
+    // a Node https server. The load generator speaks TLS with rustls (ring), any certificate.
+    id: 'wss', alias: ['8', 'tls'], title: '8 wss echo: 64 conns × 16 in flight, 1 KiB binary, TLS',
+    kind: 'echo', tls: true, p: { conns: 64, inflight: 16, size: 1 * KiB, binary: true },
+    metrics: [['msgs_per_sec', 'msg/s', HI], ['p99_us', 'p99 µs', LO]],
+  },
+  {
+    id: 'client', alias: ['7'], title: '7 client side: Node client, 64 conns × 16 in flight, 32 B → rust-echo',
+    kind: 'client', p: { conns: 64, inflight: 16, size: 32, binary: true },
+    metrics: [['msgs_per_sec', 'msg/s', HI], ['p99_us', 'p99 µs', LO]],
+  },
   // Deflate workloads (issue 6 workload 7, issue 4): each row is a variant = an implementation
   // with its server flags (servers/ws-echo.js) and loadgen flags; `vs` = the variant its ratios
   // are taken against (the same implementation family with the same settings: ws), `ref` = the
   // row the issue's target compares with (ws without deflate). Per-workload default durations
   // (used unless --quick or given on the command line) keep each workload under ~2 minutes.
   {
-    id: 'deflate', alias: ['8'], title: 'deflate: 64 conns × 16 in flight, 1 KiB JSON text, permessage-deflate both sides',
+    id: 'deflate', alias: ['9'], title: 'deflate: 64 conns × 16 in flight, 1 KiB JSON text, permessage-deflate both sides',
     kind: 'echo', p: { conns: 64, inflight: 16, size: 1 * KiB, binary: false, json: true },
     defaults: { warmup: 2, duration: 6 },
     variants: [
@@ -132,7 +144,7 @@ const WORKLOADS = [
     metrics: [['msgs_per_sec', 'msg/s', HI], ['p50_us', 'p50 µs', LO], ['p99_us', 'p99 µs', LO], ['rss_end_mib', 'server RSS MiB', LO]],
   },
   {
-    id: 'deflate-idle', alias: ['8'], title: 'deflate-idle: 2,000 conns with deflate, one 1 KiB JSON echo each, then idle',
+    id: 'deflate-idle', alias: ['9'], title: 'deflate-idle: 2,000 conns with deflate, one 1 KiB JSON echo each, then idle',
     kind: 'connect', p: { conns: 2000, sendOne: true, size: 1 * KiB, json: true },
     defaults: { idle: 3 },
     variants: [
@@ -144,11 +156,6 @@ const WORKLOADS = [
       { name: 'ws no deflate', impl: 'ws', server: [], load: [] },
     ],
     metrics: [['rss_per_conn_kib', 'RSS KiB/conn', LO], ['rss_idle_mib', 'server RSS MiB', LO], ['connections_per_sec', 'conn/s', HI]],
-  },
-  {
-    id: 'client', alias: ['7'], title: '7 client side: Node client, 64 conns × 16 in flight, 32 B → rust-echo',
-    kind: 'client', p: { conns: 64, inflight: 16, size: 32, binary: true },
-    metrics: [['msgs_per_sec', 'msg/s', HI], ['p99_us', 'p99 µs', LO]],
   },
 ];
 
@@ -320,16 +327,32 @@ function ensureNodeDeps(opts) {
 // ---------------------------------------------------------------------------
 // running one measurement
 
-async function startServer(implName, broadcast, opts, extraArgs = []) {
+/** A self-signed certificate for the TLS workload, made once per run. */
+let certDir = null;
+function tlsCertDir() {
+  if (certDir) return certDir;
+  certDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-bench-tls-'));
+  spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '2', '-keyout', path.join(certDir, 'key.pem'),
+    '-out', path.join(certDir, 'cert.pem')], { stdio: 'ignore' });
+  process.on('exit', () => fs.rmSync(certDir, { recursive: true, force: true }));
+  return certDir;
+}
+
+/** `extraArgs`: more servers/ws-echo.js flags (deflate variants); `tls`: serve wss:// */
+async function startServer(implName, broadcast, opts, { extraArgs = [], tls = false } = {}) {
   const impl = IMPLS[implName];
   const port = await freePort();
   let argv;
   let env;
-  if (impl.rust) {
+  if (impl.rust && tls) {
+    return { error: 'rust-echo has no TLS mode' };
+  } else if (impl.rust) {
     argv = [RUST_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : [])];
     env = cleanEnv({});
   } else {
     argv = [process.execPath, WS_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : []), ...(impl.args || []), ...extraArgs];
+    if (tls) argv.push('--tls', implName === 'ws-native' ? 'native' : 'https', '--cert-dir', tlsCertDir());
     env = cleanEnv(impl.env);
   }
   const child = spawnRaised(argv, env, opts, 1);
@@ -370,7 +393,7 @@ async function stopServer(child) {
 }
 
 function loadArgs(w, port, opts, extra = []) {
-  const url = `ws://127.0.0.1:${port}/`;
+  const url = `${w.tls ? 'wss' : 'ws'}://127.0.0.1:${port}/`;
   const p = w.p;
   const t = ['--duration', String(opts.duration), '--warmup', String(opts.warmup)];
   const json = p.json ? ['--json'] : [];
@@ -395,7 +418,8 @@ function loadArgs(w, port, opts, extra = []) {
 async function runOne(w, implName, opts, variant = null) {
   const isClient = w.kind === 'client';
   // client workload: the server is always rust-echo; the implementation is the client
-  const srv = await startServer(isClient ? 'rust-echo' : implName, w.kind === 'broadcast', opts, variant ? variant.server : []);
+  const srv = await startServer(isClient ? 'rust-echo' : implName, w.kind === 'broadcast', opts,
+    { extraArgs: variant ? variant.server : [], tls: !!w.tls });
   if (srv.error) return { error: srv.error, startFailed: true };
   const { child: server, port } = srv;
   const spid = server.pid;
@@ -692,7 +716,7 @@ async function main() {
     for (let round = 1; round <= opts.rounds; round++) {
       for (const { key: n, impl, variant } of units) {
         const serverKey = w.kind === 'client' ? `client:${n}`
-          : `${n}|${w.kind === 'broadcast' ? 'broadcast' : 'echo'}${variant ? `|${variant.server.join(' ')}` : ''}`;
+          : `${n}|${w.kind === 'broadcast' ? 'broadcast' : 'echo'}${w.tls ? '|tls' : ''}${variant ? `|${variant.server.join(' ')}` : ''}`;
         let r;
         if (startFailed.has(serverKey)) {
           r = { error: startFailed.get(serverKey), skipped: true };

@@ -15,6 +15,7 @@ const { adoptSocket } = require('./adopt');
 const { engineDeflate, extensionName } = require('./permessage-deflate');
 const WebSocket = require('./websocket');
 const { CLOSE_TIMEOUT } = require('./constants');
+const { serverTls } = require('./tls-options');
 
 const kUpgraded = Symbol('ws-native-upgraded');
 
@@ -65,6 +66,10 @@ class WebSocketServer extends EventEmitter {
       throw new TypeError(
         'One and only one of the "port", "server", or "noServer" options must be specified'
       );
+    }
+
+    if (options.tls && options.port == null) {
+      throw new TypeError('The "tls" option goes with "port"; with "server", configure TLS on that server');
     }
 
     if (options.perMessageDeflate === true) options.perMessageDeflate = {};
@@ -130,12 +135,21 @@ class WebSocketServer extends EventEmitter {
       err.code = 'ERR_SOCKET_BAD_PORT';
       throw err;
     }
+    const tls = options.tls ? serverTls(options.tls) : undefined;
     const r = native.binding.listen({
       host: options.host || undefined,
       port,
       backlog: options.backlog == null ? undefined : options.backlog,
-      conn: this._connOptions()
+      conn: this._connOptions(),
+      tls
     });
+    if (r.errorCode && r.errorCode.startsWith('ERR_TLS')) {
+      // Unusable certificates or keys throw at once, as in https.createServer().
+      const err = new Error(r.errorMessage);
+      err.code = r.errorCode;
+      throw err;
+    }
+    this._tls = tls ? { authorized: tls.requestCert && tls.rejectUnauthorized } : null;
     if (r.errorCode) {
       const err = new Error(r.errorMessage);
       err.code = r.errorCode;
@@ -264,6 +278,7 @@ class WebSocketServer extends EventEmitter {
    */
   _onUpgrade(id, f) {
     const req = new IncomingRequest(id, f);
+    if (this._tls) req._tls = this._tls;
     const link = new EngineLink(id, req);
     const status = Number(f[9]);
 
@@ -544,7 +559,7 @@ function rawFromHeaders(headers) {
  * users touch it (`req.socket`, the `wsClientError` socket).
  */
 class NativeSocket extends EventEmitter {
-  constructor(id, f) {
+  constructor(id, f, tls) {
     super();
     this._id = id;
     this.remoteAddress = f[4];
@@ -552,7 +567,8 @@ class NativeSocket extends EventEmitter {
     this.remoteFamily = f[6];
     this.localAddress = f[7];
     this.localPort = Number(f[8]);
-    this.encrypted = undefined;
+    this.encrypted = tls ? true : undefined;
+    if (tls) this.authorized = tls.authorized;
     this.destroyed = false;
   }
 
@@ -609,6 +625,7 @@ class IncomingRequest {
     this._id = id;
     this._f = f;
     this._socket = undefined;
+    this._tls = undefined;
     this._upgraded = false;
     this.method = f[0];
     this.url = f[1];
@@ -625,7 +642,7 @@ class IncomingRequest {
   }
 
   get socket() {
-    if (this._socket === undefined) this._socket = new NativeSocket(this._id, this._f);
+    if (this._socket === undefined) this._socket = new NativeSocket(this._id, this._f, this._tls);
     return this._socket;
   }
 

@@ -18,6 +18,7 @@ const { addEventListener, removeEventListener } = EventTarget;
 const { BINARY_TYPES, CLOSE_TIMEOUT, EMPTY_BUFFER, kWriteEnded } = require('./constants');
 const { isBlob, isValidStatusCode, isValidSubprotocol, toBuffer } = require('./validation');
 const { adoptSocket } = require('./adopt');
+const { clientTls } = require('./tls-options');
 const { engineDeflate } = require('./permessage-deflate');
 
 const readyStates = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
@@ -833,6 +834,16 @@ function handleResponse(websocket, req, res) {
  */
 function nodeHandshake(websocket, p) {
   const opts = p.opts;
+  if (opts.proxy && !p.isIpcUrl) {
+    // The proxy is the engine's; Node's http client would silently bypass it.
+    const err = new Error(
+      'The proxy option cannot be combined with agent, createConnection, finishRequest, ' +
+        "or listeners for 'upgrade', 'unexpected-response' or 'redirect'"
+    );
+    err.code = 'ERR_WS_PROXY_UNSUPPORTED';
+    process.nextTick(emitErrorAndClose, websocket, err);
+    return;
+  }
   const key = native.binding.generateKey();
   const headers = {};
   const list = p.list.concat('Sec-WebSocket-Key', key);
@@ -1096,7 +1107,7 @@ function initAsClient(websocket, address, protocols, options) {
   };
 
   const p = { opts, isSecure, isIpcUrl, host, port, path, socketPath, list, protocols, conn };
-  if (isSecure || opts.agent || opts.createConnection || opts.finishRequest) {
+  if (opts.agent || opts.createConnection || opts.finishRequest) {
     nodeHandshake(websocket, p);
     return;
   }
@@ -1127,7 +1138,9 @@ function startHandshake(websocket, p) {
     path: p.path,
     headers: p.list,
     protocols: p.protocols,
-    conn: p.conn
+    conn: p.conn,
+    tls: p.isSecure ? clientTls(p.opts) : undefined,
+    proxy: p.opts.proxy ? String(p.opts.proxy) : undefined
   });
   websocket._id = id;
   native.connections.set(id, websocket);

@@ -12,7 +12,7 @@ use napi_derive::napi;
 use crate::engine::client::{self, ConnectParams, Target};
 use crate::engine::connection::ConnConfig;
 use crate::engine::outbox::{self, Decision};
-use crate::engine::{events, io_error_code, runtime, server};
+use crate::engine::{events, io_error_code, proxy, runtime, server, tls};
 use crate::protocol::deflate::{BitsOption, DeflateOptions, DeflateParams};
 use crate::protocol::handshake::{rejection_response, Rejection};
 use crate::protocol::receiver::ReceiverConfig;
@@ -24,7 +24,7 @@ thread_local! {
 
 /// Registers the JS function that receives event batches. The threadsafe function is weak:
 /// it never keeps Node alive.
-#[napi]
+#[napi(catch_unwind)]
 pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
     if std::env::var_os("WS_NATIVE_TEST_PANIC").is_some_and(|v| v == "1") {
         crate::engine::connection::TEST_PANIC.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -49,7 +49,7 @@ pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
 }
 
 /// The next large payload of the batch being dispatched.
-#[napi]
+#[napi(catch_unwind)]
 pub fn take_external() -> Option<Buffer> {
     EXTERNAL.with(|e| e.borrow_mut().pop_front()).map(Buffer::from)
 }
@@ -136,6 +136,34 @@ pub struct ListenOptions {
     pub port: u32,
     pub backlog: Option<u32>,
     pub conn: ConnOptions,
+    /// The native TLS server (`tls` option).
+    pub tls: Option<ServerTlsOptions>,
+}
+
+/// The server's `tls` option, normalized by JS (PEM as Buffers).
+#[napi(object)]
+pub struct ServerTlsOptions {
+    pub cert: Buffer,
+    pub key: Buffer,
+    pub ca: Option<Vec<Buffer>>,
+    pub passphrase: Option<bool>,
+    pub request_cert: Option<bool>,
+    pub reject_unauthorized: Option<bool>,
+}
+
+/// The client's TLS options for `wss:`, normalized by JS.
+#[napi(object)]
+pub struct ClientTlsOptions {
+    pub ca: Option<Vec<Buffer>>,
+    pub cert: Option<Buffer>,
+    pub key: Option<Buffer>,
+    pub passphrase: Option<bool>,
+    pub reject_unauthorized: Option<bool>,
+    pub servername: Option<String>,
+}
+
+fn bufs(v: Option<Vec<Buffer>>) -> Vec<Vec<u8>> {
+    v.unwrap_or_default().iter().map(|b| b.to_vec()).collect()
 }
 
 #[napi(object)]
@@ -149,9 +177,36 @@ pub struct ListenResult {
 }
 
 /// Binds a server. Bind errors come back as `errorCode` / `errorMessage` for JS to emit.
-#[napi]
+#[napi(catch_unwind)]
 pub fn listen(opts: ListenOptions) -> ListenResult {
+    let tls = match opts.tls {
+        None => None,
+        Some(t) => {
+            let st = tls::ServerTls {
+                cert: t.cert.to_vec(),
+                key: t.key.to_vec(),
+                ca: bufs(t.ca),
+                passphrase: t.passphrase.unwrap_or(false),
+                request_cert: t.request_cert.unwrap_or(false),
+                reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
+            };
+            match tls::server_config(&st) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    return ListenResult {
+                        id: 0,
+                        address: String::new(),
+                        family: String::new(),
+                        port: 0,
+                        error_code: Some(e.code),
+                        error_message: Some(e.message),
+                    }
+                }
+            }
+        }
+    };
     let params = server::ListenParams {
+        tls,
         host: opts.host.clone(),
         port: opts.port as u16,
         backlog: opts.backlog.unwrap_or(511),
@@ -184,13 +239,13 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
     }
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn close_server(id: u32) {
     server::close(id);
 }
 
 /// Writes the 101 answer JS built and opens the connection. False when the socket is gone.
-#[napi]
+#[napi(catch_unwind)]
 pub fn accept(id: u32, response: &[u8]) -> bool {
     let Some(shared) = outbox::lookup(id) else { return false };
     let waker = {
@@ -208,7 +263,7 @@ pub fn accept(id: u32, response: &[u8]) -> bool {
 
 /// Writes the standard 101 answer (no `headers` listener could change it) and opens the
 /// connection. False when the socket is gone.
-#[napi]
+#[napi(catch_unwind)]
 pub fn accept_standard(id: u32, accept_key: String, protocol: Option<String>, extensions: Option<String>) -> bool {
     let mut head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n"
@@ -228,7 +283,7 @@ pub fn accept_standard(id: u32, accept_key: String, protocol: Option<String>, ex
 }
 
 /// Refuses an upgrade with ws's HTTP answer. `headers` is a flat name, value list.
-#[napi]
+#[napi(catch_unwind)]
 pub fn reject(id: u32, status: u32, message: String, headers: Vec<String>) -> bool {
     let Some(shared) = outbox::lookup(id) else { return false };
     let r = Rejection {
@@ -264,7 +319,7 @@ pub struct UpgradeVerdict {
 }
 
 /// Runs ws's checks on a request Node parsed (`rawHeaders` as Node gives them).
-#[napi]
+#[napi(catch_unwind)]
 pub fn check_upgrade(method: String, raw_headers: Vec<String>, deflate: Option<DeflateJs>) -> UpgradeVerdict {
     let head = crate::protocol::handshake::Head {
         method,
@@ -295,7 +350,7 @@ pub fn check_upgrade(method: String, raw_headers: Vec<String>, deflate: Option<D
 }
 
 /// ws's HTTP refusal, for JS to write on a socket Node holds.
-#[napi]
+#[napi(catch_unwind)]
 pub fn rejection(status: u32, message: String, headers: Vec<String>) -> Buffer {
     let r = Rejection {
         status: status as u16,
@@ -308,7 +363,7 @@ pub fn rejection(status: u32, message: String, headers: Vec<String>) -> Buffer {
 /// Takes over an upgraded Node TCP socket by file descriptor; returns the connection id.
 /// `is_client` when Node's http client made the handshake; `extensions` is the agreed
 /// `Sec-WebSocket-Extensions` value, if any.
-#[napi]
+#[napi(catch_unwind)]
 pub fn adopt_fd(fd: i32, early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>, extensions: Option<String>) -> Result<u32> {
     let cfg = conn_config(&conn, !is_client.unwrap_or(false));
     let pmd = extensions.as_deref().and_then(DeflateParams::from_agreed);
@@ -316,7 +371,7 @@ pub fn adopt_fd(fd: i32, early: &[u8], response: &[u8], conn: ConnOptions, is_cl
 }
 
 /// Serves an upgraded socket Node keeps through the byte bridge; returns the connection id.
-#[napi]
+#[napi(catch_unwind)]
 pub fn adopt_bridge(early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>, extensions: Option<String>) -> Result<u32> {
     let cfg = conn_config(&conn, !is_client.unwrap_or(false));
     let pmd = extensions.as_deref().and_then(DeflateParams::from_agreed);
@@ -324,20 +379,20 @@ pub fn adopt_bridge(early: &[u8], response: &[u8], conn: ConnOptions, is_client:
 }
 
 /// The client's permessage-deflate offer, for a handshake Node's http client makes.
-#[napi]
+#[napi(catch_unwind)]
 pub fn deflate_offer(deflate: DeflateJs) -> String {
     crate::protocol::deflate::offer(&deflate_options(&deflate))
 }
 
 /// A fresh `Sec-WebSocket-Key`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn generate_key() -> String {
     tungstenite::handshake::client::generate_key()
 }
 
 /// ws's checks on a 101 answer Node's http client received. Returns the error message, or
 /// an empty string and the agreed subprotocol.
-#[napi]
+#[napi(catch_unwind)]
 pub fn check_response(key: String, raw_headers: Vec<String>, offered: Vec<String>, deflate: Option<DeflateJs>) -> Vec<String> {
     let head = crate::protocol::handshake::Head {
         status: 101,
@@ -361,27 +416,47 @@ pub struct ConnectOptions {
     pub headers: Vec<String>,
     pub protocols: Vec<String>,
     pub conn: ConnOptions,
+    /// Present for `wss:`.
+    pub tls: Option<ClientTlsOptions>,
+    /// A proxy URL, or `env` to take it from the environment.
+    pub proxy: Option<String>,
 }
 
 /// Starts a client connection; returns its id.
-#[napi]
+#[napi(catch_unwind)]
 pub fn connect(opts: ConnectOptions) -> Result<u32> {
     let target = match opts.socket_path {
         Some(p) => Target::Unix(p),
         None => Target::Tcp { host: opts.host.unwrap_or_else(|| "localhost".into()), port: opts.port.unwrap_or(80) as u16 },
     };
+    // The environment is read here, on Node's thread, where `process.env` writes land.
+    let proxy = match (&target, opts.proxy) {
+        (Target::Tcp { host, port }, Some(p)) if p == "env" => proxy::from_env(host, *port, opts.tls.is_some()).map(|u| proxy::Proxy::parse(&u)),
+        (Target::Tcp { .. }, Some(p)) if !p.is_empty() => Some(proxy::Proxy::parse(&p)),
+        _ => None,
+    };
+    let tls = opts.tls.map(|t| tls::ClientTls {
+        ca: bufs(t.ca),
+        cert: t.cert.map(|b| b.to_vec()),
+        key: t.key.map(|b| b.to_vec()),
+        passphrase: t.passphrase.unwrap_or(false),
+        reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
+        servername: t.servername,
+    });
     let params = ConnectParams {
         target,
         path: opts.path,
         headers: pairs(opts.headers),
         protocols: opts.protocols,
         cfg: conn_config(&opts.conn, false),
+        tls,
+        proxy,
     };
     client::connect(params).map_err(|e| Error::from_reason(e.to_string()))
 }
 
 /// Applies one tick's commands. Large payloads come as separate buffers.
-#[napi]
+#[napi(catch_unwind)]
 pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) {
     match external {
         Some(ext) => {
@@ -393,7 +468,7 @@ pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) {
 }
 
 /// Bytes queued in the engine and not yet written to the socket.
-#[napi]
+#[napi(catch_unwind)]
 pub fn buffered_amount(id: u32) -> f64 {
     outbox::lookup(id).map(|s| s.buffered() as f64).unwrap_or(0.0)
 }
@@ -418,7 +493,7 @@ extern "C" {
 
 /// The C heap as glibc sees it: `[inUse, free, mmapped]` bytes. For memory tests and the
 /// per-connection figures in the benchmarks; not part of the public API.
-#[napi]
+#[napi(catch_unwind)]
 pub fn heap_stats() -> Vec<f64> {
     // SAFETY: mallinfo2 only reads allocator statistics.
     let m = unsafe { mallinfo2() };

@@ -23,6 +23,14 @@ const ws = new WebSocket('ws://127.0.0.1', clientOptions);
 new WebSocket('ws://127.0.0.1', ['a'], { closeTimeout: 10 });
 new WebSocketServer({ noServer: true, closeTimeout: 10, maxFragments: 1, maxBufferedChunks: 1 });
 
+// The native TLS server and the client's proxy option
+new WebSocketServer({ port: 0, tls: { cert: '-----BEGIN CERTIFICATE-----', key: Buffer.from(''), ca: ['x', Buffer.from('y')], requestCert: true } });
+const tlsOptions: WebSocketCjs.ServerTlsOptions = { cert: [Buffer.from('')], key: [{ pem: 'k' }], rejectUnauthorized: false };
+new WebSocketServer({ port: 0, tls: tlsOptions });
+new WebSocket('wss://example.com', { proxy: 'socks5h://user:pass@127.0.0.1:1080', ca: 'pem', servername: 'example.com' });
+new WebSocket('wss://example.com', { proxy: 'env' });
+new WebSocket('ws://example.com', { proxy: new URL('http://127.0.0.1:3128') });
+
 // binaryType 'blob' (supported by ws >= 8.18)
 ws.binaryType = 'blob';
 const bt: 'nodebuffer' | 'arraybuffer' | 'fragments' | 'blob' = ws.binaryType;

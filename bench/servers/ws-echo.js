@@ -5,6 +5,7 @@
 //
 //   node bench/servers/ws-echo.js --port P [--host 127.0.0.1] [--broadcast] [--attach]
 //                                 [--deflate | --deflate-no-context-takeover]
+//                                 [--tls native|https --cert-dir D]
 //
 // --deflate: `perMessageDeflate: true`, i.e. ws's defaults (context takeover both ways, zlib
 // level 6, threshold 1024, concurrencyLimit 10). With context takeover ws compresses every
@@ -12,6 +13,9 @@
 // ws-native; the bench messages are 1 KiB anyway.
 // --deflate-no-context-takeover: `{ serverNoContextTakeover: true, clientNoContextTakeover: true }`
 // (other options at their defaults).
+// --tls native: the server's own TLS (ws-native's `tls` option); --tls https: a Node https
+// server with the WebSocket server attached (ws's way). cert.pem / key.pem from --cert-dir.
+// Both combine with the deflate options.
 //
 // The implementation is `require(process.env.WS_IMPL || 'ws')`, so the same
 // file runs against `ws` (resolved from bench/node_modules) and, with
@@ -37,10 +41,17 @@ function parseArgs(argv) {
     else if (a === '--attach') o.attach = true;
     else if (a === '--deflate') o.deflate = true;
     else if (a === '--deflate-no-context-takeover') o.deflate = { serverNoContextTakeover: true, clientNoContextTakeover: true };
+    else if (a === '--tls') o.tls = argv[++i];
+    else if (a === '--cert-dir') o.certDir = argv[++i];
     else {
-      console.error(`usage: ws-echo.js --port P [--host H] [--broadcast] [--attach] [--deflate | --deflate-no-context-takeover] (unknown ${a})`);
+      console.error(`usage: ws-echo.js --port P [--host H] [--broadcast] [--attach] [--deflate | --deflate-no-context-takeover] ` +
+        `[--tls native|https --cert-dir D] (unknown ${a})`);
       process.exit(2);
     }
+  }
+  if (o.tls !== undefined && ((o.tls !== 'native' && o.tls !== 'https') || !o.certDir)) {
+    console.error('--tls takes native or https, and needs --cert-dir D (with cert.pem and key.pem)');
+    process.exit(2);
   }
   if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) {
     console.error('bad --port');
@@ -76,14 +87,25 @@ function describe() {
     helpers = 'bufferutil=no';
   }
   return `INFO impl=${resolved} mode=${opts.broadcast ? 'broadcast' : 'echo'} ${helpers} ` +
-    `perMessageDeflate=${JSON.stringify(perMessageDeflate)} node=${process.version} pid=${process.pid}`;
+    `perMessageDeflate=${JSON.stringify(perMessageDeflate)} tls=${opts.tls || 'no'} node=${process.version} pid=${process.pid}`;
 }
 
 // --attach: the WebSocket server shares an http.Server (`{ server }`), as behind Express.
+// --tls: see above.
 const perMessageDeflate = opts.deflate || false;
 let httpServer = null;
 let wss;
-if (opts.attach) {
+const tlsFiles = opts.tls && {
+  cert: require('fs').readFileSync(path.join(opts.certDir, 'cert.pem')),
+  key: require('fs').readFileSync(path.join(opts.certDir, 'key.pem'))
+};
+if (opts.tls === 'native') {
+  wss = new Server({ port: opts.port, host: opts.host, perMessageDeflate, tls: tlsFiles });
+} else if (opts.tls === 'https') {
+  httpServer = require('https').createServer(tlsFiles, (req, res) => res.end('https'));
+  wss = new Server({ server: httpServer, perMessageDeflate });
+  httpServer.listen(opts.port, opts.host);
+} else if (opts.attach) {
   httpServer = require('http').createServer((req, res) => res.end('http'));
   wss = new Server({ server: httpServer, perMessageDeflate });
   httpServer.listen(opts.port, opts.host);

@@ -1,5 +1,6 @@
-//! The client: resolve, connect (TCP or Unix socket), then run the connection with the
-//! upgrade request already queued. `handshakeTimeout` covers the connect too.
+//! The client: resolve, connect (TCP or Unix socket), optionally through a proxy and with TLS,
+//! then run the connection with the upgrade request already queued. `handshakeTimeout` covers
+//! the connect, the proxy and the TLS handshake too.
 
 use std::io;
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use tokio::time::Instant;
 
 use super::connection::{ClientHandshake, ConnConfig, Connection};
 use super::events::{self, kind};
+use super::proxy::{self, Proxy};
+use super::tls::{self, ClientTls};
 use super::outbox::{register, unregister, Shared};
 use super::{io_error_code, next_id, runtime};
 use crate::protocol::handshake::client_request;
@@ -25,6 +28,10 @@ pub struct ConnectParams {
     pub headers: Vec<(String, String)>,
     pub protocols: Vec<String>,
     pub cfg: ConnConfig,
+    /// `wss:`: the TLS options.
+    pub tls: Option<ClientTls>,
+    /// The proxy, or why its URL is unusable (reported as the handshake's failure).
+    pub proxy: Option<Result<Proxy, proxy::ProxyError>>,
 }
 
 fn fail(id: u32, message: &str, code: &str) {
@@ -32,7 +39,7 @@ fn fail(id: u32, message: &str, code: &str) {
     events::with_batch(|b| b.push_fields(kind::HANDSHAKE_FAILED, id, &[message.as_bytes(), code.as_bytes(), b"", b"", b""]));
 }
 
-async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, (String, String)> {
+pub(super) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, (String, String)> {
     let addrs: Vec<_> = match tokio::net::lookup_host((host, port)).await {
         Ok(a) => a.collect(),
         Err(_) => return Err(("ENOTFOUND".into(), format!("getaddrinfo ENOTFOUND {host}"))),
@@ -53,6 +60,16 @@ async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, (String, String
     Err(last)
 }
 
+/// Runs a setup step within the handshake deadline.
+async fn within<T>(deadline: Option<Instant>, f: impl std::future::Future<Output = Result<T, (String, String)>>) -> Result<T, (String, String)> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, f)
+            .await
+            .unwrap_or_else(|_| Err((String::new(), "Opening handshake has timed out".to_string()))),
+        None => f.await,
+    }
+}
+
 /// Starts a client connection and returns its id at once; the outcome arrives as an OPEN or
 /// HANDSHAKE_FAILED event.
 pub fn connect(p: ConnectParams) -> io::Result<u32> {
@@ -71,16 +88,38 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
     let hs = ClientHandshake { key, protocols: p.protocols };
     handle.spawn(async move {
         let deadline = cfg.handshake_timeout.map(|d| Instant::now() + d);
-        let timed_out = || ("".to_string(), "Opening handshake has timed out".to_string());
         match p.target {
             Target::Tcp { host, port } => {
-                let r = match deadline {
-                    Some(d) => tokio::time::timeout_at(d, connect_tcp(&host, port)).await.unwrap_or_else(|_| Err(timed_out())),
-                    None => connect_tcp(&host, port).await,
+                let proxy = match p.proxy.transpose() {
+                    Ok(px) => px,
+                    Err((code, msg)) => return fail(id, &msg, &code),
                 };
-                match r {
-                    Ok(s) => Connection::client(s, id, shared, cfg, hs, deadline).await,
-                    Err((code, msg)) => fail(id, &msg, &code),
+                let tcp = async {
+                    match &proxy {
+                        Some(px) => proxy::tunnel(px, &host, port).await,
+                        None => connect_tcp(&host, port).await,
+                    }
+                };
+                match p.tls {
+                    None => match within(deadline, tcp).await {
+                        Ok(s) => Connection::client(s, id, shared, cfg, hs, deadline).await,
+                        Err((code, msg)) => fail(id, &msg, &code),
+                    },
+                    Some(t) => {
+                        let secured = async {
+                            let config = tls::client_config(&t).map_err(|e| (e.code, e.message))?;
+                            let name = tls::server_name(&t, &host).map_err(|e| (e.code, e.message))?;
+                            let s = tcp.await?;
+                            tokio_rustls::TlsConnector::from(config).connect(name, s).await.map_err(|e| {
+                                let e = tls::handshake_error(&e, &host, port);
+                                (e.code, e.message)
+                            })
+                        };
+                        match within(deadline, secured).await {
+                            Ok(s) => Connection::client(s, id, shared, cfg, hs, deadline).await,
+                            Err((code, msg)) => fail(id, &msg, &code),
+                        }
+                    }
                 }
             }
             Target::Unix(path) => {

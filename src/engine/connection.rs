@@ -144,7 +144,6 @@ pub struct Connection<T> {
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     fn new(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, phase: Phase) -> Self {
-        let timer = cfg.handshake_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
         Connection {
             io,
             id,
@@ -173,13 +172,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             read_eof: false,
             want_shutdown: false,
             shutdown_done: false,
-            timer,
+            timer: None,
         }
     }
 
     /// A server connection that starts by reading the upgrade request.
     pub fn server(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, peer: PeerInfo) -> Self {
         let mut c = Self::new(io, id, shared, cfg, Phase::ServerHead);
+        // Made on the runtime (the accept loop): tokio's timers need its context.
+        c.timer = c.cfg.handshake_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
         c.peer = Some(peer);
         c
     }
@@ -692,7 +693,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     fn end_for_io_failure(&self, e: &io::Error) -> End {
         match self.phase {
             Phase::ClientHead => {
-                let (code, msg) = super::io_error_code(e, "read");
+                let (code, msg) = super::tls::read_error(e);
                 End::HandshakeFailed(msg, code)
             }
             Phase::Open => End::Closed,

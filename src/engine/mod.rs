@@ -6,8 +6,10 @@ pub mod client;
 pub mod connection;
 pub mod events;
 pub mod outbox;
+pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -17,6 +17,8 @@ use super::outbox::{register, Shared};
 use super::{next_id, runtime};
 
 pub struct ListenParams {
+    /// The native TLS server: each socket is served after its TLS handshake.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub host: Option<String>,
     pub port: u16,
     pub backlog: u32,
@@ -65,7 +67,8 @@ pub fn listen(p: ListenParams) -> io::Result<(u32, SocketAddr)> {
     let (tx, rx) = oneshot::channel();
     stops().insert(server_id, tx);
     let cfg = Arc::new(p.cfg);
-    handle.spawn(accept_loop(listener, server_id, cfg, rx));
+    let tls = p.tls.map(tokio_rustls::TlsAcceptor::from);
+    handle.spawn(accept_loop(listener, server_id, cfg, tls, rx));
     Ok((server_id, local))
 }
 
@@ -76,7 +79,26 @@ pub fn close(server_id: u32) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, server_id: u32, cfg: Arc<ConnConfig>, mut stop: oneshot::Receiver<()>) {
+/// Most time a TLS client gets to finish its handshake (Node's `tls.Server` default).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The TLS handshake, then the connection as for a plain socket. A failed handshake ends
+/// the socket without JS hearing of it (as an `https` server's 'tlsClientError').
+async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, cfg: Arc<ConnConfig>, peer: PeerInfo) {
+    let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else { return };
+    let id = next_id();
+    let shared = Shared::new(false);
+    register(id, shared.clone());
+    Connection::server(tls, id, shared, cfg, peer).await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    server_id: u32,
+    cfg: Arc<ConnConfig>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut stop: oneshot::Receiver<()>,
+) {
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -84,6 +106,11 @@ async fn accept_loop(listener: TcpListener, server_id: u32, cfg: Arc<ConnConfig>
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
                     let local = stream.local_addr().ok();
+                    if let Some(acceptor) = &tls {
+                        let peer = PeerInfo { server_id, remote: Some(remote), local };
+                        tokio::spawn(serve_tls(acceptor.clone(), stream, cfg.clone(), peer));
+                        continue;
+                    }
                     let id = next_id();
                     let shared = Shared::new(false);
                     register(id, shared.clone());

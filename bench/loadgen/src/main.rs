@@ -1,13 +1,16 @@
 //! loadgen: a small, fast WebSocket load generator for loopback benchmarks.
 //!
 //! Hand-rolled client (HTTP/1.1 upgrade + masked frames) on tokio, so that the
-//! generator costs as little CPU per message as possible. Three modes:
+//! generator costs as little CPU per message as possible. Modes:
 //!
 //!   loadgen echo      --url ws://127.0.0.1:P/ --conns N --inflight K --size B [--binary|--text]
 //!                     --duration S --warmup S
 //!   loadgen broadcast --url ... --conns 1000 --size 64 --inflight 1 --duration S --warmup S
 //!   loadgen connect   --url ... --conns 10000 --idle S --concurrency 256
+//!   loadgen codec     --size B [--json] [--deflate-level L] --duration S   (no network)
 //!
+//! echo and connect also take wss:// URLs (TLS with rustls, any server certificate accepted),
+//! with or without --deflate.
 //! Common: --threads T (default 1 = current_thread runtime), --connect-timeout S,
 //! --deflate (offer permessage-deflate and compress / inflate messages), --json (echo mode and
 //! connect --send-one: the payloads are JSON objects padded to --size), --send-one (connect mode:
@@ -24,8 +27,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -255,12 +261,13 @@ struct Args {
     send_one: bool,
 }
 
-const USAGE: &str = "usage: loadgen <echo|broadcast|connect> --url ws://127.0.0.1:PORT/ \
+const USAGE: &str = "usage: loadgen <echo|broadcast|connect|codec> --url ws[s]://127.0.0.1:PORT/ \
 [--conns N] [--inflight K] [--size BYTES] [--binary|--text] [--duration SECS] [--warmup SECS] \
 [--idle SECS] [--concurrency N] [--threads T] [--connect-timeout SECS] [--spin] \
 [--deflate [--deflate-level L]] [--json [--json-variants N]] [--send-one]\n\
 --spin (echo mode): busy-poll the sockets instead of sleeping in epoll, so the\n\
-generator's own wake-up latency is not part of the measured round trip.\n\
+generator's own wake-up latency is not part of the measured round trip (ws:// only).\n\
+wss:// (echo and connect modes): TLS with rustls, any server certificate accepted.\n\
 --deflate: offer `permessage-deflate; client_max_window_bits`; the server must accept it.\n\
 Outgoing messages are compressed (raw deflate, level L, default 1), incoming RSV1 messages inflated.\n\
 --json: payloads are N (default 64) different JSON ticker/chat objects of exactly --size bytes,\n\
@@ -360,6 +367,9 @@ fn parse_args() -> Result<Args, String> {
     if a.deflate_level > 9 {
         return Err("--deflate-level must be 0..9".into());
     }
+    if a.mode == "broadcast" && a.url.starts_with("wss://") {
+        return Err("wss:// is for echo and connect modes (broadcast mode speaks plain ws:// only)".into());
+    }
     if a.json {
         if a.mode == "broadcast" {
             return Err("--json is for echo and connect modes".into());
@@ -375,16 +385,105 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
+/// The transport under a connection: plain TCP, or TLS for `wss://` targets (echo and connect
+/// modes; any certificate is accepted: the benchmark measures the servers, not the PKI).
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    static C: OnceLock<tokio_rustls::TlsConnector> = OnceLock::new();
+    C.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    })
+    .clone()
+}
+
 struct Target {
+    tls: bool,
     addr: SocketAddr,
     host_header: String,
     path: String,
 }
 
 fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("only ws:// URLs are supported: {url}"))?;
+    let (tls, rest) = match url.strip_prefix("wss://") {
+        Some(r) => (true, r),
+        None => (false, url.strip_prefix("ws://").ok_or_else(|| format!("only ws:// and wss:// URLs are supported: {url}"))?),
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -392,7 +491,7 @@ fn parse_url(url: &str) -> Result<Target, String> {
     let hp = if hostport.contains(':') && !hostport.ends_with(']') {
         hostport.to_string()
     } else {
-        format!("{hostport}:80")
+        format!("{hostport}:{}", if tls { 443 } else { 80 })
     };
     let addrs: Vec<SocketAddr> = hp
         .to_socket_addrs()
@@ -403,7 +502,7 @@ fn parse_url(url: &str) -> Result<Target, String> {
         .copied()
         .find(|a| a.ip().is_loopback())
         .ok_or_else(|| format!("refusing non-loopback target {hostport} (loopback only)"))?;
-    Ok(Target { addr, host_header: hostport.to_string(), path: path.to_string() })
+    Ok(Target { tls, addr, host_header: hostport.to_string(), path: path.to_string() })
 }
 
 // ---------------------------------------------------------------------------
@@ -1099,9 +1198,10 @@ impl Parser {
 // ---------------------------------------------------------------------------
 // connecting
 
-/// An open WebSocket connection: the stream, bytes read past the handshake, the agreed deflate.
+/// An open WebSocket connection: the transport, bytes read past the handshake, the agreed
+/// deflate.
 struct Conn {
-    s: TcpStream,
+    s: Transport,
     left: Vec<u8>,
     pmd: Option<Pmd>,
 }
@@ -1111,8 +1211,14 @@ fn other_err(msg: String) -> io::Error {
 }
 
 async fn ws_connect(t: &Target, rng: &mut Rng, deflate: bool) -> io::Result<Conn> {
-    let mut s = TcpStream::connect(t.addr).await?;
-    s.set_nodelay(true)?;
+    let tcp = TcpStream::connect(t.addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut s = if t.tls {
+        let name = rustls::pki_types::ServerName::IpAddress(t.addr.ip().into());
+        Transport::Tls(Box::new(tls_connector().connect(name, tcp).await?))
+    } else {
+        Transport::Plain(tcp)
+    };
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&rng.next().to_ne_bytes());
     key[8..].copy_from_slice(&rng.next().to_ne_bytes());
@@ -1380,6 +1486,91 @@ async fn run_conn<H: Handler>(
     ret!()
 }
 
+/// `run_conn` for TLS: plain async reads and writes (the echo workloads keep a bounded
+/// number of bytes in flight, so writing all before reading cannot deadlock).
+async fn run_conn_tls<H: Handler>(
+    mut stream: tokio_rustls::client::TlsStream<TcpStream>,
+    leftover: Vec<u8>,
+    mut h: H,
+    end_ns: u64,
+    bufsize: usize,
+    seed: u64,
+    pmd: Option<Pmd>,
+) -> (H, LoopResult) {
+    let mut p = Parser::new(bufsize, &leftover, pmd.as_ref());
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut res = LoopResult::default();
+    macro_rules! ret {
+        () => {{
+            if let Some(inf) = &p.inf {
+                res.rx_wire_bytes = inf.wire_bytes;
+                res.rx_plain_bytes = inf.plain_bytes;
+            }
+            return (h, res);
+        }};
+    }
+    let mut rng = Rng::new(seed);
+    let deadline = tokio::time::sleep_until(at_ns(end_ns));
+    tokio::pin!(deadline);
+    let fail = |res: &mut LoopResult, e: String| {
+        res.errors += 1;
+        res.first_error.get_or_insert(e);
+    };
+    loop {
+        let now = now_ns();
+        if now >= end_ns {
+            break;
+        }
+        let mut closed = false;
+        let mut pongs: Vec<Vec<u8>> = Vec::new();
+        let r = p.parse(|ev| match ev {
+            Ev::Msg(op, len, cap, cl) => h.on_msg(now, op, len, &cap[..cl], &mut out),
+            Ev::Ping(pl) => pongs.push(pl),
+            Ev::Close => closed = true,
+        });
+        for pl in pongs {
+            control_frame(&mut out, OP_PONG, &pl, &mut rng);
+        }
+        if let Err(e) = r {
+            fail(&mut res, format!("protocol error: {e}"));
+            ret!();
+        }
+        if closed {
+            fail(&mut res, "server sent close frame".into());
+            ret!();
+        }
+        h.poll(now, &mut out);
+        if !out.is_empty() {
+            if let Err(e) = stream.write_all(&out).await {
+                fail(&mut res, format!("write: {e}"));
+                ret!();
+            }
+            out.clear();
+        }
+        p.compact();
+        let space = &mut p.buf[p.end..];
+        tokio::select! {
+            biased;
+            _ = &mut deadline => break,
+            r = stream.read(space) => match r {
+                Ok(0) => {
+                    fail(&mut res, "connection closed by server".into());
+                    ret!();
+                }
+                Ok(n) => p.end += n,
+                Err(e) => {
+                    fail(&mut res, format!("read: {e}"));
+                    ret!();
+                }
+            },
+        }
+    }
+    let mut cf = Vec::new();
+    control_frame(&mut cf, OP_CLOSE, &1000u16.to_be_bytes(), &mut rng);
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.write_all(&cf)).await;
+    ret!()
+}
+
 fn bufsize_for(size: usize) -> usize {
     if size >= 64 * 1024 { 256 * 1024 } else { 64 * 1024 }
 }
@@ -1484,7 +1675,10 @@ async fn mode_echo(a: Args, t: Arc<Target>) -> String {
             if let Err(e) = s.write_all(&out0).await {
                 return (h, LoopResult { errors: 1, first_error: Some(format!("write: {e}")), ..Default::default() });
             }
-            run_conn(s, left, h, end_ns, bufsize, None, i as u64 + 100, spin, pmd).await
+            match s {
+                Transport::Plain(s) => run_conn(s, left, h, end_ns, bufsize, None, i as u64 + 100, spin, pmd).await,
+                Transport::Tls(s) => run_conn_tls(*s, left, h, end_ns, bufsize, i as u64 + 100, pmd).await,
+            }
         }));
     }
     let (cpu, wall) = measure_window(warm_ns, end_ns).await;
@@ -1662,7 +1856,8 @@ async fn mode_broadcast(a: Args, t: Arc<Target>) -> String {
         return error_json(&a, &format!("no connection: {}", c.first_error.unwrap_or_default()));
     }
     let p = connect_many(t, 1, 1, a.connect_timeout, a.deflate).await;
-    let Some(Some(Conn { s: ps, left: pleft, pmd: ppmd })) = p.conns.into_iter().next() else {
+    // wss:// is refused for broadcast mode in parse_args
+    let Some(Some(Conn { s: Transport::Plain(ps), left: pleft, pmd: ppmd })) = p.conns.into_iter().next() else {
         return error_json(&a, &format!("publisher: {}", p.first_error.unwrap_or_default()));
     };
     // let the server finish registering the last clients
@@ -1685,7 +1880,7 @@ async fn mode_broadcast(a: Args, t: Arc<Target>) -> String {
     let opcode = if a.binary { OP_BINARY } else { OP_TEXT };
     let mut tasks = Vec::new();
     for (i, conn) in c.conns.into_iter().enumerate() {
-        let Some(Conn { s, left, pmd }) = conn else { continue };
+        let Some(Conn { s: Transport::Plain(s), left, pmd }) = conn else { continue };
         let h = SubH { bc: bc.clone(), deliveries: 0, bad: 0, hist: Hist::default() };
         tasks.push(tokio::spawn(run_conn(s, left, h, end_ns, bufsize_for(a.size), None, i as u64 + 100, false, pmd)));
     }
@@ -1755,7 +1950,7 @@ async fn mode_broadcast(a: Args, t: Arc<Target>) -> String {
 // ---------------------------------------------------------------------------
 // connect mode
 
-async fn close_one(mut s: TcpStream, seed: u64) -> bool {
+async fn close_one(mut s: Transport, seed: u64) -> bool {
     let mut rng = Rng::new(seed);
     let mut cf = Vec::new();
     control_frame(&mut cf, OP_CLOSE, &1000u16.to_be_bytes(), &mut rng);
@@ -1786,7 +1981,7 @@ async fn close_one(mut s: TcpStream, seed: u64) -> bool {
 
 /// connect --send-one: send one message and wait for its echo; then drop this side's codec
 /// state (only the server's is being measured) and return the bare stream.
-async fn one_roundtrip(c: Conn, plain: Arc<Vec<Vec<u8>>>, opcode: u8, ts_off: usize, level: u32, seed: u64) -> Result<TcpStream, String> {
+async fn one_roundtrip(c: Conn, plain: Arc<Vec<Vec<u8>>>, opcode: u8, ts_off: usize, level: u32, seed: u64) -> Result<Transport, String> {
     let Conn { mut s, left, pmd } = c;
     let mut rng = Rng::new(seed);
     let mut out = Vec::new();
@@ -1844,7 +2039,7 @@ async fn mode_connect(a: Args, t: Arc<Target>) -> String {
     let agreed = c.conns.iter().flatten().find_map(|c| c.pmd);
     let (mut sent_ok, mut sent_err, mut sent_first_err) = (0u64, 0u64, None::<String>);
     let conns: Vec<Conn> = c.conns.into_iter().flatten().collect();
-    let streams: Vec<TcpStream> = if a.send_one {
+    let streams: Vec<Transport> = if a.send_one {
         let (plain, ts_off) = payloads(&a);
         let opcode = if a.binary { OP_BINARY } else { OP_TEXT };
         let n = conns.len();
@@ -2133,6 +2328,16 @@ mod tests {
         })
         .unwrap();
         assert_eq!(msgs, 1);
+    }
+
+    #[test]
+    fn urls() {
+        let t = parse_url("wss://127.0.0.1:8443/x").unwrap();
+        assert!(t.tls && t.addr.port() == 8443 && t.path == "/x");
+        let t = parse_url("ws://127.0.0.1").unwrap();
+        assert!(!t.tls && t.addr.port() == 80 && t.path == "/");
+        assert_eq!(parse_url("wss://127.0.0.1").unwrap().addr.port(), 443);
+        assert!(parse_url("http://127.0.0.1/").is_err());
     }
 
     #[test]
