@@ -461,10 +461,11 @@ test('without context takeover no zlib state stays alive between messages', T, a
   };
   const without = await measure({ serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 0 });
   const withTakeover = await measure({ threshold: 0 });
-  // A deflate context is ~256 KiB and an inflate context ~40 KiB; a few KiB per connection
-  // are allocator noise.
-  assert.ok(without < 8 * 1024, `without takeover: ${without} bytes per connection`);
-  assert.ok(withTakeover > 64 * 1024, `with takeover: ${withTakeover} bytes per connection`);
+  // A deflate context is ~256 KiB and an inflate context ~40 KiB (both sides are in this
+  // process). Without takeover what remains is the event batch buffer and allocator noise
+  // (up to a few MiB over 200 connections), not zlib state.
+  assert.ok(without < 32 * 1024, `without takeover: ${without} bytes per connection`);
+  assert.ok(withTakeover > 8 * without && withTakeover > 128 * 1024, `with takeover: ${withTakeover}, without: ${without}`);
 });
 
 test('through Node http: an attached server (handed-over socket) and a client whose handshake Node makes', T, async (t) => {

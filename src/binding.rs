@@ -20,6 +20,15 @@ use crate::protocol::receiver::ReceiverConfig;
 thread_local! {
     /// Large payloads of delivered batches, taken by JS in record order.
     static EXTERNAL: RefCell<VecDeque<Vec<u8>>> = const { RefCell::new(VecDeque::new()) };
+    /// The events sink of the Node environment on this thread (the main thread or a Worker).
+    static SINK: RefCell<Option<Arc<events::Sink>>> = const { RefCell::new(None) };
+    /// The servers this environment listens with, closed when it goes away.
+    static SERVERS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This environment's sink (a sink nobody reads before `init`, which lib/native.js calls first).
+fn env_sink() -> Arc<events::Sink> {
+    SINK.with(|s| s.borrow_mut().get_or_insert_with(events::Sink::new).clone())
 }
 
 /// Registers the JS function that receives event batches. The threadsafe function is weak:
@@ -29,21 +38,30 @@ pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
     if std::env::var_os("WS_NATIVE_TEST_PANIC").is_some_and(|v| v == "1") {
         crate::engine::connection::TEST_PANIC.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    let sink = env_sink();
+    let taker = sink.clone();
     let tsfn = on_batch
         .build_threadsafe_function::<()>()
         .weak::<true>()
         .callee_handled::<false>()
-        .build_callback(|_ctx| {
-            let buf = EXTERNAL.with(|e| events::take_batch(&mut e.borrow_mut()));
+        .build_callback(move |_ctx| {
+            let buf = EXTERNAL.with(|e| events::take_batch(&taker, &mut e.borrow_mut()));
             Ok(Buffer::from(buf))
         })?;
     let tsfn = Arc::new(tsfn);
-    events::set_deliver(Some(Box::new(move || {
+    sink.set_deliver(Some(Box::new(move || {
         tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
     })));
-    env.add_env_cleanup_hook((), |_| {
-        events::set_deliver(None);
-        runtime::shutdown();
+    runtime::acquire();
+    // When this environment goes (process exit, or a Worker ending), its servers stop, its
+    // connections end, and the runtime stops with the last environment.
+    env.add_env_cleanup_hook(sink, |sink| {
+        sink.set_deliver(None);
+        for id in SERVERS.with(|s| std::mem::take(&mut *s.borrow_mut())) {
+            server::close(id);
+        }
+        outbox::terminate_sink(sink.id);
+        runtime::release();
     })?;
     Ok(())
 }
@@ -127,6 +145,7 @@ fn conn_config(o: &ConnOptions, is_server: bool) -> ConnConfig {
         close_timeout: ms(o.close_timeout.unwrap_or(30_000.0)),
         handshake_timeout: o.handshake_timeout.filter(|v| *v > 0.0).map(ms),
         deflate: o.deflate.as_ref().map(deflate_options),
+        sink: env_sink(),
     }
 }
 
@@ -213,14 +232,17 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
         cfg: conn_config(&opts.conn, true),
     };
     match server::listen(params) {
-        Ok((id, addr)) => ListenResult {
-            id,
-            address: addr.ip().to_string(),
-            family: if addr.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
-            port: addr.port() as u32,
-            error_code: None,
-            error_message: None,
-        },
+        Ok((id, addr)) => {
+            SERVERS.with(|s| s.borrow_mut().push(id));
+            ListenResult {
+                id,
+                address: addr.ip().to_string(),
+                family: if addr.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
+                port: addr.port() as u32,
+                error_code: None,
+                error_message: None,
+            }
+        }
         Err(e) => {
             let (code, msg) = io_error_code(&e, "listen");
             let host = opts.host.unwrap_or_else(|| "::".into());
@@ -241,6 +263,7 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
 
 #[napi(catch_unwind)]
 pub fn close_server(id: u32) {
+    SERVERS.with(|s| s.borrow_mut().retain(|&x| x != id));
     server::close(id);
 }
 

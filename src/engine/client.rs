@@ -34,8 +34,9 @@ pub struct ConnectParams {
     pub proxy: Option<Result<Proxy, proxy::ProxyError>>,
 }
 
-fn fail(id: u32, message: &str, code: &str) {
+fn fail(sink: &events::Sink, id: u32, message: &str, code: &str) {
     unregister(id);
+    let _entered = events::enter(sink);
     events::with_batch(|b| b.push_fields(kind::HANDSHAKE_FAILED, id, &[message.as_bytes(), code.as_bytes(), b"", b"", b""]));
 }
 
@@ -81,7 +82,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
     if let Some(opts) = &p.cfg.deflate {
         headers.push(("Sec-WebSocket-Extensions".into(), crate::protocol::deflate::offer(opts)));
     }
-    let shared = Shared::new(true);
+    let shared = Shared::new(true, p.cfg.sink.id);
     shared.lock().raw(&client_request(&p.path, &headers));
     register(id, shared.clone());
     let cfg = Arc::new(p.cfg);
@@ -92,7 +93,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
             Target::Tcp { host, port } => {
                 let proxy = match p.proxy.transpose() {
                     Ok(px) => px,
-                    Err((code, msg)) => return fail(id, &msg, &code),
+                    Err((code, msg)) => return fail(&cfg.sink, id, &msg, &code),
                 };
                 let tcp = async {
                     match &proxy {
@@ -103,7 +104,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
                 match p.tls {
                     None => match within(deadline, tcp).await {
                         Ok(s) => Connection::client(s, id, shared, cfg, hs, deadline).await,
-                        Err((code, msg)) => fail(id, &msg, &code),
+                        Err((code, msg)) => fail(&cfg.sink, id, &msg, &code),
                     },
                     Some(t) => {
                         let secured = async {
@@ -117,7 +118,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
                         };
                         match within(deadline, secured).await {
                             Ok(s) => Connection::client(s, id, shared, cfg, hs, deadline).await,
-                            Err((code, msg)) => fail(id, &msg, &code),
+                            Err((code, msg)) => fail(&cfg.sink, id, &msg, &code),
                         }
                     }
                 }
@@ -131,9 +132,9 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
                     Ok(Ok(s)) => Connection::client(s, id, shared, cfg, hs, deadline).await,
                     Ok(Err(e)) => {
                         let (code, msg) = io_error_code(&e, "connect");
-                        fail(id, &format!("{msg} {path}"), &code)
+                        fail(&cfg.sink, id, &format!("{msg} {path}"), &code)
                     }
-                    Err(_) => fail(id, "Opening handshake has timed out", ""),
+                    Err(_) => fail(&cfg.sink, id, "Opening handshake has timed out", ""),
                 }
             }
         }

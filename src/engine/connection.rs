@@ -35,6 +35,8 @@ pub struct ConnConfig {
     pub handshake_timeout: Option<Duration>,
     /// permessage-deflate: offered by a client, accepted by a server. None when disabled.
     pub deflate: Option<DeflateOptions>,
+    /// The events of the Node environment that made this server or client.
+    pub sink: Arc<events::Sink>,
 }
 
 /// What a server tells JS about the peer along with its request.
@@ -710,6 +712,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
     /// takes it, and the engine's other connections carry on.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        let cfg = this.cfg.clone();
+        let _entered = events::enter(&cfg.sink);
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.poll_inner(cx))) {
             Ok(p) => p,
             Err(panic) => {

@@ -2,11 +2,16 @@
 //! one threadsafe call is in flight, and the JS thread takes everything appended until then.
 //! JS splits the buffer with `subarray` (see lib/native.js for the reader).
 //!
+//! There is one such sink per Node environment that loaded the addon (the main thread and each
+//! Worker): a connection delivers to the sink of the environment that made it. Its task enters
+//! that sink while it runs (`enter`), so code below it appends with `with_batch` unchanged.
+//!
 //! Record: `[kind u8][flags u8][id u32 LE][len u32 LE][payload; len]`.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 
 pub const HEADER_LEN: usize = 10;
@@ -115,34 +120,79 @@ impl EventBatch {
 /// Delivers a taken batch to JS; set by the binding once the JS callback is registered.
 pub type Deliver = Box<dyn Fn() + Send + Sync>;
 
-struct Sink {
+/// The events of one Node environment.
+pub struct Sink {
+    /// Tells the environment's connections apart (`Shared::sink`).
+    pub id: u32,
     batch: Mutex<EventBatch>,
     scheduled: AtomicBool,
     deliver: Mutex<Option<Deliver>>,
 }
 
-fn sink() -> &'static Sink {
-    static SINK: OnceLock<Sink> = OnceLock::new();
-    SINK.get_or_init(|| Sink {
-        batch: Mutex::new(EventBatch::default()),
-        scheduled: AtomicBool::new(false),
-        deliver: Mutex::new(None),
-    })
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sink({})", self.id)
+    }
+}
+
+impl Sink {
+    pub fn new() -> Arc<Sink> {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        Arc::new(Sink {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            batch: Mutex::new(EventBatch::default()),
+            scheduled: AtomicBool::new(false),
+            deliver: Mutex::new(None),
+        })
+    }
+
+    /// Installs the function that schedules one call into JS (None: events are dropped, as
+    /// when the environment is gone).
+    pub fn set_deliver(&self, d: Option<Deliver>) {
+        *lock(&self.deliver) = d;
+        self.scheduled.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Where events go when no sink was entered (nothing of the engine appends outside a
+/// connection's task or an explicit sink; this only keeps such a slip harmless).
+fn fallback() -> &'static Arc<Sink> {
+    static F: OnceLock<Arc<Sink>> = OnceLock::new();
+    F.get_or_init(Sink::new)
+}
+
+thread_local! {
+    static CURRENT: Cell<*const Sink> = const { Cell::new(std::ptr::null()) };
+}
+
+/// While alive, `with_batch` on this thread appends to the entered sink.
+pub struct Entered<'a> {
+    prev: *const Sink,
+    _sink: std::marker::PhantomData<&'a Sink>,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.prev));
+    }
+}
+
+/// Makes `sink` the current one on this thread until the guard drops.
+pub fn enter(sink: &Sink) -> Entered<'_> {
+    let prev = CURRENT.with(|c| c.replace(sink as *const Sink));
+    Entered { prev, _sink: std::marker::PhantomData }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Installs the function that schedules one call into JS.
-pub fn set_deliver(d: Option<Deliver>) {
-    *lock(&sink().deliver) = d;
-    sink().scheduled.store(false, Ordering::SeqCst);
-}
-
 /// Appends records under one lock, then schedules a delivery unless one is already pending.
 pub fn with_batch<R>(f: impl FnOnce(&mut EventBatch) -> R) -> R {
-    let s = sink();
+    let p = CURRENT.with(|c| c.get());
+    // SAFETY: a non-null pointer was set by `enter`, whose guard borrows the sink and puts
+    // the previous pointer back when dropped, so the sink outlives every use made here.
+    let s: &Sink = if p.is_null() { fallback() } else { unsafe { &*p } };
     let (r, schedule) = {
         let mut b = lock(&s.batch);
         let before = b.buf.len();
@@ -160,8 +210,7 @@ pub fn with_batch<R>(f: impl FnOnce(&mut EventBatch) -> R) -> R {
 
 /// On the JS thread: takes everything appended so far. The external payloads are queued for
 /// `take_external`, in record order.
-pub fn take_batch(external_out: &mut VecDeque<Vec<u8>>) -> Vec<u8> {
-    let s = sink();
+pub fn take_batch(s: &Sink, external_out: &mut VecDeque<Vec<u8>>) -> Vec<u8> {
     let (buf, waiting) = {
         let mut b = lock(&s.batch);
         s.scheduled.store(false, Ordering::Release);

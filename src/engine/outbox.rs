@@ -109,11 +109,13 @@ pub struct Shared {
     pub written_total: AtomicU64,
     /// Clients mask their frames.
     pub is_client: bool,
+    /// The id of the events sink (Node environment) the connection belongs to.
+    pub sink: u32,
 }
 
 impl Shared {
-    pub fn new(is_client: bool) -> Arc<Self> {
-        Arc::new(Shared { out: Mutex::new(Outbox::default()), written_total: AtomicU64::new(0), is_client })
+    pub fn new(is_client: bool, sink: u32) -> Arc<Self> {
+        Arc::new(Shared { out: Mutex::new(Outbox::default()), written_total: AtomicU64::new(0), is_client, sink })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Outbox> {
@@ -224,6 +226,22 @@ pub fn unregister(id: u32) {
 
 pub fn lookup(id: u32) -> Option<Arc<Shared>> {
     lock_registry().get(&id).cloned()
+}
+
+/// Terminates every connection of an events sink (its Node environment is going away).
+pub fn terminate_sink(sink: u32) {
+    let wake: Vec<Waker> = lock_registry()
+        .values()
+        .filter(|s| s.sink == sink)
+        .filter_map(|s| {
+            let mut out = s.lock();
+            out.terminate = true;
+            out.waker.take()
+        })
+        .collect();
+    for w in wake {
+        w.wake();
+    }
 }
 
 /// Applies a batch of commands from JS. `external` holds the large payloads, in order.

@@ -33,6 +33,26 @@ pub fn handle() -> std::io::Result<Handle> {
     Ok(h)
 }
 
+/// Node environments (main thread, Workers) using the engine.
+static USERS: Mutex<usize> = Mutex::new(0);
+
+/// An environment starts using the engine.
+pub fn acquire() {
+    *USERS.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+}
+
+/// An environment is going away; the last one stops the runtime.
+pub fn release() {
+    let last = {
+        let mut n = USERS.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        *n == 0
+    };
+    if last {
+        shutdown();
+    }
+}
+
 /// Stops the runtime without waiting for its tasks (joining could deadlock against a JS
 /// thread that is itself shutting down).
 pub fn shutdown() {

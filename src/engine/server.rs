@@ -87,7 +87,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(120);
 async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, cfg: Arc<ConnConfig>, peer: PeerInfo) {
     let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else { return };
     let id = next_id();
-    let shared = Shared::new(false);
+    let shared = Shared::new(false, cfg.sink.id);
     register(id, shared.clone());
     Connection::server(tls, id, shared, cfg, peer).await
 }
@@ -112,7 +112,7 @@ async fn accept_loop(
                         continue;
                     }
                     let id = next_id();
-                    let shared = Shared::new(false);
+                    let shared = Shared::new(false, cfg.sink.id);
                     register(id, shared.clone());
                     let peer = PeerInfo { server_id, remote: Some(remote), local };
                     tokio::spawn(Connection::server(stream, id, shared, cfg.clone(), peer));
@@ -124,8 +124,8 @@ async fn accept_loop(
     }
 }
 
-fn adopted_shared(id: u32, response: &[u8], is_client: bool) -> Arc<Shared> {
-    let shared = Shared::new(is_client);
+fn adopted_shared(id: u32, response: &[u8], is_client: bool, sink: u32) -> Arc<Shared> {
+    let shared = Shared::new(is_client, sink);
     {
         let mut out = shared.lock();
         out.raw(response);
@@ -154,7 +154,7 @@ pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: 
     let _ = std_stream.set_nodelay(true);
     let stream = tokio::net::TcpStream::from_std(std_stream)?;
     let id = next_id();
-    let shared = adopted_shared(id, response, is_client);
+    let shared = adopted_shared(id, response, is_client, cfg.sink.id);
     handle.spawn(Connection::adopted(stream, id, shared, Arc::new(cfg), early, pmd));
     Ok(id)
 }
@@ -164,7 +164,7 @@ pub fn adopt_bridge(early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: Optio
     let handle = runtime::handle()?;
     let id = next_id();
     let bridge = Bridge::new(id);
-    let shared = adopted_shared(id, response, !cfg.receiver.is_server);
+    let shared = adopted_shared(id, response, !cfg.receiver.is_server, cfg.sink.id);
     handle.spawn(Connection::adopted(bridge, id, shared, Arc::new(cfg), early, pmd));
     Ok(id)
 }
