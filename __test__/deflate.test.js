@@ -499,3 +499,22 @@ test('through Node http: an attached server (handed-over socket) and a client wh
   MESSAGES.forEach((m, i) => assert.deepEqual(got[i], expected(m), `node handshake, message ${i}`));
   b.close();
 });
+
+test("a 'headers' listener sees the Sec-WebSocket-Extensions answer and the connection still compresses", T, async (t) => {
+  const wss = await echoServer(t, WebSocket, { perMessageDeflate: { serverNoContextTakeover: true } });
+  let seen = null;
+  wss.on('headers', (headers) => {
+    seen = headers.slice();
+    headers.push('X-Extra: 1');
+  });
+  const ws = new Ws(`ws://${HOST}:${wss.address().port}`);
+  const res = new Promise((resolve) => ws.once('upgrade', resolve));
+  await opened(ws);
+  assert.equal(seen[seen.length - 1], 'Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover');
+  assert.equal((await res).headers['x-extra'], '1');
+  assert.equal(ws.extensions, 'permessage-deflate');
+  const got = await exchange(ws, [json, 'x'.repeat(100000)]);
+  assert.equal(got[0].data.toString(), json);
+  assert.equal(got[1].data.length, 100000);
+  ws.close();
+});
