@@ -71,7 +71,7 @@ function echoServer(t) {
   return once(wss, 'listening').then(() => `ws://127.0.0.1:${wss.address().port}`);
 }
 
-const fmt = (m) => `rss ${(m.rss / MB).toFixed(1)} MB, heap ${(m.heapUsed / MB).toFixed(1)} MB, external ${(m.external / MB).toFixed(1)} MB, fds ${m.fds}`;
+const fmt = (m) => `rss ${(m.rss / MB).toFixed(1)} MB, heap ${(m.heapUsed / MB).toFixed(1)}/${(m.heapTotal / MB).toFixed(1)} MB, external ${(m.external / MB).toFixed(1)} MB, fds ${m.fds}`;
 
 test(`soak: ${N.messages} messages and ${N.cycles} connect/close cycles, RSS and fds flat`, { timeout: LONG ? 4 * 3_600_000 : 180_000 }, async (t) => {
   const call = await startChild(t);

@@ -256,9 +256,10 @@ pub fn handshake_response(data: &[u8]) {
 }
 
 /// A plain reading of ws's subprotocol grammar: comma-separated tokens, optional spaces or
-/// tabs around each (but none at the very start), no empty item, no duplicate.
+/// tabs around each (but none at the very start or the very end: ws rejects both, and the
+/// HTTP parsers trim them anyway), no empty item, no duplicate.
 fn subprotocols_reference(h: &str) -> Option<Vec<String>> {
-    if h.starts_with([' ', '\t']) {
+    if h.starts_with([' ', '\t']) || h.ends_with([' ', '\t']) {
         return None;
     }
     let mut out: Vec<String> = Vec::new();
