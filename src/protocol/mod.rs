@@ -8,3 +8,4 @@ pub mod frame;
 pub mod handshake;
 pub mod receiver;
 pub mod utf8;
+#[cfg(test)] mod corpus_tests;
