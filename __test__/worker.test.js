@@ -35,15 +35,9 @@ test('two Workers one after the other each load the addon and serve', { timeout:
   assert.ok(r.steps.includes('worker2: echo "hello worker2"'), r.steps.join('\n'));
 });
 
-// Known limitation, not fixed here: the engine has one process-wide event sink (the
-// threadsafe function registered by `init`) and one runtime. When a Worker loads the addon
-// while the main thread uses it, the Worker's `init` replaces the sink, so the main thread's
-// connections get no more events: a `ws` client connecting to a main-thread server while the
-// Worker runs never gets its 101 (the upgrade request is dispatched to the Worker's JS, which
-// does not know that server), "main-during: no echo in 5 s"; when the Worker exits, its cleanup
-// hook clears the sink and shuts the runtime down, and the main thread stays deaf
-// ("main-after: no echo", and wss.close() never calls back).
-test('the main thread and a Worker both use the addon', { todo: 'one global event sink: a Worker that loads the addon takes the main thread\'s events, and its exit stops the engine for the main thread', timeout: 60000 }, async () => {
+// One events sink per Node environment: the main thread and a Worker each get their own
+// connections' events, and a Worker's exit closes only its own servers and connections.
+test('the main thread and a Worker both use the addon, before, during and after the Worker', { timeout: 60000 }, async () => {
   const r = await scenario('main-and-worker');
   for (const label of ['main-before', 'worker', 'main-during', 'main-after']) {
     assert.ok(r.steps.some((s) => s.startsWith(`${label}: echo`)), `${label} did not echo:\n${r.steps.join('\n')}`);
