@@ -16,9 +16,8 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("handshake_response", handshake_response),
     ("subprotocols", subprotocols),
     ("utf8", utf8),
-    // Planned (permessage-deflate, from the lead): ("extensions", extensions) for the
-    // Sec-WebSocket-Extensions offer/answer parser, and ("inflate", inflate) for the
-    // per-message inflater with its size limit. Add them here when the code lands.
+    ("extensions", extensions),
+    ("inflate", inflate),
 ];
 
 /// A tiny deterministic generator (xorshift) for chunk sizes, so one input byte picks a split.
@@ -186,7 +185,10 @@ pub fn handshake_request(data: &[u8]) {
                 );
             }
             let _ = is_upgrade_request(&head);
-            match validate_upgrade(&head) {
+            // The last byte picks whether the server has permessage-deflate on.
+            let pmd = proto::deflate::DeflateOptions::default();
+            let deflate = (data.last().is_some_and(|b| b & 1 == 1)).then_some(&pmd);
+            match validate_upgrade(&head, deflate) {
                 Ok(u) => {
                     assert_eq!(head.method, "GET");
                     assert!(u.version == 13 || u.version == 8);
@@ -238,7 +240,8 @@ pub fn handshake_response(data: &[u8]) {
             for cut in (0..n).step_by(step) {
                 assert!(matches!(parse_response(&data[..cut]), Ok(None)), "prefix {cut} of {n}");
             }
-            if let Ok(a) = validate_response(&head, key, &offered, flags & 4 != 0) {
+            let pmd = proto::deflate::DeflateOptions::default();
+            if let Ok(a) = validate_response(&head, key, &offered, (flags & 4 != 0).then_some(&pmd)) {
                 assert!(head.header("sec-websocket-accept").as_deref() == Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
                 if offered.is_empty() {
                     assert!(a.protocol.is_empty());
@@ -322,6 +325,89 @@ pub fn utf8(data: &[u8]) {
             let Some((start, end)) = failed_at else { panic!("{text:?} {cuts:?}: invalid bytes not reported by feed") };
             assert!(end > e.valid_up_to(), "failed before the invalid bytes arrived");
             assert!(start <= e.valid_up_to() + len, "did not fail fast: {text:?} {cuts:?}");
+        }
+    }
+}
+
+/// permessage-deflate options from one byte (every combination ws's checks tell apart).
+fn deflate_options(b: u8) -> proto::deflate::DeflateOptions {
+    use proto::deflate::BitsOption;
+    let flag = |v: u8| match v % 3 {
+        0 => None,
+        1 => Some(true),
+        _ => Some(false),
+    };
+    let bits = |v: u8| match v % 4 {
+        0 => BitsOption::Unset,
+        1 => BitsOption::True,
+        2 => BitsOption::False,
+        _ => BitsOption::Num(8 + (v as u32 / 4) % 9), // 8..16: 16 is out of range on purpose
+    };
+    proto::deflate::DeflateOptions {
+        server_no_context_takeover: flag(b),
+        client_no_context_takeover: flag(b / 3),
+        server_max_window_bits: bits(b / 9),
+        client_max_window_bits: bits(b / 36),
+        ..Default::default()
+    }
+}
+
+/// The `Sec-WebSocket-Extensions` parser and both sides of the negotiation. Layout:
+/// [options byte, header...]. Checks: an accepted answer parses back to the same agreed
+/// parameters, agreed window bits are 8 to 15, and our own offer is a valid header.
+#[allow(dead_code)]
+pub fn extensions(data: &[u8]) {
+    use proto::deflate::*;
+    if data.is_empty() {
+        return;
+    }
+    let opts = deflate_options(data[0]);
+    let header = String::from_utf8_lossy(&data[1..]);
+    let _ = proto::extension::parse(&header);
+    let ok_bits = |b: Option<u8>| b.is_none_or(|b| (8..=15).contains(&b));
+    if let Ok(Some((answer, params))) = negotiate_server(&opts, &header) {
+        assert_eq!(DeflateParams::from_agreed(&answer), Some(params), "answer {answer:?} to {header:?}");
+        assert!(ok_bits(params.server_max_window_bits) && ok_bits(params.client_max_window_bits));
+    }
+    if let Ok(params) = negotiate_client(&opts, &header) {
+        assert!(ok_bits(params.server_max_window_bits) && ok_bits(params.client_max_window_bits));
+    }
+    assert!(proto::extension::parse(&offer(&opts)).is_ok());
+}
+
+/// The per-message inflater with its size limit. Layout: [flags, split, compressed...]:
+/// window bits and context takeover from the flags, a limit of none, 16 B, 1000 B or 64 KiB.
+/// Checks: a success stays within the limit; a failure is a data error (1007) or the limit
+/// (1009); with context takeover a second message inflates after the first.
+#[allow(dead_code)]
+pub fn inflate(data: &[u8]) {
+    use proto::deflate::*;
+    if data.len() < 2 {
+        return;
+    }
+    let (flags, split) = (data[0], data[1] as usize);
+    let body = &data[2..];
+    let params = DeflateParams {
+        server_no_context_takeover: flags & 1 != 0,
+        client_no_context_takeover: flags & 2 != 0,
+        server_max_window_bits: Some(8 + (flags >> 2) % 8),
+        client_max_window_bits: None,
+    };
+    let limit = [0u64, 16, 1000, 65536][((flags >> 5) & 3) as usize];
+    let mut inf = Inflater::new(&params, false);
+    let cut = if body.is_empty() { 0 } else { split % (body.len() + 1) };
+    for _ in 0..2 {
+        let mut out = Vec::new();
+        let r = inf
+            .inflate(&body[..cut], &mut out, limit)
+            .and_then(|_| inf.inflate(&body[cut..], &mut out, limit))
+            .and_then(|_| inf.finish(&mut out, limit));
+        match r {
+            Ok(()) => assert!(limit == 0 || out.len() as u64 <= limit),
+            Err(e) => {
+                assert!(matches!((e.code, e.close_code), ("Z_DATA_ERROR", 1007) | ("WS_ERR_UNSUPPORTED_MESSAGE_LENGTH", 1009)), "{e:?}");
+                return;
+            }
         }
     }
 }

@@ -136,7 +136,8 @@ fn conn_config(o: &ConnOptions, is_server: bool) -> ConnConfig {
     ConnConfig {
         receiver: ReceiverConfig {
             is_server,
-            max_payload: o.max_payload.map(|v| if v > 0.0 { v as u64 } else { 0 }).unwrap_or(100 * 1024 * 1024),
+            // Event records carry 32-bit lengths: "no limit" (0) still stops below 4 GiB.
+            max_payload: o.max_payload.map(|v| if v > 0.0 { v as u64 } else { 0 }).unwrap_or(100 * 1024 * 1024).wrapping_sub(1).min(u32::MAX as u64 - 1) + 1,
             max_fragments: o.max_fragments.map(|v| if v > 0.0 { v as u32 } else { 0 }).unwrap_or(131_072),
             skip_utf8_validation: o.skip_utf8_validation.unwrap_or(false),
             allow_rsv1: false,

@@ -430,7 +430,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     fn on_request_bytes(&mut self, data: &[u8]) -> Option<End> {
+        let old = self.head.len();
         self.head.extend_from_slice(data);
+        if !worth_parsing(&self.head, old) {
+            return None;
+        }
         let (head, n) = match handshake::parse_request(&self.head) {
             Ok(None) => return None,
             Ok(Some(h)) => h,
@@ -503,7 +507,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     fn on_response_bytes(&mut self, data: &mut [u8]) -> Option<End> {
+        let old = self.head.len();
         self.head.extend_from_slice(data);
+        if !worth_parsing(&self.head, old) {
+            return None;
+        }
         let (head, n) = match handshake::parse_response(&self.head) {
             Ok(None) => return None,
             Ok(Some(h)) => h,
@@ -726,6 +734,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
             }
         }
     }
+}
+
+/// Whether a head that grew from `old` to `buf.len()` bytes should be parsed again: when the
+/// new bytes may end it (an empty line), on the first read (to refuse garbage at once), when
+/// it grows past a power of two, or past the size limit. A client trickling its head byte by
+/// byte then costs O(n log n) parsing, not O(n²).
+fn worth_parsing(buf: &[u8], old: usize) -> bool {
+    let tail = &buf[old.saturating_sub(2)..];
+    old == 0
+        || buf.len() > handshake::MAX_HEAD_SIZE
+        || old.next_power_of_two() != buf.len().next_power_of_two()
+        || tail.windows(2).any(|w| w == b"\n\n")
+        || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// Set by the tests' hidden trigger (WS_NATIVE_TEST_PANIC=1 in the environment at load):
