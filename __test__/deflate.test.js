@@ -15,31 +15,17 @@ const WebSocket = require(path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
 const Ws = require('ws');
+const { startWss } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 60000 };
 
-function listening(wss) {
-  return new Promise((resolve, reject) => {
-    wss.once('listening', resolve);
-    wss.once('error', reject);
-  });
-}
-
 async function echoServer(t, Impl, options) {
-  const wss = new Impl.WebSocketServer({ host: HOST, port: 0, ...options });
-  await listening(wss);
+  const wss = await startWss(t, Impl.WebSocketServer, options);
   wss.on('connection', (ws) => {
     ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
     ws.on('error', () => {});
   });
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close(() => resolve());
-      })
-  );
   return wss;
 }
 

@@ -36,4 +36,24 @@ function selfSigned() {
   return out;
 }
 
-module.exports = { closeServer, listen, once, selfSigned };
+/**
+ * Starts `new Server({ host: 127.0.0.1, port: 0, ...options })`, resolves once it listens, and
+ * closes it (terminating its clients) after the test `t`.
+ */
+async function startWss(t, Server, options = {}) {
+  const wss = new Server({ host: '127.0.0.1', port: 0, ...options });
+  await new Promise((resolve, reject) => {
+    wss.once('listening', resolve);
+    wss.once('error', reject);
+  });
+  t.after(
+    () =>
+      new Promise((resolve) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close(() => resolve());
+      })
+  );
+  return wss;
+}
+
+module.exports = { closeServer, listen, once, selfSigned, startWss };

@@ -15,6 +15,7 @@ const path = require('node:path');
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
+const { startWss } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
@@ -112,18 +113,7 @@ function frameReader(socket, skipHead) {
   };
 }
 
-async function startServer(t, options = {}) {
-  const wss = new WebSocketServer({ host: HOST, port: 0, ...options });
-  await once(wss, 'listening');
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close(() => resolve());
-      })
-  );
-  return wss;
-}
+const startServer = (t, options) => startWss(t, WebSocketServer, options);
 
 /** Raw client: handshake with the server, resolves with the socket, reader and server ws. */
 async function rawClient(t, wss) {

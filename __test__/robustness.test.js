@@ -13,22 +13,12 @@ const { once } = require('node:events');
 
 const WebSocket = require(path.join(__dirname, '..'));
 const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
+const { startWss } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 60000 };
 
-async function server(t, options = {}) {
-  const wss = new WebSocket.WebSocketServer({ host: HOST, port: 0, ...options });
-  await once(wss, 'listening');
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close(() => resolve());
-      })
-  );
-  return wss;
-}
+const server = (t, options) => startWss(t, WebSocket.WebSocketServer, options);
 
 function upgradeRequest() {
   return (
