@@ -321,6 +321,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         if self.wpos == self.wbuf.len() && !out.buf.is_empty() {
             self.wbuf = std::mem::take(&mut out.buf);
             self.wpos = 0;
+            out.task_busy = true;
         }
         if !out.acks.is_empty() {
             self.acks.extend(out.acks.drain(..));
@@ -341,26 +342,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
                     self.wpos += n;
-                    self.written += n as u64;
+                    // JS may have written to the socket directly too: count from the total.
+                    self.written = self.shared.written_total.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
                     progressed = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => break,
             }
         }
-        if progressed {
-            self.shared.written_total.store(self.written, Ordering::Release);
-        }
         if self.wpos == self.wbuf.len() && !self.wbuf.is_empty() {
             // Drained: release the buffer rather than keep it per idle connection.
             self.wbuf = Vec::new();
             self.wpos = 0;
+            self.shared.lock().task_busy = false;
             if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
                 return Err(e);
             }
         }
         let mut done = 0u32;
-        while self.acks.front().is_some_and(|&end| end <= self.written) {
+        let written = self.shared.written_total.load(Ordering::Acquire);
+        while self.acks.front().is_some_and(|&end| end <= written) {
             self.acks.pop_front();
             done += 1;
         }
@@ -679,6 +680,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
 
     fn finish(&mut self, end: End) -> Poll<()> {
         unregister(self.id);
+        self.shared.lock().fd = None;
         let id = self.id;
         // A server connection JS accepted (even if this task never saw the decision, as when
         // the socket failed first) has a WebSocket in JS waiting for its CLOSED event.
@@ -747,6 +749,13 @@ fn worth_parsing(buf: &[u8], old: usize) -> bool {
         || old.next_power_of_two() != buf.len().next_power_of_two()
         || tail.windows(2).any(|w| w == b"\n\n")
         || tail.windows(3).any(|w| w == b"\n\r\n")
+}
+
+impl<T> Drop for Connection<T> {
+    /// Never leave JS a descriptor that is about to be closed (and maybe reused).
+    fn drop(&mut self) {
+        self.shared.lock().fd = None;
+    }
 }
 
 /// Set by the tests' hidden trigger (WS_NATIVE_TEST_PANIC=1 in the environment at load):

@@ -90,6 +90,11 @@ pub struct Outbox {
     /// The handshake is over and frames may be queued.
     pub open: bool,
     pub raw_end: bool,
+    /// A plain TCP socket's descriptor, while the connection's task owns the socket: frames
+    /// may then be written from the JS thread directly (see `write_direct`).
+    pub fd: Option<i32>,
+    /// The task holds bytes it is writing: nobody else may write to the socket.
+    pub task_busy: bool,
     /// permessage-deflate was agreed: COMPRESS sends are compressed.
     pub deflate_on: bool,
     /// Our side has no context takeover: messages under this size go uncompressed (ws's
@@ -244,10 +249,41 @@ pub fn terminate_sink(sink: u32) {
     }
 }
 
+/// Writes the outbox's bytes to the socket from this (the JS) thread when the connection's
+/// task is idle: a send then costs no thread wake-up (the task sleeps on), which is most of a
+/// round trip's latency. Only plain TCP, only when no callback waits for the bytes, nothing
+/// is compressing, no close is queued and the task is not writing itself. Returns true when
+/// everything was written; what is left is for the task.
+fn write_direct(shared: &Shared, out: &mut Outbox) -> bool {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let Some(fd) = out.fd else { return false };
+    if out.task_busy || !out.acks.is_empty() || out.queueing() || out.close_queued || out.terminate || out.buf.is_empty() {
+        return false;
+    }
+    // SAFETY: `fd` is the socket of a task that is alive: the task clears `out.fd` under this
+    // lock before its socket is closed, and we hold the lock. ManuallyDrop: not ours to close.
+    let sock = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    let mut done = 0;
+    while done < out.buf.len() {
+        match (&*sock).write(&out.buf[done..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => done += n,
+        }
+    }
+    if done > 0 {
+        shared.written_total.fetch_add(done as u64, Ordering::AcqRel);
+        out.buf.drain(..done);
+    }
+    out.buf.is_empty()
+}
+
 /// Applies a batch of commands from JS. `external` holds the large payloads, in order.
 /// Malformed input (it comes from our own JS) stops the batch; nothing panics.
 pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
     let mut wake: Vec<Waker> = Vec::new();
+    // Connections whose frames may go out directly from this thread, after the batch.
+    let mut direct: Vec<Arc<Shared>> = Vec::new();
     let mut ext = external.iter();
     let reg = lock_registry();
     let mut pos = 0;
@@ -370,11 +406,24 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
             }
             _ => {}
         }
-        if let Some(w) = out.waker.take() {
+        let frames_only = matches!(opc, op::SEND | op::PING | op::PONG) && flags & flag::ACK == 0;
+        if frames_only && out.fd.is_some() {
+            if !direct.last().is_some_and(|d| Arc::ptr_eq(d, shared)) {
+                direct.push(shared.clone());
+            }
+        } else if let Some(w) = out.waker.take() {
             wake.push(w);
         }
     }
     drop(reg);
+    for shared in direct {
+        let mut out = shared.lock();
+        if !write_direct(&shared, &mut out) && !out.buf.is_empty() || out.queueing() {
+            if let Some(w) = out.waker.take() {
+                wake.push(w);
+            }
+        }
+    }
     for w in wake {
         w.wake();
     }
