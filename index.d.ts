@@ -732,6 +732,18 @@ declare namespace WebSocket {
          * `headersTimeout`. Defaults to 60000; 0 disables it.
          */
         handshakeTimeout?: number | undefined;
+        /**
+         * ws-native addition (Node's http server option of the same name):
+         * the largest upgrade request head in bytes. Defaults to 16384; a
+         * larger head is answered with 431.
+         */
+        maxHeaderSize?: number | undefined;
+        /**
+         * ws-native addition: the most header lines in an upgrade request.
+         * Defaults to 128; more are answered with 431 (Node's server drops
+         * the extra lines instead).
+         */
+        maxHeadersCount?: number | undefined;
     }
 }
 

@@ -134,3 +134,24 @@ test('oversize request heads get 431, whether by size or by number of header lin
   await once(ws, 'open');
   ws.close();
 });
+
+test('maxHeaderSize and maxHeadersCount set the head limits (431 beyond them)', T, async (t) => {
+  const wss = await server(t, { maxHeaderSize: 1024, maxHeadersCount: 10 });
+  const ask = (text) =>
+    new Promise((resolve) => {
+      const s = net.connect(wss.address().port, HOST);
+      const chunks = [];
+      s.on('data', (c) => chunks.push(c));
+      s.on('error', () => {});
+      s.on('close', () => resolve(Buffer.concat(chunks).toString()));
+      s.write(text);
+    });
+  const upgrade = upgradeRequest();
+  assert.match(await ask(upgrade.replace('\r\n\r\n', `\r\nX-Big: ${'a'.repeat(1100)}\r\n\r\n`)), /^HTTP\/1.1 431 /);
+  const lines = Array.from({ length: 6 }, (_, i) => `X-${i}: v`).join('\r\n');
+  assert.match(await ask(upgrade.replace('\r\n\r\n', `\r\n${lines}\r\n\r\n`)), /^HTTP\/1.1 431 /);
+  // Within the limits (5 lines of the upgrade itself + Host): accepted.
+  const ws = new WebSocket(`ws://${HOST}:${wss.address().port}`);
+  await once(ws, 'open');
+  ws.close();
+});

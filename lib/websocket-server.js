@@ -119,6 +119,9 @@ class WebSocketServer extends EventEmitter {
       // An addition over ws: how long a client may take to send its upgrade request (a
       // slow or trickling client is disconnected), as Node's `headersTimeout` (60 s).
       handshakeTimeout: o.handshakeTimeout === undefined ? 60000 : o.handshakeTimeout,
+      // Limits on the request head, with the names of Node's http server options.
+      maxHeaderSize: o.maxHeaderSize,
+      maxHeadersCount: o.maxHeadersCount,
       deflate: this._deflate
     };
   }

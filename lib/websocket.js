@@ -1103,7 +1103,9 @@ function initAsClient(websocket, address, protocols, options) {
     autoPong: !!opts.autoPong,
     closeTimeout: opts.closeTimeout,
     handshakeTimeout: opts.handshakeTimeout,
-    deflate: engineDeflate(opts.perMessageDeflate)
+    deflate: engineDeflate(opts.perMessageDeflate),
+    maxHeaderSize: opts.maxHeaderSize,
+    maxHeadersCount: opts.maxHeadersCount
   };
 
   const p = { opts, isSecure, isIpcUrl, host, port, path, socketPath, list, protocols, conn };

@@ -83,6 +83,9 @@ pub struct ConnOptions {
     pub handshake_timeout: Option<f64>,
     /// permessage-deflate settings; absent when disabled.
     pub deflate: Option<DeflateJs>,
+    /// Most bytes and header lines in the handshake head we receive (Node's names).
+    pub max_header_size: Option<f64>,
+    pub max_headers_count: Option<f64>,
 }
 
 /// ws's `perMessageDeflate` object, with JS truthiness already applied by lib/.
@@ -147,6 +150,10 @@ fn conn_config(o: &ConnOptions, is_server: bool) -> ConnConfig {
         handshake_timeout: o.handshake_timeout.filter(|v| *v > 0.0).map(ms),
         deflate: o.deflate.as_ref().map(deflate_options),
         sink: env_sink(),
+        head_limits: crate::protocol::handshake::HeadLimits {
+            max_size: o.max_header_size.filter(|v| v.is_finite() && *v > 0.0).map(|v| v.min(1e9) as usize).unwrap_or(16 * 1024),
+            max_headers: o.max_headers_count.filter(|v| v.is_finite() && *v > 0.0).map(|v| v.min(1e6) as usize).unwrap_or(128),
+        },
     }
 }
 

@@ -37,6 +37,8 @@ pub struct ConnConfig {
     pub deflate: Option<DeflateOptions>,
     /// The events of the Node environment that made this server or client.
     pub sink: Arc<events::Sink>,
+    /// Limits on the request (server) or response (client) head.
+    pub head_limits: handshake::HeadLimits,
 }
 
 /// What a server tells JS about the peer along with its request.
@@ -433,10 +435,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     fn on_request_bytes(&mut self, data: &[u8]) -> Option<End> {
         let old = self.head.len();
         self.head.extend_from_slice(data);
-        if !worth_parsing(&self.head, old) {
+        if !worth_parsing(&self.head, old, self.cfg.head_limits.max_size) {
             return None;
         }
-        let (head, n) = match handshake::parse_request(&self.head) {
+        let (head, n) = match handshake::parse_request_within(&self.head, self.cfg.head_limits) {
             Ok(None) => return None,
             Ok(Some(h)) => h,
             Err(HeadError::TooLarge) => {
@@ -510,10 +512,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     fn on_response_bytes(&mut self, data: &mut [u8]) -> Option<End> {
         let old = self.head.len();
         self.head.extend_from_slice(data);
-        if !worth_parsing(&self.head, old) {
+        if !worth_parsing(&self.head, old, self.cfg.head_limits.max_size) {
             return None;
         }
-        let (head, n) = match handshake::parse_response(&self.head) {
+        let (head, n) = match handshake::parse_response_within(&self.head, self.cfg.head_limits) {
             Ok(None) => return None,
             Ok(Some(h)) => h,
             Err(HeadError::TooLarge) => return Some(End::HandshakeFailed("Response header too large".into(), "HPE_HEADER_OVERFLOW".into())),
@@ -742,10 +744,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
 /// new bytes may end it (an empty line), on the first read (to refuse garbage at once), when
 /// it grows past a power of two, or past the size limit. A client trickling its head byte by
 /// byte then costs O(n log n) parsing, not O(n²).
-fn worth_parsing(buf: &[u8], old: usize) -> bool {
+fn worth_parsing(buf: &[u8], old: usize, max_size: usize) -> bool {
     let tail = &buf[old.saturating_sub(2)..];
     old == 0
-        || buf.len() > handshake::MAX_HEAD_SIZE
+        || buf.len() > max_size
         || old.next_power_of_two() != buf.len().next_power_of_two()
         || tail.windows(2).any(|w| w == b"\n\n")
         || tail.windows(3).any(|w| w == b"\n\r\n")

@@ -63,23 +63,44 @@ fn collect_headers(hs: &[httparse::Header<'_>]) -> Vec<(String, String)> {
 
 /// The size limits and error mapping shared by request and response parsing: `Ok(Some(n))`
 /// for a complete head of `n` bytes, `Ok(None)` when more bytes are needed.
-fn head_status(buf: &[u8], parsed: httparse::Result<usize>) -> Result<Option<usize>, HeadError> {
+fn head_status(buf: &[u8], parsed: httparse::Result<usize>, max_size: usize) -> Result<Option<usize>, HeadError> {
     match parsed {
-        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD_SIZE => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(n)) if n > max_size => Err(HeadError::TooLarge),
         Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_SIZE => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() > max_size => Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
         Err(e) => Err(HeadError::Invalid(e.to_string())),
     }
 }
 
+/// Limits on a request or response head: bytes and header lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    pub max_size: usize,
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits { max_size: MAX_HEAD_SIZE, max_headers: MAX_HEADERS }
+    }
+}
+
+/// Most header lines a limit may allow (the parser's slots are allocated up front).
+const MAX_HEADERS_CEILING: usize = 4096;
+
 /// Parses a request head from the start of `buf`; `Ok(None)` means more bytes are needed.
 pub fn parse_request(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
-    let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    parse_request_within(buf, HeadLimits::default())
+}
+
+/// `parse_request` with other limits.
+pub fn parse_request_within(buf: &[u8], limits: HeadLimits) -> Result<Option<(Head, usize)>, HeadError> {
+    let mut hs = vec![httparse::EMPTY_HEADER; limits.max_headers.clamp(1, MAX_HEADERS_CEILING)];
     let mut req = httparse::Request::new(&mut hs);
     let parsed = req.parse(buf);
-    Ok(head_status(buf, parsed)?.map(|n| {
+    Ok(head_status(buf, parsed, limits.max_size)?.map(|n| {
         let head = Head {
             method: req.method.unwrap_or("").to_owned(),
             path: req.path.unwrap_or("").to_owned(),
@@ -93,10 +114,15 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
 
 /// Parses a response head from the start of `buf`; `Ok(None)` means more bytes are needed.
 pub fn parse_response(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
-    let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    parse_response_within(buf, HeadLimits::default())
+}
+
+/// `parse_response` with other limits.
+pub fn parse_response_within(buf: &[u8], limits: HeadLimits) -> Result<Option<(Head, usize)>, HeadError> {
+    let mut hs = vec![httparse::EMPTY_HEADER; limits.max_headers.clamp(1, MAX_HEADERS_CEILING)];
     let mut res = httparse::Response::new(&mut hs);
     let parsed = res.parse(buf);
-    Ok(head_status(buf, parsed)?.map(|n| {
+    Ok(head_status(buf, parsed, limits.max_size)?.map(|n| {
         let head = Head {
             status: res.code.unwrap_or(0),
             reason: res.reason.unwrap_or("").to_owned(),
