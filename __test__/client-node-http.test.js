@@ -16,7 +16,7 @@ const path = require('node:path');
 const { spawn } = require('node:child_process');
 
 const WebSocket = require('..');
-const { closeServer, listen, once, selfSigned } = require('./helpers');
+const { closeServer, listen, once, selfSigned, waitPort } = require('./helpers');
 const Ws = require('ws');
 
 
@@ -111,17 +111,7 @@ async function startTinyproxy(t) {
     proc.kill();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (up) return port;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  if (await waitPort(port)) return port;
   throw new Error('tinyproxy did not start');
 }
 

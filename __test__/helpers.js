@@ -3,6 +3,7 @@
 // Small helpers shared by the tests that use Node's http stack.
 
 const fs = require('node:fs');
+const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
@@ -56,4 +57,32 @@ async function startWss(t, Server, options = {}) {
   return wss;
 }
 
-module.exports = { closeServer, listen, once, selfSigned, startWss };
+/** Resolves once something accepts TCP connections on 127.0.0.1:`port` (tries for ~10 s). */
+async function waitPort(port) {
+  for (let i = 0; i < 100; i++) {
+    const up = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (up) return true;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return false;
+}
+
+/** A TCP server that accepts and never answers; closed after the test. Resolves with its port. */
+async function silentServer(t) {
+  const sockets = [];
+  const silent = net.createServer((s) => sockets.push(s));
+  const port = await listen(silent);
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+    return closeServer(silent);
+  });
+  return port;
+}
+
+module.exports = { closeServer, listen, once, selfSigned, silentServer, startWss, waitPort };

@@ -14,7 +14,7 @@ const path = require('node:path');
 const { spawn, execFileSync } = require('node:child_process');
 
 const WebSocket = require('..');
-const { closeServer, listen, once } = require('./helpers');
+const { closeServer, listen, once, silentServer, waitPort } = require('./helpers');
 const { makeCerts } = require('./fixtures/certs');
 
 function findBin(names) {
@@ -48,21 +48,6 @@ async function freePort() {
   return port;
 }
 
-async function waitPort(port) {
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (up) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nothing listens on ${port}`);
-}
-
 async function startTinyproxy(t, auth) {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-proxy-'));
@@ -75,7 +60,7 @@ async function startTinyproxy(t, auth) {
     proc.kill();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  await waitPort(port);
+  if (!(await waitPort(port))) throw new Error(`nothing listens on ${port}`);
   return port;
 }
 
@@ -85,7 +70,7 @@ async function startMicrosocks(t, auth) {
   if (auth) args.push('-u', auth[0], '-P', auth[1]);
   const proc = spawn(MICROSOCKS, args, { stdio: 'ignore' });
   t.after(() => proc.kill());
-  await waitPort(port);
+  if (!(await waitPort(port))) throw new Error(`nothing listens on ${port}`);
   return port;
 }
 
@@ -206,13 +191,7 @@ test('a proxy that refuses the connection, and invalid proxy options', { timeout
 });
 
 test('a proxy that accepts and never answers: handshakeTimeout covers it', { timeout: 20000 }, async (t) => {
-  const sockets = [];
-  const silent = net.createServer((s) => sockets.push(s));
-  const port = await listen(silent);
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-    return closeServer(silent);
-  });
+  const port = await silentServer(t);
   for (const url of [`http://127.0.0.1:${port}`, `socks5h://127.0.0.1:${port}`]) {
     const start = Date.now();
     const ws = new WebSocket('wss://example.invalid/', { proxy: url, handshakeTimeout: 300 });

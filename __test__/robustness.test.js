@@ -20,6 +20,18 @@ const T = { timeout: 60000 };
 
 const server = (t, options) => startWss(t, WebSocket.WebSocketServer, options);
 
+/** Writes `text` on a raw connection and resolves with everything the server answers. */
+function rawAnswer(port, text) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, HOST);
+    const chunks = [];
+    s.on('data', (c) => chunks.push(c));
+    s.on('error', () => {});
+    s.on('close', () => resolve(Buffer.concat(chunks).toString()));
+    s.write(text);
+  });
+}
+
 function upgradeRequest() {
   return (
     `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
@@ -116,15 +128,7 @@ test('the default handshake timeout is 60 s, as Node\'s headersTimeout; maxBuffe
 
 test('oversize request heads get 431, whether by size or by number of header lines', T, async (t) => {
   const wss = await server(t);
-  const ask = (text) =>
-    new Promise((resolve) => {
-      const s = net.connect(wss.address().port, HOST);
-      const chunks = [];
-      s.on('data', (c) => chunks.push(c));
-      s.on('error', () => {});
-      s.on('close', () => resolve(Buffer.concat(chunks).toString()));
-      s.write(text);
-    });
+  const ask = (text) => rawAnswer(wss.address().port, text);
   const big = `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20000)}\r\n\r\n`;
   const many = `GET / HTTP/1.1\r\n${Array.from({ length: 200 }, (_, i) => `X-${i}: v`).join('\r\n')}\r\n\r\n`;
   assert.match(await ask(big), /^HTTP\/1.1 431 /);
@@ -137,15 +141,7 @@ test('oversize request heads get 431, whether by size or by number of header lin
 
 test('maxHeaderSize and maxHeadersCount set the head limits (431 beyond them)', T, async (t) => {
   const wss = await server(t, { maxHeaderSize: 1024, maxHeadersCount: 10 });
-  const ask = (text) =>
-    new Promise((resolve) => {
-      const s = net.connect(wss.address().port, HOST);
-      const chunks = [];
-      s.on('data', (c) => chunks.push(c));
-      s.on('error', () => {});
-      s.on('close', () => resolve(Buffer.concat(chunks).toString()));
-      s.write(text);
-    });
+  const ask = (text) => rawAnswer(wss.address().port, text);
   const upgrade = upgradeRequest();
   assert.match(await ask(upgrade.replace('\r\n\r\n', `\r\nX-Big: ${'a'.repeat(1100)}\r\n\r\n`)), /^HTTP\/1.1 431 /);
   const lines = Array.from({ length: 6 }, (_, i) => `X-${i}: v`).join('\r\n');

@@ -8,12 +8,11 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const https = require('node:https');
-const net = require('node:net');
 const { execFileSync } = require('node:child_process');
 
 const WebSocket = require('..');
 const Ws = require('ws');
-const { closeServer, listen, once } = require('./helpers');
+const { closeServer, listen, once, silentServer } = require('./helpers');
 const { makeCerts } = require('./fixtures/certs');
 
 let openssl = true;
@@ -193,13 +192,7 @@ test('interop: the native wss:// client against ws on a Node https server', { sk
 });
 
 test('handshakeTimeout covers the TLS handshake (a server that accepts and never answers)', { skip, timeout: 20000 }, async (t) => {
-  const sockets = [];
-  const silent = net.createServer((s) => sockets.push(s));
-  const port = await listen(silent);
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-    return closeServer(silent);
-  });
+  const port = await silentServer(t);
   const start = Date.now();
   const ws = new WebSocket(`wss://127.0.0.1:${port}`, { handshakeTimeout: 300, rejectUnauthorized: false });
   const err = await outcome(ws);
