@@ -124,12 +124,11 @@ pub struct Connection<T> {
     deflater: Option<Box<Deflater>>,
     /// Handshake bytes, and after the head the bytes that came with it.
     head: Vec<u8>,
-    peer: Option<PeerInfo>,
+    peer: Option<Box<PeerInfo>>,
     client: Option<Box<ClientHandshake>>,
     response: Option<Box<PendingResponse>>,
     wbuf: Vec<u8>,
     wpos: usize,
-    written: u64,
     acks: VecDeque<u64>,
     paused: bool,
     close_seen: bool,
@@ -163,7 +162,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             response: None,
             wbuf: Vec::new(),
             wpos: 0,
-            written: 0,
             acks: VecDeque::new(),
             paused: false,
             close_seen: false,
@@ -185,7 +183,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         let mut c = Self::new(io, id, shared, cfg, Phase::ServerHead);
         // Made on the runtime (the accept loop): tokio's timers need its context.
         c.timer = c.cfg.handshake_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
-        c.peer = Some(peer);
+        c.peer = Some(Box::new(peer));
         c
     }
 
@@ -344,8 +342,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
                     self.wpos += n;
-                    // JS may have written to the socket directly too: count from the total.
-                    self.written = self.shared.written_total.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
+                    // JS may write to the socket directly too: both count into the total.
+                    self.shared.written_total.fetch_add(n as u64, Ordering::AcqRel);
                     progressed = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e),
@@ -885,5 +883,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// `cargo test --release --lib sizes -- --ignored --nocapture`: what a connection costs the
+    /// engine in its task, for the memory work.
+    #[test]
+    #[ignore]
+    fn sizes() {
+        println!("Connection<TcpStream>: {} bytes", std::mem::size_of::<super::Connection<tokio::net::TcpStream>>());
+        println!("Outbox: {} bytes", std::mem::size_of::<super::super::outbox::Outbox>());
+        println!("Shared: {} bytes", std::mem::size_of::<super::super::outbox::Shared>());
+        println!("Receiver: {} bytes", std::mem::size_of::<crate::protocol::receiver::Receiver>());
     }
 }
