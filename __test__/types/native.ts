@@ -31,6 +31,13 @@ new WebSocket('wss://example.com', { proxy: 'socks5h://user:pass@127.0.0.1:1080'
 new WebSocket('wss://example.com', { proxy: 'env' });
 new WebSocket('ws://example.com', { proxy: new URL('http://127.0.0.1:3128') });
 
+// The server's handshake limits, and permessage-deflate window bits as booleans
+new WebSocketServer({ port: 0, handshakeTimeout: 10000, maxHeaderSize: 8192, maxHeadersCount: 64 });
+new WebSocketServer({ port: 0, perMessageDeflate: { serverMaxWindowBits: 10, clientMaxWindowBits: true, threshold: 0, zlibDeflateOptions: { level: 1 } } });
+new WebSocket('ws://127.0.0.1', { perMessageDeflate: { clientMaxWindowBits: false, clientNoContextTakeover: true } });
+// @ts-expect-error handshakeTimeout is a number
+new WebSocketServer({ port: 0, handshakeTimeout: '10s' });
+
 // binaryType 'blob' (supported by ws >= 8.18)
 ws.binaryType = 'blob';
 const bt: 'nodebuffer' | 'arraybuffer' | 'fragments' | 'blob' = ws.binaryType;
