@@ -92,7 +92,12 @@ function describe() {
 
 // --attach: the WebSocket server shares an http.Server (`{ server }`), as behind Express.
 // --tls: see above.
-const perMessageDeflate = opts.deflate || false;
+// WS_DEFLATE_LEVEL=N: zlib level for the server's compression (ws's default is zlib's, 6).
+const deflateLevel = process.env.WS_DEFLATE_LEVEL;
+const perMessageDeflate =
+  opts.deflate && deflateLevel !== undefined
+    ? { ...(opts.deflate === true ? {} : opts.deflate), zlibDeflateOptions: { level: Number(deflateLevel) } }
+    : opts.deflate || false;
 let httpServer = null;
 let wss;
 const tlsFiles = opts.tls && {
