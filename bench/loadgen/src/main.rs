@@ -1080,6 +1080,14 @@ impl Parser {
         }
     }
 
+    /// Copies the inflate counters (compressed messages received) into a loop's result.
+    fn record(&self, res: &mut LoopResult) {
+        if let Some(inf) = &self.inf {
+            res.rx_wire_bytes = inf.wire_bytes;
+            res.rx_plain_bytes = inf.plain_bytes;
+        }
+    }
+
     fn parse(&mut self, mut on: impl FnMut(Ev)) -> Result<(), &'static str> {
         loop {
             let avail = self.end - self.start;
@@ -1359,6 +1367,32 @@ struct LoopResult {
     rx_plain_bytes: u64,
 }
 
+/// Counts an error of a connection's loop (the first one is kept).
+fn fail(res: &mut LoopResult, e: String) {
+    res.errors += 1;
+    res.first_error.get_or_insert(e);
+}
+
+/// Hands what the parser holds to the handler and answers pings. Err says why the connection
+/// must stop: a protocol error, or the server's close frame.
+fn consume_input<H: Handler>(p: &mut Parser, h: &mut H, now: u64, out: &mut Vec<u8>, rng: &mut Rng) -> Result<(), String> {
+    let mut closed = false;
+    let mut pongs: Vec<Vec<u8>> = Vec::new();
+    let r = p.parse(|ev| match ev {
+        Ev::Msg(op, len, cap, cl) => h.on_msg(now, op, len, &cap[..cl], out),
+        Ev::Ping(pl) => pongs.push(pl),
+        Ev::Close => closed = true,
+    });
+    for pl in pongs {
+        control_frame(out, OP_PONG, &pl, rng);
+    }
+    r.map_err(|e| format!("protocol error: {e}"))?;
+    if closed {
+        return Err("server sent close frame".into());
+    }
+    Ok(())
+}
+
 /// Drive one connection until `end_ns`: optimistic non-blocking writes of `out`;
 /// reads via AsyncRead (a short read clears readiness, saving an EAGAIN syscall),
 /// parsed by the streaming parser.
@@ -1379,46 +1413,23 @@ async fn run_conn<H: Handler>(
     let mut res = LoopResult::default();
     macro_rules! ret {
         () => {{
-            if let Some(inf) = &p.inf {
-                res.rx_wire_bytes = inf.wire_bytes;
-                res.rx_plain_bytes = inf.plain_bytes;
-            }
+            p.record(&mut res);
             return (h, res);
         }};
     }
     let mut rng = Rng::new(seed);
     let deadline = tokio::time::sleep_until(at_ns(end_ns));
     tokio::pin!(deadline);
-    let fail = |res: &mut LoopResult, e: String| {
-        res.errors += 1;
-        res.first_error.get_or_insert(e);
-    };
     let (mut rd, wr) = stream.split();
-    let mut closed = false;
     'outer: loop {
         let now = now_ns();
         if now >= end_ns {
             break;
         }
         // parse buffered input (also whatever came with the handshake response)
-        {
-            let mut pongs: Vec<Vec<u8>> = Vec::new();
-            let r = p.parse(|ev| match ev {
-                Ev::Msg(op, len, cap, cl) => h.on_msg(now, op, len, &cap[..cl], &mut out),
-                Ev::Ping(pl) => pongs.push(pl),
-                Ev::Close => closed = true,
-            });
-            for pl in pongs {
-                control_frame(&mut out, OP_PONG, &pl, &mut rng);
-            }
-            if let Err(e) = r {
-                fail(&mut res, format!("protocol error: {e}"));
-                ret!();
-            }
-            if closed {
-                fail(&mut res, "server sent close frame".into());
-                ret!();
-            }
+        if let Err(e) = consume_input(&mut p, &mut h, now, &mut out, &mut rng) {
+            fail(&mut res, e);
+            ret!();
         }
         h.poll(now, &mut out);
         // optimistic write
@@ -1502,41 +1513,20 @@ async fn run_conn_tls<H: Handler>(
     let mut res = LoopResult::default();
     macro_rules! ret {
         () => {{
-            if let Some(inf) = &p.inf {
-                res.rx_wire_bytes = inf.wire_bytes;
-                res.rx_plain_bytes = inf.plain_bytes;
-            }
+            p.record(&mut res);
             return (h, res);
         }};
     }
     let mut rng = Rng::new(seed);
     let deadline = tokio::time::sleep_until(at_ns(end_ns));
     tokio::pin!(deadline);
-    let fail = |res: &mut LoopResult, e: String| {
-        res.errors += 1;
-        res.first_error.get_or_insert(e);
-    };
     loop {
         let now = now_ns();
         if now >= end_ns {
             break;
         }
-        let mut closed = false;
-        let mut pongs: Vec<Vec<u8>> = Vec::new();
-        let r = p.parse(|ev| match ev {
-            Ev::Msg(op, len, cap, cl) => h.on_msg(now, op, len, &cap[..cl], &mut out),
-            Ev::Ping(pl) => pongs.push(pl),
-            Ev::Close => closed = true,
-        });
-        for pl in pongs {
-            control_frame(&mut out, OP_PONG, &pl, &mut rng);
-        }
-        if let Err(e) = r {
-            fail(&mut res, format!("protocol error: {e}"));
-            ret!();
-        }
-        if closed {
-            fail(&mut res, "server sent close frame".into());
+        if let Err(e) = consume_input(&mut p, &mut h, now, &mut out, &mut rng) {
+            fail(&mut res, e);
             ret!();
         }
         h.poll(now, &mut out);
