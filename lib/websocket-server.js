@@ -81,6 +81,7 @@ class WebSocketServer extends EventEmitter {
     this.options = options;
     // The engine's permessage-deflate settings (undefined when disabled).
     this._deflate = engineDeflate(options.perMessageDeflate);
+    this._conn = undefined;
     this._state = RUNNING;
     this._pending = new Map();
     this._connections = 0;
@@ -109,8 +110,10 @@ class WebSocketServer extends EventEmitter {
    * @private
    */
   _connOptions() {
+    // Made once: every accepted connection passes them, and the options do not change.
+    if (this._conn !== undefined) return this._conn;
     const o = this.options;
-    return {
+    this._conn = {
       maxPayload: o.maxPayload,
       maxFragments: o.maxFragments,
       skipUtf8Validation: !!o.skipUTF8Validation,
@@ -124,6 +127,7 @@ class WebSocketServer extends EventEmitter {
       maxHeadersCount: o.maxHeadersCount,
       deflate: this._deflate
     };
+    return this._conn;
   }
 
   /**

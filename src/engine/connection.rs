@@ -628,8 +628,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 Incoming::Ping(p) => {
                     if auto_pong {
                         let mut out = shared.lock();
-                        let backlog = (out.queued_total + out.pending_bytes).saturating_sub(shared.written_total.load(Ordering::Acquire));
-                        if out.open && !out.close_queued && backlog < PONG_BACKLOG {
+                        if out.open && !out.close_queued && shared.buffered_in(&out) < PONG_BACKLOG {
                             out.frame(OP_PONG, true, p, is_client.then(mask_key));
                         }
                     }
@@ -680,7 +679,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
 
     fn finish(&mut self, end: End) -> Poll<()> {
         unregister(self.id);
-        self.shared.lock().fd = None;
         let id = self.id;
         // A server connection JS accepted (even if this task never saw the decision, as when
         // the socket failed first) has a WebSocket in JS waiting for its CLOSED event.
@@ -752,7 +750,8 @@ fn worth_parsing(buf: &[u8], old: usize, max_size: usize) -> bool {
 }
 
 impl<T> Drop for Connection<T> {
-    /// Never leave JS a descriptor that is about to be closed (and maybe reused).
+    /// Never leave JS a descriptor that is about to be closed (and maybe reused). This runs
+    /// before the fields, so the socket is still open; every way a task ends comes here.
     fn drop(&mut self) {
         self.shared.lock().fd = None;
     }

@@ -129,11 +129,12 @@ impl Shared {
 
     /// Bytes queued and not yet written to the socket.
     pub fn buffered(&self) -> u64 {
-        let (q, pending) = {
-            let out = self.lock();
-            (out.queued_total, out.pending_bytes)
-        };
-        (q + pending).saturating_sub(self.written_total.load(Ordering::Acquire))
+        self.buffered_in(&self.lock())
+    }
+
+    /// `buffered()` for a caller that holds the lock.
+    pub fn buffered_in(&self, out: &Outbox) -> u64 {
+        (out.queued_total + out.pending_bytes).saturating_sub(self.written_total.load(Ordering::Acquire))
     }
 }
 
@@ -252,14 +253,14 @@ pub fn terminate_sink(sink: u32) {
 /// Writes the outbox's bytes to the socket from this (the JS) thread when the connection's
 /// task is idle: a send then costs no thread wake-up (the task sleeps on), which is most of a
 /// round trip's latency. Only plain TCP, only when no callback waits for the bytes, nothing
-/// is compressing, no close is queued and the task is not writing itself. Returns true when
-/// everything was written; what is left is for the task.
-fn write_direct(shared: &Shared, out: &mut Outbox) -> bool {
+/// is compressing, no close is queued and the task is not writing itself. What is left in
+/// `out.buf` is for the task.
+fn write_direct(shared: &Shared, out: &mut Outbox) {
     use std::io::Write;
     use std::os::fd::FromRawFd;
-    let Some(fd) = out.fd else { return false };
+    let Some(fd) = out.fd else { return };
     if out.task_busy || !out.acks.is_empty() || out.queueing() || out.close_queued || out.terminate || out.buf.is_empty() {
-        return false;
+        return;
     }
     // SAFETY: `fd` is the socket of a task that is alive: the task clears `out.fd` under this
     // lock before its socket is closed, and we hold the lock. ManuallyDrop: not ours to close.
@@ -275,7 +276,6 @@ fn write_direct(shared: &Shared, out: &mut Outbox) -> bool {
         shared.written_total.fetch_add(done as u64, Ordering::AcqRel);
         out.buf.drain(..done);
     }
-    out.buf.is_empty()
 }
 
 /// Applies a batch of commands from JS. `external` holds the large payloads, in order.
@@ -418,7 +418,8 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
     drop(reg);
     for shared in direct {
         let mut out = shared.lock();
-        if !write_direct(&shared, &mut out) && !out.buf.is_empty() || out.queueing() {
+        write_direct(&shared, &mut out);
+        if !out.buf.is_empty() || out.queueing() {
             if let Some(w) = out.waker.take() {
                 wake.push(w);
             }

@@ -1,6 +1,7 @@
 //! One tokio runtime per process, started on first use and shut down without blocking when
 //! Node exits. Its threads never keep Node alive: JS is reached only by weak threadsafe calls.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::runtime::{Builder, Handle, Runtime};
@@ -34,21 +35,16 @@ pub fn handle() -> std::io::Result<Handle> {
 }
 
 /// Node environments (main thread, Workers) using the engine.
-static USERS: Mutex<usize> = Mutex::new(0);
+static USERS: AtomicUsize = AtomicUsize::new(0);
 
 /// An environment starts using the engine.
 pub fn acquire() {
-    *USERS.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    USERS.fetch_add(1, Ordering::AcqRel);
 }
 
 /// An environment is going away; the last one stops the runtime.
 pub fn release() {
-    let last = {
-        let mut n = USERS.lock().unwrap_or_else(|p| p.into_inner());
-        *n = n.saturating_sub(1);
-        *n == 0
-    };
-    if last {
+    if USERS.fetch_sub(1, Ordering::AcqRel) == 1 {
         shutdown();
     }
 }
