@@ -686,8 +686,10 @@ declare namespace WebSocket {
     interface ServerTlsOptions {
         /** The certificate chain (PEM), or several chains. */
         cert: string | Buffer | Array<string | Buffer>;
-        /** The private key (PEM: PKCS#8, PKCS#1 or SEC1; not encrypted). */
+        /** The private key (PEM: PKCS#8, PKCS#1 or SEC1; or encrypted PKCS#8 with `passphrase`). */
         key: string | Buffer | Array<string | Buffer | { pem: string | Buffer; passphrase?: string | undefined }>;
+        /** Decrypts an encrypted PKCS#8 `key` (`-----BEGIN ENCRYPTED PRIVATE KEY-----`). */
+        passphrase?: string | undefined;
         /** The CAs that client certificates must chain to (with `requestCert`). */
         ca?: string | Buffer | Array<string | Buffer> | undefined;
         /** Ask clients for a certificate. Defaults to `false`. */

@@ -40,6 +40,19 @@ function firstKey(key) {
 }
 
 /**
+ * The passphrase for the key: the `{ pem, passphrase }` entry's own, else the option's.
+ *
+ * @param {*} key The `key` option
+ * @param {*} passphrase The `passphrase` option
+ * @return {(String|undefined)}
+ */
+function passphraseOf(key, passphrase) {
+  const k = Array.isArray(key) ? key[0] : key;
+  if (k && typeof k === 'object' && !ArrayBuffer.isView(k) && typeof k.passphrase === 'string') return k.passphrase;
+  return passphrase === undefined || passphrase === null ? undefined : String(passphrase);
+}
+
+/**
  * The client's TLS options for a `wss:` URL.
  *
  * @param {Object} opts The WebSocket options
@@ -54,7 +67,7 @@ function clientTls(opts) {
     ca: caList(opts.ca),
     cert: certChain(opts.cert),
     key: firstKey(opts.key),
-    passphrase: opts.passphrase !== undefined,
+    passphrase: passphraseOf(opts.key, opts.passphrase),
     rejectUnauthorized,
     servername: opts.servername === undefined || opts.servername === null ? undefined : String(opts.servername)
   };
@@ -79,7 +92,7 @@ function serverTls(tls) {
     cert,
     key,
     ca: caList(tls.ca),
-    passphrase: tls.passphrase !== undefined,
+    passphrase: passphraseOf(tls.key, tls.passphrase),
     requestCert: !!tls.requestCert,
     rejectUnauthorized: tls.rejectUnauthorized !== false
   };

@@ -150,7 +150,7 @@ class WebSocketServer extends EventEmitter {
       conn: this._connOptions(),
       tls
     });
-    if (r.errorCode && r.errorCode.startsWith('ERR_TLS')) {
+    if (r.badOptions) {
       // Unusable certificates or keys throw at once, as in https.createServer().
       const err = new Error(r.errorMessage);
       err.code = r.errorCode;

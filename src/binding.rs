@@ -173,7 +173,7 @@ pub struct ServerTlsOptions {
     pub cert: Buffer,
     pub key: Buffer,
     pub ca: Option<Vec<Buffer>>,
-    pub passphrase: Option<bool>,
+    pub passphrase: Option<String>,
     pub request_cert: Option<bool>,
     pub reject_unauthorized: Option<bool>,
 }
@@ -184,7 +184,7 @@ pub struct ClientTlsOptions {
     pub ca: Option<Vec<Buffer>>,
     pub cert: Option<Buffer>,
     pub key: Option<Buffer>,
-    pub passphrase: Option<bool>,
+    pub passphrase: Option<String>,
     pub reject_unauthorized: Option<bool>,
     pub servername: Option<String>,
 }
@@ -201,6 +201,9 @@ pub struct ListenResult {
     pub port: u32,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    /// The error is in the options (the `tls` certificates or key): JS throws it at once, as
+    /// `https.createServer()` does, instead of emitting it.
+    pub bad_options: bool,
 }
 
 /// Binds a server. Bind errors come back as `errorCode` / `errorMessage` for JS to emit.
@@ -213,7 +216,7 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
                 cert: t.cert.to_vec(),
                 key: t.key.to_vec(),
                 ca: bufs(t.ca),
-                passphrase: t.passphrase.unwrap_or(false),
+                passphrase: t.passphrase,
                 request_cert: t.request_cert.unwrap_or(false),
                 reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
             };
@@ -227,6 +230,7 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
                         port: 0,
                         error_code: Some(e.code),
                         error_message: Some(e.message),
+                        bad_options: true,
                     }
                 }
             }
@@ -249,6 +253,7 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
                 port: addr.port() as u32,
                 error_code: None,
                 error_message: None,
+                bad_options: false,
             }
         }
         Err(e) => {
@@ -264,6 +269,7 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
                     if code == "EADDRINUSE" { ": address already in use" } else { ":" },
                 )),
                 error_code: Some(code),
+                bad_options: false,
             }
         }
     }
@@ -470,7 +476,7 @@ pub fn connect(opts: ConnectOptions) -> Result<u32> {
         ca: bufs(t.ca),
         cert: t.cert.map(|b| b.to_vec()),
         key: t.key.map(|b| b.to_vec()),
-        passphrase: t.passphrase.unwrap_or(false),
+        passphrase: t.passphrase,
         reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
         servername: t.servername,
     });

@@ -48,7 +48,8 @@ pub struct ClientTls {
     pub ca: Vec<Vec<u8>>,
     pub cert: Option<Vec<u8>>,
     pub key: Option<Vec<u8>>,
-    pub passphrase: bool,
+    /// Decrypts an encrypted PKCS#8 `key` (`BEGIN ENCRYPTED PRIVATE KEY`).
+    pub passphrase: Option<String>,
     pub reject_unauthorized: bool,
     /// `Some("")` turns SNI off; `None` uses the host (unless it is an IP address).
     pub servername: Option<String>,
@@ -60,7 +61,7 @@ pub struct ServerTls {
     pub cert: Vec<u8>,
     pub key: Vec<u8>,
     pub ca: Vec<Vec<u8>>,
-    pub passphrase: bool,
+    pub passphrase: Option<String>,
     pub request_cert: bool,
     pub reject_unauthorized: bool,
 }
@@ -95,14 +96,16 @@ fn parse_certs(data: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, 
     Ok(out)
 }
 
-fn parse_key(data: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let encrypted = data.windows(23).any(|w| w == b"BEGIN ENCRYPTED PRIVATE")
-        || data.windows(14).any(|w| w == b"Proc-Type: 4,E");
-    if encrypted {
+fn parse_key(data: &[u8], passphrase: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
+    if data.windows(23).any(|w| w == b"BEGIN ENCRYPTED PRIVATE") {
+        return decrypt_pkcs8(data, passphrase);
+    }
+    if data.windows(14).any(|w| w == b"Proc-Type: 4,E") {
         return Err(TlsError::new(
             "ERR_TLS_ENCRYPTED_KEY_UNSUPPORTED",
-            "The `key` option holds an encrypted (passphrase-protected) private key, which ws-native cannot \
-             decrypt; give the key unencrypted (e.g. `openssl pkey -in key.pem -out plain.pem`)",
+            "The `key` option holds a key encrypted in OpenSSL's legacy format (Proc-Type: 4,ENCRYPTED), \
+             which ws-native cannot decrypt; convert it to encrypted PKCS#8 \
+             (`openssl pkcs8 -topk8 -in key.pem -out key8.pem`) or give it unencrypted",
         ));
     }
     if !has_pem(data) && data.first() == Some(&0x30) {
@@ -112,6 +115,22 @@ fn parse_key(data: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_slice(data).map_err(|e| {
         TlsError::new("ERR_TLS_INVALID_KEY", format!("The `key` option holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"))
     })
+}
+
+/// An encrypted PKCS#8 key (PBES2: PBKDF2 or scrypt with AES-CBC), decrypted with `passphrase`;
+/// the errors are Node's (a missing passphrase, a wrong one).
+fn decrypt_pkcs8(pem: &[u8], passphrase: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
+    use pkcs8::der::Decode;
+    let Some(pass) = passphrase else {
+        return Err(TlsError::new("ERR_MISSING_PASSPHRASE", "Passphrase required for encrypted key"));
+    };
+    let invalid = |e: String| TlsError::new("ERR_TLS_INVALID_KEY", format!("The `key` option holds no usable encrypted PKCS#8 key: {e}"));
+    let (_, der) = pkcs8::der::pem::decode_vec(pem).map_err(|e| invalid(e.to_string()))?;
+    let info = pkcs8::EncryptedPrivateKeyInfo::from_der(&der).map_err(|e| invalid(e.to_string()))?;
+    let doc = info
+        .decrypt(pass)
+        .map_err(|_| TlsError::new("ERR_OSSL_BAD_DECRYPT", "error:1C800064:Provider routines::bad decrypt"))?;
+    Ok(PrivateKeyDer::Pkcs8(doc.as_bytes().to_vec().into()))
 }
 
 /// `NODE_EXTRA_CA_CERTS`, read once as Node does. Unreadable files are ignored (Node warns).
@@ -419,7 +438,7 @@ fn build_client_config(o: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
     let mut config = match (&o.cert, &o.key) {
         (Some(cert), Some(key)) => {
             let certs = parse_certs(cert, "cert")?;
-            let key = parse_key(key)?;
+            let key = parse_key(key, o.passphrase.as_deref())?;
             builder.with_client_auth_cert(certs, key).map_err(|e| TlsError::new("ERR_TLS_INVALID_KEY", format!("The `cert` and `key` options do not make a usable pair: {e}")))?
         }
         (Some(_), None) | (None, Some(_)) => {
@@ -441,7 +460,9 @@ pub fn client_config(o: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
         k.extend_from_slice(&(c.len() as u64).to_le_bytes());
         k.extend_from_slice(c);
     }
-    for part in [&o.cert, &o.key] {
+    // The passphrase is part of the key: a wrong one must fail even after a right one worked.
+    let pass = o.passphrase.as_ref().map(|p| p.as_bytes().to_vec());
+    for part in [&o.cert, &o.key, &pass] {
         match part {
             Some(p) => {
                 k.extend_from_slice(&(p.len() as u64).to_le_bytes());
@@ -551,7 +572,7 @@ pub fn server_config(o: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> {
         builder.with_no_client_auth()
     };
     let certs = parse_certs(&o.cert, "cert")?;
-    let key = parse_key(&o.key)?;
+    let key = parse_key(&o.key, o.passphrase.as_deref())?;
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::new("ERR_TLS_INVALID_KEY", format!("The `cert` and `key` options do not make a usable pair: {e}")))?;
@@ -575,9 +596,12 @@ mod tests {
     }
 
     #[test]
-    fn encrypted_keys_are_refused_clearly() {
-        let e = parse_key(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n").unwrap_err();
-        assert_eq!(e.code, "ERR_TLS_ENCRYPTED_KEY_UNSUPPORTED");
+    fn encrypted_keys_errors() {
+        let enc = b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert_eq!(parse_key(enc, None).unwrap_err().code, "ERR_MISSING_PASSPHRASE");
+        assert_eq!(parse_key(enc, Some("x")).unwrap_err().code, "ERR_TLS_INVALID_KEY");
+        let legacy = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        assert_eq!(parse_key(legacy, Some("x")).unwrap_err().code, "ERR_TLS_ENCRYPTED_KEY_UNSUPPORTED");
     }
 
     #[test]
