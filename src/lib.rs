@@ -6,4 +6,6 @@
 pub mod protocol;
 pub mod engine;
 
+// The #[napi] functions are called from JS only: unused in `cargo test`.
+#[cfg_attr(test, allow(dead_code))]
 mod binding;
