@@ -222,5 +222,10 @@ pub fn take_batch(s: &Sink, external_out: &mut VecDeque<Vec<u8>>) -> Vec<u8> {
     for w in waiting {
         w.wake();
     }
+    // JS frees the batch when V8 collects it, which an idle process may not do for a long
+    // time: hand over only the bytes used (glibc shrinks in place, without a copy) so that
+    // the garbage waiting for a GC is the events' size, not the batch's reserve.
+    let mut buf = buf;
+    buf.shrink_to_fit();
     buf
 }
