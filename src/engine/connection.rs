@@ -896,5 +896,10 @@ mod size {
         println!("Outbox: {} bytes", std::mem::size_of::<super::super::outbox::Outbox>());
         println!("Shared: {} bytes", std::mem::size_of::<super::super::outbox::Shared>());
         println!("Receiver: {} bytes", std::mem::size_of::<crate::protocol::receiver::Receiver>());
+        println!("TcpStream: {} bytes", std::mem::size_of::<tokio::net::TcpStream>());
+        println!("Option<DeflateParams>: {} bytes", std::mem::size_of::<Option<crate::protocol::deflate::DeflateParams>>());
+        println!("VecDeque<u64>: {} bytes", std::mem::size_of::<std::collections::VecDeque<u64>>());
+        println!("Utf8Validator: {} bytes", std::mem::size_of::<crate::protocol::utf8::Utf8Validator>());
+        println!("ReceiverConfig: {} bytes", std::mem::size_of::<crate::protocol::receiver::ReceiverConfig>());
     }
 }
