@@ -36,6 +36,8 @@ function usage(code) {
   const ids = WORKLOADS.map((w) => `${w.id}${w.alias ? `(${w.alias.join(',')})` : ''}`).join(', ');
   (code ? console.error : console.log)(`usage: node bench/run.js [options]
   --quick            1 round, short durations (~a few seconds per implementation and workload)
+  --smoke            keeps the code from rotting, measures nothing: 1 round of 0.3 s, at most
+                     32 connections per workload (what __test__/bench-smoke.test.js runs)
   --only LIST        comma-separated workloads: ${ids}
   --impls LIST       comma-separated implementations: ${Object.keys(IMPLS).join(', ')}
   --rounds N         rounds per workload (default 3, --quick: 1)
@@ -649,6 +651,7 @@ function parseOpts(argv) {
     const a = argv[i];
     const val = () => { if (i + 1 >= argv.length) usage(2); return argv[++i]; };
     if (a === '--quick') o.quick = true;
+    else if (a === '--smoke') { o.quick = true; o.smoke = true; }
     else if (a === '--only') o.only = val().split(',').map((s) => s.trim()).filter(Boolean);
     else if (a === '--impls') o.impls = val().split(',').map((s) => s.trim()).filter(Boolean);
     else if (a === '--rounds') o.rounds = Number(val());
@@ -662,9 +665,9 @@ function parseOpts(argv) {
     else { console.error(`unknown option ${a}`); usage(2); }
   }
   o.rounds = o.rounds ?? (o.quick ? 1 : 3);
-  o.duration = o.duration ?? (o.quick ? 2 : 10);
-  o.warmup = o.warmup ?? (o.quick ? 0.5 : 2);
-  o.idle = o.idle ?? (o.quick ? 2 : 5);
+  o.duration = o.duration ?? (o.smoke ? 0.3 : o.quick ? 2 : 10);
+  o.warmup = o.warmup ?? (o.smoke ? 0.1 : o.quick ? 0.5 : 2);
+  o.idle = o.idle ?? (o.smoke ? 0.5 : o.quick ? 2 : 5);
   const bad = (x, lo, hi) => !(Number.isFinite(x) && x >= lo && x <= hi);
   if (bad(o.rounds, 1, 20) || bad(o.duration, 0.2, 600) || bad(o.warmup, 0, 120) || bad(o.idle, 0.5, 600)) {
     console.error('out-of-range --rounds (1..20) / --duration (0.2..600) / --warmup (0..120) / --idle (0.5..600)');
@@ -686,7 +689,8 @@ async function main() {
   ensureBuilt(LOADGEN_DIR, LOADGEN, opts);
   ensureBuilt(RUST_ECHO_DIR, RUST_ECHO, opts);
 
-  const workloads = WORKLOADS.filter((w) => !opts.only || opts.only.some((id) => w.id === id || (w.alias || []).includes(id)));
+  const workloads = WORKLOADS.filter((w) => !opts.only || opts.only.some((id) => w.id === id || (w.alias || []).includes(id)))
+    .map((w) => (opts.smoke ? { ...w, p: { ...w.p, conns: Math.min(w.p.conns, 32) } } : w));
   const implNames = Object.keys(IMPLS).filter((n) => opts.impls.includes(n));
   let wsVersion = null;
   try { wsVersion = JSON.parse(fs.readFileSync(path.join(WS_PATH, 'package.json'), 'utf8')).version; } catch (_) { /* */ }

@@ -1,0 +1,44 @@
+'use strict';
+
+// The benchmark's smoke mode: every workload once, for a fraction of a second, against ws and
+// ws-native. It measures nothing (no thresholds: benchmarks never fail CI on a noisy machine);
+// it keeps bench/ from rotting. The first run builds the load generator and the Rust echo
+// server (cargo) and installs bench/'s own dependencies (npm).
+
+const test = require('node:test');
+const assert = require('node:assert');
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const ROOT = path.join(__dirname, '..');
+
+test('bench/run.js --smoke runs every workload against ws and ws-native', { timeout: 15 * 60 * 1000 }, () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-bench-'));
+  const out = path.join(dir, 'smoke.json');
+  try {
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bench/run.js'), '--smoke', '--impls', 'ws,ws-native', '--out', out], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 14 * 60 * 1000,
+      maxBuffer: 64 * 1024 * 1024
+    });
+    assert.strictEqual(r.status, 0, `bench exited with ${r.status} ${r.signal || ''}\n${r.stderr.slice(-4000)}`);
+    assert.match(r.stdout, /\| workload \| metric \|/, 'the results table is printed');
+
+    const results = JSON.parse(fs.readFileSync(out, 'utf8'));
+    const ids = results.workloads.map((w) => w.id);
+    for (const id of ['latency', 'small', 'text1k', 'bulk16k', 'bulk1m', 'broadcast', 'broadcast16', 'connections', 'wss', 'client', 'deflate', 'deflate-idle']) {
+      assert.ok(ids.includes(id), `workload ${id} ran`);
+    }
+    for (const w of results.workloads) {
+      for (const [name, s] of Object.entries(w.impls)) {
+        assert.ok(!s.error, `${w.id} / ${name}: ${s.error}`);
+        assert.strictEqual(s.ok_runs, 1, `${w.id} / ${name} completed its run`);
+      }
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
