@@ -454,6 +454,44 @@ test('without context takeover no zlib state stays alive between messages', T, a
   assert.ok(withTakeover > 8 * without && withTakeover > 128 * 1024, `with takeover: ${withTakeover}, without: ${without}`);
 });
 
+test('with context takeover, idle connections give up their zlib contexts and carry on', T, async (t) => {
+  // ws-native parks a connection's contexts after a second without compressed traffic and
+  // rebuilds them from the window's worth of history on the next message. Half the peers are
+  // ws clients (which keep their contexts: our server's stream must continue exactly), half
+  // ws-native clients (both sides park).
+  const N = 60;
+  const wss = await echoServer(t, WebSocket, { perMessageDeflate: { threshold: 0 } });
+  const url = `ws://${HOST}:${wss.address().port}`;
+  const clients = [];
+  for (let i = 0; i < N; i++) clients.push(i % 2 ? new Ws(url) : new WebSocket(url));
+  t.after(() => clients.forEach((ws) => ws.terminate()));
+  await Promise.all(clients.map(opened));
+  const sent = [json, json.replace(/hello/g, 'howdy'), 'é€😀'.repeat(20000), crypto.randomBytes(5000)];
+  const round = async (label) => {
+    const got = await Promise.all(clients.map((ws) => exchange(ws, sent)));
+    clients.forEach((ws) => ws.removeAllListeners('message'));
+    got.forEach((g, i) => sent.forEach((m, k) => assert.deepEqual(g[k], expected(m), `${label}: client ${i}, message ${k}`)));
+  };
+  const inUse = () => {
+    const [used, , mapped] = native.binding.heapStats();
+    return used + mapped;
+  };
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  await round('first');
+  const held = inUse();
+  await sleep(2500);
+  const parked = inUse();
+  // Each server connection held a deflate (~370 KiB in zlib-rs) and an inflate (~42 KiB)
+  // context, and each ws-native client the same; what stays is at most a window of history.
+  const freed = (held - parked) / N;
+  assert.ok(freed > 200 * 1024, `freed ${Math.round(freed / 1024)} KiB per connection`);
+  await round('after parking');
+  await sleep(2500);
+  await round('after parking again');
+  assert.equal(wss.clients.size, N);
+});
+
 test('through Node http: an attached server (handed-over socket) and a client whose handshake Node makes', T, async (t) => {
   const http = require('node:http');
   const server = http.createServer();

@@ -107,6 +107,16 @@ const PONG_BACKLOG: u64 = 1024 * 1024;
 const CONTROL_COST: usize = 64;
 /// Reads per poll before yielding to other tasks.
 const READS_PER_POLL: usize = 16;
+/// With context takeover, a connection whose zlib contexts went unused this long gives them
+/// up and keeps only its history (see `Deflater::park`); the next compressed message rebuilds
+/// them (hundreds of KiB held per idle connection otherwise, against a window at most).
+const ZLIB_PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// permessage-deflate's sending side, and the timer that parks the connection's contexts.
+struct Zlib {
+    deflater: Deflater,
+    park: Option<Pin<Box<Sleep>>>,
+}
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_SIZE].into_boxed_slice());
@@ -121,7 +131,7 @@ pub struct Connection<T> {
     receiver: Option<Receiver>,
     /// permessage-deflate, once agreed.
     pmd: Option<DeflateParams>,
-    deflater: Option<Box<Deflater>>,
+    zlib: Option<Box<Zlib>>,
     /// Handshake bytes, and after the head the bytes that came with it.
     head: Vec<u8>,
     peer: Option<Box<PeerInfo>>,
@@ -155,7 +165,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             phase,
             receiver: None,
             pmd: None,
-            deflater: None,
+            zlib: None,
             head: Vec::new(),
             peer: None,
             client: None,
@@ -212,17 +222,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
 
     /// The connection is open: frames flow, through permessage-deflate when agreed.
     fn start_receiver(&mut self) {
-        let (r, d) = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
+        let (r, z) = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
         self.receiver = Some(r);
-        self.deflater = d;
+        self.zlib = z;
     }
 
-    fn open_codec(cfg: &ConnConfig, pmd: Option<DeflateParams>, is_client: bool) -> (Receiver, Option<Box<Deflater>>) {
+    fn open_codec(cfg: &ConnConfig, pmd: Option<DeflateParams>, is_client: bool) -> (Receiver, Option<Box<Zlib>>) {
         let mut r = Receiver::new(cfg.receiver.clone());
         let Some(p) = pmd else { return (r, None) };
         let level = cfg.deflate.as_ref().map(|o| o.level).unwrap_or(-1);
         r.set_inflater(Inflater::new(&p, !is_client));
-        (r, Some(Box::new(Deflater::new(&p, !is_client, level))))
+        (r, Some(Box::new(Zlib { deflater: Deflater::new(&p, !is_client, level), park: None })))
     }
 
     /// Compresses the queued jobs, off the lock, and appends the frames in order.
@@ -244,9 +254,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 JobKind::Compress { opcode, first, fin, data, mask } => {
                     estimate += data.len() as u64;
                     z.clear();
-                    let rsv1 = match self.deflater.as_mut() {
-                        Some(d) => {
-                            d.compress(&data, fin, &mut z);
+                    let rsv1 = match self.zlib.as_mut() {
+                        Some(zl) => {
+                            zl.deflater.compress(&data, fin, &mut z);
                             first
                         }
                         None => {
@@ -290,9 +300,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             match out.decision {
                 Some(Decision::Accept) => {
                     self.phase = Phase::Open;
-                    let (r, d) = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
+                    let (r, z) = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
                     self.receiver = Some(r);
-                    self.deflater = d;
+                    self.zlib = z;
                     self.timer = None;
                 }
                 Some(Decision::Reject) => {
@@ -878,10 +888,40 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 return this.finish(end);
             }
         }
+        this.park_idle_zlib(cx);
         if yielded {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
+    }
+
+    /// With context takeover, parks zlib contexts that went unused for `ZLIB_PARK_AFTER`.
+    fn park_idle_zlib(&mut self, cx: &mut Context<'_>) {
+        let Some(z) = self.zlib.as_mut() else { return };
+        let mut receiver = self.receiver.as_mut();
+        let inflating = receiver.as_ref().is_some_and(|r| r.holds_inflate_context());
+        if !z.deflater.holds_context() && !inflating {
+            z.park = None;
+            return;
+        }
+        let used = z.deflater.take_used() | receiver.as_mut().is_some_and(|r| r.take_inflate_used());
+        let Some(t) = z.park.as_mut() else {
+            // The activity until now is what makes the timer start.
+            let mut t = Box::pin(tokio::time::sleep(ZLIB_PARK_AFTER));
+            let _ = t.as_mut().poll(cx);
+            z.park = Some(t);
+            return;
+        };
+        if used {
+            t.as_mut().reset(Instant::now() + ZLIB_PARK_AFTER);
+        }
+        if t.as_mut().poll(cx).is_ready() {
+            z.deflater.park();
+            if let Some(r) = receiver {
+                r.park_inflater();
+            }
+            z.park = None;
+        }
     }
 }
 

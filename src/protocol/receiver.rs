@@ -139,6 +139,26 @@ impl Receiver {
         self.header_len == 0 && self.frame.is_none() && self.message_opcode == 0
     }
 
+    /// True if a compressed message was inflated since the last call.
+    pub fn take_inflate_used(&mut self) -> bool {
+        self.inflater.as_mut().is_some_and(|i| i.take_used())
+    }
+
+    /// Gives up the inflate context of a connection with context takeover while no message is
+    /// being assembled (see `Inflater::park`).
+    pub fn park_inflater(&mut self) {
+        if self.message_opcode == 0 {
+            if let Some(i) = self.inflater.as_mut() {
+                i.park();
+            }
+        }
+    }
+
+    /// Holds a zlib inflate context.
+    pub fn holds_inflate_context(&self) -> bool {
+        self.inflater.as_ref().is_some_and(|i| i.holds_context())
+    }
+
     /// Releases assembly buffers; used when a connection goes idle.
     pub fn shrink(&mut self) {
         if self.message.is_empty() {
