@@ -26,6 +26,36 @@ thread_local! {
     static SERVERS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Batches up to this size reach JS as a copy in a buffer V8 allocates, which is cheaper than
+/// an external buffer (no finalizer, freed by the collector itself) and sized to the events;
+/// bigger ones are handed over without a copy.
+const COPY_BATCH_MAX: usize = 256 * 1024;
+
+/// A taken batch on its way to the JS callback.
+struct Batch {
+    buf: Vec<u8>,
+    sink: Arc<events::Sink>,
+}
+
+impl ToNapiValue for Batch {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let Batch { mut buf, sink } = val;
+        if buf.len() > COPY_BATCH_MAX {
+            // JS frees it when V8 collects it, which an idle process may not do for a long
+            // time: hand over only the bytes used (glibc shrinks in place, without a copy).
+            buf.shrink_to_fit();
+            return unsafe { Buffer::to_napi_value(env, Buffer::from(buf)) };
+        }
+        let mut data = std::ptr::null_mut();
+        let mut out = std::ptr::null_mut();
+        // SAFETY: `buf` is alive for the call, which copies `len` bytes from it.
+        let status = unsafe { sys::napi_create_buffer_copy(env, buf.len(), buf.as_ptr().cast(), &mut data, &mut out) };
+        events::recycle(&sink, buf);
+        check_status!(status)?;
+        Ok(out)
+    }
+}
+
 /// This environment's sink (a sink nobody reads before `init`, which lib/native.js calls first).
 fn env_sink() -> Arc<events::Sink> {
     SINK.with(|s| s.borrow_mut().get_or_insert_with(events::Sink::new).clone())
@@ -46,7 +76,7 @@ pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
         .callee_handled::<false>()
         .build_callback(move |_ctx| {
             let buf = EXTERNAL.with(|e| events::take_batch(&taker, &mut e.borrow_mut()));
-            Ok(Buffer::from(buf))
+            Ok(Batch { buf, sink: taker.clone() })
         })?;
     let tsfn = Arc::new(tsfn);
     sink.set_deliver(Some(Box::new(move || {

@@ -62,6 +62,8 @@ pub struct EventBatch {
     /// Connections that delivered `READ_AHEAD` bytes into this batch and stopped reading
     /// until JS takes it.
     pub waiting: Vec<Waker>,
+    /// A buffer JS copied out of, emptied, for the next batch.
+    spare: Vec<u8>,
 }
 
 /// Most message bytes one connection puts into a batch JS has not taken yet. Past it the
@@ -76,6 +78,7 @@ impl EventBatch {
     fn header(&mut self, kind: u8, flags: u8, id: u32, len: usize) {
         if self.buf.capacity() == 0 {
             let want = self.last_len.next_power_of_two().clamp(MIN_BATCH, MAX_BATCH_RESERVE);
+            self.buf = std::mem::take(&mut self.spare);
             self.buf.reserve(want.max(len + HEADER_LEN));
         }
         self.buf.push(kind);
@@ -222,10 +225,20 @@ pub fn take_batch(s: &Sink, external_out: &mut VecDeque<Vec<u8>>) -> Vec<u8> {
     for w in waiting {
         w.wake();
     }
-    // JS frees the batch when V8 collects it, which an idle process may not do for a long
-    // time: hand over only the bytes used (glibc shrinks in place, without a copy) so that
-    // the garbage waiting for a GC is the events' size, not the batch's reserve.
-    let mut buf = buf;
-    buf.shrink_to_fit();
     buf
+}
+
+/// Largest buffer kept for reuse once JS has copied a batch out of it.
+const SPARE_MAX: usize = 1024 * 1024;
+
+/// Gives back a batch's buffer once JS has copied it, to carry the next batch.
+pub fn recycle(s: &Sink, mut buf: Vec<u8>) {
+    if buf.capacity() > SPARE_MAX {
+        return;
+    }
+    buf.clear();
+    let mut b = lock(&s.batch);
+    if b.spare.capacity() < buf.capacity() {
+        b.spare = buf;
+    }
 }
