@@ -64,6 +64,8 @@ const IMPLS = {
   // Attached to an http.Server ({ server }), as behind Express: only with --impls.
   'ws-attached': { label: 'ws (http.Server)', env: { WS_IMPL: WS_PATH, ...NO_HELPERS }, args: ['--attach'], optional: true },
   'ws-native-attached': { label: 'ws-native (http.Server)', env: { WS_IMPL: ROOT }, args: ['--attach'], optional: true },
+  // Another checkout of ws-native (WS_NATIVE_OTHER=/path), to compare two versions in one run.
+  'ws-native-other': { label: 'ws-native (other checkout)', env: { WS_IMPL: process.env.WS_NATIVE_OTHER || ROOT }, optional: true },
   // The engine with two I/O threads (WS_NATIVE_THREADS=2): only with --impls.
   'ws-native-t2': { label: 'ws-native (2 threads)', env: { WS_IMPL: ROOT, WS_NATIVE_THREADS: '2' }, optional: true },
 };
