@@ -3,8 +3,9 @@
 // A real browser as the peer: Debian's Chromium driven by playwright-core.
 //   A. a test page's WebSocket against a ws-native server: text and binary both ways, close
 //      codes and reasons both ways, subprotocol and Origin.
-//   B. the chat example (examples/chat/server.js) in two tabs; saves
-//      examples/chat/screenshot.png.
+//   B. the chat example (examples/chat/server.js) in two tabs; with UPDATE_SCREENSHOT=1 it
+//      saves examples/chat/screenshot.png (otherwise a screenshot in a temporary file, so that
+//      a test run leaves the checkout as it was).
 // Skipped when /usr/bin/chromium or playwright-core is missing (CI installs both).
 
 const { test, describe, before, after } = require('node:test');
@@ -286,7 +287,12 @@ describe('browser (Chromium via playwright-core)', { timeout: 120000 }, () => {
     await bob.evaluate(() => {
       for (const el of document.querySelectorAll('#messages .time')) el.textContent = '10:30 AM';
     });
-    await bob.screenshot({ path: path.join(__dirname, '..', 'examples', 'chat', 'screenshot.png') });
+    const shot = process.env.UPDATE_SCREENSHOT === '1'
+      ? path.join(__dirname, '..', 'examples', 'chat', 'screenshot.png')
+      : path.join(os.tmpdir(), `ws-native-chat-${process.pid}.png`);
+    await bob.screenshot({ path: shot });
+    assert.ok(fs.statSync(shot).size > 1000, 'the screenshot has a picture');
+    if (process.env.UPDATE_SCREENSHOT !== '1') fs.rmSync(shot, { force: true });
 
     // The server reports leaves to the remaining tab.
     await bob.close();
