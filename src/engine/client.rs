@@ -104,7 +104,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
                 match p.tls {
                     None => match within(deadline, tcp).await {
                         Ok(s) => {
-                            shared.lock().fd = Some(std::os::fd::AsRawFd::as_raw_fd(&s));
+                            shared.allow_direct_writes(&s);
                             Connection::client(s, id, shared, cfg, hs, deadline).await
                         }
                         Err((code, msg)) => fail(&cfg.sink, id, &msg, &code),

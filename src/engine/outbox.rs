@@ -127,6 +127,12 @@ impl Shared {
         self.out.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Lets JS write this connection's frames to `stream` directly (see `write_direct`): only
+    /// for a plain TCP socket that the connection's task owns, whose `Drop` withdraws it.
+    pub fn allow_direct_writes(&self, stream: &tokio::net::TcpStream) {
+        self.lock().fd = Some(std::os::fd::AsRawFd::as_raw_fd(stream));
+    }
+
     /// Bytes queued and not yet written to the socket.
     pub fn buffered(&self) -> u64 {
         self.buffered_in(&self.lock())

@@ -113,7 +113,7 @@ async fn accept_loop(
                     }
                     let id = next_id();
                     let shared = Shared::new(false, cfg.sink.id);
-                    shared.lock().fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                    shared.allow_direct_writes(&stream);
                     register(id, shared.clone());
                     let peer = PeerInfo { server_id, remote: Some(remote), local };
                     tokio::spawn(Connection::server(stream, id, shared, cfg.clone(), peer));
@@ -156,7 +156,7 @@ pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: 
     let stream = tokio::net::TcpStream::from_std(std_stream)?;
     let id = next_id();
     let shared = adopted_shared(id, response, is_client, cfg.sink.id);
-    shared.lock().fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
+    shared.allow_direct_writes(&stream);
     handle.spawn(Connection::adopted(stream, id, shared, Arc::new(cfg), early, pmd));
     Ok(id)
 }

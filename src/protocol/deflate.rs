@@ -375,7 +375,8 @@ impl Deflater {
     /// `fin` ends the message.
     pub fn compress(&mut self, data: &[u8], fin: bool, out: &mut Vec<u8>) {
         let (bits, level) = (self.bits, self.level);
-        if self.c.is_none() {
+        let history = &mut self.history;
+        let c = self.c.get_or_insert_with(|| {
             let mut c = DEFLATE_POOL
                 .with(|p| {
                     let mut p = p.borrow_mut();
@@ -383,14 +384,13 @@ impl Deflater {
                     Some(p.swap_remove(i).2)
                 })
                 .unwrap_or_else(|| Compress::new_with_window_bits(Compression::new(level), false, bits));
-            if !self.history.is_empty() {
+            if !history.is_empty() {
                 // A context parked with takeover: rebuilt with the same history. (A fresh or
                 // reset raw stream accepts a dictionary; there is no error to handle.)
-                let _ = c.set_dictionary(self.history.as_slice());
+                let _ = c.set_dictionary(history.as_slice());
             }
-            self.c = Some(c);
-        }
-        let Some(c) = self.c.as_mut() else { return };
+            c
+        });
         self.used = true;
         let start = out.len();
         out.reserve(data.len() / 2 + 64);
@@ -487,7 +487,8 @@ impl Inflater {
             return Ok(());
         }
         let bits = self.bits;
-        if self.d.is_none() {
+        let history = &mut self.history;
+        let d = self.d.get_or_insert_with(|| {
             let mut d = INFLATE_POOL
                 .with(|p| {
                     let mut p = p.borrow_mut();
@@ -495,30 +496,26 @@ impl Inflater {
                     Some(p.swap_remove(i).1)
                 })
                 .unwrap_or_else(|| Decompress::new_with_window_bits(false, bits));
-            if !self.history.is_empty() {
+            if !history.is_empty() {
                 // A context parked with takeover: the peer's earlier output, as its window was.
                 // (A raw inflate stream takes a dictionary at any time: no error to handle.)
-                let _ = d.set_dictionary(self.history.as_slice());
+                let _ = d.set_dictionary(history.as_slice());
             }
-            self.d = Some(d);
-        }
-        let Some(d) = self.d.as_mut() else { return Ok(()) };
+            d
+        });
         self.used = true;
         let produced_from = out.len();
-        let result = Self::run(d, data, out, limit);
-        if result.is_err() {
-            self.d = None;
-        } else if self.takeover {
+        self.ended = match Self::run(d, data, out, limit) {
+            Ok(ended) => ended,
+            Err(e) => {
+                self.d = None;
+                return Err(e);
+            }
+        };
+        if self.takeover {
             self.history.push(&out[produced_from..], 1 << bits);
         }
-        match result {
-            Ok(true) => {
-                self.ended = true;
-                Ok(())
-            }
-            Ok(false) => Ok(()),
-            Err(e) => Err(e),
-        }
+        Ok(())
     }
 
     /// Inflates into `out` until the input is used up; true when the peer's stream ended.
