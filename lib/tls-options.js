@@ -31,11 +31,29 @@ function certChain(cert) {
   return parts.length ? Buffer.concat(parts) : undefined;
 }
 
+/**
+ * The key entry used: `key` itself, or the first of an array of keys or `{ pem, passphrase }`.
+ *
+ * @param {*} key The `key` option
+ * @return {*}
+ */
+function keyEntry(key) {
+  return Array.isArray(key) ? key[0] : key;
+}
+
+/**
+ * @param {*} k A key entry
+ * @return {Boolean} Whether it is the `{ pem, passphrase }` form
+ */
+function isPemObject(k) {
+  return !!k && typeof k === 'object' && !ArrayBuffer.isView(k) && 'pem' in k;
+}
+
 /** `key`: a PEM key, or an array of keys or `{ pem, passphrase }` (the first is used). */
 function firstKey(key) {
   if (key === undefined || key === null) return undefined;
-  let k = Array.isArray(key) ? key[0] : key;
-  if (k && typeof k === 'object' && !Buffer.isBuffer(k) && !ArrayBuffer.isView(k) && 'pem' in k) k = k.pem;
+  let k = keyEntry(key);
+  if (isPemObject(k)) k = k.pem;
   return k === undefined ? undefined : toBuffer(k);
 }
 
@@ -47,8 +65,8 @@ function firstKey(key) {
  * @return {(String|undefined)}
  */
 function passphraseOf(key, passphrase) {
-  const k = Array.isArray(key) ? key[0] : key;
-  if (k && typeof k === 'object' && !ArrayBuffer.isView(k) && typeof k.passphrase === 'string') return k.passphrase;
+  const k = keyEntry(key);
+  if (isPemObject(k) && typeof k.passphrase === 'string') return k.passphrase;
   return passphrase === undefined || passphrase === null ? undefined : String(passphrase);
 }
 

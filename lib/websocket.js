@@ -27,11 +27,6 @@ const protocolVersions = [8, 13];
 const ERROR_CTORS = [Error, RangeError, SyntaxError];
 
 /**
- * Class representing a WebSocket.
- *
- * @extends EventEmitter
- */
-/**
  * The listener table of a WebSocket: no inherited names, so `events[type]` sees only what
  * was added (as with `{ __proto__: null }`), but a fast-mode object (Node's EventEmitter once
  * made its tables this way).
@@ -41,6 +36,11 @@ const ERROR_CTORS = [Error, RangeError, SyntaxError];
 function Listeners() {}
 Listeners.prototype = Object.create(null);
 
+/**
+ * Class representing a WebSocket.
+ *
+ * @extends EventEmitter
+ */
 class WebSocket extends EventEmitter {
   /**
    * Create a new `WebSocket`.
