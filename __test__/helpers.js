@@ -1,6 +1,6 @@
 'use strict';
 
-// Small helpers shared by the tests that use Node's http stack.
+// Small helpers shared by the tests.
 
 const fs = require('node:fs');
 const net = require('node:net');
@@ -85,4 +85,13 @@ async function silentServer(t) {
   return port;
 }
 
-module.exports = { closeServer, listen, once, selfSigned, silentServer, startWss, waitPort };
+/**
+ * The C heap this process holds: glibc's bytes in use plus its mmapped blocks (the engine's
+ * memory, without the allocator's caches).
+ */
+function engineHeap() {
+  const [used, , mapped] = require(path.join(__dirname, '..', 'lib', 'native.js')).binding.heapStats();
+  return used + mapped;
+}
+
+module.exports = { closeServer, engineHeap, listen, once, selfSigned, silentServer, startWss, waitPort };

@@ -60,14 +60,15 @@ const IMPLS = {
   'rust-echo': { label: 'rust-echo', rust: true, env: {} },
   ws: { label: 'ws', env: { WS_IMPL: WS_PATH, ...NO_HELPERS } },
   'ws+native-helpers': { label: 'ws+native-helpers', env: { WS_IMPL: WS_PATH } },
-  'ws-native': { label: 'ws-native', env: { WS_IMPL: ROOT } },
+  // nativeTls: the wss workload uses the engine's own TLS (`tls` option), not an https server.
+  'ws-native': { label: 'ws-native', env: { WS_IMPL: ROOT }, nativeTls: true },
   // Attached to an http.Server ({ server }), as behind Express: only with --impls.
   'ws-attached': { label: 'ws (http.Server)', env: { WS_IMPL: WS_PATH, ...NO_HELPERS }, args: ['--attach'], optional: true },
   'ws-native-attached': { label: 'ws-native (http.Server)', env: { WS_IMPL: ROOT }, args: ['--attach'], optional: true },
   // Another checkout of ws-native (WS_NATIVE_OTHER=/path), to compare two versions in one run.
-  'ws-native-other': { label: 'ws-native (other checkout)', env: { WS_IMPL: process.env.WS_NATIVE_OTHER || ROOT }, optional: true },
+  'ws-native-other': { label: 'ws-native (other checkout)', env: { WS_IMPL: process.env.WS_NATIVE_OTHER || ROOT }, nativeTls: true, optional: true },
   // The engine with two I/O threads (WS_NATIVE_THREADS=2): only with --impls.
-  'ws-native-t2': { label: 'ws-native (2 threads)', env: { WS_IMPL: ROOT, WS_NATIVE_THREADS: '2' }, optional: true },
+  'ws-native-t2': { label: 'ws-native (2 threads)', env: { WS_IMPL: ROOT, WS_NATIVE_THREADS: '2' }, nativeTls: true, optional: true },
 };
 const BASELINE = 'ws';
 
@@ -358,7 +359,7 @@ async function startServer(implName, broadcast, opts, { extraArgs = [], tls = fa
     env = cleanEnv({});
   } else {
     argv = [process.execPath, WS_ECHO, '--port', String(port), ...(broadcast ? ['--broadcast'] : []), ...(impl.args || []), ...extraArgs];
-    if (tls) argv.push('--tls', implName === 'ws-native' ? 'native' : 'https', '--cert-dir', tlsCertDir());
+    if (tls) argv.push('--tls', impl.nativeTls ? 'native' : 'https', '--cert-dir', tlsCertDir());
     env = cleanEnv(impl.env);
   }
   const child = spawnRaised(argv, env, opts, 1);
