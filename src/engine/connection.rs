@@ -4,7 +4,6 @@
 //! buffer and are decoded at once; writes are taken from the outbox only while data flows.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -17,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::events::{self, kind};
-use super::outbox::{mask_key, unregister, Decision, JobKind, Outbox, Shared};
+use super::outbox::{mask_key, unregister, Compression, Decision, JobKind, Outbox, Shared};
 use crate::protocol::close::ABNORMAL;
 use crate::protocol::deflate::{Deflater, DeflateOptions, DeflateParams, Inflater};
 use crate::protocol::error::ProtocolError;
@@ -52,6 +51,17 @@ pub struct PeerInfo {
 pub struct ClientHandshake {
     pub key: String,
     pub protocols: Vec<String>,
+}
+
+/// What a connection holds only until it is open (or refused): one allocation, freed then.
+#[derive(Default)]
+struct Handshake {
+    /// The request or response head as it arrives; after the head, the bytes that came with
+    /// it (frames sent early), fed to the receiver once the connection opens.
+    head: Vec<u8>,
+    peer: Option<PeerInfo>,
+    client: Option<ClientHandshake>,
+    response: Option<PendingResponse>,
 }
 
 /// A non-101 answer whose body is still arriving.
@@ -132,23 +142,19 @@ pub struct Connection<T> {
     /// permessage-deflate, once agreed.
     pmd: Option<DeflateParams>,
     zlib: Option<Box<Zlib>>,
-    /// Handshake bytes, and after the head the bytes that came with it.
-    head: Vec<u8>,
-    peer: Option<Box<PeerInfo>>,
-    client: Option<Box<ClientHandshake>>,
-    response: Option<Box<PendingResponse>>,
+    hs: Option<Box<Handshake>>,
     wbuf: Vec<u8>,
     wpos: usize,
-    acks: VecDeque<u64>,
     paused: bool,
     close_seen: bool,
     close_received: bool,
     close_code: u16,
-    close_reason: Vec<u8>,
+    close_reason: Box<[u8]>,
     protocol_error: bool,
-    /// Message bytes delivered into the batch of epoch `batch_epoch` (see events::READ_AHEAD).
-    batch_epoch: u64,
-    batch_bytes: usize,
+    /// Message bytes delivered into the batch of epoch `batch_epoch` (see events::READ_AHEAD);
+    /// the epoch's low 32 bits, which tell one batch from the next.
+    batch_epoch: u32,
+    batch_bytes: u32,
     read_eof: bool,
     want_shutdown: bool,
     shutdown_done: bool,
@@ -166,18 +172,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             receiver: None,
             pmd: None,
             zlib: None,
-            head: Vec::new(),
-            peer: None,
-            client: None,
-            response: None,
+            hs: None,
             wbuf: Vec::new(),
             wpos: 0,
-            acks: VecDeque::new(),
             paused: false,
             close_seen: false,
             close_received: false,
             close_code: ABNORMAL,
-            close_reason: Vec::new(),
+            close_reason: Box::default(),
             protocol_error: false,
             batch_epoch: 0,
             batch_bytes: 0,
@@ -193,7 +195,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         let mut c = Self::new(io, id, shared, cfg, Phase::ServerHead);
         // Made on the runtime (the accept loop): tokio's timers need its context.
         c.timer = c.cfg.handshake_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
-        c.peer = Some(Box::new(peer));
+        c.hs = Some(Box::new(Handshake { peer: Some(peer), ..Handshake::default() }));
         c
     }
 
@@ -208,7 +210,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             c.enable_deflate(&mut out);
         }
         c.start_receiver();
-        c.head = early;
+        if !early.is_empty() {
+            c.hs = Some(Box::new(Handshake { head: early, ..Handshake::default() }));
+        }
         c
     }
 
@@ -216,8 +220,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     fn enable_deflate(&self, out: &mut Outbox) {
         let (Some(p), Some(opts)) = (self.pmd, self.cfg.deflate.as_ref()) else { return };
         let our_no_takeover = if self.shared.is_client { p.client_no_context_takeover } else { p.server_no_context_takeover };
-        out.deflate_on = true;
-        out.deflate_threshold = our_no_takeover.then_some(opts.threshold);
+        out.deflate = Some(Box::new(Compression { threshold: our_no_takeover.then_some(opts.threshold), ..Compression::default() }));
     }
 
     /// The connection is open: frames flow, through permessage-deflate when agreed.
@@ -239,11 +242,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     fn run_jobs(&mut self) {
         let jobs = {
             let mut out = self.shared.lock();
-            if out.jobs.is_empty() {
-                return;
-            }
-            out.deflating = true;
-            std::mem::take(&mut out.jobs)
+            let Some(d) = out.deflate.as_mut().filter(|d| !d.jobs.is_empty()) else { return };
+            d.deflating = true;
+            std::mem::take(&mut d.jobs)
         };
         let mut bytes = Vec::new();
         let mut acks = Vec::new();
@@ -277,8 +278,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
         let mut out = self.shared.lock();
         out.jobs_done(&bytes, &acks, estimate);
-        if out.jobs.is_empty() {
-            out.deflating = false;
+        if let Some(d) = out.deflate.as_mut().filter(|d| d.jobs.is_empty()) {
+            d.deflating = false;
         }
     }
 
@@ -286,7 +287,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// handshake, including the connect that came before.
     pub fn client(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, hs: ClientHandshake, deadline: Option<Instant>) -> Self {
         let mut c = Self::new(io, id, shared, cfg, Phase::ClientHead);
-        c.client = Some(Box::new(hs));
+        c.hs = Some(Box::new(Handshake { client: Some(hs), ..Handshake::default() }));
         c.timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         c
     }
@@ -333,9 +334,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             self.wpos = 0;
             out.task_busy = true;
         }
-        if !out.acks.is_empty() {
-            self.acks.extend(out.acks.drain(..));
-        }
         self.paused = out.paused;
         match &out.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -369,14 +367,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 return Err(e);
             }
         }
-        let mut done = 0u32;
-        let written = self.shared.written_total.load(Ordering::Acquire);
-        while self.acks.front().is_some_and(|&end| end <= written) {
-            self.acks.pop_front();
-            done += 1;
-        }
-        if done > 0 {
-            events::with_batch(|b| b.push(kind::WRITTEN, self.id, &done.to_le_bytes()));
+        if progressed {
+            // Sends waiting for their callbacks complete only by the task's writes (JS does not
+            // write directly while any wait).
+            let written = self.shared.written_total.load(Ordering::Acquire);
+            let mut out = self.shared.lock();
+            let done = out.acks.iter().take_while(|&&end| end <= written).count();
+            if done > 0 {
+                out.acks.drain(..done);
+                drop(out);
+                let done = done as u32;
+                events::with_batch(|b| b.push(kind::WRITTEN, self.id, &done.to_le_bytes()));
+            }
         }
         Ok(progressed)
     }
@@ -401,12 +403,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// task is then woken when JS takes it. (The batch is scheduled for delivery, since it
     /// holds this connection's messages, so the wait always ends.)
     fn read_ahead_full(&mut self, cx: &Context<'_>) -> bool {
-        if self.batch_bytes < events::READ_AHEAD {
+        if (self.batch_bytes as usize) < events::READ_AHEAD {
             return false;
         }
         events::with_batch(|b| {
-            if b.epoch != self.batch_epoch {
-                self.batch_epoch = b.epoch;
+            if b.epoch as u32 != self.batch_epoch {
+                self.batch_epoch = b.epoch as u32;
                 self.batch_bytes = 0;
                 false
             } else {
@@ -426,7 +428,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 None
             }
             Phase::ServerDecision => {
-                self.head.extend_from_slice(data);
+                self.hs.get_or_insert_with(Box::default).head.extend_from_slice(data);
                 None
             }
             Phase::Refusing => None,
@@ -437,16 +439,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.shared.lock().raw(bytes);
         self.phase = Phase::Refusing;
         self.want_shutdown = true;
-        self.head = Vec::new();
+        self.hs = None;
     }
 
     fn on_request_bytes(&mut self, data: &[u8]) -> Option<End> {
-        let old = self.head.len();
-        self.head.extend_from_slice(data);
-        if !worth_parsing(&self.head, old, self.cfg.head_limits.max_size) {
+        let limits = self.cfg.head_limits;
+        let Some(hs) = self.hs.as_mut() else { return Some(End::Silent) };
+        let old = hs.head.len();
+        hs.head.extend_from_slice(data);
+        if !worth_parsing(&hs.head, old, limits.max_size) {
             return None;
         }
-        let (head, n) = match handshake::parse_request_within(&self.head, self.cfg.head_limits) {
+        let (head, n) = match handshake::parse_request_within(&hs.head, limits) {
             Ok(None) => return None,
             Ok(Some(h)) => h,
             Err(HeadError::TooLarge) => {
@@ -463,8 +467,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             return None;
         }
         // Keep only bytes that came after the head (frames sent early); free the rest.
-        self.head = self.head.split_off(n);
-        let Some(peer) = self.peer.take() else { return Some(End::Silent) };
+        let Some(hs) = self.hs.as_mut() else { return Some(End::Silent) };
+        hs.head = hs.head.split_off(n);
+        let Some(peer) = hs.peer.take() else { return Some(End::Silent) };
         let verdict = handshake::validate_upgrade(&head, self.cfg.deflate.as_ref());
         if let Ok(u) = &verdict {
             if u.deflate.is_some() {
@@ -518,18 +523,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     fn on_response_bytes(&mut self, data: &mut [u8]) -> Option<End> {
-        let old = self.head.len();
-        self.head.extend_from_slice(data);
-        if !worth_parsing(&self.head, old, self.cfg.head_limits.max_size) {
+        let limits = self.cfg.head_limits;
+        let Some(hs) = self.hs.as_mut() else { return Some(End::Silent) };
+        let old = hs.head.len();
+        hs.head.extend_from_slice(data);
+        if !worth_parsing(&hs.head, old, limits.max_size) {
             return None;
         }
-        let (head, n) = match handshake::parse_response_within(&self.head, self.cfg.head_limits) {
+        let (head, n) = match handshake::parse_response_within(&hs.head, limits) {
             Ok(None) => return None,
             Ok(Some(h)) => h,
             Err(HeadError::TooLarge) => return Some(End::HandshakeFailed("Response header too large".into(), "HPE_HEADER_OVERFLOW".into())),
             Err(HeadError::Invalid(e)) => return Some(End::HandshakeFailed(format!("Parse Error: {e}"), "HPE_INVALID_CONSTANT".into())),
         };
-        let Some(hs) = self.client.take() else { return Some(End::Silent) };
+        let Some(client) = hs.client.take() else { return Some(End::Silent) };
         let lines: Vec<u8> = head.headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
         if head.status != 101 {
             // JS decides between a redirect, `unexpected-response` and an error; it gets the
@@ -539,20 +546,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(0)
                 .min(MAX_BODY);
-            let mut body = self.head.split_off(n);
-            self.head = Vec::new();
+            let mut body = hs.head.split_off(n);
+            hs.head = Vec::new();
             body.truncate(expected);
-            self.response = Some(Box::new(PendingResponse {
+            hs.response = Some(PendingResponse {
                 status: head.status.to_string(),
                 reason: head.reason.clone(),
                 lines,
                 body,
                 expected,
-            }));
+            });
             self.phase = Phase::ClientBody;
             return self.on_body_bytes(&mut []);
         }
-        let accepted = match handshake::validate_response(&head, &hs.key, &hs.protocols, self.cfg.deflate.as_ref()) {
+        let mut rest = hs.head.split_off(n);
+        self.hs = None;
+        let accepted = match handshake::validate_response(&head, &client.key, &client.protocols, self.cfg.deflate.as_ref()) {
             Ok(a) => a,
             Err(msg) => return Some(End::HandshakeFailed(msg, String::new())),
         };
@@ -570,8 +579,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.phase = Phase::Open;
         self.timer = None;
         self.start_receiver();
-        let mut rest = self.head.split_off(n);
-        self.head = Vec::new();
         if !rest.is_empty() {
             self.feed(&mut rest);
         }
@@ -579,7 +586,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     fn on_body_bytes(&mut self, data: &mut [u8]) -> Option<End> {
-        let r = self.response.as_mut()?;
+        let r = self.hs.as_mut()?.response.as_mut()?;
         let take = (r.expected - r.body.len()).min(data.len());
         r.body.extend_from_slice(&data[..take]);
         if r.body.len() < r.expected {
@@ -590,7 +597,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
 
     /// Hands a non-101 answer (and what arrived of its body) to JS.
     fn response_end(&mut self) -> End {
-        if let Some(r) = self.response.take() {
+        if let Some(r) = self.hs.as_mut().and_then(|h| h.response.take()) {
             events::with_batch(|b| {
                 b.push_fields(
                     kind::HANDSHAKE_FAILED,
@@ -615,13 +622,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         let mut close: Option<(u16, Vec<u8>)> = None;
         let (batch_epoch, batch_bytes) = (&mut self.batch_epoch, &mut self.batch_bytes);
         let result = events::with_batch(|b| {
-            if b.epoch != *batch_epoch {
-                *batch_epoch = b.epoch;
+            if b.epoch as u32 != *batch_epoch {
+                *batch_epoch = b.epoch as u32;
                 *batch_bytes = 0;
             }
             receiver.feed(data, |item| match item {
                 Incoming::Message { binary, data, fragments } => {
-                    *batch_bytes += data.as_slice().len();
+                    count(batch_bytes, data.as_slice().len());
                     if !binary && data.as_slice() == PANIC_TRIGGER && TEST_PANIC.load(Ordering::Relaxed) {
                         panic!("test panic (WS_NATIVE_TEST_PANIC)");
                     }
@@ -642,11 +649,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                             out.frame(OP_PONG, true, p, is_client.then(mask_key));
                         }
                     }
-                    *batch_bytes += p.len() + CONTROL_COST;
+                    count(batch_bytes, p.len() + CONTROL_COST);
                     b.push(kind::PING, id, p);
                 }
                 Incoming::Pong(p) => {
-                    *batch_bytes += p.len() + CONTROL_COST;
+                    count(batch_bytes, p.len() + CONTROL_COST);
                     b.push(kind::PONG, id, p)
                 }
                 Incoming::Close { code, reason } => {
@@ -665,7 +672,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             // events before it, so replies to earlier messages go out first.
             self.close_received = true;
             self.close_code = code;
-            self.close_reason = reason;
+            self.close_reason = reason.into_boxed_slice();
         }
     }
 
@@ -746,6 +753,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
     }
 }
 
+/// Adds `n` bytes to a connection's count for the batch, saturating.
+fn count(batch_bytes: &mut u32, n: usize) {
+    *batch_bytes = batch_bytes.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+}
+
 /// Whether a head that grew from `old` to `buf.len()` bytes should be parsed again: when the
 /// new bytes may end it (an empty line), on the first read (to refuse garbage at once), when
 /// it grows past a power of two, or past the size limit. A client trickling its head byte by
@@ -796,10 +808,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             if let Some(end) = this.sync_outbox(cx) {
                 return this.finish(end);
             }
-            if this.phase == Phase::Open && !this.head.is_empty() {
-                // Frames that arrived with the request, before JS accepted it.
-                let mut early = std::mem::take(&mut this.head);
-                this.feed(&mut early);
+            if this.phase == Phase::Open {
+                // Frames that arrived with the request, before JS accepted it; the handshake's
+                // state goes with them.
+                if let Some(mut hs) = this.hs.take() {
+                    this.feed(&mut hs.head);
+                }
             }
             let mut progressed = match this.poll_write_side(cx) {
                 Ok(p) => p,

@@ -73,14 +73,31 @@ pub enum Decision {
     Reject,
 }
 
+/// permessage-deflate's part of the outbox, on connections that agreed it (kept out of line:
+/// every idle connection holds an outbox).
+#[derive(Default)]
+pub struct Compression {
+    /// Our side has no context takeover: messages under this size go uncompressed (ws's
+    /// `threshold`). None: every message asked to be compressed is.
+    pub threshold: Option<u64>,
+    /// The message being sent in fragments is compressed.
+    pub compressing: bool,
+    pub jobs: VecDeque<Job>,
+    /// The task holds jobs it is compressing: later frames must queue too.
+    pub deflating: bool,
+    /// Bytes of queued jobs, for `bufferedAmount`.
+    pub pending_bytes: u64,
+}
+
 /// Bytes and requests waiting for the connection task.
 #[derive(Default)]
 pub struct Outbox {
     pub buf: Vec<u8>,
     /// Bytes ever queued, to turn `ACK` positions into written counts.
     pub queued_total: u64,
-    /// End positions (in `queued_total` terms) of sends that asked for an acknowledgement.
-    pub acks: VecDeque<u64>,
+    /// End positions (in `queued_total` terms) of sends that asked for an acknowledgement;
+    /// the task reports them as its writes pass them.
+    pub acks: Vec<u64>,
     pub waker: Option<Waker>,
     pub close_queued: bool,
     pub terminate: bool,
@@ -96,17 +113,7 @@ pub struct Outbox {
     /// The task holds bytes it is writing: nobody else may write to the socket.
     pub task_busy: bool,
     /// permessage-deflate was agreed: COMPRESS sends are compressed.
-    pub deflate_on: bool,
-    /// Our side has no context takeover: messages under this size go uncompressed (ws's
-    /// `threshold`). None: every message asked to be compressed is.
-    pub deflate_threshold: Option<u64>,
-    /// The message being sent in fragments is compressed.
-    pub compressing: bool,
-    pub jobs: VecDeque<Job>,
-    /// The task holds jobs it is compressing: later frames must queue too.
-    pub deflating: bool,
-    /// Bytes of queued jobs, for `bufferedAmount`.
-    pub pending_bytes: u64,
+    pub deflate: Option<Box<Compression>>,
 }
 
 pub struct Shared {
@@ -140,25 +147,25 @@ impl Shared {
 
     /// `buffered()` for a caller that holds the lock.
     pub fn buffered_in(&self, out: &Outbox) -> u64 {
-        (out.queued_total + out.pending_bytes).saturating_sub(self.written_total.load(Ordering::Acquire))
+        (out.queued_total + out.deflate.as_ref().map_or(0, |d| d.pending_bytes)).saturating_sub(self.written_total.load(Ordering::Acquire))
     }
 }
 
 impl Outbox {
     /// True while frames must queue behind compression jobs.
     pub fn queueing(&self) -> bool {
-        self.deflating || !self.jobs.is_empty()
+        self.deflate.as_ref().is_some_and(|d| d.deflating || !d.jobs.is_empty())
     }
 
     /// Appends one frame; `mask` is the key when the frame is masked. Returns false when the
     /// frame was queued behind compression jobs (its acknowledgement goes with the job).
     pub fn frame(&mut self, opcode: u8, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) -> bool {
         let len = crate::protocol::frame::header_len(payload.len() as u64, mask.is_some()) + payload.len();
-        if self.queueing() {
+        if let Some(d) = self.deflate.as_mut().filter(|d| d.deflating || !d.jobs.is_empty()) {
             let mut bytes = Vec::with_capacity(len);
             encode_frame(&mut bytes, opcode, fin, false, payload, mask);
-            self.pending_bytes += bytes.len() as u64;
-            self.jobs.push_back(Job { kind: JobKind::Bytes(bytes), ack: false });
+            d.pending_bytes += bytes.len() as u64;
+            d.jobs.push_back(Job { kind: JobKind::Bytes(bytes), ack: false });
             return false;
         }
         self.buf.reserve(len);
@@ -178,12 +185,6 @@ impl Outbox {
         true
     }
 
-    /// Queues a data frame for the task to compress.
-    fn compress_job(&mut self, opcode: u8, first: bool, fin: bool, payload: &[u8], mask: Option<[u8; 4]>, ack: bool) {
-        self.pending_bytes += payload.len() as u64;
-        self.jobs.push_back(Job { kind: JobKind::Compress { opcode, first, fin, data: payload.to_vec(), mask }, ack });
-    }
-
     /// Appends what the task produced for a batch of jobs: `bytes`, with the end offsets of
     /// those that asked for an acknowledgement; `estimate` is what the jobs counted while
     /// queued.
@@ -192,7 +193,9 @@ impl Outbox {
         self.buf.extend_from_slice(bytes);
         self.queued_total += bytes.len() as u64;
         self.acks.extend(acks.iter().map(|&a| base + a as u64));
-        self.pending_bytes = self.pending_bytes.saturating_sub(estimate);
+        if let Some(d) = self.deflate.as_mut() {
+            d.pending_bytes = d.pending_bytes.saturating_sub(estimate);
+        }
     }
 
     pub fn raw(&mut self, bytes: &[u8]) {
@@ -362,17 +365,23 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
                             OP_TEXT
                         };
                         out.fragmenting = !fin;
-                        if first {
-                            // ws decides on the first fragment, for the whole message.
-                            out.compressing = out.deflate_on
-                                && flags & flag::COMPRESS != 0
-                                && out.deflate_threshold.is_none_or(|t| payload.len() as u64 >= t);
-                        }
-                        if out.compressing {
-                            out.compress_job(opcode, first, fin, payload, mask, ack);
-                            None
-                        } else {
-                            Some((opcode, fin))
+                        match out.deflate.as_mut() {
+                            Some(d) => {
+                                if first {
+                                    // ws decides on the first fragment, for the whole message.
+                                    d.compressing = flags & flag::COMPRESS != 0 && d.threshold.is_none_or(|t| payload.len() as u64 >= t);
+                                }
+                                if d.compressing {
+                                    // For the task to compress.
+                                    d.pending_bytes += payload.len() as u64;
+                                    let kind = JobKind::Compress { opcode, first, fin, data: payload.to_vec(), mask };
+                                    d.jobs.push_back(Job { kind, ack });
+                                    None
+                                } else {
+                                    Some((opcode, fin))
+                                }
+                            }
+                            None => Some((opcode, fin)),
                         }
                     }
                 };
@@ -388,10 +397,10 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
                     if cached || out.frame(opcode, fin, payload, mask) {
                         if ack {
                             let end = out.queued_total;
-                            out.acks.push_back(end);
+                            out.acks.push(end);
                         }
                     } else if ack {
-                        if let Some(j) = out.jobs.back_mut() {
+                        if let Some(j) = out.deflate.as_mut().and_then(|d| d.jobs.back_mut()) {
                             j.ack = true;
                         }
                     }

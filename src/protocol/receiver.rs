@@ -76,11 +76,21 @@ struct FrameState {
     offset: u64,
 }
 
+/// What a receiver holds only while a control frame or a fragmented message arrives in
+/// pieces (out of line: every idle connection holds a receiver).
+#[derive(Debug, Default)]
+struct Pieces {
+    /// The payload of a control frame split across reads.
+    control: Vec<u8>,
+    /// End offsets of the frames of a fragmented binary message (binaryType 'fragments').
+    fragment_ends: Vec<u32>,
+}
+
 #[derive(Debug)]
 pub struct Receiver {
     cfg: ReceiverConfig,
     header: [u8; MAX_HEADER_LEN],
-    header_len: usize,
+    header_len: u8,
     frame: Option<FrameState>,
     /// Opcode of the message being assembled (0 when none).
     message_opcode: u8,
@@ -89,8 +99,7 @@ pub struct Receiver {
     fragments: u32,
     utf8: Utf8Validator,
     message: Vec<u8>,
-    fragment_ends: Vec<u32>,
-    control: Vec<u8>,
+    pieces: Option<Box<Pieces>>,
     done: bool,
     /// permessage-deflate, when agreed.
     inflater: Option<Box<Inflater>>,
@@ -111,8 +120,7 @@ impl Receiver {
             fragments: 0,
             utf8: Utf8Validator::new(),
             message: Vec::new(),
-            fragment_ends: Vec::new(),
-            control: Vec::new(),
+            pieces: None,
             done: false,
             inflater: None,
             compressed: false,
@@ -164,8 +172,23 @@ impl Receiver {
         if self.message.is_empty() {
             self.message = Vec::new();
         }
-        if self.control.is_empty() {
-            self.control = Vec::new();
+        if self.pieces.as_ref().is_some_and(|p| p.control.is_empty() && p.fragment_ends.is_empty()) {
+            self.pieces = None;
+        }
+    }
+
+    fn pieces(&mut self) -> &mut Pieces {
+        self.pieces.get_or_insert_with(Box::default)
+    }
+
+    /// Notes where a frame of a binary message ends, when the message has several frames.
+    fn fragment_end(&mut self, f: FrameState, end: u32) {
+        let single = f.fin && self.fragments == 1;
+        if self.message_opcode == OP_BINARY && !single {
+            let ends = &mut self.pieces().fragment_ends;
+            if end > ends.last().copied().unwrap_or(0) {
+                ends.push(end);
+            }
         }
     }
 
@@ -206,12 +229,10 @@ impl Receiver {
                 if whole {
                     self.finish_frame(f, chunk, true, &mut sink)?;
                 } else {
-                    self.control.extend_from_slice(chunk);
+                    self.pieces().control.extend_from_slice(chunk);
                     if complete {
-                        let mut body = std::mem::take(&mut self.control);
+                        let mut body = std::mem::take(&mut self.pieces().control);
                         self.finish_frame(f, &mut body, true, &mut sink)?;
-                        body.clear();
-                        self.control = body;
                     }
                 }
                 continue;
@@ -246,9 +267,7 @@ impl Receiver {
                 }
                 self.message.extend_from_slice(chunk);
                 if complete {
-                    if self.message_opcode == OP_BINARY {
-                        self.fragment_ends.push(self.message.len() as u32);
-                    }
+                    self.fragment_end(f, self.message.len() as u32);
                     self.finish_frame(f, &mut [], false, &mut sink)?;
                 }
             }
@@ -281,10 +300,7 @@ impl Receiver {
             self.check_inflated_utf8(before)?;
         }
         // Frames that inflated to nothing are not listed, as ws skips them.
-        let end = self.message.len() as u32;
-        if self.message_opcode == OP_BINARY && end > self.fragment_ends.last().copied().unwrap_or(0) {
-            self.fragment_ends.push(end);
-        }
+        self.fragment_end(f, self.message.len() as u32);
         self.finish_frame(f, &mut [], false, sink)
     }
 
@@ -296,13 +312,13 @@ impl Receiver {
     fn fail(&mut self, e: ProtocolError) -> ProtocolError {
         self.done = true;
         self.message = Vec::new();
-        self.control = Vec::new();
+        self.pieces = None;
         e
     }
 
     /// Reads (part of) a header; returns bytes consumed.
     fn read_header(&mut self, input: &[u8]) -> Result<usize, ProtocolError> {
-        let had = self.header_len;
+        let had = self.header_len as usize;
         let take = (MAX_HEADER_LEN - had).min(input.len());
         let parsed = if had == 0 {
             parse_header(input)
@@ -315,7 +331,8 @@ impl Receiver {
                 if had == 0 {
                     self.header[..take].copy_from_slice(&input[..take]);
                 }
-                self.header_len = had + take;
+                // At most MAX_HEADER_LEN.
+                self.header_len = (had + take) as u8;
                 Ok(take)
             }
             HeaderParse::Complete(h, n) => {
@@ -442,11 +459,13 @@ impl Receiver {
                 self.message_len = 0;
                 self.fragments = 0;
                 if direct {
-                    self.fragment_ends.clear();
+                    if let Some(p) = self.pieces.as_mut() {
+                        p.fragment_ends.clear();
+                    }
                     sink(Incoming::Message { binary, data: Payload::Borrowed(body), fragments: None });
                 } else {
                     let data = std::mem::take(&mut self.message);
-                    let ends = std::mem::take(&mut self.fragment_ends);
+                    let ends = self.pieces.as_mut().map(|p| std::mem::take(&mut p.fragment_ends)).unwrap_or_default();
                     let fragments = (binary && ends.len() > 1).then_some(ends);
                     sink(Incoming::Message { binary, data: Payload::Owned(data), fragments });
                 }
@@ -596,6 +615,31 @@ mod tests {
         .unwrap();
         // Empty fragments are not listed, as ws skips them.
         assert_eq!(seen, Some((Some(vec![2, 3]), vec![1, 2, 3])));
+    }
+
+    #[test]
+    fn fragment_boundaries_at_every_split_and_pieces_freed_when_idle() {
+        let mut bytes = frame(OP_BINARY, false, &[1, 2]);
+        bytes.extend(frame(OP_PING, true, b"ping"));
+        bytes.extend(frame(OP_CONTINUATION, true, &[3]));
+        // One frame split across reads: one fragment, so no boundaries.
+        bytes.extend(frame(OP_BINARY, true, &[4, 5, 6, 7]));
+        for step in 1..bytes.len() + 1 {
+            let mut r = Receiver::new(ReceiverConfig::default());
+            let mut seen = Vec::new();
+            for chunk in bytes.clone().chunks_mut(step) {
+                r.feed(chunk, |i| match i {
+                    Incoming::Message { fragments, data, .. } => seen.push((fragments, data.as_slice().to_vec())),
+                    Incoming::Ping(p) => assert_eq!(p, b"ping"),
+                    _ => panic!("unexpected item"),
+                })
+                .unwrap();
+            }
+            assert_eq!(seen, vec![(Some(vec![2, 3]), vec![1, 2, 3]), (None, vec![4, 5, 6, 7])], "step {step}");
+            assert!(r.is_idle());
+            r.shrink();
+            assert!(r.pieces.is_none() && r.message.capacity() == 0, "step {step}: an idle receiver holds no heap memory");
+        }
     }
 
     fn deflated(msg: &[u8]) -> Vec<u8> {
