@@ -15,5 +15,17 @@ module.exports = {
   // Emitted by a WebSocket when its write side has ended (both close frames are out): the
   // moment ws's socket emits 'finish'. createWebSocketStream waits for it.
   kWriteEnded: Symbol('write-ended'),
+  // The booleans of a WebSocket, as bits of its `_state` (one field, not eight, in every
+  // idle connection's object).
+  STATE: {
+    CLOSE_RECEIVED: 1,
+    CLOSE_SENT: 2,
+    ERROR_EMITTED: 4,
+    PAUSED: 8,
+    DRAINING_BLOBS: 16,
+    REPLAY_SCHEDULED: 32,
+    WRITE_ENDED: 64,
+    CLOSED_WHILE_PAUSED: 128
+  },
   NOOP: () => {}
 };

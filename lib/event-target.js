@@ -36,6 +36,10 @@
 // Marks the wrapper listener installed by an `on<event>` attribute setter.
 // Same description string as in ws.
 //
+const { STATE } = require('./constants');
+
+/** Both close frames went through: the close was clean. */
+const CLEAN = STATE.CLOSE_RECEIVED | STATE.CLOSE_SENT;
 const kForOnEventAttribute = Symbol('kIsForOnEventAttribute');
 
 //
@@ -254,7 +258,7 @@ const EventTarget = {
         const event = new CloseEvent('close', {
           code,
           reason: message.toString(),
-          wasClean: this._closeFrameReceived && this._closeFrameSent
+          wasClean: (this._state & CLEAN) === CLEAN
         });
 
         event[kTarget] = this;

@@ -7,7 +7,7 @@
 
 const WebSocket = require('./websocket');
 const { Duplex } = require('stream');
-const { kWriteEnded } = require('./constants');
+const { STATE, kWriteEnded } = require('./constants');
 
 /**
  * Emits the `'close'` event on a stream.
@@ -125,7 +125,7 @@ function createWebSocketStream(ws, options) {
 
     // ws waits for its socket's 'finish'; the engine owns the socket, and the WebSocket
     // reports the same moment (both close frames out) as kWriteEnded.
-    if (ws._writeEnded) {
+    if ((ws._state & STATE.WRITE_ENDED) !== 0) {
       callback();
       if (duplex._readableState.endEmitted) duplex.destroy();
       return;

@@ -404,8 +404,7 @@ class WebSocketServer extends EventEmitter {
     const ext = extensions || undefined;
     link.accept(response, accept, protocol ? String(protocol) : undefined, ext, this._connOptions(), (id) => {
       if (id === 0) return;
-      ws._attach(id);
-      if (link.bridged) ws._bridge = link.bridged;
+      ws._attach(id, link.bridged || null);
       this._connections++;
       ws._server = this;
       if (this.clients) this.clients.add(ws);

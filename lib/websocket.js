@@ -15,12 +15,14 @@ const native = require('./native');
 const { EVENT, OP, FLAG } = native;
 const { EventTarget, defineEventAttributes } = require('./event-target');
 const { addEventListener, removeEventListener } = EventTarget;
-const { BINARY_TYPES, CLOSE_TIMEOUT, EMPTY_BUFFER, kWriteEnded } = require('./constants');
+const { BINARY_TYPES, CLOSE_TIMEOUT, EMPTY_BUFFER, STATE, kWriteEnded } = require('./constants');
 const { isBlob, isValidStatusCode, isValidSubprotocol, toBuffer } = require('./validation');
 const { adoptSocket } = require('./adopt');
 const { clientTls } = require('./tls-options');
 const { engineDeflate } = require('./permessage-deflate');
 
+const { CLOSE_RECEIVED, CLOSE_SENT, ERROR_EMITTED, PAUSED, DRAINING_BLOBS, REPLAY_SCHEDULED, WRITE_ENDED, CLOSED_WHILE_PAUSED } =
+  STATE;
 const readyStates = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
 const NO_EXTENSIONS = Object.freeze({});
 const protocolVersions = [8, 13];
@@ -55,36 +57,27 @@ class WebSocket extends EventEmitter {
     // EventEmitter makes) is a dictionary of over 200 bytes, held by every idle connection.
     this._events = new Listeners();
 
+    // Every idle connection holds this object: booleans are bits of `_state`, what few
+    // connections use is in `_rare` (made on first use), and only clients have the fields
+    // of a client.
     this._binaryType = BINARY_TYPES[0];
     this._closeCode = 1006;
-    this._closeFrameReceived = false;
-    this._closeFrameSent = false;
-    this._closeMessage = EMPTY_BUFFER;
-    this._errorEmitted = false;
     this._extensions = NO_EXTENSIONS;
     this._server = null;
-    this._paused = false;
     this._protocol = '';
     this._readyState = WebSocket.CONNECTING;
     this._id = 0;
-    this._url = undefined;
-    this._bufferedAmount = 0;
     this._unflushed = 0;
     this._epoch = -1;
     this._callbacks = null;
-    this._blobQueue = null;
-    this._drainingBlobs = false;
     this._pausedQueue = null;
-    this._replayScheduled = false;
-    this._fragmentEnds = null;
-    this._bridge = null;
-    this._req = null;
-    this._writeEnded = false;
-    this._closedWhilePaused = false;
+    this._state = 0;
+    this._rare = null;
 
     if (address !== null) {
-      this._isServer = false;
       this._redirects = 0;
+      this._req = null;
+      this._url = undefined;
 
       if (protocols === undefined) {
         protocols = [];
@@ -98,10 +91,6 @@ class WebSocket extends EventEmitter {
       }
 
       initAsClient(this, address, protocols, options);
-    } else {
-      this._autoPong = options.autoPong;
-      this._closeTimeout = options.closeTimeout;
-      this._isServer = true;
     }
   }
 
@@ -126,9 +115,9 @@ class WebSocket extends EventEmitter {
   get bufferedAmount() {
     const unflushed = this._epoch === native.currentEpoch() ? this._unflushed : 0;
     if (this._id === 0 || this._readyState === WebSocket.CLOSED) {
-      return this._bufferedAmount + unflushed;
+      return afterClose(this) + unflushed;
     }
-    return this._bufferedAmount + unflushed + native.binding.bufferedAmount(this._id);
+    return afterClose(this) + unflushed + native.binding.bufferedAmount(this._id);
   }
 
   /**
@@ -142,7 +131,7 @@ class WebSocket extends EventEmitter {
    * @type {Boolean}
    */
   get isPaused() {
-    return this._paused;
+    return (this._state & PAUSED) !== 0;
   }
 
   /**
@@ -202,9 +191,11 @@ class WebSocket extends EventEmitter {
    * Binds this object to an engine connection (server side, after the 101 was queued).
    *
    * @param {Number} id The engine's connection id
+   * @param {net.Socket} [bridge] The Node socket behind it, when the engine bridges one
    * @private
    */
-  _attach(id) {
+  _attach(id, bridge) {
+    if (bridge) rareOf(this).bridge = bridge;
     this._id = id;
     this._readyState = WebSocket.OPEN;
     native.connections.set(id, this);
@@ -224,7 +215,7 @@ class WebSocket extends EventEmitter {
       this._server = null;
       server._clientClosed(this);
     }
-    this.emit('close', this._closeCode, this._closeMessage);
+    this.emit('close', this._closeCode, this._rare === null ? EMPTY_BUFFER : this._rare.closeMessage);
   }
 
   /**
@@ -258,7 +249,7 @@ class WebSocket extends EventEmitter {
     }
 
     this._readyState = WebSocket.CLOSING;
-    this._closeFrameSent = true;
+    this._state |= CLOSE_SENT;
     if (this._held(() => native.queue(OP.CLOSE, 0, this._id, payload))) return;
     native.queue(OP.CLOSE, 0, this._id, payload);
   }
@@ -272,8 +263,8 @@ class WebSocket extends EventEmitter {
     if (this.readyState === WebSocket.CONNECTING || this.readyState === WebSocket.CLOSED) {
       return;
     }
-    this._paused = true;
-    if (this._pausedQueue === null && !this._closedWhilePaused) this._pausedQueue = [];
+    this._state |= PAUSED;
+    if (this._pausedQueue === null && (this._state & CLOSED_WHILE_PAUSED) === 0) this._pausedQueue = [];
     native.queue(OP.PAUSE, 0, this._id, null);
   }
 
@@ -350,10 +341,10 @@ class WebSocket extends EventEmitter {
     if (this.readyState === WebSocket.CONNECTING || this.readyState === WebSocket.CLOSED) {
       return;
     }
-    this._paused = false;
+    this._state &= ~PAUSED;
     native.queue(OP.RESUME, 0, this._id, null);
-    if (this._pausedQueue !== null && !this._replayScheduled) {
-      this._replayScheduled = true;
+    if (this._pausedQueue !== null && (this._state & REPLAY_SCHEDULED) === 0) {
+      this._state |= REPLAY_SCHEDULED;
       process.nextTick(replayPaused, this);
     }
   }
@@ -440,8 +431,9 @@ class WebSocket extends EventEmitter {
    */
   _withBlob(blob, then) {
     const entry = { done: false, run: null };
-    if (this._blobQueue === null) this._blobQueue = [];
-    this._blobQueue.push(entry);
+    const rare = rareOf(this);
+    if (rare.blobQueue === null) rare.blobQueue = [];
+    rare.blobQueue.push(entry);
     blob.arrayBuffer().then(
       (ab) => {
         entry.run = () => then(Buffer.from(ab));
@@ -462,11 +454,12 @@ class WebSocket extends EventEmitter {
    * @private
    */
   _drainBlobs() {
-    const q = this._blobQueue;
-    this._drainingBlobs = true;
+    const rare = this._rare;
+    const q = rare.blobQueue;
+    this._state |= DRAINING_BLOBS;
     while (q.length && q[0].done) q.shift().run();
-    this._drainingBlobs = false;
-    if (q.length === 0 && this._blobQueue === q) this._blobQueue = null;
+    this._state &= ~DRAINING_BLOBS;
+    if (q.length === 0 && rare.blobQueue === q) rare.blobQueue = null;
   }
 
   /**
@@ -475,8 +468,9 @@ class WebSocket extends EventEmitter {
    * @private
    */
   _held(run) {
-    if (this._blobQueue === null || this._drainingBlobs) return false;
-    this._blobQueue.push({ done: true, run });
+    const rare = this._rare;
+    if (rare === null || rare.blobQueue === null || (this._state & DRAINING_BLOBS) !== 0) return false;
+    rare.blobQueue.push({ done: true, run });
     return true;
   }
 
@@ -511,7 +505,7 @@ class WebSocket extends EventEmitter {
         // delivered, then 'close', paused or not.
         const q = this._pausedQueue;
         this._pausedQueue = null;
-        this._closedWhilePaused = true;
+        this._state |= CLOSED_WHILE_PAUSED;
         for (let i = 0; i < q.length; i += 2) this._onNative(q[i], q[i + 1]);
       }
       return;
@@ -521,9 +515,9 @@ class WebSocket extends EventEmitter {
         this.emit('message', payload, false);
         break;
       case EVENT.BINARY:
-        if (this._fragmentEnds !== null) {
-          const ends = this._fragmentEnds;
-          this._fragmentEnds = null;
+        if (this._rare !== null && this._rare.fragmentEnds !== null) {
+          const ends = this._rare.fragmentEnds;
+          this._rare.fragmentEnds = null;
           if (this._binaryType === 'fragments') {
             const parts = [];
             let start = 0;
@@ -539,13 +533,13 @@ class WebSocket extends EventEmitter {
         this.emit('message', toBinaryType(payload, this._binaryType), true);
         break;
       case EVENT.FRAGMENTS:
-        this._fragmentEnds = payload;
+        rareOf(this).fragmentEnds = payload;
         break;
       case EVENT.BRIDGE_OUT:
-        this._bridge.write(Buffer.from(payload));
+        this._rare.bridge.write(Buffer.from(payload));
         break;
       case EVENT.BRIDGE_END:
-        this._bridge.end();
+        this._rare.bridge.end();
         break;
       case EVENT.PING:
         this.emit('ping', payload);
@@ -557,12 +551,12 @@ class WebSocket extends EventEmitter {
         this._written(payload.readUInt32LE(0));
         break;
       case EVENT.CLOSE_FRAME:
-        this._closeFrameReceived = true;
+        this._state |= CLOSE_RECEIVED;
         this._closeCode = payload.readUInt16BE(0);
-        this._closeMessage = Buffer.from(payload.subarray(2));
+        rareOf(this).closeMessage = Buffer.from(payload.subarray(2));
         // Answer with the same code and reason, after the replies to earlier messages.
         if (this._closeCode === 1005) this.close();
-        else this.close(this._closeCode, this._closeMessage);
+        else this.close(this._closeCode, this._rare.closeMessage);
         this._endWrite();
         break;
       case EVENT.CLOSED:
@@ -586,8 +580,8 @@ class WebSocket extends EventEmitter {
    * @private
    */
   _endWrite() {
-    if (this._writeEnded) return;
-    this._writeEnded = true;
+    if ((this._state & WRITE_ENDED) !== 0) return;
+    this._state |= WRITE_ENDED;
     this.emit(kWriteEnded);
   }
 
@@ -601,16 +595,17 @@ class WebSocket extends EventEmitter {
 
   /** @private */
   _onClosed(payload) {
-    if (!this._closeFrameReceived) {
+    if ((this._state & CLOSE_RECEIVED) === 0) {
       this._closeCode = 1006;
     }
     const cbs = this._callbacks;
     this._callbacks = null;
     this._readyState = WebSocket.CLOSED;
-    if (this._bridge !== null && !this._bridge.destroyed) {
+    const bridge = this._rare === null ? null : this._rare.bridge;
+    if (bridge !== null && !bridge.destroyed) {
       // A bridged socket ends with its connection (after its last bytes go out).
-      if (typeof this._bridge.destroySoon === 'function') this._bridge.destroySoon();
-      else this._bridge.destroy();
+      if (typeof bridge.destroySoon === 'function') bridge.destroySoon();
+      else bridge.destroy();
     }
     if (cbs !== null && cbs.length) {
       const err = new Error('WebSocket is not open: readyState 3 (CLOSED)');
@@ -628,8 +623,8 @@ class WebSocket extends EventEmitter {
     const statusCode = f[3].readUInt16BE(0);
     Object.defineProperty(err, Symbol.for('status-code'), { value: statusCode });
     this.close(statusCode);
-    if (!this._errorEmitted) {
-      this._errorEmitted = true;
+    if ((this._state & ERROR_EMITTED) === 0) {
+      this._state |= ERROR_EMITTED;
       this.emit('error', err);
     }
   }
@@ -705,17 +700,49 @@ WebSocket.prototype.removeEventListener = removeEventListener;
 module.exports = WebSocket;
 
 /**
+ * What few connections use (a close frame's reason, sends after close, Blobs being read,
+ * `fragments` boundaries, a bridged socket), out of the WebSocket object.
+ */
+class Rare {
+  constructor() {
+    this.closeMessage = EMPTY_BUFFER;
+    /** Bytes of sends made after the close, which ws counts into `bufferedAmount`. */
+    this.bufferedAmount = 0;
+    this.blobQueue = null;
+    this.fragmentEnds = null;
+    /** The Node socket behind an adopted connection (TLS or `createConnection`), if any. */
+    this.bridge = null;
+  }
+}
+
+/**
+ * @param {WebSocket} websocket The socket
+ * @return {Rare} Its rare fields, made on first use
+ */
+function rareOf(websocket) {
+  return websocket._rare === null ? (websocket._rare = new Rare()) : websocket._rare;
+}
+
+/**
+ * @param {WebSocket} websocket The socket
+ * @return {Number} Bytes of sends made after the close
+ */
+function afterClose(websocket) {
+  return websocket._rare === null ? 0 : websocket._rare.bufferedAmount;
+}
+
+/**
  * Emits the events held while a socket was paused, until it is paused again.
  *
  * @param {WebSocket} websocket The socket
  */
 function replayPaused(websocket) {
-  websocket._replayScheduled = false;
-  if (websocket._paused) return;
+  websocket._state &= ~REPLAY_SCHEDULED;
+  if ((websocket._state & PAUSED) !== 0) return;
   const q = websocket._pausedQueue;
   websocket._pausedQueue = null;
   for (let i = 0; i < q.length; i += 2) {
-    if (websocket._paused) {
+    if ((websocket._state & PAUSED) !== 0) {
       websocket._pausedQueue = q.slice(i);
       return;
     }
@@ -918,7 +945,7 @@ function nodeHandshake(websocket, p) {
         return;
       }
       websocket._id = id;
-      websocket._bridge = bridged;
+      if (bridged !== null) rareOf(websocket).bridge = bridged;
       native.connections.set(id, websocket);
       websocket._readyState = WebSocket.OPEN;
       websocket.emit('open');
@@ -966,8 +993,6 @@ function initAsClient(websocket, address, protocols, options) {
     ...options
   };
 
-  websocket._autoPong = opts.autoPong;
-  websocket._closeTimeout = opts.closeTimeout;
   websocket._options = opts;
   websocket._userOptions = options;
   websocket._protocols = protocols;
@@ -1210,7 +1235,7 @@ function abortHandshake(websocket, message) {
 function sendAfterClose(websocket, data, cb) {
   if (data) {
     const length = isBlob(data) ? data.size : toBuffer(data).length;
-    websocket._bufferedAmount += length;
+    rareOf(websocket).bufferedAmount += length;
   }
 
   if (cb) {
