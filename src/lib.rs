@@ -6,6 +6,11 @@
 pub mod protocol;
 pub mod engine;
 
+/// Over-aligned small blocks (tokio's per-connection task cells and I/O registrations) from
+/// slabs, everything else from the system's malloc: see `engine::alloc`.
+#[global_allocator]
+static ALLOCATOR: engine::alloc::Allocator = engine::alloc::Allocator;
+
 // The #[napi] functions are called from JS only: unused in `cargo test`.
 #[cfg_attr(test, allow(dead_code))]
 mod binding;

@@ -1,6 +1,7 @@
 //! The engine: the tokio runtime, one task per connection, the server accept loop, the client
 //! connect, and the batches that carry events to JS and commands from it.
 
+pub mod alloc;
 pub mod bridge;
 pub mod client;
 pub mod connection;
