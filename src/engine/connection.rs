@@ -122,9 +122,11 @@ const READS_PER_POLL: usize = 16;
 /// them (hundreds of KiB held per idle connection otherwise, against a window at most).
 const ZLIB_PARK_AFTER: Duration = Duration::from_secs(1);
 
-/// permessage-deflate's sending side, and the timer that parks the connection's contexts.
+/// permessage-deflate: the sending side, the receiving side while no receiver holds it, and
+/// the timer that parks the connection's contexts.
 struct Zlib {
     deflater: Deflater,
+    inflater: Option<Box<Inflater>>,
     park: Option<Pin<Box<Sleep>>>,
 }
 
@@ -138,7 +140,9 @@ pub struct Connection<T> {
     shared: Arc<Shared>,
     cfg: Arc<ConnConfig>,
     phase: Phase,
-    receiver: Option<Receiver>,
+    /// Only while a frame or message is partly read, or after the close frame or an error
+    /// (when it ignores all input): an idle open connection has none (see `feed`).
+    receiver: Option<Box<Receiver>>,
     /// permessage-deflate, once agreed.
     pmd: Option<DeflateParams>,
     zlib: Option<Box<Zlib>>,
@@ -147,9 +151,8 @@ pub struct Connection<T> {
     wpos: usize,
     paused: bool,
     close_seen: bool,
-    close_received: bool,
-    close_code: u16,
-    close_reason: Box<[u8]>,
+    /// The peer's close frame, once received: its code and reason.
+    peer_close: Option<Box<(u16, Vec<u8>)>>,
     protocol_error: bool,
     /// Message bytes delivered into the batch of epoch `batch_epoch` (see events::READ_AHEAD);
     /// the epoch's low 32 bits, which tell one batch from the next.
@@ -177,9 +180,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             wpos: 0,
             paused: false,
             close_seen: false,
-            close_received: false,
-            close_code: ABNORMAL,
-            close_reason: Box::default(),
+            peer_close: None,
             protocol_error: false,
             batch_epoch: 0,
             batch_bytes: 0,
@@ -209,7 +210,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             let mut out = c.shared.lock();
             c.enable_deflate(&mut out);
         }
-        c.start_receiver();
+        c.zlib = Self::open_codec(&c.cfg, c.pmd, c.shared.is_client);
         if !early.is_empty() {
             c.hs = Some(Box::new(Handshake { head: early, ..Handshake::default() }));
         }
@@ -223,19 +224,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         out.deflate = Some(Box::new(Compression { threshold: our_no_takeover.then_some(opts.threshold), ..Compression::default() }));
     }
 
-    /// The connection is open: frames flow, through permessage-deflate when agreed.
-    fn start_receiver(&mut self) {
-        let (r, z) = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
-        self.receiver = Some(r);
-        self.zlib = z;
-    }
-
-    fn open_codec(cfg: &ConnConfig, pmd: Option<DeflateParams>, is_client: bool) -> (Receiver, Option<Box<Zlib>>) {
-        let mut r = Receiver::new(cfg.receiver.clone());
-        let Some(p) = pmd else { return (r, None) };
+    /// The connection is open: frames flow, through permessage-deflate when agreed (the
+    /// receiver is made by `feed`).
+    fn open_codec(cfg: &ConnConfig, pmd: Option<DeflateParams>, is_client: bool) -> Option<Box<Zlib>> {
+        let p = pmd?;
         let level = cfg.deflate.as_ref().map(|o| o.level).unwrap_or(-1);
-        r.set_inflater(Inflater::new(&p, !is_client));
-        (r, Some(Box::new(Zlib { deflater: Deflater::new(&p, !is_client, level), park: None })))
+        Some(Box::new(Zlib {
+            deflater: Deflater::new(&p, !is_client, level),
+            inflater: Some(Box::new(Inflater::new(&p, !is_client))),
+            park: None,
+        }))
     }
 
     /// Compresses the queued jobs, off the lock, and appends the frames in order.
@@ -301,9 +299,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             match out.decision {
                 Some(Decision::Accept) => {
                     self.phase = Phase::Open;
-                    let (r, z) = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
-                    self.receiver = Some(r);
-                    self.zlib = z;
+                    self.zlib = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
                     self.timer = None;
                 }
                 Some(Decision::Reject) => {
@@ -578,7 +574,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         });
         self.phase = Phase::Open;
         self.timer = None;
-        self.start_receiver();
+        self.zlib = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
         if !rest.is_empty() {
             self.feed(&mut rest);
         }
@@ -609,9 +605,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         End::Silent
     }
 
-    /// Decodes frames and appends their events to the batch.
+    /// Decodes frames and appends their events to the batch. The receiver is made for the
+    /// read and dropped after it unless it holds part of a frame or message: between
+    /// messages a connection keeps only what `Receiver::new` would give back, and is smaller
+    /// by a receiver (tokio's task cell 256 bytes instead of 384).
     fn feed(&mut self, data: &mut [u8]) {
-        let Some(receiver) = self.receiver.as_mut() else { return };
+        if self.phase != Phase::Open {
+            return;
+        }
+        let receiver = match &mut self.receiver {
+            Some(r) => r,
+            slot => {
+                let mut r = Box::new(Receiver::new(self.cfg.receiver.clone()));
+                if let Some(i) = self.zlib.as_mut().and_then(|z| z.inflater.take()) {
+                    r.put_inflater(i);
+                }
+                slot.insert(r)
+            }
+        };
         if receiver.is_done() {
             return;
         }
@@ -662,17 +673,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 }
             })
         });
-        if receiver.is_idle() {
-            receiver.shrink();
+        if receiver.is_idle() && !receiver.is_done() {
+            if let Some(mut r) = self.receiver.take() {
+                if let Some(z) = self.zlib.as_mut() {
+                    z.inflater = r.take_inflater();
+                }
+            }
         }
         if let Err(e) = result {
             self.on_protocol_error(e);
         } else if let Some((code, reason)) = close {
             // JS answers with the same code and reason (ws's receiverOnConclude), after the
             // events before it, so replies to earlier messages go out first.
-            self.close_received = true;
-            self.close_code = code;
-            self.close_reason = reason.into_boxed_slice();
+            self.peer_close = Some(Box::new((code, reason)));
         }
     }
 
@@ -691,7 +704,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
 
     /// When the close handshake (or a failure) means our side should end the TCP stream.
     fn should_shutdown(&self) -> bool {
-        self.want_shutdown || self.read_eof || (self.close_seen && (self.close_received || self.protocol_error))
+        self.want_shutdown || self.read_eof || (self.close_seen && (self.peer_close.is_some() || self.protocol_error))
     }
 
     fn finish(&mut self, end: End) -> Poll<()> {
@@ -705,8 +718,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         };
         match end {
             End::Closed => {
-                let code = if self.close_received { self.close_code } else { ABNORMAL };
-                let reason = std::mem::take(&mut self.close_reason);
+                let (code, reason) = self.peer_close.take().map_or((ABNORMAL, Vec::new()), |c| *c);
                 events::with_batch(|b| b.push_code(kind::CLOSED, id, code, &reason));
             }
             End::HandshakeFailed(message, code) => {
@@ -796,7 +808,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             encode_frame(&mut frame, crate::protocol::frame::OP_CLOSE, true, false, &1011u16.to_be_bytes(), self.shared.is_client.then(mask_key));
             let _ = Pin::new(&mut self.io).poll_write(cx, &frame);
         }
-        self.close_received = false;
+        self.peer_close = None;
         self.finish(End::Closed)
     }
 
@@ -912,13 +924,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// With context takeover, parks zlib contexts that went unused for `ZLIB_PARK_AFTER`.
     fn park_idle_zlib(&mut self, cx: &mut Context<'_>) {
         let Some(z) = self.zlib.as_mut() else { return };
-        let mut receiver = self.receiver.as_mut();
-        let inflating = receiver.as_ref().is_some_and(|r| r.holds_inflate_context());
+        // The inflater is the receiver's while one exists, else it waits in `z`.
+        let mut receiver = self.receiver.as_deref_mut();
+        let inflating = match &receiver {
+            Some(r) => r.holds_inflate_context(),
+            None => z.inflater.as_ref().is_some_and(|i| i.holds_context()),
+        };
         if !z.deflater.holds_context() && !inflating {
             z.park = None;
             return;
         }
-        let used = z.deflater.take_used() | receiver.as_mut().is_some_and(|r| r.take_inflate_used());
+        let inflated = match receiver.as_mut() {
+            Some(r) => r.take_inflate_used(),
+            None => z.inflater.as_mut().is_some_and(|i| i.take_used()),
+        };
+        let used = z.deflater.take_used() | inflated;
         let Some(t) = z.park.as_mut() else {
             // The activity until now is what makes the timer start.
             let mut t = Box::pin(tokio::time::sleep(ZLIB_PARK_AFTER));
@@ -931,11 +951,37 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
         if t.as_mut().poll(cx).is_ready() {
             z.deflater.park();
-            if let Some(r) = receiver {
-                r.park_inflater();
+            match receiver {
+                Some(r) => r.park_inflater(),
+                None => {
+                    if let Some(i) = z.inflater.as_mut() {
+                        i.park();
+                    }
+                }
             }
             z.park = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod budget {
+    /// What tokio's task cell holds: the future, or its output (tokio's `Stage`).
+    #[allow(dead_code)]
+    pub enum Stage<T> {
+        Running(T),
+        Finished(Result<(), tokio::task::JoinError>),
+        Consumed,
+    }
+
+    /// tokio 1.54's task cell is the stage plus 104 bytes, rounded up to 128 (found by
+    /// spawning futures of known sizes and watching which slab class of `engine::alloc` they
+    /// came from: a 152-byte stage gets a 256-byte cell, a 160-byte one 384). So a plain-TCP
+    /// connection's task costs 256 bytes while its state stays within 152. Grow it knowingly.
+    #[test]
+    fn an_idle_connection_fits_a_256_byte_task_cell() {
+        let stage = std::mem::size_of::<Stage<super::Connection<tokio::net::TcpStream>>>();
+        assert!(stage + 104 <= 256, "the task cell of a TCP connection grew past 256 bytes (stage {stage})");
     }
 }
 
@@ -947,6 +993,7 @@ mod size {
     #[ignore]
     fn sizes() {
         println!("Connection<TcpStream>: {} bytes", std::mem::size_of::<super::Connection<tokio::net::TcpStream>>());
+        println!("task stage: {} bytes", std::mem::size_of::<super::budget::Stage<super::Connection<tokio::net::TcpStream>>>());
         println!("Outbox: {} bytes", std::mem::size_of::<super::super::outbox::Outbox>());
         println!("Shared: {} bytes", std::mem::size_of::<super::super::outbox::Shared>());
         println!("Receiver: {} bytes", std::mem::size_of::<crate::protocol::receiver::Receiver>());

@@ -129,8 +129,18 @@ impl Receiver {
 
     /// Turns on permessage-deflate: RSV1 marks compressed messages from now on.
     pub fn set_inflater(&mut self, inflater: Inflater) {
+        self.put_inflater(Box::new(inflater));
+    }
+
+    /// `set_inflater` with an inflater that another receiver of the connection had.
+    pub fn put_inflater(&mut self, inflater: Box<Inflater>) {
         self.cfg.allow_rsv1 = true;
-        self.inflater = Some(Box::new(inflater));
+        self.inflater = Some(inflater);
+    }
+
+    /// Takes the inflater back, for a later receiver of the connection (see `put_inflater`).
+    pub fn take_inflater(&mut self) -> Option<Box<Inflater>> {
+        self.inflater.take()
     }
 
     pub fn config(&self) -> &ReceiverConfig {
