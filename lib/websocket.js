@@ -39,11 +39,25 @@ function Listeners() {}
 Listeners.prototype = Object.create(null);
 
 /**
+ * EventEmitter without its constructor: `EventEmitter.init` gives every emitter five own
+ * properties and a `{ __proto__: null }` listener table (a dictionary of over 200 bytes),
+ * where a WebSocket needs two (set in its constructor). The others are read from
+ * `EventEmitter.prototype`, which holds their defaults (`_maxListeners`, the
+ * captureRejections flag, which then follows `EventEmitter.captureRejections`), until
+ * `setMaxListeners()` sets one. Prototype chain and statics are EventEmitter's.
+ *
+ * @constructor
+ */
+function Emitter() {}
+Emitter.prototype = EventEmitter.prototype;
+Object.setPrototypeOf(Emitter, EventEmitter);
+
+/**
  * Class representing a WebSocket.
  *
  * @extends EventEmitter
  */
-class WebSocket extends EventEmitter {
+class WebSocket extends Emitter {
   /**
    * Create a new `WebSocket`.
    *
@@ -56,6 +70,7 @@ class WebSocket extends EventEmitter {
     // EventEmitter's listener table, as a fast-mode object: `{ __proto__: null }` (what
     // EventEmitter makes) is a dictionary of over 200 bytes, held by every idle connection.
     this._events = new Listeners();
+    this._eventsCount = 0;
 
     // Every idle connection holds this object: booleans are bits of `_state`, what few
     // connections use is in `_rare` (made on first use), and only clients have the fields
