@@ -76,7 +76,7 @@ test('an idle server connection costs under 700 bytes of engine heap and 600 of 
   t.diagnostic(`per idle connection: engine ${perEngine.toFixed(0)} bytes, V8 ${perV8.toFixed(0)} bytes`);
   // 2026-11-26: engine 510-600 (tokio's task 256 and I/O registration 256, the outbox 144),
   // 1,052 with the build from before that day's changes. V8 290-440 on Node 20, 22 and 24
-  // (the WebSocket 168, its listener table 40, the two listeners and their closure, the set
+  // (the WebSocket 144, its listener table 40, the two listeners and their closure, the set
   // and map entries, whose tables grow in steps): a loose bound; the test below pins the
   // WebSocket's own fields.
   assert.ok(perEngine < 700, `engine heap per idle connection: ${perEngine} bytes`);
