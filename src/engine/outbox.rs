@@ -89,6 +89,13 @@ pub struct Compression {
     pub pending_bytes: u64,
 }
 
+impl Compression {
+    /// Frames must queue behind jobs waiting or being compressed.
+    fn holds_frames(&self) -> bool {
+        self.deflating || !self.jobs.is_empty()
+    }
+}
+
 /// Bytes and requests waiting for the connection task.
 #[derive(Default)]
 pub struct Outbox {
@@ -154,14 +161,14 @@ impl Shared {
 impl Outbox {
     /// True while frames must queue behind compression jobs.
     pub fn queueing(&self) -> bool {
-        self.deflate.as_ref().is_some_and(|d| d.deflating || !d.jobs.is_empty())
+        self.deflate.as_ref().is_some_and(|d| d.holds_frames())
     }
 
     /// Appends one frame; `mask` is the key when the frame is masked. Returns false when the
     /// frame was queued behind compression jobs (its acknowledgement goes with the job).
     pub fn frame(&mut self, opcode: u8, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) -> bool {
         let len = crate::protocol::frame::header_len(payload.len() as u64, mask.is_some()) + payload.len();
-        if let Some(d) = self.deflate.as_mut().filter(|d| d.deflating || !d.jobs.is_empty()) {
+        if let Some(d) = self.deflate.as_mut().filter(|d| d.holds_frames()) {
             let mut bytes = Vec::with_capacity(len);
             encode_frame(&mut bytes, opcode, fin, false, payload, mask);
             d.pending_bytes += bytes.len() as u64;
