@@ -122,11 +122,11 @@ const READS_PER_POLL: usize = 16;
 /// them (hundreds of KiB held per idle connection otherwise, against a window at most).
 const ZLIB_PARK_AFTER: Duration = Duration::from_secs(1);
 
-/// permessage-deflate: the sending side, the receiving side while no receiver holds it, and
-/// the timer that parks the connection's contexts.
+/// permessage-deflate: both sides' contexts (the receiver inflates through `inflater`), and
+/// the timer that parks them.
 struct Zlib {
     deflater: Deflater,
-    inflater: Option<Box<Inflater>>,
+    inflater: Inflater,
     park: Option<Pin<Box<Sleep>>>,
 }
 
@@ -210,7 +210,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             let mut out = c.shared.lock();
             c.enable_deflate(&mut out);
         }
-        c.zlib = Self::open_codec(&c.cfg, c.pmd, c.shared.is_client);
+        c.zlib = c.open_codec();
         if !early.is_empty() {
             c.hs = Some(Box::new(Handshake { head: early, ..Handshake::default() }));
         }
@@ -226,12 +226,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
 
     /// The connection is open: frames flow, through permessage-deflate when agreed (the
     /// receiver is made by `feed`).
-    fn open_codec(cfg: &ConnConfig, pmd: Option<DeflateParams>, is_client: bool) -> Option<Box<Zlib>> {
-        let p = pmd?;
-        let level = cfg.deflate.as_ref().map(|o| o.level).unwrap_or(-1);
+    fn open_codec(&self) -> Option<Box<Zlib>> {
+        let p = self.pmd?;
+        let level = self.cfg.deflate.as_ref().map(|o| o.level).unwrap_or(-1);
+        let is_server = !self.shared.is_client;
         Some(Box::new(Zlib {
-            deflater: Deflater::new(&p, !is_client, level),
-            inflater: Some(Box::new(Inflater::new(&p, !is_client))),
+            deflater: Deflater::new(&p, is_server, level),
+            inflater: Inflater::new(&p, is_server),
             park: None,
         }))
     }
@@ -299,7 +300,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             match out.decision {
                 Some(Decision::Accept) => {
                     self.phase = Phase::Open;
-                    self.zlib = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
+                    self.zlib = self.open_codec();
                     self.timer = None;
                 }
                 Some(Decision::Reject) => {
@@ -574,7 +575,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         });
         self.phase = Phase::Open;
         self.timer = None;
-        self.zlib = Self::open_codec(&self.cfg, self.pmd, self.shared.is_client);
+        self.zlib = self.open_codec();
         if !rest.is_empty() {
             self.feed(&mut rest);
         }
@@ -613,16 +614,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         if self.phase != Phase::Open {
             return;
         }
-        let receiver = match &mut self.receiver {
-            Some(r) => r,
-            slot => {
-                let mut r = Box::new(Receiver::new(self.cfg.receiver.clone()));
-                if let Some(i) = self.zlib.as_mut().and_then(|z| z.inflater.take()) {
-                    r.put_inflater(i);
-                }
-                slot.insert(r)
-            }
-        };
+        let compressed = self.zlib.is_some();
+        let receiver = self
+            .receiver
+            .get_or_insert_with(|| Box::new(Receiver::new(ReceiverConfig { allow_rsv1: compressed, ..self.cfg.receiver.clone() })));
+        let inflater = self.zlib.as_mut().map(|z| &mut z.inflater);
         if receiver.is_done() {
             return;
         }
@@ -637,7 +633,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 *batch_epoch = b.epoch as u32;
                 *batch_bytes = 0;
             }
-            receiver.feed(data, |item| match item {
+            receiver.feed_inflating(data, inflater, |item| match item {
                 Incoming::Message { binary, data, fragments } => {
                     count(batch_bytes, data.as_slice().len());
                     if !binary && data.as_slice() == PANIC_TRIGGER && TEST_PANIC.load(Ordering::Relaxed) {
@@ -674,11 +670,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             })
         });
         if receiver.is_idle() && !receiver.is_done() {
-            if let Some(mut r) = self.receiver.take() {
-                if let Some(z) = self.zlib.as_mut() {
-                    z.inflater = r.take_inflater();
-                }
-            }
+            self.receiver = None;
         }
         if let Err(e) = result {
             self.on_protocol_error(e);
@@ -924,21 +916,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// With context takeover, parks zlib contexts that went unused for `ZLIB_PARK_AFTER`.
     fn park_idle_zlib(&mut self, cx: &mut Context<'_>) {
         let Some(z) = self.zlib.as_mut() else { return };
-        // The inflater is the receiver's while one exists, else it waits in `z`.
-        let mut receiver = self.receiver.as_deref_mut();
-        let inflating = match &receiver {
-            Some(r) => r.holds_inflate_context(),
-            None => z.inflater.as_ref().is_some_and(|i| i.holds_context()),
-        };
-        if !z.deflater.holds_context() && !inflating {
+        if !z.deflater.holds_context() && !z.inflater.holds_context() {
             z.park = None;
             return;
         }
-        let inflated = match receiver.as_mut() {
-            Some(r) => r.take_inflate_used(),
-            None => z.inflater.as_mut().is_some_and(|i| i.take_used()),
-        };
-        let used = z.deflater.take_used() | inflated;
+        let used = z.deflater.take_used() | z.inflater.take_used();
         let Some(t) = z.park.as_mut() else {
             // The activity until now is what makes the timer start.
             let mut t = Box::pin(tokio::time::sleep(ZLIB_PARK_AFTER));
@@ -951,13 +933,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
         if t.as_mut().poll(cx).is_ready() {
             z.deflater.park();
-            match receiver {
-                Some(r) => r.park_inflater(),
-                None => {
-                    if let Some(i) = z.inflater.as_mut() {
-                        i.park();
-                    }
-                }
+            if !self.receiver.as_ref().is_some_and(|r| r.in_message()) {
+                z.inflater.park();
             }
             z.park = None;
         }

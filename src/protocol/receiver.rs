@@ -101,8 +101,6 @@ pub struct Receiver {
     message: Vec<u8>,
     pieces: Option<Box<Pieces>>,
     done: bool,
-    /// permessage-deflate, when agreed.
-    inflater: Option<Box<Inflater>>,
     /// The message being assembled is compressed (RSV1 on its first frame).
     compressed: bool,
 }
@@ -122,25 +120,8 @@ impl Receiver {
             message: Vec::new(),
             pieces: None,
             done: false,
-            inflater: None,
             compressed: false,
         }
-    }
-
-    /// Turns on permessage-deflate: RSV1 marks compressed messages from now on.
-    pub fn set_inflater(&mut self, inflater: Inflater) {
-        self.put_inflater(Box::new(inflater));
-    }
-
-    /// `set_inflater` with an inflater that another receiver of the connection had.
-    pub fn put_inflater(&mut self, inflater: Box<Inflater>) {
-        self.cfg.allow_rsv1 = true;
-        self.inflater = Some(inflater);
-    }
-
-    /// Takes the inflater back, for a later receiver of the connection (see `put_inflater`).
-    pub fn take_inflater(&mut self) -> Option<Box<Inflater>> {
-        self.inflater.take()
     }
 
     pub fn config(&self) -> &ReceiverConfig {
@@ -157,24 +138,10 @@ impl Receiver {
         self.header_len == 0 && self.frame.is_none() && self.message_opcode == 0
     }
 
-    /// True if a compressed message was inflated since the last call.
-    pub fn take_inflate_used(&mut self) -> bool {
-        self.inflater.as_mut().is_some_and(|i| i.take_used())
-    }
-
-    /// Gives up the inflate context of a connection with context takeover while no message is
-    /// being assembled (see `Inflater::park`).
-    pub fn park_inflater(&mut self) {
-        if self.message_opcode == 0 {
-            if let Some(i) = self.inflater.as_mut() {
-                i.park();
-            }
-        }
-    }
-
-    /// Holds a zlib inflate context.
-    pub fn holds_inflate_context(&self) -> bool {
-        self.inflater.as_ref().is_some_and(|i| i.holds_context())
+    /// A message is being assembled: its inflate stream is under way (an inflater may be
+    /// parked only between messages, see `Inflater::park`).
+    pub fn in_message(&self) -> bool {
+        self.message_opcode != 0
     }
 
     /// Releases assembly buffers; used when a connection goes idle.
@@ -204,7 +171,16 @@ impl Receiver {
 
     /// Consumes `input` (unmasking it in place) and calls `sink` for each complete item.
     /// Stops at the first error, or at a close frame, after which input is ignored.
-    pub fn feed<F>(&mut self, input: &mut [u8], mut sink: F) -> Result<(), ProtocolError>
+    pub fn feed<F>(&mut self, input: &mut [u8], sink: F) -> Result<(), ProtocolError>
+    where
+        F: FnMut(Incoming<'_>),
+    {
+        self.feed_inflating(input, None, sink)
+    }
+
+    /// `feed` with permessage-deflate agreed (`cfg.allow_rsv1`): compressed messages go
+    /// through `inflater`, the connection's, which it keeps between messages and receivers.
+    pub fn feed_inflating<F>(&mut self, input: &mut [u8], mut inflater: Option<&mut Inflater>, mut sink: F) -> Result<(), ProtocolError>
     where
         F: FnMut(Incoming<'_>),
     {
@@ -216,7 +192,7 @@ impl Receiver {
                     if f.len == 0 {
                         self.frame = None;
                         if f.opcode < OP_CLOSE && self.compressed {
-                            self.end_compressed_frame(f, &mut sink)?;
+                            self.end_compressed_frame(f, inflater.as_deref_mut(), &mut sink)?;
                             continue;
                         }
                         let direct = f.opcode >= OP_CLOSE || !self.fragmented_before();
@@ -250,7 +226,7 @@ impl Receiver {
             if self.compressed {
                 let before = self.message.len();
                 let limit = self.cfg.max_payload;
-                let r = match self.inflater.as_mut() {
+                let r = match inflater.as_deref_mut() {
                     Some(inf) => inf.inflate(chunk, &mut self.message, limit),
                     None => Err(ProtocolError::frame("WS_ERR_UNEXPECTED_RSV_1", "RSV1 must be clear", 1002)),
                 };
@@ -259,7 +235,7 @@ impl Receiver {
                 }
                 self.check_inflated_utf8(before)?;
                 if complete {
-                    self.end_compressed_frame(f, &mut sink)?;
+                    self.end_compressed_frame(f, inflater.as_deref_mut(), &mut sink)?;
                 }
                 continue;
             }
@@ -295,14 +271,14 @@ impl Receiver {
 
     /// The last byte of a frame of a compressed message arrived: on the final frame, inflate
     /// the trailer the sender removed; then handle the frame as a buffered one.
-    fn end_compressed_frame<F>(&mut self, f: FrameState, sink: &mut F) -> Result<(), ProtocolError>
+    fn end_compressed_frame<F>(&mut self, f: FrameState, inflater: Option<&mut Inflater>, sink: &mut F) -> Result<(), ProtocolError>
     where
         F: FnMut(Incoming<'_>),
     {
         if f.fin {
             let before = self.message.len();
             let limit = self.cfg.max_payload;
-            if let Some(inf) = self.inflater.as_mut() {
+            if let Some(inf) = inflater {
                 if let Err(e) = inf.finish(&mut self.message, limit) {
                     return Err(self.fail(e));
                 }
@@ -659,10 +635,15 @@ mod tests {
         z
     }
 
-    fn with_inflater(cfg: ReceiverConfig) -> Receiver {
-        let mut r = Receiver::new(cfg);
-        r.set_inflater(crate::protocol::deflate::Inflater::new(&Default::default(), true));
-        r
+    /// A receiver with permessage-deflate agreed, and a server's inflater for it.
+    fn with_inflater(cfg: ReceiverConfig) -> (Receiver, crate::protocol::deflate::Inflater) {
+        let r = Receiver::new(ReceiverConfig { allow_rsv1: true, ..cfg });
+        (r, crate::protocol::deflate::Inflater::new(&Default::default(), true))
+    }
+
+    fn inflate_error(cfg: ReceiverConfig, bytes: &mut [u8]) -> ProtocolError {
+        let (mut r, mut inf) = with_inflater(cfg);
+        r.feed_inflating(bytes, Some(&mut inf), |_| {}).unwrap_err()
     }
 
     #[test]
@@ -680,10 +661,10 @@ mod tests {
         plain[0] &= !0x40;
         bytes.extend(plain);
         for step in [1, 2, 7, 100, bytes.len()] {
-            let mut r = with_inflater(ReceiverConfig::default());
+            let (mut r, mut inf) = with_inflater(ReceiverConfig::default());
             let mut out = Vec::new();
             for chunk in bytes.clone().chunks_mut(step) {
-                r.feed(chunk, |i| match i {
+                r.feed_inflating(chunk, Some(&mut inf), |i| match i {
                     Incoming::Message { binary, data, .. } => out.push(Ev::Msg(binary, data.as_slice().to_vec())),
                     Incoming::Ping(p) => out.push(Ev::Ping(p.to_vec())),
                     _ => {}
@@ -700,18 +681,17 @@ mod tests {
         let z = deflated(&vec![0u8; 16 * 1024 * 1024]);
         let mut f = frame(OP_BINARY, true, &z);
         f[0] |= 0x40;
-        let mut r = with_inflater(ReceiverConfig { max_payload: 1 << 20, ..ReceiverConfig::default() });
-        let e = r.feed(&mut f, |_| {}).unwrap_err();
+        let e = inflate_error(ReceiverConfig { max_payload: 1 << 20, ..ReceiverConfig::default() }, &mut f);
         assert_eq!((e.code, e.close_code), ("WS_ERR_UNSUPPORTED_MESSAGE_LENGTH", 1009));
         // Invalid UTF-8 inside a compressed text message.
         let mut f = frame(OP_TEXT, true, &deflated(&[b'a', 0xff]));
         f[0] |= 0x40;
-        let e = with_inflater(ReceiverConfig::default()).feed(&mut f, |_| {}).unwrap_err();
+        let e = inflate_error(ReceiverConfig::default(), &mut f);
         assert_eq!((e.code, e.close_code), ("WS_ERR_INVALID_UTF8", 1007));
         // Not deflate data.
         let mut f = frame(OP_BINARY, true, &[0xff; 8]);
         f[0] |= 0x40;
-        let e = with_inflater(ReceiverConfig::default()).feed(&mut f, |_| {}).unwrap_err();
+        let e = inflate_error(ReceiverConfig::default(), &mut f);
         assert_eq!((e.code, e.close_code), ("Z_DATA_ERROR", 1007));
         // RSV1 on a continuation frame.
         let mut f = frame(OP_BINARY, false, &deflated(b"a"));
@@ -719,7 +699,7 @@ mod tests {
         let mut c = frame(OP_CONTINUATION, true, b"");
         c[0] |= 0x40;
         f.extend(c);
-        let e = with_inflater(ReceiverConfig::default()).feed(&mut f, |_| {}).unwrap_err();
+        let e = inflate_error(ReceiverConfig::default(), &mut f);
         assert_eq!(e.code, "WS_ERR_UNEXPECTED_RSV_1");
     }
 
