@@ -133,7 +133,8 @@ impl Receiver {
         self.done
     }
 
-    /// True when no partial frame or message is held (the receiver owns no heap memory).
+    /// True when no partial frame or message is held: dropping the receiver loses nothing (a
+    /// connection drops its receiver then, and makes a new one for its next read).
     pub fn is_idle(&self) -> bool {
         self.header_len == 0 && self.frame.is_none() && self.message_opcode == 0
     }
@@ -142,16 +143,6 @@ impl Receiver {
     /// parked only between messages, see `Inflater::park`).
     pub fn in_message(&self) -> bool {
         self.message_opcode != 0
-    }
-
-    /// Releases assembly buffers; used when a connection goes idle.
-    pub fn shrink(&mut self) {
-        if self.message.is_empty() {
-            self.message = Vec::new();
-        }
-        if self.pieces.as_ref().is_some_and(|p| p.control.is_empty() && p.fragment_ends.is_empty()) {
-            self.pieces = None;
-        }
     }
 
     fn pieces(&mut self) -> &mut Pieces {
@@ -604,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn fragment_boundaries_at_every_split_and_pieces_freed_when_idle() {
+    fn fragment_boundaries_at_every_split_and_nothing_held_when_idle() {
         let mut bytes = frame(OP_BINARY, false, &[1, 2]);
         bytes.extend(frame(OP_PING, true, b"ping"));
         bytes.extend(frame(OP_CONTINUATION, true, &[3]));
@@ -623,8 +614,8 @@ mod tests {
             }
             assert_eq!(seen, vec![(Some(vec![2, 3]), vec![1, 2, 3]), (None, vec![4, 5, 6, 7])], "step {step}");
             assert!(r.is_idle());
-            r.shrink();
-            assert!(r.pieces.is_none() && r.message.capacity() == 0, "step {step}: an idle receiver holds no heap memory");
+            let pending = r.pieces.as_ref().is_some_and(|p| !p.control.is_empty() || !p.fragment_ends.is_empty());
+            assert!(!pending && r.message.capacity() == 0, "step {step}: an idle receiver holds nothing of a message");
         }
     }
 
