@@ -203,7 +203,8 @@ class WebSocket extends Emitter {
   }
 
   /**
-   * Binds this object to an engine connection (server side, after the 101 was queued).
+   * Binds this object to an engine connection: server side after the 101 was queued, client
+   * side after Node's request got its 101 and handed the socket over.
    *
    * @param {Number} id The engine's connection id
    * @param {net.Socket} [bridge] The Node socket behind it, when the engine bridges one
@@ -959,10 +960,7 @@ function nodeHandshake(websocket, p) {
         emitErrorAndClose(websocket, new Error('The socket was closed during the handshake'));
         return;
       }
-      websocket._id = id;
-      if (bridged !== null) rareOf(websocket).bridge = bridged;
-      native.connections.set(id, websocket);
-      websocket._readyState = WebSocket.OPEN;
+      websocket._attach(id, bridged);
       websocket.emit('open');
     });
   });
