@@ -14,7 +14,7 @@ const zlib = require('node:zlib');
 const WebSocket = require(path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { engineHeap, startWss } = require('./helpers');
+const { engineHeap, startWss, upgradeRequest } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 60000 };
@@ -135,12 +135,7 @@ function rawUpgrade(port, extensions) {
     });
     s.on('error', () => {});
     s.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
-    s.write(
-      `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-        `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n` +
-        (extensions === null ? '' : `Sec-WebSocket-Extensions: ${extensions}\r\n`) +
-        '\r\n'
-    );
+    s.write(upgradeRequest(extensions === null ? '' : `Sec-WebSocket-Extensions: ${extensions}\r\n`));
   });
 }
 
@@ -277,11 +272,7 @@ async function rawDeflateClient(t, port, offer = 'permessage-deflate; client_max
     while (buf.length < n && !closed) await new Promise((r) => (waiter = r));
     if (buf.length < n) throw new Error('closed');
   };
-  s.write(
-    `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-      `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n` +
-      `Sec-WebSocket-Extensions: ${offer}\r\n\r\n`
-  );
+  s.write(upgradeRequest(`Sec-WebSocket-Extensions: ${offer}\r\n`));
   while (buf.indexOf('\r\n\r\n') === -1) await need(buf.length + 1);
   const end = buf.indexOf('\r\n\r\n') + 4;
   const head = buf.subarray(0, end).toString();

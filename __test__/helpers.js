@@ -2,6 +2,7 @@
 
 // Small helpers shared by the tests.
 
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -94,4 +95,15 @@ function engineHeap() {
   return used + mapped;
 }
 
-module.exports = { closeServer, engineHeap, listen, once, selfSigned, silentServer, startWss, waitPort };
+/**
+ * A valid WebSocket upgrade request for a server on 127.0.0.1, with `extra` header lines (each
+ * ending in CRLF).
+ */
+function upgradeRequest(extra = '') {
+  return (
+    'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+    `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`
+  );
+}
+
+module.exports = { closeServer, engineHeap, listen, once, selfSigned, silentServer, startWss, upgradeRequest, waitPort };

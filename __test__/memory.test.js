@@ -11,10 +11,9 @@ const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { once } = require('node:events');
 
+const { startWss, upgradeRequest } = require('./helpers');
+
 const HOST = '127.0.0.1';
-const REQUEST =
-  'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-  'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
 
 /** Opens `n` connections (raw sockets, a valid upgrade each) and resolves once all got 101. */
 async function connect(port, n) {
@@ -24,7 +23,7 @@ async function connect(port, n) {
     for (let j = i; j < Math.min(n, i + 100); j++) {
       batch.push(
         new Promise((resolve, reject) => {
-          const s = net.connect(port, HOST, () => s.write(REQUEST));
+          const s = net.connect(port, HOST, () => s.write(upgradeRequest()));
           s.once('data', (d) => (d.toString('latin1').startsWith('HTTP/1.1 101') ? resolve(s) : reject(new Error(d.toString()))));
           s.once('error', reject);
         })
@@ -87,7 +86,6 @@ test('an idle server connection costs under 700 bytes of engine heap and 600 of 
 
 test('a server-side WebSocket has 15 own properties (rare state lives out of line)', async (t) => {
   const WebSocket = require(path.join(__dirname, '..'));
-  const { startWss } = require('./helpers');
   const wss = await startWss(t, WebSocket.WebSocketServer);
   const accepted = once(wss, 'connection');
   const client = new WebSocket(`ws://${HOST}:${wss.address().port}`);

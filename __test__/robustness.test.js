@@ -12,7 +12,7 @@ const { execFile } = require('node:child_process');
 const { once } = require('node:events');
 
 const WebSocket = require(path.join(__dirname, '..'));
-const { engineHeap, startWss } = require('./helpers');
+const { engineHeap, startWss, upgradeRequest } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 60000 };
@@ -29,13 +29,6 @@ function rawAnswer(port, text) {
     s.on('close', () => resolve(Buffer.concat(chunks).toString()));
     s.write(text);
   });
-}
-
-function upgradeRequest() {
-  return (
-    `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-    `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`
-  );
 }
 
 test('a panic in one connection closes it with 1011 and an error; the process and the others carry on', T, async () => {
