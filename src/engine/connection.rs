@@ -150,6 +150,8 @@ pub struct Connection<T> {
     wbuf: Vec<u8>,
     wpos: usize,
     paused: bool,
+    /// Sends wait for their callbacks (the outbox has acks): writes must report them.
+    acks_pending: bool,
     close_seen: bool,
     /// The peer's close frame, once received: its code and reason.
     peer_close: Option<Box<(u16, Vec<u8>)>>,
@@ -179,6 +181,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             wbuf: Vec::new(),
             wpos: 0,
             paused: false,
+            acks_pending: false,
             close_seen: false,
             peer_close: None,
             protocol_error: false,
@@ -332,6 +335,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             out.task_busy = true;
         }
         self.paused = out.paused;
+        self.acks_pending = !out.acks.is_empty();
         match &out.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => out.waker = Some(cx.waker().clone()),
@@ -364,14 +368,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 return Err(e);
             }
         }
-        if progressed {
+        if progressed && self.acks_pending {
             // Sends waiting for their callbacks complete only by the task's writes (JS does not
-            // write directly while any wait).
+            // write directly while any wait; acks queued since `sync_outbox` are for bytes not
+            // taken yet, and their send woke the task).
             let written = self.shared.written_total.load(Ordering::Acquire);
             let mut out = self.shared.lock();
             let done = out.acks.iter().take_while(|&&end| end <= written).count();
             if done > 0 {
                 out.acks.drain(..done);
+                self.acks_pending = !out.acks.is_empty();
                 drop(out);
                 let done = done as u32;
                 events::with_batch(|b| b.push(kind::WRITTEN, self.id, &done.to_le_bytes()));
