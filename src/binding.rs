@@ -566,3 +566,10 @@ pub fn heap_stats() -> Vec<f64> {
     let m = unsafe { mallinfo2() };
     vec![m.uordblks as f64, m.fordblks as f64, m.hblkhd as f64]
 }
+
+/// How many connections are parked (idle, off their tasks; see `engine::park`). For tests
+/// and diagnostics; not part of the public API.
+#[napi(catch_unwind)]
+pub fn parked_count() -> u32 {
+    crate::engine::park::count() as u32
+}

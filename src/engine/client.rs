@@ -105,7 +105,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
                     None => match within(deadline, tcp).await {
                         Ok(s) => {
                             shared.allow_direct_writes(&s);
-                            Connection::client(s, id, shared, cfg, hs, deadline).await
+                            Connection::client(s, id, shared, cfg, hs, deadline).run().await
                         }
                         Err((code, msg)) => fail(&cfg.sink, id, &msg, &code),
                     },
@@ -120,7 +120,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
                             })
                         };
                         match within(deadline, secured).await {
-                            Ok(s) => Connection::client(s, id, shared, cfg, hs, deadline).await,
+                            Ok(s) => Connection::client(s, id, shared, cfg, hs, deadline).run().await,
                             Err((code, msg)) => fail(&cfg.sink, id, &msg, &code),
                         }
                     }
@@ -132,7 +132,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
                     None => Ok(UnixStream::connect(&path).await),
                 };
                 match r {
-                    Ok(Ok(s)) => Connection::client(s, id, shared, cfg, hs, deadline).await,
+                    Ok(Ok(s)) => Connection::client(s, id, shared, cfg, hs, deadline).run().await,
                     Ok(Err(e)) => {
                         let (code, msg) = io_error_code(&e, "connect");
                         fail(&cfg.sink, id, &format!("{msg} {path}"), &code)

@@ -122,6 +122,11 @@ const READS_PER_POLL: usize = 16;
 /// them (hundreds of KiB held per idle connection otherwise, against a window at most).
 const ZLIB_PARK_AFTER: Duration = Duration::from_secs(1);
 
+/// An open plain-TCP connection through which no bytes moved for this long (one to two
+/// periods) gives up its task and its place in tokio's reactor, 512 bytes, and waits in
+/// `engine::park` until the peer sends or JS needs it.
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
 /// permessage-deflate: both sides' contexts (the receiver inflates through `inflater`), and
 /// the timer that parks them.
 struct Zlib {
@@ -134,10 +139,29 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_SIZE].into_boxed_slice());
 }
 
+/// A connection's hold on its outbox. Dropping it withdraws the socket from JS's direct writes
+/// (see `outbox::write_direct`): it is the connection's first field, so this happens before
+/// the socket (the next field) is closed, however the connection ends. Moving the connection
+/// (to park it, see `engine::park`) keeps the socket open and the withdrawal for later.
+struct Owner(Arc<Shared>);
+
+impl std::ops::Deref for Owner {
+    type Target = Arc<Shared>;
+    fn deref(&self) -> &Arc<Shared> {
+        &self.0
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.lock().fd = None;
+    }
+}
+
 pub struct Connection<T> {
+    shared: Owner,
     io: T,
     id: u32,
-    shared: Arc<Shared>,
     cfg: Arc<ConnConfig>,
     phase: Phase,
     /// Only while a frame or message is partly read, or after the close frame or an error
@@ -163,15 +187,18 @@ pub struct Connection<T> {
     read_eof: bool,
     want_shutdown: bool,
     shutdown_done: bool,
+    /// Bytes moved since the idle timer was last armed (see `PARK_AFTER`).
+    active: bool,
+    /// The handshake or close timeout; while open, the idle timer of a connection that parks.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
+impl<T: Transport> Connection<T> {
     fn new(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, phase: Phase) -> Self {
         Connection {
+            shared: Owner(shared),
             io,
             id,
-            shared,
             cfg,
             phase,
             receiver: None,
@@ -190,6 +217,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             read_eof: false,
             want_shutdown: false,
             shutdown_done: false,
+            active: false,
             timer: None,
         }
     }
@@ -705,28 +733,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.want_shutdown || self.read_eof || (self.close_seen && (self.peer_close.is_some() || self.protocol_error))
     }
 
-    fn finish(&mut self, end: End) -> Poll<()> {
-        unregister(self.id);
-        let id = self.id;
-        // A server connection JS accepted (even if this task never saw the decision, as when
-        // the socket failed first) has a WebSocket in JS waiting for its CLOSED event.
-        let end = match end {
-            End::Silent if self.phase == Phase::Open || self.shared.lock().decision == Some(Decision::Accept) => End::Closed,
-            e => e,
-        };
-        match end {
-            End::Closed => {
-                let (code, reason) = self.peer_close.take().map_or((ABNORMAL, Vec::new()), |c| *c);
-                events::with_batch(|b| b.push_code(kind::CLOSED, id, code, &reason));
-            }
-            End::HandshakeFailed(message, code) => {
-                events::with_batch(|b| b.push_fields(kind::HANDSHAKE_FAILED, id, &[message.as_bytes(), code.as_bytes(), b"", b"", b""]));
-            }
-            End::Silent => {}
-        }
-        Poll::Ready(())
-    }
-
     fn end_for_io_failure(&self, e: &io::Error) -> End {
         match self.phase {
             Phase::ClientHead => {
@@ -739,17 +745,53 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
+/// What a connection runs on. Plain TCP connections park when idle (see `engine::park`).
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Sized {
+    /// Whether `park` can take a connection on this transport.
+    const PARKS: bool = false;
+
+    /// Parks an idle connection; gives it back when it cannot be parked now.
+    fn park(conn: Connection<Self>) -> Result<(), Connection<Self>> {
+        Err(conn)
+    }
+}
+
+impl Transport for tokio::net::TcpStream {
+    const PARKS: bool = true;
+
+    fn park(conn: Connection<Self>) -> Result<(), Connection<Self>> {
+        super::park::park(conn)
+    }
+}
+
+impl Transport for tokio::net::UnixStream {}
+impl<IO: AsyncRead + AsyncWrite + Unpin> Transport for tokio_rustls::server::TlsStream<IO> {}
+impl<IO: AsyncRead + AsyncWrite + Unpin> Transport for tokio_rustls::client::TlsStream<IO> {}
+impl Transport for super::bridge::Bridge {}
+
+/// How a poll of a connection ended, when it did not return `Pending`.
+pub enum Step {
+    /// The connection is over (JS got its last event).
+    Ended,
+    /// Open and idle for `PARK_AFTER`: the task may give the connection to `engine::park`.
+    Idle,
+}
+
+/// A connection's task (its state takes no more room: the option uses a niche).
+pub struct Task<T>(Option<Connection<T>>);
+
+impl<T: Transport> Future for Task<T> {
     type Output = ();
 
     /// A panic in this connection's code ends this connection only: JS gets an `error`
     /// (close code 1011) and the close, the peer gets a 1011 close frame when the socket
     /// takes it, and the engine's other connections carry on.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
+        let task = self.get_mut();
+        let Some(this) = task.0.as_mut() else { return Poll::Ready(()) };
         let cfg = this.cfg.clone();
         let _entered = events::enter(&cfg.sink);
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.poll_inner(cx))) {
+        let step = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.poll_inner(cx))) {
             Ok(p) => p,
             Err(panic) => {
                 let what = panic
@@ -758,6 +800,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 this.on_panic(cx, &what)
+            }
+        };
+        match step {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Step::Ended) => Poll::Ready(()),
+            Poll::Ready(Step::Idle) => {
+                let Some(conn) = task.0.take() else { return Poll::Ready(()) };
+                match T::park(conn) {
+                    Ok(()) => Poll::Ready(()),
+                    Err(mut conn) => {
+                        // Something came up meanwhile (its command woke this task): go on.
+                        conn.rearm_idle(cx);
+                        task.0 = Some(conn);
+                        Poll::Pending
+                    }
+                }
             }
         }
     }
@@ -781,12 +839,122 @@ fn worth_parsing(buf: &[u8], old: usize, max_size: usize) -> bool {
         || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
-impl<T> Drop for Connection<T> {
-    /// Never leave JS a descriptor that is about to be closed (and maybe reused). This runs
-    /// before the fields, so the socket is still open; every way a task ends comes here.
-    fn drop(&mut self) {
-        self.shared.lock().fd = None;
+impl<T> Connection<T> {
+    /// The connection with its socket swapped for `io` (to park it and to bring it back).
+    pub(super) fn replace_io<U>(self, io: U) -> (T, Connection<U>) {
+        let Connection {
+            shared,
+            io: old,
+            id,
+            cfg,
+            phase,
+            receiver,
+            pmd,
+            zlib,
+            hs,
+            wbuf,
+            wpos,
+            paused,
+            acks_pending,
+            close_seen,
+            peer_close,
+            protocol_error,
+            batch_epoch,
+            batch_bytes,
+            read_eof,
+            want_shutdown,
+            shutdown_done,
+            active,
+            timer,
+        } = self;
+        let conn = Connection {
+            shared,
+            io,
+            id,
+            cfg,
+            phase,
+            receiver,
+            pmd,
+            zlib,
+            hs,
+            wbuf,
+            wpos,
+            paused,
+            acks_pending,
+            close_seen,
+            peer_close,
+            protocol_error,
+            batch_epoch,
+            batch_bytes,
+            read_eof,
+            want_shutdown,
+            shutdown_done,
+            active,
+            timer,
+        };
+        (old, conn)
     }
+
+    pub(super) fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The connection runs on its own task, which may park it when idle.
+    pub fn run(self) -> Task<T> {
+        Task(Some(self))
+    }
+
+    /// Nothing is under way on the connection's side: open, no close or failure started,
+    /// nothing partly read or left to write, reading not paused, no send waiting for its
+    /// callback, zlib contexts (if any) given up. (`Outbox::quiet` is JS's side of it.)
+    fn parkable(&self) -> bool {
+        self.phase == Phase::Open
+            && !self.close_seen
+            && !self.read_eof
+            && !self.want_shutdown
+            && !self.protocol_error
+            && !self.paused
+            && !self.acks_pending
+            && self.peer_close.is_none()
+            && self.receiver.is_none()
+            && self.hs.is_none()
+            && self.wpos == self.wbuf.len()
+            && self.zlib.as_ref().is_none_or(|z| z.park.is_none())
+    }
+
+    /// The socket went away while the connection was parked: JS gets the close (1006).
+    pub(super) fn lost(mut self) {
+        let cfg = self.cfg.clone();
+        let _entered = events::enter(&cfg.sink);
+        let _ = self.finish(End::Closed);
+    }
+
+    fn finish(&mut self, end: End) -> Poll<Step> {
+        unregister(self.id);
+        let id = self.id;
+        // A server connection JS accepted (even if this task never saw the decision, as when
+        // the socket failed first) has a WebSocket in JS waiting for its CLOSED event.
+        let end = match end {
+            End::Silent if self.phase == Phase::Open || self.shared.lock().decision == Some(Decision::Accept) => End::Closed,
+            e => e,
+        };
+        match end {
+            End::Closed => {
+                let (code, reason) = self.peer_close.take().map_or((ABNORMAL, Vec::new()), |c| *c);
+                events::with_batch(|b| b.push_code(kind::CLOSED, id, code, &reason));
+            }
+            End::HandshakeFailed(message, code) => {
+                events::with_batch(|b| b.push_fields(kind::HANDSHAKE_FAILED, id, &[message.as_bytes(), code.as_bytes(), b"", b"", b""]));
+            }
+            End::Silent => {}
+        }
+        Poll::Ready(Step::Ended)
+    }
+
 }
 
 /// Set by the tests' hidden trigger (WS_NATIVE_TEST_PANIC=1 in the environment at load):
@@ -794,8 +962,8 @@ impl<T> Drop for Connection<T> {
 pub static TEST_PANIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const PANIC_TRIGGER: &[u8] = b"ws-native:test-panic";
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
-    fn on_panic(&mut self, cx: &mut Context<'_>, what: &str) -> Poll<()> {
+impl<T: Transport> Connection<T> {
+    fn on_panic(&mut self, cx: &mut Context<'_>, what: &str) -> Poll<Step> {
         if self.phase == Phase::Open {
             events::with_batch(|b| {
                 let message = format!("Internal error in the native engine: {what}");
@@ -810,7 +978,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.finish(End::Closed)
     }
 
-    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         let this = self;
         let mut yielded = false;
         loop {
@@ -897,26 +1065,58 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             if this.read_eof && this.shutdown_done {
                 return this.finish(End::Closed);
             }
+            if progressed {
+                this.active = true;
+            }
             if !progressed || yielded {
                 break;
             }
         }
         if let Some(t) = this.timer.as_mut() {
             if t.as_mut().poll(cx).is_ready() {
-                let end = match this.phase {
-                    Phase::ClientHead => End::HandshakeFailed("Opening handshake has timed out".into(), String::new()),
-                    Phase::ClientBody => this.response_end(),
-                    Phase::Open => End::Closed,
-                    _ => End::Silent,
-                };
-                return this.finish(end);
+                if this.idle_timing() {
+                    // A whole period without traffic: the connection may park.
+                    if !this.active && this.parkable() {
+                        this.timer = None;
+                        return Poll::Ready(Step::Idle);
+                    }
+                    this.rearm_idle(cx);
+                } else {
+                    let end = match this.phase {
+                        Phase::ClientHead => End::HandshakeFailed("Opening handshake has timed out".into(), String::new()),
+                        Phase::ClientBody => this.response_end(),
+                        Phase::Open => End::Closed,
+                        _ => End::Silent,
+                    };
+                    return this.finish(end);
+                }
             }
+        } else if this.idle_timing() {
+            this.rearm_idle(cx);
         }
         this.park_idle_zlib(cx);
         if yielded {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
+    }
+
+    /// The timer is the idle timer: open, no close under way, on a transport that parks.
+    fn idle_timing(&self) -> bool {
+        T::PARKS && self.phase == Phase::Open && !self.close_seen
+    }
+
+    /// (Re)starts the idle timer; the connection parks if no bytes move until it fires. One
+    /// timer per period, not a reset per message: traffic only sets `active`.
+    fn rearm_idle(&mut self, cx: &mut Context<'_>) {
+        if !self.idle_timing() {
+            return;
+        }
+        self.active = false;
+        let deadline = Instant::now() + PARK_AFTER;
+        let t = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        t.as_mut().reset(deadline);
+        let _ = t.as_mut().poll(cx);
     }
 
     /// With context takeover, parks zlib contexts that went unused for `ZLIB_PARK_AFTER`.
@@ -963,7 +1163,7 @@ mod budget {
     /// connection's task costs 256 bytes while its state stays within 152. Grow it knowingly.
     #[test]
     fn an_idle_connection_fits_a_256_byte_task_cell() {
-        let stage = std::mem::size_of::<Stage<super::Connection<tokio::net::TcpStream>>>();
+        let stage = std::mem::size_of::<Stage<super::Task<tokio::net::TcpStream>>>();
         assert!(stage + 104 <= 256, "the task cell of a TCP connection grew past 256 bytes (stage {stage})");
     }
 }
@@ -976,7 +1176,7 @@ mod size {
     #[ignore]
     fn sizes() {
         println!("Connection<TcpStream>: {} bytes", std::mem::size_of::<super::Connection<tokio::net::TcpStream>>());
-        println!("task stage: {} bytes", std::mem::size_of::<super::budget::Stage<super::Connection<tokio::net::TcpStream>>>());
+        println!("task stage: {} bytes", std::mem::size_of::<super::budget::Stage<super::Task<tokio::net::TcpStream>>>());
         println!("Outbox: {} bytes", std::mem::size_of::<super::super::outbox::Outbox>());
         println!("Shared: {} bytes", std::mem::size_of::<super::super::outbox::Shared>());
         println!("Receiver: {} bytes", std::mem::size_of::<crate::protocol::receiver::Receiver>());

@@ -7,6 +7,7 @@ pub mod client;
 pub mod connection;
 pub mod events;
 pub mod outbox;
+pub mod park;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

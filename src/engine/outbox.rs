@@ -159,6 +159,20 @@ impl Shared {
 }
 
 impl Outbox {
+    /// Nothing from JS waits for the connection's task: no bytes, callbacks, compression,
+    /// close, end, pause or termination (the connection's side is `Connection::parkable`).
+    pub fn quiet(&self) -> bool {
+        self.open
+            && self.buf.is_empty()
+            && self.acks.is_empty()
+            && !self.queueing()
+            && !self.task_busy
+            && !self.close_queued
+            && !self.terminate
+            && !self.paused
+            && !self.raw_end
+    }
+
     /// True while frames must queue behind compression jobs.
     pub fn queueing(&self) -> bool {
         self.deflate.as_ref().is_some_and(|d| d.holds_frames())

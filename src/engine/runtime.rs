@@ -34,6 +34,12 @@ pub fn handle() -> std::io::Result<Handle> {
     Ok(h)
 }
 
+/// The runtime's handle while it runs (never starts it: for work that only makes sense on
+/// a running engine).
+pub fn current() -> Option<Handle> {
+    lock().as_ref().map(|r| r.handle().clone())
+}
+
 /// Node environments (main thread, Workers) using the engine.
 static USERS: AtomicUsize = AtomicUsize::new(0);
 

@@ -89,7 +89,7 @@ async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpS
     let id = next_id();
     let shared = Shared::new(false, cfg.sink.id);
     register(id, shared.clone());
-    Connection::server(tls, id, shared, cfg, peer).await
+    Connection::server(tls, id, shared, cfg, peer).run().await
 }
 
 async fn accept_loop(
@@ -116,7 +116,7 @@ async fn accept_loop(
                     shared.allow_direct_writes(&stream);
                     register(id, shared.clone());
                     let peer = PeerInfo { server_id, remote: Some(remote), local };
-                    tokio::spawn(Connection::server(stream, id, shared, cfg.clone(), peer));
+                    tokio::spawn(Connection::server(stream, id, shared, cfg.clone(), peer).run());
                 }
                 // Out of descriptors or a reset before accept: wait a little and go on.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -157,7 +157,7 @@ pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: 
     let id = next_id();
     let shared = adopted_shared(id, response, is_client, cfg.sink.id);
     shared.allow_direct_writes(&stream);
-    handle.spawn(Connection::adopted(stream, id, shared, Arc::new(cfg), early, pmd));
+    handle.spawn(Connection::adopted(stream, id, shared, Arc::new(cfg), early, pmd).run());
     Ok(id)
 }
 
@@ -167,6 +167,6 @@ pub fn adopt_bridge(early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: Optio
     let id = next_id();
     let bridge = Bridge::new(id);
     let shared = adopted_shared(id, response, !cfg.receiver.is_server, cfg.sink.id);
-    handle.spawn(Connection::adopted(bridge, id, shared, Arc::new(cfg), early, pmd));
+    handle.spawn(Connection::adopted(bridge, id, shared, Arc::new(cfg), early, pmd).run());
     Ok(id)
 }

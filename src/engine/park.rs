@@ -1,0 +1,129 @@
+//! Parked connections. An open plain-TCP connection through which nothing moved for a while
+//! (`connection::PARK_AFTER`) gives up its task and its registration with tokio's reactor,
+//! 512 bytes together, and waits here: its state in a table, its socket in one epoll set
+//! watched by a thread of its own. The first thing the peer sends (or its end of the
+//! stream) brings the connection back as a new task, and so does any command from JS that
+//! needs the task (JS's sends are written to the socket directly and do not wake it).
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::task::{RawWaker, RawWakerVTable, Waker};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+use tokio::net::TcpStream;
+
+use super::connection::Connection;
+use super::runtime;
+
+/// The parked connections and the epoll set their sockets are in.
+struct Lot {
+    registry: Registry,
+    parked: Mutex<HashMap<u32, Box<Connection<std::net::TcpStream>>>>,
+}
+
+/// The lot, made with its thread on first use; None if the system would not give either
+/// (connections then stay on their tasks).
+fn lot() -> Option<&'static Lot> {
+    static LOT: OnceLock<Option<Lot>> = OnceLock::new();
+    LOT.get_or_init(|| {
+        let poll = Poll::new().ok()?;
+        let registry = poll.registry().try_clone().ok()?;
+        std::thread::Builder::new().name("ws-native-park".into()).stack_size(128 * 1024).spawn(move || watch(poll)).ok()?;
+        Some(Lot { registry, parked: Mutex::new(HashMap::new()) })
+    })
+    .as_ref()
+}
+
+fn lock(lot: &Lot) -> MutexGuard<'_, HashMap<u32, Box<Connection<std::net::TcpStream>>>> {
+    lot.parked.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The lot's thread: a parked socket that becomes readable (data, end of stream, error)
+/// brings its connection back.
+fn watch(mut poll: Poll) {
+    let mut events = Events::with_capacity(256);
+    loop {
+        if poll.poll(&mut events, None).is_err() {
+            // EINTR; anything else would repeat at once: do not spin.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        }
+        for e in events.iter() {
+            unpark(e.token().0 as u32);
+        }
+    }
+}
+
+/// Takes an idle connection off its task. Gives it back if JS queued something meanwhile
+/// (its command woke the task, which goes on).
+pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
+    let Some(lot) = lot() else { return Err(conn) };
+    let id = conn.id();
+    let shared = conn.shared().clone();
+    // Under the outbox lock: a command from JS either came before (and the connection stays
+    // on its task) or comes after and finds the waker that brings the connection back.
+    let mut out = shared.lock();
+    if !out.quiet() {
+        return Err(conn);
+    }
+    let (io, conn) = conn.replace_io(());
+    let std = match io.into_std() {
+        Ok(s) => s,
+        Err(_) => {
+            // Leaving tokio's reactor failed and took the socket with it.
+            drop(out);
+            conn.lost();
+            return Ok(());
+        }
+    };
+    let fd = std.as_raw_fd();
+    let (_, conn) = conn.replace_io(std);
+    out.waker = Some(unpark_waker(id));
+    lock(lot).insert(id, Box::new(conn));
+    // Registered last: an event for the socket finds the connection in the table.
+    if lot.registry.register(&mut SourceFd(&fd), Token(id as usize), Interest::READABLE).is_err() {
+        drop(out);
+        unpark(id);
+    }
+    Ok(())
+}
+
+/// Brings a parked connection back on a task of its own (no-op if it is not parked).
+pub fn unpark(id: u32) {
+    let Some(lot) = lot() else { return };
+    let Some(conn) = lock(lot).remove(&id) else { return };
+    let (std, conn) = conn.replace_io(());
+    let _ = lot.registry.deregister(&mut SourceFd(&std.as_raw_fd()));
+    // The engine stopped (Node is exiting): nothing to come back to.
+    let Some(handle) = runtime::current() else { return };
+    let _guard = handle.enter();
+    match TcpStream::from_std(std) {
+        Ok(io) => {
+            handle.spawn(conn.replace_io(io).1.run());
+        }
+        Err(_) => conn.lost(),
+    }
+}
+
+/// How many connections are parked (for tests and diagnostics).
+pub fn count() -> usize {
+    lot().map_or(0, |l| lock(l).len())
+}
+
+/// A waker that unparks connection `id`: what a parked connection's outbox holds, so that
+/// the commands that would wake its task bring it back. It owns nothing (the id is the data).
+fn unpark_waker(id: u32) -> Waker {
+    const VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake, drop);
+    fn clone(data: *const ()) -> RawWaker {
+        RawWaker::new(data, &VTABLE)
+    }
+    fn wake(data: *const ()) {
+        unpark(data as usize as u32);
+    }
+    fn drop(_: *const ()) {}
+    // SAFETY: the vtable's functions only read the id from the data pointer, which is never
+    // dereferenced; nothing is owned, so cloning and dropping are free.
+    unsafe { Waker::from_raw(RawWaker::new(id as usize as *const (), &VTABLE)) }
+}
