@@ -87,12 +87,12 @@ async function silentServer(t) {
 }
 
 /**
- * The C heap this process holds: glibc's bytes in use plus its mmapped blocks (the engine's
- * memory, without the allocator's caches).
+ * The C heap this process holds: glibc's bytes in use plus its mmapped blocks, and the pages of
+ * the engine's slabs (the engine's memory, without the allocator's caches).
  */
 function engineHeap() {
-  const [used, , mapped] = require(path.join(__dirname, '..', 'lib', 'native.js')).binding.heapStats();
-  return used + mapped;
+  const [used, , mapped, slabs] = require(path.join(__dirname, '..', 'lib', 'native.js')).binding.heapStats();
+  return used + mapped + slabs;
 }
 
 /**

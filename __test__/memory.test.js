@@ -51,7 +51,7 @@ function ask(child, line, prefix) {
   });
 }
 
-test('an idle server connection costs under 700 bytes of engine heap and 600 of V8 objects', { timeout: 60000 }, async (t) => {
+test('an idle server connection costs under 700 bytes of engine memory, 400 once parked, and 600 of V8 objects', { timeout: 60000 }, async (t) => {
   const child = spawn(process.execPath, ['--expose-gc', path.join(__dirname, 'fixtures', 'idle-server.js')], {
     stdio: ['pipe', 'pipe', 'inherit']
   });
@@ -69,16 +69,27 @@ test('an idle server connection costs under 700 bytes of engine heap and 600 of 
   t.after(() => sockets.forEach((s) => s.destroy()));
   const [, engine, v8, clients] = (await ask(child, 'measure', 'COST ')).split(' ').map(Number);
 
+  // Idle for one to two seconds, each connection leaves its task (src/engine/park.rs).
+  let parked = 0;
+  for (let i = 0; i < 100 && parked < N; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    parked = Number((await ask(child, 'parked', 'PARKED ')).split(' ')[1]);
+  }
+  const [, engineParked] = (await ask(child, 'measure', 'COST ')).split(' ').map(Number);
+
   assert.equal(clients, N);
+  assert.equal(parked, N, 'every idle connection parks');
   const perEngine = engine / N;
+  const perParked = engineParked / N;
   const perV8 = v8 / N;
-  t.diagnostic(`per idle connection: engine ${perEngine.toFixed(0)} bytes, V8 ${perV8.toFixed(0)} bytes`);
+  t.diagnostic(`per idle connection: engine ${perEngine.toFixed(0)} bytes (${perParked.toFixed(0)} parked), V8 ${perV8.toFixed(0)} bytes`);
   // 2026-11-26: engine 510-600 (tokio's task 256 and I/O registration 256, the outbox 144),
-  // 1,052 with the build from before that day's changes. V8 290-440 on Node 20, 22 and 24
-  // (the WebSocket 144, its listener table 40, the two listeners and their closure, the set
-  // and map entries, whose tables grow in steps): a loose bound; the test below pins the
-  // WebSocket's own fields.
-  assert.ok(perEngine < 700, `engine heap per idle connection: ${perEngine} bytes`);
+  // 1,052 with the build from before that day's changes; parked PARKED_FIGURE. V8 290-440 on
+  // Node 20, 22 and 24 (the WebSocket 144, its listener table 40, the two listeners and their
+  // closure, the set and map entries, whose tables grow in steps): a loose bound; the test
+  // below pins the WebSocket's own fields.
+  assert.ok(perEngine < 700, `engine memory per idle connection: ${perEngine} bytes`);
+  assert.ok(perParked < 400, `engine memory per parked connection: ${perParked} bytes`);
   assert.ok(perV8 < 600, `V8 objects per idle connection: ${perV8} bytes`);
   child.stdin.write('exit\n');
   await once(child, 'exit');

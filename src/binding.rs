@@ -558,18 +558,22 @@ extern "C" {
     fn mallinfo2() -> MallInfo2;
 }
 
-/// The C heap as glibc sees it: `[inUse, free, mmapped]` bytes. For memory tests and the
-/// per-connection figures in the benchmarks; not part of the public API.
+/// The C heap as glibc sees it, and the engine's slabs: `[inUse, free, mmapped, slabs]`
+/// bytes (see `engine::alloc`). For memory tests and the per-connection figures in the
+/// benchmarks; not part of the public API.
 #[napi(catch_unwind)]
 pub fn heap_stats() -> Vec<f64> {
     // SAFETY: mallinfo2 only reads allocator statistics.
     let m = unsafe { mallinfo2() };
-    vec![m.uordblks as f64, m.fordblks as f64, m.hblkhd as f64]
+    vec![m.uordblks as f64, m.fordblks as f64, m.hblkhd as f64, crate::engine::alloc::resident_bytes() as f64]
 }
 
-/// How many connections are parked (idle, off their tasks; see `engine::park`). For tests
-/// and diagnostics; not part of the public API.
+/// How many connections are parked (idle, off their tasks; see `engine::park`), or whether
+/// connection `id` is. For tests and diagnostics; not part of the public API.
 #[napi(catch_unwind)]
-pub fn parked_count() -> u32 {
-    crate::engine::park::count() as u32
+pub fn parked(id: Option<u32>) -> u32 {
+    match id {
+        Some(id) => crate::engine::park::is_parked(id) as u32,
+        None => crate::engine::park::count() as u32,
+    }
 }

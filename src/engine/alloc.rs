@@ -14,6 +14,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// The alignment every slab block has (and the granularity of block sizes).
@@ -57,6 +58,14 @@ unsafe impl Send for State {}
 
 static STATE: Mutex<State> = Mutex::new(State { partial: [ptr::null_mut(); CLASSES], empty: [0; CLASSES] });
 
+/// Bytes of slab pages in use (each slab's first page, and the pages live blocks overlap).
+static RESIDENT: AtomicUsize = AtomicUsize::new(0);
+
+/// What the slabs hold in memory (the C heap's statistics do not see them).
+pub fn resident_bytes() -> usize {
+    RESIDENT.load(Ordering::Relaxed)
+}
+
 pub struct Allocator;
 
 /// The class serving `layout`, if it is a small over-aligned block.
@@ -98,6 +107,7 @@ unsafe fn map_slab(size: usize) -> *mut Slab {
     for i in 0..blocks {
         free[i / 64] |= 1 << (i % 64);
     }
+    RESIDENT.fetch_add(PAGE, Ordering::Relaxed);
     s.write(Slab { prev: ptr::null_mut(), next: ptr::null_mut(), free, page_live: [0; PAGES], size: size as u32, blocks: blocks as u16, live: 0 });
     s
 }
@@ -148,6 +158,9 @@ unsafe fn take(c: usize) -> *mut u8 {
     slab.live += 1;
     let size = slab.size as usize;
     for p in pages(i, size) {
+        if slab.page_live[p] == 0 && p != 0 {
+            RESIDENT.fetch_add(PAGE, Ordering::Relaxed);
+        }
         slab.page_live[p] += 1;
     }
     if slab.live == slab.blocks {
@@ -170,6 +183,7 @@ unsafe fn give(c: usize, block: *mut u8) {
         if slab.page_live[p] == 0 && p != 0 {
             // Under the lock: no block of this page can be handed out meanwhile.
             libc::madvise((s as *mut u8).add(p * PAGE) as *mut libc::c_void, PAGE, libc::MADV_DONTNEED);
+            RESIDENT.fetch_sub(PAGE, Ordering::Relaxed);
         }
     }
     if was_full {
@@ -179,6 +193,7 @@ unsafe fn give(c: usize, block: *mut u8) {
         if st.empty[c] >= 1 {
             unlink(&mut st, c, s);
             libc::munmap(s as *mut libc::c_void, SLAB);
+            RESIDENT.fetch_sub(PAGE, Ordering::Relaxed);
         } else {
             st.empty[c] += 1;
         }

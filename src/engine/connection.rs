@@ -122,11 +122,6 @@ const READS_PER_POLL: usize = 16;
 /// them (hundreds of KiB held per idle connection otherwise, against a window at most).
 const ZLIB_PARK_AFTER: Duration = Duration::from_secs(1);
 
-/// An open plain-TCP connection through which no bytes moved for this long (one to two
-/// periods) gives up its task and its place in tokio's reactor, 512 bytes, and waits in
-/// `engine::park` until the peer sends or JS needs it.
-const PARK_AFTER: Duration = Duration::from_secs(1);
-
 /// permessage-deflate: both sides' contexts (the receiver inflates through `inflater`), and
 /// the timer that parks them.
 struct Zlib {
@@ -154,7 +149,7 @@ impl std::ops::Deref for Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.0.lock().fd = None;
+        self.0.lock().set_fd(None);
     }
 }
 
@@ -187,9 +182,8 @@ pub struct Connection<T> {
     read_eof: bool,
     want_shutdown: bool,
     shutdown_done: bool,
-    /// Bytes moved since the idle timer was last armed (see `PARK_AFTER`).
-    active: bool,
-    /// The handshake or close timeout; while open, the idle timer of a connection that parks.
+    /// The park thread found the connection idle and asks it to park (see `engine::park`).
+    park_asked: bool,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -217,7 +211,7 @@ impl<T: Transport> Connection<T> {
             read_eof: false,
             want_shutdown: false,
             shutdown_done: false,
-            active: false,
+            park_asked: false,
             timer: None,
         }
     }
@@ -364,6 +358,10 @@ impl<T: Transport> Connection<T> {
         }
         self.paused = out.paused;
         self.acks_pending = !out.acks.is_empty();
+        // Seen by the park thread's sweep: this connection is not idle.
+        out.polled = true;
+        out.parked = false;
+        self.park_asked |= std::mem::take(&mut out.park_asked);
         match &out.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => out.waker = Some(cx.waker().clone()),
@@ -773,7 +771,7 @@ impl Transport for super::bridge::Bridge {}
 pub enum Step {
     /// The connection is over (JS got its last event).
     Ended,
-    /// Open and idle for `PARK_AFTER`: the task may give the connection to `engine::park`.
+    /// Open, idle, and asked to park: the task may give the connection to `engine::park`.
     Idle,
 }
 
@@ -809,9 +807,8 @@ impl<T: Transport> Future for Task<T> {
                 let Some(conn) = task.0.take() else { return Poll::Ready(()) };
                 match T::park(conn) {
                     Ok(()) => Poll::Ready(()),
-                    Err(mut conn) => {
+                    Err(conn) => {
                         // Something came up meanwhile (its command woke this task): go on.
-                        conn.rearm_idle(cx);
                         task.0 = Some(conn);
                         Poll::Pending
                     }
@@ -864,7 +861,7 @@ impl<T> Connection<T> {
             read_eof,
             want_shutdown,
             shutdown_done,
-            active,
+            park_asked,
             timer,
         } = self;
         let conn = Connection {
@@ -889,7 +886,7 @@ impl<T> Connection<T> {
             read_eof,
             want_shutdown,
             shutdown_done,
-            active,
+            park_asked,
             timer,
         };
         (old, conn)
@@ -1065,58 +1062,30 @@ impl<T: Transport> Connection<T> {
             if this.read_eof && this.shutdown_done {
                 return this.finish(End::Closed);
             }
-            if progressed {
-                this.active = true;
-            }
             if !progressed || yielded {
                 break;
             }
         }
         if let Some(t) = this.timer.as_mut() {
             if t.as_mut().poll(cx).is_ready() {
-                if this.idle_timing() {
-                    // A whole period without traffic: the connection may park.
-                    if !this.active && this.parkable() {
-                        this.timer = None;
-                        return Poll::Ready(Step::Idle);
-                    }
-                    this.rearm_idle(cx);
-                } else {
-                    let end = match this.phase {
-                        Phase::ClientHead => End::HandshakeFailed("Opening handshake has timed out".into(), String::new()),
-                        Phase::ClientBody => this.response_end(),
-                        Phase::Open => End::Closed,
-                        _ => End::Silent,
-                    };
-                    return this.finish(end);
-                }
+                let end = match this.phase {
+                    Phase::ClientHead => End::HandshakeFailed("Opening handshake has timed out".into(), String::new()),
+                    Phase::ClientBody => this.response_end(),
+                    Phase::Open => End::Closed,
+                    _ => End::Silent,
+                };
+                return this.finish(end);
             }
-        } else if this.idle_timing() {
-            this.rearm_idle(cx);
+        }
+        if std::mem::take(&mut this.park_asked) && T::PARKS && this.parkable() {
+            // Idle since the sweep before last (see `engine::park`).
+            return Poll::Ready(Step::Idle);
         }
         this.park_idle_zlib(cx);
         if yielded {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
-    }
-
-    /// The timer is the idle timer: open, no close under way, on a transport that parks.
-    fn idle_timing(&self) -> bool {
-        T::PARKS && self.phase == Phase::Open && !self.close_seen
-    }
-
-    /// (Re)starts the idle timer; the connection parks if no bytes move until it fires. One
-    /// timer per period, not a reset per message: traffic only sets `active`.
-    fn rearm_idle(&mut self, cx: &mut Context<'_>) {
-        if !self.idle_timing() {
-            return;
-        }
-        self.active = false;
-        let deadline = Instant::now() + PARK_AFTER;
-        let t = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        t.as_mut().reset(deadline);
-        let _ = t.as_mut().poll(cx);
     }
 
     /// With context takeover, parks zlib contexts that went unused for `ZLIB_PARK_AFTER`.
@@ -1177,6 +1146,8 @@ mod size {
     fn sizes() {
         println!("Connection<TcpStream>: {} bytes", std::mem::size_of::<super::Connection<tokio::net::TcpStream>>());
         println!("task stage: {} bytes", std::mem::size_of::<super::budget::Stage<super::Task<tokio::net::TcpStream>>>());
+        println!("parked Connection<std TcpStream>: {} bytes", std::mem::size_of::<super::Connection<std::net::TcpStream>>());
+        println!("tokio Sleep: {} bytes", std::mem::size_of::<tokio::time::Sleep>());
         println!("Outbox: {} bytes", std::mem::size_of::<super::super::outbox::Outbox>());
         println!("Shared: {} bytes", std::mem::size_of::<super::super::outbox::Shared>());
         println!("Receiver: {} bytes", std::mem::size_of::<crate::protocol::receiver::Receiver>());

@@ -97,7 +97,6 @@ impl Compression {
 }
 
 /// Bytes and requests waiting for the connection task.
-#[derive(Default)]
 pub struct Outbox {
     pub buf: Vec<u8>,
     /// Bytes ever queued, to turn `ACK` positions into written counts.
@@ -114,9 +113,16 @@ pub struct Outbox {
     /// The handshake is over and frames may be queued.
     pub open: bool,
     pub raw_end: bool,
-    /// A plain TCP socket's descriptor, while the connection's task owns the socket: frames
-    /// may then be written from the JS thread directly (see `write_direct`).
-    pub fd: Option<i32>,
+    /// A plain TCP socket's descriptor (-1: none), while the connection (on its task or
+    /// parked) owns the socket: frames may then be written from the JS thread directly (see
+    /// `write_direct`). Such connections park when idle (see `engine::park`).
+    fd: i32,
+    /// The connection's task ran since the park thread's last sweep.
+    pub polled: bool,
+    /// The park thread asks the connection to park (it was idle for a whole sweep).
+    pub park_asked: bool,
+    /// The connection is parked.
+    pub parked: bool,
     /// The task holds bytes it is writing: nobody else may write to the socket.
     pub task_busy: bool,
     /// permessage-deflate was agreed: COMPRESS sends are compressed.
@@ -142,9 +148,11 @@ impl Shared {
     }
 
     /// Lets JS write this connection's frames to `stream` directly (see `write_direct`): only
-    /// for a plain TCP socket that the connection's task owns, whose `Drop` withdraws it.
+    /// for a plain TCP socket that the connection owns, whose `Owner` withdraws it.
     pub fn allow_direct_writes(&self, stream: &tokio::net::TcpStream) {
-        self.lock().fd = Some(std::os::fd::AsRawFd::as_raw_fd(stream));
+        self.lock().set_fd(Some(std::os::fd::AsRawFd::as_raw_fd(stream)));
+        // Such connections park when idle: the sweeps start with the first.
+        super::park::start();
     }
 
     /// Bytes queued and not yet written to the socket.
@@ -158,7 +166,40 @@ impl Shared {
     }
 }
 
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox {
+            buf: Vec::new(),
+            queued_total: 0,
+            acks: Vec::new(),
+            waker: None,
+            close_queued: false,
+            terminate: false,
+            paused: false,
+            fragmenting: false,
+            decision: None,
+            open: false,
+            raw_end: false,
+            fd: -1,
+            polled: false,
+            park_asked: false,
+            parked: false,
+            task_busy: false,
+            deflate: None,
+        }
+    }
+}
+
 impl Outbox {
+    /// The socket JS may write to directly, if any.
+    pub fn fd(&self) -> Option<i32> {
+        (self.fd >= 0).then_some(self.fd)
+    }
+
+    pub fn set_fd(&mut self, fd: Option<i32>) {
+        self.fd = fd.unwrap_or(-1);
+    }
+
     /// Nothing from JS waits for the connection's task: no bytes, callbacks, compression,
     /// close, end, pause or termination (the connection's side is `Connection::parkable`).
     pub fn quiet(&self) -> bool {
@@ -280,6 +321,26 @@ pub fn terminate_sink(sink: u32) {
     }
 }
 
+/// Asks the open plain-TCP connections whose tasks did not run since the last call (and that
+/// nothing waits for) to park, waking their tasks; the park thread calls it periodically.
+pub fn ask_idle_to_park() {
+    let all: Vec<Arc<Shared>> = lock_registry().values().cloned().collect();
+    let mut wake = Vec::new();
+    for shared in &all {
+        let mut out = shared.lock();
+        if std::mem::take(&mut out.polled) || out.parked || out.park_asked || out.fd().is_none() || !out.quiet() {
+            continue;
+        }
+        out.park_asked = true;
+        if let Some(w) = out.waker.take() {
+            wake.push(w);
+        }
+    }
+    for w in wake {
+        w.wake();
+    }
+}
+
 /// Writes the outbox's bytes to the socket from this (the JS) thread when the connection's
 /// task is idle: a send then costs no thread wake-up (the task sleeps on), which is most of a
 /// round trip's latency. Only plain TCP, only when no callback waits for the bytes, nothing
@@ -288,12 +349,13 @@ pub fn terminate_sink(sink: u32) {
 fn write_direct(shared: &Shared, out: &mut Outbox) {
     use std::io::Write;
     use std::os::fd::FromRawFd;
-    let Some(fd) = out.fd else { return };
+    let Some(fd) = out.fd() else { return };
     if out.task_busy || !out.acks.is_empty() || out.queueing() || out.close_queued || out.terminate || out.buf.is_empty() {
         return;
     }
-    // SAFETY: `fd` is the socket of a task that is alive: the task clears `out.fd` under this
-    // lock before its socket is closed, and we hold the lock. ManuallyDrop: not ours to close.
+    // SAFETY: `fd` is the socket of a live connection (on its task or parked): the connection
+    // clears `out.fd` under this lock before its socket is closed (its `Owner` drops first),
+    // and we hold the lock. ManuallyDrop: not ours to close.
     let sock = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
     let mut done = 0;
     while done < out.buf.len() {
@@ -443,7 +505,7 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
             _ => {}
         }
         let frames_only = matches!(opc, op::SEND | op::PING | op::PONG) && flags & flag::ACK == 0;
-        if frames_only && out.fd.is_some() {
+        if frames_only && out.fd().is_some() {
             if !direct.last().is_some_and(|d| Arc::ptr_eq(d, shared)) {
                 direct.push(shared.clone());
             }

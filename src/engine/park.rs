@@ -1,21 +1,29 @@
-//! Parked connections. An open plain-TCP connection through which nothing moved for a while
-//! (`connection::PARK_AFTER`) gives up its task and its registration with tokio's reactor,
-//! 512 bytes together, and waits here: its state in a table, its socket in one epoll set
-//! watched by a thread of its own. The first thing the peer sends (or its end of the
-//! stream) brings the connection back as a new task, and so does any command from JS that
-//! needs the task (JS's sends are written to the socket directly and do not wake it).
+//! Parked connections. An open plain-TCP connection whose task had nothing to do for a while
+//! gives up its task and its registration with tokio's reactor, 512 bytes together, and
+//! waits here: its state in a table, its socket in one epoll set watched by a thread of its
+//! own. The first thing the peer sends (or its end of the stream) brings the connection back
+//! as a new task, and so does any command from JS that needs the task (JS's sends are written
+//! to the socket directly and do not wake it).
+//!
+//! Idle means not polled for a whole `SWEEP` period: the thread sweeps the connections every
+//! period (`outbox::ask_idle_to_park`), so a connection parks one to two periods after its
+//! last activity, and a busy one pays nothing but a flag per poll (no timer).
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::task::{RawWaker, RawWakerVTable, Waker};
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use tokio::net::TcpStream;
 
 use super::connection::Connection;
-use super::runtime;
+use super::{outbox, runtime};
+
+/// How often idle connections are asked to park.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// The parked connections and the epoll set their sockets are in.
 struct Lot {
@@ -41,19 +49,30 @@ fn lock(lot: &Lot) -> MutexGuard<'_, HashMap<u32, Box<Connection<std::net::TcpSt
 }
 
 /// The lot's thread: a parked socket that becomes readable (data, end of stream, error)
-/// brings its connection back.
+/// brings its connection back; every `SWEEP`, idle connections are asked to park.
 fn watch(mut poll: Poll) {
     let mut events = Events::with_capacity(256);
+    let mut next_sweep = Instant::now() + SWEEP;
     loop {
-        if poll.poll(&mut events, None).is_err() {
+        let now = Instant::now();
+        if now >= next_sweep {
+            outbox::ask_idle_to_park();
+            next_sweep = now + SWEEP;
+        }
+        if poll.poll(&mut events, Some(next_sweep.saturating_duration_since(now))).is_err() {
             // EINTR; anything else would repeat at once: do not spin.
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(10));
             continue;
         }
         for e in events.iter() {
             unpark(e.token().0 as u32);
         }
     }
+}
+
+/// Starts the sweeps (with the first connection that could park).
+pub fn start() {
+    let _ = lot();
 }
 
 /// Takes an idle connection off its task. Gives it back if JS queued something meanwhile
@@ -81,6 +100,7 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
     let fd = std.as_raw_fd();
     let (_, conn) = conn.replace_io(std);
     out.waker = Some(unpark_waker(id));
+    out.parked = true;
     lock(lot).insert(id, Box::new(conn));
     // Registered last: an event for the socket finds the connection in the table.
     if lot.registry.register(&mut SourceFd(&fd), Token(id as usize), Interest::READABLE).is_err() {
@@ -110,6 +130,11 @@ pub fn unpark(id: u32) {
 /// How many connections are parked (for tests and diagnostics).
 pub fn count() -> usize {
     lot().map_or(0, |l| lock(l).len())
+}
+
+/// Whether connection `id` is parked (for tests).
+pub fn is_parked(id: u32) -> bool {
+    lot().is_some_and(|l| lock(l).contains_key(&id))
 }
 
 /// A waker that unparks connection `id`: what a parked connection's outbox holds, so that
