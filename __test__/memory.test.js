@@ -85,7 +85,7 @@ test('an idle server connection costs under 700 bytes of engine memory, 400 once
   t.diagnostic(`per idle connection: engine ${perEngine.toFixed(0)} bytes (${perParked.toFixed(0)} parked), V8 ${perV8.toFixed(0)} bytes`);
   // 2026-11-26: engine 510-600 (tokio's task 256 and I/O registration 256, the outbox 144),
   // 1,052 with the build from before that day's changes; parked PARKED_FIGURE. V8 290-440 on
-  // Node 20, 22 and 24 (the WebSocket 144, its listener table 40, the two listeners and their
+  // Node 20, 22 and 24 (the WebSocket 104, its listener table 40, the two listeners and their
   // closure, the set and map entries, whose tables grow in steps): a loose bound; the test
   // below pins the WebSocket's own fields.
   assert.ok(perEngine < 700, `engine memory per idle connection: ${perEngine} bytes`);
@@ -95,20 +95,20 @@ test('an idle server connection costs under 700 bytes of engine memory, 400 once
   await once(child, 'exit');
 });
 
-test('a server-side WebSocket has 15 own properties (rare state lives out of line)', async (t) => {
+test('a server-side WebSocket has 10 own properties (rare state lives out of line)', async (t) => {
   const WebSocket = require(path.join(__dirname, '..'));
   const wss = await startWss(t, WebSocket.WebSocketServer);
   const accepted = once(wss, 'connection');
   const client = new WebSocket(`ws://${HOST}:${wss.address().port}`);
   t.after(() => client.terminate());
   const [ws] = await accepted;
-  // EventEmitter's listener table and its count, and 13 of ours; every idle connection holds
+  // EventEmitter's listener table and its count, and 8 of ours; every idle connection holds
   // one (8 bytes per property).
-  assert.equal(Reflect.ownKeys(ws).length, 15, Reflect.ownKeys(ws).map(String).join(' '));
+  assert.equal(Reflect.ownKeys(ws).length, 10, Reflect.ownKeys(ws).map(String).join(' '));
   ws.pause();
   ws.resume();
-  assert.equal(Reflect.ownKeys(ws).length, 15, 'pausing adds no property');
+  assert.equal(Reflect.ownKeys(ws).length, 10, 'pausing adds no property');
   ws.close(4000, 'bye');
   await once(ws, 'close');
-  assert.equal(Reflect.ownKeys(ws).length, 15, 'closing adds no property');
+  assert.equal(Reflect.ownKeys(ws).length, 10, 'closing adds no property');
 });

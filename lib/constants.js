@@ -15,8 +15,8 @@ module.exports = {
   // Emitted by a WebSocket when its write side has ended (both close frames are out): the
   // moment ws's socket emits 'finish'. createWebSocketStream waits for it.
   kWriteEnded: Symbol('write-ended'),
-  // The booleans of a WebSocket, as bits of its `_state` (one field, not eight, in every
-  // idle connection's object).
+  // The booleans of a WebSocket, and the index of its binaryType in BINARY_TYPES, as bits of
+  // its `_state` (one field, not nine, in every idle connection's object).
   STATE: {
     CLOSE_RECEIVED: 1,
     CLOSE_SENT: 2,
@@ -25,7 +25,9 @@ module.exports = {
     DRAINING_BLOBS: 16,
     REPLAY_SCHEDULED: 32,
     WRITE_ENDED: 64,
-    CLOSED_WHILE_PAUSED: 128
+    CLOSED_WHILE_PAUSED: 128,
+    BINARY_TYPE: 256 | 512,
+    BINARY_TYPE_SHIFT: 8
   },
   NOOP: () => {}
 };

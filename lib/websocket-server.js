@@ -18,6 +18,7 @@ const { CLOSE_TIMEOUT } = require('./constants');
 const { serverTls } = require('./tls-options');
 
 const kUpgraded = Symbol('ws-native-upgraded');
+const NO_PROTOCOLS = new Set();
 
 const RUNNING = 0;
 const CLOSING = 1;
@@ -313,7 +314,8 @@ class WebSocketServer extends EventEmitter {
       return;
     }
 
-    const protocols = new Set(protocolList);
+    // Most requests offer no subprotocol: no Set made for them (nothing sees an empty one).
+    const protocols = protocolList.length ? new Set(protocolList) : NO_PROTOCOLS;
 
     if (this.options.verifyClient) {
       const info = {
@@ -381,8 +383,6 @@ class WebSocketServer extends EventEmitter {
       protocol = this.options.handleProtocols
         ? this.options.handleProtocols(protocols, req)
         : protocols.values().next().value;
-
-      if (protocol) ws._protocol = protocol;
     }
 
     let response = null;
@@ -400,7 +400,7 @@ class WebSocketServer extends EventEmitter {
     }
 
     link.upgraded = true;
-    if (extensions) ws._extensions = { [extensionName]: true };
+    ws._agree(protocol, extensions ? { [extensionName]: true } : null);
     const ext = extensions || undefined;
     link.accept(response, accept, protocol ? String(protocol) : undefined, ext, this._connOptions(), (id) => {
       if (id === 0) return;

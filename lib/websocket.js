@@ -23,6 +23,7 @@ const { engineDeflate } = require('./permessage-deflate');
 
 const { CLOSE_RECEIVED, CLOSE_SENT, ERROR_EMITTED, PAUSED, DRAINING_BLOBS, REPLAY_SCHEDULED, WRITE_ENDED, CLOSED_WHILE_PAUSED } =
   STATE;
+const { BINARY_TYPE, BINARY_TYPE_SHIFT } = STATE;
 const readyStates = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
 const NO_EXTENSIONS = Object.freeze({});
 const protocolVersions = [8, 13];
@@ -75,17 +76,13 @@ class WebSocket extends Emitter {
     // Every idle connection holds this object: booleans are bits of `_state`, what few
     // connections use is in `_rare` (made on first use), and only clients have the fields
     // of a client.
-    this._binaryType = BINARY_TYPES[0];
-    this._closeCode = 1006;
-    this._extensions = NO_EXTENSIONS;
     this._server = null;
-    this._protocol = '';
     this._readyState = WebSocket.CONNECTING;
     this._id = 0;
     this._unflushed = 0;
     this._epoch = -1;
     this._callbacks = null;
-    this._pausedQueue = null;
+    // Flags and the binaryType's index (see constants.STATE).
     this._state = 0;
     this._rare = null;
 
@@ -116,12 +113,13 @@ class WebSocket extends Emitter {
    * @type {String}
    */
   get binaryType() {
-    return this._binaryType;
+    return BINARY_TYPES[(this._state & BINARY_TYPE) >> BINARY_TYPE_SHIFT];
   }
 
   set binaryType(type) {
-    if (!BINARY_TYPES.includes(type)) return;
-    this._binaryType = type;
+    const i = BINARY_TYPES.indexOf(type);
+    if (i === -1) return;
+    this._state = (this._state & ~BINARY_TYPE) | (i << BINARY_TYPE_SHIFT);
   }
 
   /**
@@ -139,7 +137,7 @@ class WebSocket extends Emitter {
    * @type {String}
    */
   get extensions() {
-    return Object.keys(this._extensions).join();
+    return this._rare === null ? '' : Object.keys(this._rare.extensions).join();
   }
 
   /**
@@ -185,7 +183,7 @@ class WebSocket extends Emitter {
    * @type {String}
    */
   get protocol() {
-    return this._protocol;
+    return this._rare === null ? '' : this._rare.protocol;
   }
 
   /**
@@ -218,6 +216,18 @@ class WebSocket extends Emitter {
   }
 
   /**
+   * Records what the handshake agreed on (kept out of line: most connections agree on none).
+   *
+   * @param {String} protocol The subprotocol, or ''
+   * @param {Object} [extensions] The extensions, by name
+   * @private
+   */
+  _agree(protocol, extensions) {
+    if (protocol) rareOf(this).protocol = protocol;
+    if (extensions) rareOf(this).extensions = extensions;
+  }
+
+  /**
    * Emit the `'close'` event.
    *
    * @private
@@ -231,7 +241,8 @@ class WebSocket extends Emitter {
       this._server = null;
       server._clientClosed(this);
     }
-    this.emit('close', this._closeCode, this._rare === null ? EMPTY_BUFFER : this._rare.closeMessage);
+    const rare = this._rare;
+    this.emit('close', rare === null ? 1006 : rare.closeCode, rare === null ? EMPTY_BUFFER : rare.closeMessage);
   }
 
   /**
@@ -280,7 +291,7 @@ class WebSocket extends Emitter {
       return;
     }
     this._state |= PAUSED;
-    if (this._pausedQueue === null && (this._state & CLOSED_WHILE_PAUSED) === 0) this._pausedQueue = [];
+    if ((this._state & CLOSED_WHILE_PAUSED) === 0 && pausedQueue(this) === null) rareOf(this).pausedQueue = [];
     native.queue(OP.PAUSE, 0, this._id, null);
   }
 
@@ -359,7 +370,7 @@ class WebSocket extends Emitter {
     }
     this._state &= ~PAUSED;
     native.queue(OP.RESUME, 0, this._id, null);
-    if (this._pausedQueue !== null && (this._state & REPLAY_SCHEDULED) === 0) {
+    if (pausedQueue(this) !== null && (this._state & REPLAY_SCHEDULED) === 0) {
       this._state |= REPLAY_SCHEDULED;
       process.nextTick(replayPaused, this);
     }
@@ -513,14 +524,14 @@ class WebSocket extends Emitter {
    * @private
    */
   _onNative(kind, payload) {
-    if (this._pausedQueue !== null && kind !== EVENT.WRITTEN) {
+    if (this._rare !== null && this._rare.pausedQueue !== null && kind !== EVENT.WRITTEN) {
       // Paused: nothing is emitted; what the engine had already read waits here, in order.
-      this._pausedQueue.push(kind, payload);
+      const q = this._rare.pausedQueue;
+      q.push(kind, payload);
       if (kind === EVENT.CLOSED) {
         // The connection is gone: as ws does when its socket closes, what was read is
         // delivered, then 'close', paused or not.
-        const q = this._pausedQueue;
-        this._pausedQueue = null;
+        this._rare.pausedQueue = null;
         this._state |= CLOSED_WHILE_PAUSED;
         for (let i = 0; i < q.length; i += 2) this._onNative(q[i], q[i + 1]);
       }
@@ -534,7 +545,7 @@ class WebSocket extends Emitter {
         if (this._rare !== null && this._rare.fragmentEnds !== null) {
           const ends = this._rare.fragmentEnds;
           this._rare.fragmentEnds = null;
-          if (this._binaryType === 'fragments') {
+          if (this.binaryType === 'fragments') {
             const parts = [];
             let start = 0;
             for (let i = 0; i < ends.length; i += 4) {
@@ -546,7 +557,7 @@ class WebSocket extends Emitter {
             break;
           }
         }
-        this.emit('message', toBinaryType(payload, this._binaryType), true);
+        this.emit('message', toBinaryType(payload, this.binaryType), true);
         break;
       case EVENT.FRAGMENTS:
         rareOf(this).fragmentEnds = payload;
@@ -568,11 +579,12 @@ class WebSocket extends Emitter {
         break;
       case EVENT.CLOSE_FRAME:
         this._state |= CLOSE_RECEIVED;
-        this._closeCode = payload.readUInt16BE(0);
-        rareOf(this).closeMessage = Buffer.from(payload.subarray(2));
+        const rare = rareOf(this);
+        rare.closeCode = payload.readUInt16BE(0);
+        rare.closeMessage = Buffer.from(payload.subarray(2));
         // Answer with the same code and reason, after the replies to earlier messages.
-        if (this._closeCode === 1005) this.close();
-        else this.close(this._closeCode, this._rare.closeMessage);
+        if (rare.closeCode === 1005) this.close();
+        else this.close(rare.closeCode, rare.closeMessage);
         this._endWrite();
         break;
       case EVENT.CLOSED:
@@ -611,8 +623,8 @@ class WebSocket extends Emitter {
 
   /** @private */
   _onClosed(payload) {
-    if ((this._state & CLOSE_RECEIVED) === 0) {
-      this._closeCode = 1006;
+    if ((this._state & CLOSE_RECEIVED) === 0 && this._rare !== null) {
+      this._rare.closeCode = 1006;
     }
     const cbs = this._callbacks;
     this._callbacks = null;
@@ -648,9 +660,8 @@ class WebSocket extends Emitter {
   /** @private */
   _onOpen(f) {
     if (this._readyState !== WebSocket.CONNECTING) return;
-    this._protocol = f[0].toString();
     const ext = f[1].toString();
-    if (ext) this._extensions = parseExtensionNames(ext);
+    this._agree(f[0].toString(), ext ? parseExtensionNames(ext) : null);
     if (this.listenerCount('upgrade')) {
       this.emit('upgrade', responseFromFields(101, f[2], f[3]));
     }
@@ -721,7 +732,14 @@ module.exports = WebSocket;
  */
 class Rare {
   constructor() {
+    /** The close frame's code and reason (1006 and none without one). */
+    this.closeCode = 1006;
     this.closeMessage = EMPTY_BUFFER;
+    /** What the handshake agreed on, when it did. */
+    this.protocol = '';
+    this.extensions = NO_EXTENSIONS;
+    /** Events that arrived while paused, `[kind, payload, ...]`. */
+    this.pausedQueue = null;
     /** Bytes of sends made after the close, which ws counts into `bufferedAmount`. */
     this.bufferedAmount = 0;
     this.blobQueue = null;
@@ -748,6 +766,14 @@ function afterClose(websocket) {
 }
 
 /**
+ * @param {WebSocket} websocket The socket
+ * @return {Array} The events held while paused, or null
+ */
+function pausedQueue(websocket) {
+  return websocket._rare === null ? null : websocket._rare.pausedQueue;
+}
+
+/**
  * Emits the events held while a socket was paused, until it is paused again.
  *
  * @param {WebSocket} websocket The socket
@@ -755,11 +781,11 @@ function afterClose(websocket) {
 function replayPaused(websocket) {
   websocket._state &= ~REPLAY_SCHEDULED;
   if ((websocket._state & PAUSED) !== 0) return;
-  const q = websocket._pausedQueue;
-  websocket._pausedQueue = null;
+  const q = websocket._rare.pausedQueue;
+  websocket._rare.pausedQueue = null;
   for (let i = 0; i < q.length; i += 2) {
     if ((websocket._state & PAUSED) !== 0) {
-      websocket._pausedQueue = q.slice(i);
+      websocket._rare.pausedQueue = q.slice(i);
       return;
     }
     websocket._onNative(q[i], q[i + 1]);
@@ -953,8 +979,7 @@ function nodeHandshake(websocket, p) {
       emitErrorAndClose(websocket, new Error(checked[0]));
       return;
     }
-    websocket._protocol = checked[1];
-    if (checked[2]) websocket._extensions = parseExtensionNames(checked[2]);
+    websocket._agree(checked[1], checked[2] ? parseExtensionNames(checked[2]) : null);
     adoptSocket(socket, head, EMPTY_BUFFER, p.conn, true, checked[2] || undefined, (id, bridged) => {
       if (id === 0) {
         emitErrorAndClose(websocket, new Error('The socket was closed during the handshake'));
