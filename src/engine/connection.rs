@@ -188,37 +188,9 @@ pub struct Connection<T> {
 }
 
 impl<T: Transport> Connection<T> {
-    fn new(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, phase: Phase) -> Self {
-        Connection {
-            shared: Owner(shared),
-            io,
-            id,
-            cfg,
-            phase,
-            receiver: None,
-            pmd: None,
-            zlib: None,
-            hs: None,
-            wbuf: Vec::new(),
-            wpos: 0,
-            paused: false,
-            acks_pending: false,
-            close_seen: false,
-            peer_close: None,
-            protocol_error: false,
-            batch_epoch: 0,
-            batch_bytes: 0,
-            read_eof: false,
-            want_shutdown: false,
-            shutdown_done: false,
-            park_asked: false,
-            timer: None,
-        }
-    }
-
     /// A server connection that starts by reading the upgrade request.
     pub fn server(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, peer: PeerInfo) -> Self {
-        let mut c = Self::new(io, id, shared, cfg, Phase::ServerHead);
+        let mut c = Self::new(io, id, Owner(shared), cfg, Phase::ServerHead);
         // Made on the runtime (the accept loop): tokio's timers need its context.
         c.timer = c.cfg.handshake_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
         c.hs = Some(Box::new(Handshake { peer: Some(peer), ..Handshake::default() }));
@@ -228,7 +200,7 @@ impl<T: Transport> Connection<T> {
     /// A connection whose handshake Node's http server received: open from the start, with
     /// the 101 answer already in the outbox and `early` holding bytes read after the request.
     pub fn adopted(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, early: Vec<u8>, pmd: Option<DeflateParams>) -> Self {
-        let mut c = Self::new(io, id, shared, cfg, Phase::Open);
+        let mut c = Self::new(io, id, Owner(shared), cfg, Phase::Open);
         c.timer = None;
         c.pmd = pmd;
         if pmd.is_some() {
@@ -310,7 +282,7 @@ impl<T: Transport> Connection<T> {
     /// A client connection whose request is already in the outbox. `deadline` bounds the
     /// handshake, including the connect that came before.
     pub fn client(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, hs: ClientHandshake, deadline: Option<Instant>) -> Self {
-        let mut c = Self::new(io, id, shared, cfg, Phase::ClientHead);
+        let mut c = Self::new(io, id, Owner(shared), cfg, Phase::ClientHead);
         c.hs = Some(Box::new(Handshake { client: Some(hs), ..Handshake::default() }));
         c.timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         c
@@ -775,6 +747,39 @@ pub enum Step {
     Idle,
 }
 
+/// What a parked connection keeps (see `engine::park`): it is open with nothing under way, so
+/// it has no receiver, handshake, write buffer, timer or close state to keep; 40 bytes
+/// instead of a connection's 120.
+pub struct Parked {
+    /// First, as in `Connection`: withdraws the socket from direct writes before it closes.
+    shared: Owner,
+    socket: std::net::TcpStream,
+    cfg: Arc<ConnConfig>,
+    zlib: Option<Box<Zlib>>,
+    pmd: Option<DeflateParams>,
+    id: u32,
+}
+
+impl Parked {
+    /// Parks an idle connection (`Connection::parkable`) whose socket left tokio's reactor.
+    pub(super) fn new(conn: Connection<()>, socket: std::net::TcpStream) -> Parked {
+        Parked { shared: conn.shared, socket, cfg: conn.cfg, zlib: conn.zlib, pmd: conn.pmd, id: conn.id }
+    }
+
+    /// The socket, and the connection as it was parked.
+    pub(super) fn into_parts(self) -> (std::net::TcpStream, Connection<()>) {
+        let Parked { shared, socket, cfg, zlib, pmd, id } = self;
+        let mut conn = Connection::new((), id, shared, cfg, Phase::Open);
+        conn.zlib = zlib;
+        conn.pmd = pmd;
+        (socket, conn)
+    }
+
+    pub(super) fn socket(&self) -> &std::net::TcpStream {
+        &self.socket
+    }
+}
+
 /// A connection's task (its state takes no more room: the option uses a niche).
 pub struct Task<T>(Option<Connection<T>>);
 
@@ -837,6 +842,34 @@ fn worth_parsing(buf: &[u8], old: usize, max_size: usize) -> bool {
 }
 
 impl<T> Connection<T> {
+    fn new(io: T, id: u32, shared: Owner, cfg: Arc<ConnConfig>, phase: Phase) -> Self {
+        Connection {
+            shared,
+            io,
+            id,
+            cfg,
+            phase,
+            receiver: None,
+            pmd: None,
+            zlib: None,
+            hs: None,
+            wbuf: Vec::new(),
+            wpos: 0,
+            paused: false,
+            acks_pending: false,
+            close_seen: false,
+            peer_close: None,
+            protocol_error: false,
+            batch_epoch: 0,
+            batch_bytes: 0,
+            read_eof: false,
+            want_shutdown: false,
+            shutdown_done: false,
+            park_asked: false,
+            timer: None,
+        }
+    }
+
     /// The connection with its socket swapped for `io` (to park it and to bring it back).
     pub(super) fn replace_io<U>(self, io: U) -> (T, Connection<U>) {
         let Connection {
@@ -1146,7 +1179,7 @@ mod size {
     fn sizes() {
         println!("Connection<TcpStream>: {} bytes", std::mem::size_of::<super::Connection<tokio::net::TcpStream>>());
         println!("task stage: {} bytes", std::mem::size_of::<super::budget::Stage<super::Task<tokio::net::TcpStream>>>());
-        println!("parked Connection<std TcpStream>: {} bytes", std::mem::size_of::<super::Connection<std::net::TcpStream>>());
+        println!("Parked: {} bytes", std::mem::size_of::<super::Parked>());
         println!("tokio Sleep: {} bytes", std::mem::size_of::<tokio::time::Sleep>());
         println!("Outbox: {} bytes", std::mem::size_of::<super::super::outbox::Outbox>());
         println!("Shared: {} bytes", std::mem::size_of::<super::super::outbox::Shared>());

@@ -19,7 +19,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use tokio::net::TcpStream;
 
-use super::connection::Connection;
+use super::connection::{Connection, Parked};
 use super::{outbox, runtime};
 
 /// How often idle connections are asked to park.
@@ -28,7 +28,7 @@ const SWEEP: Duration = Duration::from_secs(1);
 /// The parked connections and the epoll set their sockets are in.
 struct Lot {
     registry: Registry,
-    parked: Mutex<HashMap<u32, Box<Connection<std::net::TcpStream>>>>,
+    parked: Mutex<HashMap<u32, Box<Parked>>>,
 }
 
 /// The lot, made with its thread on first use; None if the system would not give either
@@ -44,7 +44,7 @@ fn lot() -> Option<&'static Lot> {
     .as_ref()
 }
 
-fn lock(lot: &Lot) -> MutexGuard<'_, HashMap<u32, Box<Connection<std::net::TcpStream>>>> {
+fn lock(lot: &Lot) -> MutexGuard<'_, HashMap<u32, Box<Parked>>> {
     lot.parked.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -98,10 +98,9 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
         }
     };
     let fd = std.as_raw_fd();
-    let (_, conn) = conn.replace_io(std);
     out.waker = Some(unpark_waker(id));
     out.parked = true;
-    lock(lot).insert(id, Box::new(conn));
+    lock(lot).insert(id, Box::new(Parked::new(conn, std)));
     // Registered last: an event for the socket finds the connection in the table.
     if lot.registry.register(&mut SourceFd(&fd), Token(id as usize), Interest::READABLE).is_err() {
         drop(out);
@@ -113,9 +112,9 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
 /// Brings a parked connection back on a task of its own (no-op if it is not parked).
 pub fn unpark(id: u32) {
     let Some(lot) = lot() else { return };
-    let Some(conn) = lock(lot).remove(&id) else { return };
-    let (std, conn) = conn.replace_io(());
-    let _ = lot.registry.deregister(&mut SourceFd(&std.as_raw_fd()));
+    let Some(parked) = lock(lot).remove(&id) else { return };
+    let _ = lot.registry.deregister(&mut SourceFd(&parked.socket().as_raw_fd()));
+    let (std, conn) = parked.into_parts();
     // The engine stopped (Node is exiting): nothing to come back to.
     let Some(handle) = runtime::current() else { return };
     let _guard = handle.enter();
