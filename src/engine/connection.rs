@@ -761,18 +761,29 @@ pub struct Parked {
 }
 
 impl Parked {
-    /// Parks an idle connection (`Connection::parkable`) whose socket left tokio's reactor.
-    pub(super) fn new(conn: Connection<()>, socket: std::net::TcpStream) -> Parked {
-        Parked { shared: conn.shared, socket, cfg: conn.cfg, zlib: conn.zlib, pmd: conn.pmd, id: conn.id }
+    /// Takes an idle connection (`Connection::parkable`) off tokio's reactor. Err: leaving it
+    /// failed and took the socket along (the connection is lost).
+    pub(super) fn park(conn: Connection<tokio::net::TcpStream>) -> Result<Parked, Connection<()>> {
+        let Connection { shared, io, id, cfg, zlib, pmd, .. } = conn;
+        match io.into_std() {
+            Ok(socket) => Ok(Parked { shared, socket, cfg, zlib, pmd, id }),
+            Err(_) => Err(Connection::new((), id, shared, cfg, Phase::Open)),
+        }
     }
 
-    /// The socket, and the connection as it was parked.
-    pub(super) fn into_parts(self) -> (std::net::TcpStream, Connection<()>) {
+    /// The connection back on tokio's reactor (called within the runtime's context). Err:
+    /// that failed, and the socket is gone.
+    pub(super) fn resume(self) -> Result<Connection<tokio::net::TcpStream>, Connection<()>> {
         let Parked { shared, socket, cfg, zlib, pmd, id } = self;
-        let mut conn = Connection::new((), id, shared, cfg, Phase::Open);
-        conn.zlib = zlib;
-        conn.pmd = pmd;
-        (socket, conn)
+        match tokio::net::TcpStream::from_std(socket) {
+            Ok(io) => {
+                let mut conn = Connection::new(io, id, shared, cfg, Phase::Open);
+                conn.zlib = zlib;
+                conn.pmd = pmd;
+                Ok(conn)
+            }
+            Err(_) => Err(Connection::new((), id, shared, cfg, Phase::Open)),
+        }
     }
 
     pub(super) fn socket(&self) -> &std::net::TcpStream {
@@ -868,61 +879,6 @@ impl<T> Connection<T> {
             park_asked: false,
             timer: None,
         }
-    }
-
-    /// The connection with its socket swapped for `io` (to park it and to bring it back).
-    pub(super) fn replace_io<U>(self, io: U) -> (T, Connection<U>) {
-        let Connection {
-            shared,
-            io: old,
-            id,
-            cfg,
-            phase,
-            receiver,
-            pmd,
-            zlib,
-            hs,
-            wbuf,
-            wpos,
-            paused,
-            acks_pending,
-            close_seen,
-            peer_close,
-            protocol_error,
-            batch_epoch,
-            batch_bytes,
-            read_eof,
-            want_shutdown,
-            shutdown_done,
-            park_asked,
-            timer,
-        } = self;
-        let conn = Connection {
-            shared,
-            io,
-            id,
-            cfg,
-            phase,
-            receiver,
-            pmd,
-            zlib,
-            hs,
-            wbuf,
-            wpos,
-            paused,
-            acks_pending,
-            close_seen,
-            peer_close,
-            protocol_error,
-            batch_epoch,
-            batch_bytes,
-            read_eof,
-            want_shutdown,
-            shutdown_done,
-            park_asked,
-            timer,
-        };
-        (old, conn)
     }
 
     pub(super) fn id(&self) -> u32 {

@@ -87,20 +87,18 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
     if !out.quiet() {
         return Err(conn);
     }
-    let (io, conn) = conn.replace_io(());
-    let std = match io.into_std() {
-        Ok(s) => s,
-        Err(_) => {
-            // Leaving tokio's reactor failed and took the socket with it.
+    let parked = match Parked::park(conn) {
+        Ok(p) => p,
+        Err(lost) => {
             drop(out);
-            conn.lost();
+            lost.lost();
             return Ok(());
         }
     };
-    let fd = std.as_raw_fd();
+    let fd = parked.socket().as_raw_fd();
     out.waker = Some(unpark_waker(id));
     out.parked = true;
-    lock(lot).insert(id, Box::new(Parked::new(conn, std)));
+    lock(lot).insert(id, Box::new(parked));
     // Registered last: an event for the socket finds the connection in the table.
     if lot.registry.register(&mut SourceFd(&fd), Token(id as usize), Interest::READABLE).is_err() {
         drop(out);
@@ -114,15 +112,14 @@ pub fn unpark(id: u32) {
     let Some(lot) = lot() else { return };
     let Some(parked) = lock(lot).remove(&id) else { return };
     let _ = lot.registry.deregister(&mut SourceFd(&parked.socket().as_raw_fd()));
-    let (std, conn) = parked.into_parts();
     // The engine stopped (Node is exiting): nothing to come back to.
     let Some(handle) = runtime::current() else { return };
     let _guard = handle.enter();
-    match TcpStream::from_std(std) {
-        Ok(io) => {
-            handle.spawn(conn.replace_io(io).1.run());
+    match parked.resume() {
+        Ok(conn) => {
+            handle.spawn(conn.run());
         }
-        Err(_) => conn.lost(),
+        Err(lost) => lost.lost(),
     }
 }
 
