@@ -172,5 +172,9 @@ describe('parked connections', { concurrency: true }, () => {
       // The zlib contexts are given up after a second, then the connection parks.
       await parked(server);
     }
+    // A compressed send from the parked side: compression runs on the connection's task.
+    server.send(text);
+    const [pushed] = await once(client, 'message');
+    assert.equal(pushed.toString(), text);
   });
 });
