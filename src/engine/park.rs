@@ -77,6 +77,9 @@ pub fn start() {
 
 /// Takes an idle connection off its task. Gives it back if JS queued something meanwhile
 /// (its command woke the task, which goes on).
+// The connection goes back to its task by value: it is the task's state, moved, not copied
+// into a box.
+#[allow(clippy::result_large_err)]
 pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
     let Some(lot) = lot() else { return Err(conn) };
     let id = conn.id();
