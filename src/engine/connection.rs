@@ -1136,7 +1136,6 @@ mod size {
         println!("Connection<TcpStream>: {} bytes", std::mem::size_of::<super::Connection<tokio::net::TcpStream>>());
         println!("task stage: {} bytes", std::mem::size_of::<super::budget::Stage<super::Task<tokio::net::TcpStream>>>());
         println!("Parked: {} bytes", std::mem::size_of::<super::Parked>());
-        println!("tokio Sleep: {} bytes", std::mem::size_of::<tokio::time::Sleep>());
         println!("Outbox: {} bytes", std::mem::size_of::<super::super::outbox::Outbox>());
         println!("Shared: {} bytes", std::mem::size_of::<super::super::outbox::Shared>());
         println!("Receiver: {} bytes", std::mem::size_of::<crate::protocol::receiver::Receiver>());

@@ -38,7 +38,7 @@ fn lot() -> Option<&'static Lot> {
     LOT.get_or_init(|| {
         let poll = Poll::new().ok()?;
         let registry = poll.registry().try_clone().ok()?;
-        std::thread::Builder::new().name("ws-native-park".into()).stack_size(128 * 1024).spawn(move || watch(poll)).ok()?;
+        std::thread::Builder::new().name("ws-native-park".into()).stack_size(256 * 1024).spawn(move || watch(poll)).ok()?;
         Some(Lot { registry, parked: Mutex::new(HashMap::new()) })
     })
     .as_ref()
