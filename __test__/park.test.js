@@ -160,6 +160,62 @@ describe('parked connections', { concurrency: true }, () => {
     assert.equal(echo.toString(), 'echo masked from a parked client');
   });
 
+  it('200 connections park and come back four times, nothing lost or reordered', async (t) => {
+    const wss = await startWss(t, WebSocket.Server);
+    const N = 200;
+    // The server side of each client, by the client's index (its first message).
+    const servers = new Array(N);
+    wss.on('connection', (ws) => {
+      ws.once('message', (data) => {
+        const i = Number(String(data).split(':')[1]);
+        servers[i] = ws;
+        ws.send(`ready:${i}`);
+        ws.on('message', (d) => ws.send(d));
+      });
+    });
+    const clients = await Promise.all(
+      Array.from({ length: N }, async (_, i) => {
+        const c = new PeerWebSocket(`ws://${HOST}:${wss.address().port}`);
+        await once(c, 'open');
+        c.send(`index:${i}`);
+        const [ready] = await once(c, 'message');
+        assert.equal(ready.toString(), `ready:${i}`);
+        return c;
+      })
+    );
+    t.after(() => clients.forEach((c) => c.terminate()));
+    for (let round = 0; round < 4; round++) {
+      await Promise.all(servers.map(parked));
+      // Half the rounds the peers speak first, half the server broadcasts to parked connections.
+      const got = clients.map((c, i) => {
+        const want = [`${round}:${i}:a`, `${round}:${i}:b`];
+        const seen = [];
+        return new Promise((resolve) => {
+          const onMessage = (d) => {
+            seen.push(d.toString());
+            if (seen.length === want.length) {
+              c.off('message', onMessage);
+              resolve(assert.deepEqual(seen, want));
+            }
+          };
+          c.on('message', onMessage);
+        });
+      });
+      if (round % 2 === 0) {
+        clients.forEach((c, i) => {
+          c.send(`${round}:${i}:a`);
+          c.send(`${round}:${i}:b`);
+        });
+      } else {
+        servers.forEach((ws, i) => {
+          ws.send(`${round}:${i}:a`);
+          ws.send(`${round}:${i}:b`);
+        });
+      }
+      await Promise.all(got);
+    }
+  });
+
   it('permessage-deflate with context takeover carries on across parks', async (t) => {
     const { client, server } = await pair(t, { perMessageDeflate: { threshold: 0 } }, { perMessageDeflate: { threshold: 0 } });
     assert.equal(server.extensions, 'permessage-deflate');
