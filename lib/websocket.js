@@ -577,7 +577,7 @@ class WebSocket extends Emitter {
       case EVENT.WRITTEN:
         this._written(payload.readUInt32LE(0));
         break;
-      case EVENT.CLOSE_FRAME:
+      case EVENT.CLOSE_FRAME: {
         this._state |= CLOSE_RECEIVED;
         const rare = rareOf(this);
         rare.closeCode = payload.readUInt16BE(0);
@@ -587,6 +587,7 @@ class WebSocket extends Emitter {
         else this.close(rare.closeCode, rare.closeMessage);
         this._endWrite();
         break;
+      }
       case EVENT.CLOSED:
         this._onClosed(payload);
         break;
@@ -623,9 +624,6 @@ class WebSocket extends Emitter {
 
   /** @private */
   _onClosed(payload) {
-    if ((this._state & CLOSE_RECEIVED) === 0 && this._rare !== null) {
-      this._rare.closeCode = 1006;
-    }
     const cbs = this._callbacks;
     this._callbacks = null;
     this._readyState = WebSocket.CLOSED;
