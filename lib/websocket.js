@@ -524,9 +524,9 @@ class WebSocket extends Emitter {
    * @private
    */
   _onNative(kind, payload) {
-    if (this._rare !== null && this._rare.pausedQueue !== null && kind !== EVENT.WRITTEN) {
+    const q = pausedQueue(this);
+    if (q !== null && kind !== EVENT.WRITTEN) {
       // Paused: nothing is emitted; what the engine had already read waits here, in order.
-      const q = this._rare.pausedQueue;
       q.push(kind, payload);
       if (kind === EVENT.CLOSED) {
         // The connection is gone: as ws does when its socket closes, what was read is

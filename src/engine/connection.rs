@@ -715,11 +715,9 @@ impl<T: Transport> Connection<T> {
     }
 }
 
-/// What a connection runs on. Plain TCP connections park when idle (see `engine::park`).
+/// What a connection runs on. Plain TCP connections park when idle (see `engine::park`;
+/// only they are asked to: the sweep picks connections JS may write to directly).
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Sized {
-    /// Whether `park` can take a connection on this transport.
-    const PARKS: bool = false;
-
     /// Parks an idle connection; gives it back when it cannot be parked now.
     fn park(conn: Connection<Self>) -> Result<(), Connection<Self>> {
         Err(conn)
@@ -727,8 +725,6 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Sized {
 }
 
 impl Transport for tokio::net::TcpStream {
-    const PARKS: bool = true;
-
     fn park(conn: Connection<Self>) -> Result<(), Connection<Self>> {
         super::park::park(conn)
     }
@@ -1066,7 +1062,7 @@ impl<T: Transport> Connection<T> {
                 return this.finish(end);
             }
         }
-        if std::mem::take(&mut this.park_asked) && T::PARKS && this.parkable() {
+        if std::mem::take(&mut this.park_asked) && this.parkable() {
             // Idle since the sweep before last (see `engine::park`).
             return Poll::Ready(Step::Idle);
         }

@@ -96,7 +96,18 @@ impl Compression {
     }
 }
 
+/// A socket's descriptor, -1 for none (4 bytes where `Option<i32>` takes 8).
+#[derive(Clone, Copy)]
+struct Descriptor(i32);
+
+impl Default for Descriptor {
+    fn default() -> Self {
+        Descriptor(-1)
+    }
+}
+
 /// Bytes and requests waiting for the connection task.
+#[derive(Default)]
 pub struct Outbox {
     pub buf: Vec<u8>,
     /// Bytes ever queued, to turn `ACK` positions into written counts.
@@ -113,10 +124,10 @@ pub struct Outbox {
     /// The handshake is over and frames may be queued.
     pub open: bool,
     pub raw_end: bool,
-    /// A plain TCP socket's descriptor (-1: none), while the connection (on its task or
+    /// A plain TCP socket's descriptor, while the connection (on its task or
     /// parked) owns the socket: frames may then be written from the JS thread directly (see
     /// `write_direct`). Such connections park when idle (see `engine::park`).
-    fd: i32,
+    fd: Descriptor,
     /// The connection's task ran since the park thread's last sweep.
     pub polled: bool,
     /// The park thread asks the connection to park (it was idle for a whole sweep).
@@ -166,38 +177,14 @@ impl Shared {
     }
 }
 
-impl Default for Outbox {
-    fn default() -> Self {
-        Outbox {
-            buf: Vec::new(),
-            queued_total: 0,
-            acks: Vec::new(),
-            waker: None,
-            close_queued: false,
-            terminate: false,
-            paused: false,
-            fragmenting: false,
-            decision: None,
-            open: false,
-            raw_end: false,
-            fd: -1,
-            polled: false,
-            park_asked: false,
-            parked: false,
-            task_busy: false,
-            deflate: None,
-        }
-    }
-}
-
 impl Outbox {
     /// The socket JS may write to directly, if any.
     pub fn fd(&self) -> Option<i32> {
-        (self.fd >= 0).then_some(self.fd)
+        (self.fd.0 >= 0).then_some(self.fd.0)
     }
 
     pub fn set_fd(&mut self, fd: Option<i32>) {
-        self.fd = fd.unwrap_or(-1);
+        self.fd = Descriptor(fd.unwrap_or(-1));
     }
 
     /// Nothing from JS waits for the connection's task: no bytes, callbacks, compression,
