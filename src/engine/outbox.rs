@@ -201,6 +201,14 @@ impl Outbox {
             && !self.raw_end
     }
 
+    /// Gives back the memory of the (empty) byte and acknowledgement queues: a parked
+    /// connection keeps none (the next send allocates again).
+    pub fn release_buffers(&mut self) {
+        debug_assert!(self.buf.is_empty() && self.acks.is_empty());
+        self.buf = Vec::new();
+        self.acks = Vec::new();
+    }
+
     /// True while frames must queue behind compression jobs.
     pub fn queueing(&self) -> bool {
         self.deflate.as_ref().is_some_and(|d| d.holds_frames())
@@ -354,8 +362,16 @@ fn write_direct(shared: &Shared, out: &mut Outbox) {
     if done > 0 {
         shared.written_total.fetch_add(done as u64, Ordering::AcqRel);
         out.buf.drain(..done);
+        // Written out: a small buffer stays for the next send; a large one (a big message
+        // once) goes, rather than stay with the connection while it idles.
+        if out.buf.is_empty() && out.buf.capacity() > KEEP_CAPACITY {
+            out.buf = Vec::new();
+        }
     }
 }
+
+/// The most an emptied outbox keeps allocated for the next sends written from JS directly.
+const KEEP_CAPACITY: usize = 4096;
 
 /// Applies a batch of commands from JS. `external` holds the large payloads, in order.
 /// Malformed input (it comes from our own JS) stops the batch; nothing panics.

@@ -90,6 +90,7 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
     if !out.quiet() {
         return Err(conn);
     }
+    out.release_buffers();
     let parked = match Parked::park(conn) {
         Ok(p) => p,
         Err(lost) => {
