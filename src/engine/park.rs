@@ -7,7 +7,8 @@
 //!
 //! Idle means not polled for a whole `SWEEP` period: the thread sweeps the connections every
 //! period (`outbox::ask_idle_to_park`), so a connection parks one to two periods after its
-//! last activity, and a busy one pays nothing but a flag per poll (no timer).
+//! last activity, and a busy one pays nothing but a flag per poll (no timer). After a wave of
+//! parking the sweep also has the C allocator return the memory those tasks freed.
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -53,11 +54,13 @@ fn lock(lot: &Lot) -> MutexGuard<'_, HashMap<u32, Box<Parked>>> {
 fn watch(mut poll: Poll) {
     let mut events = Events::with_capacity(256);
     let mut next_sweep = Instant::now() + SWEEP;
+    let mut trimmed_at = 0;
     loop {
         let now = Instant::now();
         if now >= next_sweep {
             outbox::ask_idle_to_park();
             next_sweep = now + SWEEP;
+            trim_after_parking(&mut trimmed_at);
         }
         if poll.poll(&mut events, Some(next_sweep.saturating_duration_since(now))).is_err() {
             // EINTR; anything else would repeat at once: do not spin.
@@ -66,6 +69,26 @@ fn watch(mut poll: Poll) {
         }
         for e in events.iter() {
             unpark(e.token().0 as u32);
+        }
+    }
+}
+
+/// Parked connections' memory goes back to the system: their tasks' buffers were freed into
+/// the C allocator, which keeps free memory below the top of its heaps resident. Once at
+/// least `TRIM_AFTER` more connections are parked than at the last trim, the allocator is
+/// asked to give back its free pages (glibc's malloc_trim, all of its arenas).
+fn trim_after_parking(trimmed_at: &mut usize) {
+    const TRIM_AFTER: usize = 1000;
+    let parked = count();
+    if parked < *trimmed_at {
+        *trimmed_at = parked;
+    } else if parked - *trimmed_at >= TRIM_AFTER {
+        *trimmed_at = parked;
+        // SAFETY: malloc_trim only gives free pages of the allocator's own heaps back to the
+        // system (it takes each arena's lock: 0.3 ms here with 10,000 connections just parked).
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 }
