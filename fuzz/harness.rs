@@ -9,8 +9,12 @@
 // fuzz/fuzz_targets/name.rs, a [[bin]] in fuzz/Cargo.toml, seeds in fuzz/corpus/name/, and an
 // arm in `TARGETS` below so the replay test runs its corpus.
 
+/// A harness: its name (the corpus folder) and the function fed each input.
 #[allow(dead_code)]
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub type Target = (&'static str, fn(&[u8]));
+
+#[allow(dead_code)]
+pub const TARGETS: &[Target] = &[
     ("receiver", receiver),
     ("handshake_request", handshake_request),
     ("handshake_response", handshake_response),

@@ -333,7 +333,7 @@ mod tests {
             // Reused after release: the memory reads as written.
             let again: Vec<*mut u8> = (0..50).map(|_| Allocator.alloc(l)).collect();
             for &p in &again {
-                assert!(!p.is_null() && p as usize % 128 == 0);
+                assert!(!p.is_null() && (p as usize).is_multiple_of(128));
                 ptr::write_bytes(p, 9, 1792);
                 assert!(std::slice::from_raw_parts(p, 1792).iter().all(|&b| b == 9));
             }

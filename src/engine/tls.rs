@@ -170,8 +170,11 @@ fn config_error(e: rustls::Error) -> TlsError {
 
 // --- Reading issuer and subject from a DER certificate, to tell self-signed certificates. ---
 
-/// One DER element: (tag, whole element, content, rest).
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER element: (tag, whole element, content, rest of the input).
+type Element<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// The first DER element of `input`.
+fn der(input: &[u8]) -> Option<Element<'_>> {
     let tag = *input.first()?;
     let first = *input.get(1)? as usize;
     let (len, hdr) = if first < 0x80 {
