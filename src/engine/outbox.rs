@@ -361,17 +361,12 @@ fn write_direct(shared: &Shared, out: &mut Outbox) {
     }
     if done > 0 {
         shared.written_total.fetch_add(done as u64, Ordering::AcqRel);
+        // The buffer keeps its capacity for the next sends (freeing and faulting in a large
+        // one per message costs bulk transfers a quarter of their rate); it goes when the
+        // connection parks (`release_buffers`).
         out.buf.drain(..done);
-        // Written out: a small buffer stays for the next send; a large one (a big message
-        // once) goes, rather than stay with the connection while it idles.
-        if out.buf.is_empty() && out.buf.capacity() > KEEP_CAPACITY {
-            out.buf = Vec::new();
-        }
     }
 }
-
-/// The most an emptied outbox keeps allocated for the next sends written from JS directly.
-const KEEP_CAPACITY: usize = 4096;
 
 /// Applies a batch of commands from JS. `external` holds the large payloads, in order.
 /// Malformed input (it comes from our own JS) stops the batch; nothing panics.
