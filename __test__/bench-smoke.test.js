@@ -42,3 +42,19 @@ test('bench/run.js --smoke runs every workload against ws and ws-native', { time
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('bench/js-floor.js measures the JS objects of idle connections for ws and ws-native', { timeout: 60 * 1000 }, () => {
+  for (const impl of ['ws-native', 'ws']) {
+    // ws resolves from bench/node_modules (installed by the test above).
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bench/js-floor.js'), '--impl', impl, '--conns', '300', '--idle', '0'], {
+      cwd: path.join(ROOT, 'bench'),
+      encoding: 'utf8',
+      timeout: 30 * 1000
+    });
+    assert.strictEqual(r.status, 0, `js-floor exited with ${r.status} ${r.signal || ''}\n${r.stderr.slice(-2000)}`);
+    const out = JSON.parse(r.stdout);
+    assert.strictEqual(out.impl, impl);
+    assert.strictEqual(out.conns, 300);
+    assert.ok(Number.isFinite(out.rss_per_conn_bytes));
+  }
+});
