@@ -4,12 +4,16 @@
 // The JavaScript floor of the connections workload: what a Node process holds 5 s after a
 // burst of 10,000 "connections" that are only the JavaScript objects the ws API makes per
 // server connection (the WebSocket, its listener table, the application's two listeners and
-// their closure, the `wss.clients` entry), with no socket, no request and no engine. Measured
-// as the connections workload measures a server: RSS after the idle time minus RSS before the
+// their closure, the `wss.clients` entry) and the request handed to the `connection`
+// listener (an object with the method, URL and the five handshake headers, dropped after
+// the call), with no socket and no engine. `--no-request` leaves the request out;
+// `--transient B` gives each request B more bytes of short-lived data (a string), as a
+// server's accept path makes (ws-native's about 1.1 KiB per connection, ws's more). Measured as
+// the connections workload measures a server: RSS after the idle time minus RSS before the
 // burst, divided by the connections; the burst takes about as long (batches of 200 every
 // 10 ms: 0.5 s).
 //
-//   node bench/js-floor.js [--impl ws-native|ws] [--conns N] [--idle S]
+//   node bench/js-floor.js [--impl ws-native|ws] [--conns N] [--idle S] [--no-request] [--transient B]
 //
 // Prints one JSON line: rss_per_conn_bytes and V8's spaces grown (physical bytes per
 // connection). What a server measures above this figure is what the implementation adds.
@@ -18,19 +22,24 @@ const fs = require('fs');
 const path = require('path');
 const v8 = require('v8');
 
-const opts = { impl: 'ws-native', conns: 10000, idle: 5 };
+const opts = { impl: 'ws-native', conns: 10000, idle: 5, request: true, transient: 0 };
 for (let i = 2; i < process.argv.length; i++) {
   const a = process.argv[i];
   if (a === '--impl') opts.impl = process.argv[++i];
   else if (a === '--conns') opts.conns = Number(process.argv[++i]);
   else if (a === '--idle') opts.idle = Number(process.argv[++i]);
+  else if (a === '--no-request') opts.request = false;
+  else if (a === '--transient') opts.transient = Number(process.argv[++i]);
   else {
-    console.error('usage: js-floor.js [--impl ws-native|ws] [--conns N] [--idle S]');
+    console.error('usage: js-floor.js [--impl ws-native|ws] [--conns N] [--idle S] [--no-request] [--transient B]');
     process.exit(2);
   }
 }
-if (!['ws-native', 'ws'].includes(opts.impl) || !(opts.conns >= 1 && opts.conns <= 1e6) || !(opts.idle >= 0 && opts.idle <= 600)) {
-  console.error('--impl ws-native|ws, --conns 1..1000000, --idle 0..600');
+if (
+  !['ws-native', 'ws'].includes(opts.impl) || !(opts.conns >= 1 && opts.conns <= 1e6) || !(opts.idle >= 0 && opts.idle <= 600) ||
+  !(Number.isInteger(opts.transient) && opts.transient >= 0 && opts.transient <= 1e6)
+) {
+  console.error('--impl ws-native|ws, --conns 1..1000000, --idle 0..600, --transient 0..1000000');
   process.exit(2);
 }
 
@@ -52,6 +61,24 @@ function onConnection(ws) {
   ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
 }
 
+// The request of connection `i`, as the load generator's handshake carries it (the smallest
+// request object a server can hand to its `connection` listener).
+function request(i) {
+  return {
+    method: 'GET',
+    url: '/',
+    headers: {
+      host: '127.0.0.1',
+      upgrade: 'websocket',
+      connection: 'Upgrade',
+      'sec-websocket-key': `${String(i).padStart(22, 'A')}==`,
+      'sec-websocket-version': '13'
+    },
+    // A fresh string each time (repeat() does not share its result).
+    transient: opts.transient ? 'x'.repeat(opts.transient) : null
+  };
+}
+
 // As the bench's server: measured 300 ms after start.
 setTimeout(() => {
   const before = rss();
@@ -61,8 +88,9 @@ setTimeout(() => {
     for (let k = 0; k < 200 && made < opts.conns; k++, made++) {
       // The server-side constructor call ws and ws-native make for an accepted connection.
       const ws = new WebSocket(null, undefined, {});
+      const req = opts.request ? request(made) : null;
       clients.add(ws);
-      onConnection(ws);
+      onConnection(ws, req);
     }
     if (made < opts.conns) {
       setTimeout(batch, 10);
@@ -77,6 +105,8 @@ setTimeout(() => {
       }
       const out = {
         impl: opts.impl,
+        request: opts.request,
+        transient_bytes: opts.transient,
         node: process.version,
         conns: clients.size,
         idle_s: opts.idle,
