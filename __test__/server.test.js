@@ -484,7 +484,30 @@ test('req fields: headers, rawHeaders, url, method, httpVersion, socket address'
   ]);
   assert.equal(req.socket.remoteAddress, HOST);
   assert.equal(req.socket.remotePort, raw.localPort);
+  assert.equal(req.socket.remoteFamily, 'IPv4');
+  assert.equal(req.socket.localAddress, HOST);
+  assert.equal(req.socket.localPort, wss.address().port);
+  assert.equal(req.httpVersionMajor, 1);
+  assert.equal(req.httpVersionMinor, 1);
+  assert.equal(req.complete, true);
+  assert.equal(req.upgrade, true);
+  assert.equal(req.aborted, false);
   assert.equal(peer.url, undefined);
+
+  // The next request's method, path and addresses are read afresh (the same length, one byte
+  // apart), not taken from the first.
+  const second = once(wss, 'connection');
+  const raw2 = await rawConnect(t, wss.address().port);
+  raw2.write(
+    `GET /some/path?q=1&r=3 HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`
+  );
+  const [, req2] = await second;
+  assert.equal(req2.url, '/some/path?q=1&r=3');
+  assert.equal(req2.method, 'GET');
+  assert.equal(req2.socket.remotePort, raw2.localPort);
+  assert.deepEqual(req2.rawHeaders.slice(0, 2), ['Host', HOST]);
+  assert.equal(req.url, '/some/path?q=1&r=2');
 });
 
 // --- close ------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ class TrackedMap extends Map {
 
 /** Connection id -> object with `_onNative(kind, payload)`. */
 const connections = new TrackedMap();
-/** Server id -> object with `_onUpgrade(id, fields)`. */
+/** Server id -> object with `_onUpgrade(id, request)` (see `upgradeRecord`). */
 const servers = new TrackedMap();
 
 let commands = Buffer.allocUnsafe(COMMANDS_SIZE);
@@ -117,22 +117,132 @@ function fields(buf) {
   return out;
 }
 
+/** Where `nextField` found the last field: `buf[fieldStart, fieldEnd)`. */
+let fieldStart = 0;
+let fieldEnd = 0;
+
 /**
- * Reads the length-prefixed fields of a record as UTF-8 strings, without Buffer views.
+ * Finds the length-prefixed field (`[len u32 LE][bytes]`) at `pos`.
  *
- * @param {Buffer} buf The record payload
- * @param {Number} [from=0] The index of the first field to read
- * @return {String[]} The fields from `from` on
+ * @param {Buffer} buf The record
+ * @param {Number} pos Where the field starts
+ * @return {Number} Where the next one starts
  */
-function strings(buf, from = 0) {
-  const out = [];
-  let pos = 0;
-  for (let i = 0; pos + 4 <= buf.length; i++) {
-    const n = buf.readUInt32LE(pos);
-    if (i >= from) out.push(buf.utf8Slice(pos + 4, pos + 4 + n));
-    pos += 4 + n;
+function nextField(buf, pos) {
+  fieldStart = pos + 4;
+  fieldEnd = fieldStart + buf.readUInt32LE(pos);
+  return fieldEnd;
+}
+
+/**
+ * A field's text, or the string made for the same bytes last time: most connections share
+ * their method, path and addresses, and each new string is garbage for V8's young
+ * generation to copy (short ones only: up to 64 bytes are remembered).
+ */
+class TextCache {
+  constructor() {
+    this.bytes = Buffer.alloc(64);
+    this.length = -1;
+    this.text = '';
   }
-  return out;
+
+  get(buf, start, end) {
+    const n = end - start;
+    if (n === 0) return '';
+    if (n === this.length && this.same(buf, start, n)) return this.text;
+    const text = buf.utf8Slice(start, end);
+    if (n <= this.bytes.length) {
+      buf.copy(this.bytes, 0, start, end);
+      this.length = n;
+      this.text = text;
+    }
+    return text;
+  }
+
+  /** Whether `buf[start, start + n)` holds the remembered bytes (a loop: Buffer#compare
+   * with ranges makes views). */
+  same(buf, start, n) {
+    const bytes = this.bytes;
+    for (let i = 0; i < n; i++) {
+      if (buf[start + i] !== bytes[i]) return false;
+    }
+    return true;
+  }
+}
+
+const methods = new TextCache();
+const paths = new TextCache();
+const remoteAddresses = new TextCache();
+const localAddresses = new TextCache();
+const HTTP_VERSIONS = ['1.0', '1.1'];
+
+/**
+ * The fields of the last UPGRADE record read: one object, filled again by each record (an
+ * object per request would be one more for V8's young generation to copy). Whoever gets it
+ * reads what it keeps before the next record is read.
+ */
+const upgrade = {
+  server: 0,
+  status: 0,
+  wsVersion: 0,
+  method: '',
+  url: '',
+  httpVersion: '',
+  raw: '',
+  remoteAddress: '',
+  remotePort: 0,
+  remoteFamily: '',
+  localAddress: '',
+  localPort: 0,
+  message: '',
+  rejectHeaders: '',
+  accept: '',
+  protocols: '',
+  extensions: ''
+};
+
+/**
+ * Reads an UPGRADE record (src/engine/connection.rs, `on_request_bytes`): its fixed field of
+ * numbers, then the text fields. Text that most requests leave empty or share is not made
+ * again; what the handshake cannot go on without is read now (the batch is not kept).
+ *
+ * @param {Buffer} buf The batch (or the record)
+ * @param {Number} start Where the record starts
+ * @return {Object} `upgrade`, filled with the request's fields
+ */
+function upgradeRecord(buf, start) {
+  const f = start + 4;
+  const u = upgrade;
+  let pos = nextField(buf, start);
+  u.server = buf.readUInt32LE(f);
+  u.status = buf.readUInt16LE(f + 4);
+  u.remotePort = buf.readUInt16LE(f + 6);
+  u.localPort = buf.readUInt16LE(f + 8);
+  u.wsVersion = buf[f + 10];
+  const minor = buf[f + 11];
+  u.httpVersion = HTTP_VERSIONS[minor] || `1.${minor}`;
+  u.remoteFamily = buf[f + 12] === 1 ? 'IPv6' : 'IPv4';
+  pos = nextField(buf, pos);
+  u.method = methods.get(buf, fieldStart, fieldEnd);
+  pos = nextField(buf, pos);
+  u.url = paths.get(buf, fieldStart, fieldEnd);
+  pos = nextField(buf, pos);
+  u.raw = buf.utf8Slice(fieldStart, fieldEnd);
+  pos = nextField(buf, pos);
+  u.remoteAddress = remoteAddresses.get(buf, fieldStart, fieldEnd);
+  pos = nextField(buf, pos);
+  u.localAddress = localAddresses.get(buf, fieldStart, fieldEnd);
+  pos = nextField(buf, pos);
+  u.message = buf.utf8Slice(fieldStart, fieldEnd);
+  pos = nextField(buf, pos);
+  u.rejectHeaders = buf.utf8Slice(fieldStart, fieldEnd);
+  pos = nextField(buf, pos);
+  u.accept = buf.utf8Slice(fieldStart, fieldEnd);
+  pos = nextField(buf, pos);
+  u.protocols = buf.utf8Slice(fieldStart, fieldEnd);
+  nextField(buf, pos);
+  u.extensions = buf.utf8Slice(fieldStart, fieldEnd);
+  return u;
 }
 
 /**
@@ -150,18 +260,20 @@ function dispatch(buf) {
     const id = buf.readUInt32LE(pos + 2);
     const len = buf.readUInt32LE(pos + 6);
     pos += HEADER;
-    let payload;
+    let payload = null;
+    const start = pos;
     if (flags & EVENT_EXTERNAL) {
       payload = binding.takeExternal();
     } else {
-      payload = buf.subarray(pos, pos + len);
+      // An upgrade request is read in place, without a view of its own.
+      if (kind !== EVENT.UPGRADE) payload = buf.subarray(pos, pos + len);
       pos += len;
     }
     try {
       if (kind === EVENT.UPGRADE) {
-        // Field 0 is the server id (u32); the others are text.
-        const server = servers.get(payload.readUInt32LE(4));
-        if (server !== undefined) server._onUpgrade(id, strings(payload, 1));
+        const request = payload === null ? upgradeRecord(buf, start) : upgradeRecord(payload, 0);
+        const server = servers.get(request.server);
+        if (server !== undefined) server._onUpgrade(id, request);
       } else {
         const target = connections.get(id);
         if (target !== undefined) target._onNative(kind, payload);
@@ -296,6 +408,5 @@ module.exports = {
   fields,
   flush,
   queue,
-  servers,
-  strings
+  servers
 };

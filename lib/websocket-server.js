@@ -19,6 +19,7 @@ const { serverTls } = require('./tls-options');
 
 const kUpgraded = Symbol('ws-native-upgraded');
 const NO_PROTOCOLS = new Set();
+const NO_PROTOCOL_LIST = Object.freeze([]);
 
 const RUNNING = 0;
 const CLOSING = 1;
@@ -281,14 +282,15 @@ class WebSocketServer extends EventEmitter {
    * Handles an upgrade request the engine's own listener parsed and checked.
    *
    * @param {Number} id The engine's connection id
-   * @param {String[]} f The request's fields (see src/engine/connection.rs)
+   * @param {Object} f The request's fields (see `upgradeRecord` in native.js), valid during
+   *     this call only
    * @private
    */
   _onUpgrade(id, f) {
     const req = new IncomingRequest(id, f);
     if (this._tls) req._tls = this._tls;
     const link = new EngineLink(id, req);
-    const status = Number(f[9]);
+    const status = f.status;
 
     if (this._state !== RUNNING) {
       link.abort(503);
@@ -296,11 +298,11 @@ class WebSocketServer extends EventEmitter {
     }
 
     if (status !== 0) {
-      abortHandshakeOrEmitwsClientError(this, req, link, status, f[10], pairsToObject(f[11].split('\0')));
+      abortHandshakeOrEmitwsClientError(this, req, link, status, f.message, pairsToObject(f.rejectHeaders.split('\0')));
       return;
     }
 
-    this._upgrade(link, req, f[12], f[13] ? f[13].split(',') : [], Number(f[14]), f[15], this._emitConnection);
+    this._upgrade(link, req, f.accept, f.protocols ? f.protocols.split(',') : NO_PROTOCOL_LIST, f.wsVersion, f.extensions, this._emitConnection);
   }
 
   /**
@@ -402,14 +404,27 @@ class WebSocketServer extends EventEmitter {
     link.upgraded = true;
     ws._agree(protocol, extensions ? { [extensionName]: true } : null);
     const ext = extensions || undefined;
-    link.accept(response, accept, protocol ? String(protocol) : undefined, ext, this._connOptions(), (id) => {
-      if (id === 0) return;
-      ws._attach(id, link.bridged || null);
-      this._connections++;
-      ws._server = this;
-      if (this.clients) this.clients.add(ws);
-      cb(ws, req);
-    });
+    link.accept(response, accept, protocol ? String(protocol) : undefined, ext, this._connOptions(), this, ws, req, cb);
+  }
+
+  /**
+   * The last step of `completeUpgrade`, once the engine has the connection (`id`, 0 if the
+   * socket went away meanwhile): a method the link calls, not a closure per connection.
+   *
+   * @param {(EngineLink|NodeLink)} link Where the connection was
+   * @param {Number} id The engine's connection id, or 0
+   * @param {WebSocket} ws The connection's WebSocket
+   * @param {Object} req The request
+   * @param {Function} cb Called with `(ws, req)`
+   * @private
+   */
+  _accepted(link, id, ws, req, cb) {
+    if (id === 0) return;
+    ws._attach(id, link.bridged || null);
+    this._connections++;
+    ws._server = this;
+    if (this.clients) this.clients.add(ws);
+    cb(ws, req);
   }
 }
 
@@ -440,11 +455,12 @@ class EngineLink {
     abortHandshake(this.id, code, message, headers);
   }
 
-  accept(response, acceptKey, protocol, extensions, conn, done) {
+  /** Answers with `response` (or the standard 101) and hands over to `server._accepted`. */
+  accept(response, acceptKey, protocol, extensions, conn, server, ws, req, cb) {
     const ok = response === null
       ? native.binding.acceptStandard(this.id, acceptKey, protocol, extensions)
       : native.binding.accept(this.id, response);
-    done(ok ? this.id : 0);
+    server._accepted(this, ok ? this.id : 0, ws, req, cb);
   }
 
   /** The `wsClientError` socket. */
@@ -486,7 +502,7 @@ class NodeLink {
     socket.end(native.binding.rejection(code, message, list));
   }
 
-  accept(response, acceptKey, protocol, extensions, conn, done) {
+  accept(response, acceptKey, protocol, extensions, conn, server, ws, req, cb) {
     if (response === null) {
       response = Buffer.from(
         'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
@@ -498,7 +514,7 @@ class NodeLink {
     }
     adoptSocket(this.socket, this.head, response, conn, false, extensions, (id, bridged) => {
       this.bridged = bridged;
-      done(id);
+      server._accepted(this, id, ws, req, cb);
     });
   }
 }
@@ -565,14 +581,14 @@ function rawFromHeaders(headers) {
  * users touch it (`req.socket`, the `wsClientError` socket).
  */
 class NativeSocket extends EventEmitter {
-  constructor(id, f, tls) {
+  constructor(id, req, tls) {
     super();
     this._id = id;
-    this.remoteAddress = f[4];
-    this.remotePort = Number(f[5]);
-    this.remoteFamily = f[6];
-    this.localAddress = f[7];
-    this.localPort = Number(f[8]);
+    this.remoteAddress = req._remoteAddress;
+    this.remotePort = req._remotePort;
+    this.remoteFamily = req._remoteFamily;
+    this.localAddress = req._localAddress;
+    this.localPort = req._localPort;
     this.encrypted = tls ? true : undefined;
     if (tls) this.authorized = tls.authorized;
     this.destroyed = false;
@@ -629,26 +645,26 @@ class NativeSocket extends EventEmitter {
 class IncomingRequest {
   constructor(id, f) {
     this._id = id;
-    this._f = f;
     this._socket = undefined;
     this._tls = undefined;
-    this._upgraded = false;
-    this.method = f[0];
-    this.url = f[1];
-    this.httpVersion = f[2];
-    this.httpVersionMajor = 1;
-    this.httpVersionMinor = f[2] === '1.0' ? 0 : 1;
-    this.complete = true;
-    this.upgrade = true;
-    this.aborted = false;
+    this.method = f.method;
+    this.url = f.url;
+    this.httpVersion = f.httpVersion;
+    this.httpVersionMinor = f.httpVersion === '1.0' ? 0 : 1;
     // Header lists are built on first use: most servers never read them.
-    this._raw = f[3];
+    this._raw = f.raw;
     this._rawHeaders = undefined;
     this._headers = undefined;
+    // For `socket`, made on first use.
+    this._remoteAddress = f.remoteAddress;
+    this._remotePort = f.remotePort;
+    this._remoteFamily = f.remoteFamily;
+    this._localAddress = f.localAddress;
+    this._localPort = f.localPort;
   }
 
   get socket() {
-    if (this._socket === undefined) this._socket = new NativeSocket(this._id, this._f, this._tls);
+    if (this._socket === undefined) this._socket = new NativeSocket(this._id, this, this._tls);
     return this._socket;
   }
 
@@ -688,6 +704,13 @@ class IncomingRequest {
     return [];
   }
 }
+
+// The same for every request (read from the prototype; a request a listener changes gets
+// its own).
+IncomingRequest.prototype.httpVersionMajor = 1;
+IncomingRequest.prototype.complete = true;
+IncomingRequest.prototype.upgrade = true;
+IncomingRequest.prototype.aborted = false;
 
 /**
  * Close the connection when preconditions are not fulfilled.

@@ -74,6 +74,11 @@ struct PendingResponse {
     expected: usize,
 }
 
+/// The fixed field of an UPGRADE record: server id (u32), status (u16), remote and local ports
+/// (u16 each), WebSocket version, HTTP minor version, 1 if the peer is IPv6 (u8 each); all
+/// little-endian.
+const UPGRADE_FIXED: usize = 13;
+
 /// Most body bytes kept from a refused handshake.
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -482,38 +487,39 @@ impl<T: Transport> Connection<T> {
         }
         let raw: Vec<u8> = head.headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
         let (status, message, reject_headers, accept, protocols, version, extensions) = match &verdict {
-            Ok(u) => (0u16, "", Vec::new(), u.accept.as_str(), u.protocols.join(","), u.version.to_string(), u.extensions.clone().unwrap_or_default()),
+            Ok(u) => (0u16, "", Vec::new(), u.accept.as_str(), u.protocols.join(","), u.version, u.extensions.clone().unwrap_or_default()),
             Err(Rejection { status, message, headers }) => {
                 let h: Vec<u8> = headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
-                (*status, message.as_str(), h, "", String::new(), String::new(), String::new())
+                (*status, message.as_str(), h, "", String::new(), 0, String::new())
             }
         };
-        let version_text = format!("1.{}", head.minor);
-        let addr = |a: Option<std::net::SocketAddr>| a.map(|a| (a.ip().to_string(), a.port().to_string())).unwrap_or_default();
-        let (remote_address, remote_port) = addr(peer.remote);
-        let (local_address, local_port) = addr(peer.local);
-        let remote_family = if peer.remote.is_some_and(|a| a.is_ipv6()) { "IPv6" } else { "IPv4" };
+        let ip = |a: Option<std::net::SocketAddr>| a.map(|a| a.ip().to_string()).unwrap_or_default();
+        let port = |a: Option<std::net::SocketAddr>| a.map_or(0u16, |a| a.port());
+        // The numbers in one fixed field (JS reads them without making strings; see
+        // `upgradeRecord` in lib/native.js), the text after it.
+        let mut fixed = [0u8; UPGRADE_FIXED];
+        fixed[0..4].copy_from_slice(&peer.server_id.to_le_bytes());
+        fixed[4..6].copy_from_slice(&status.to_le_bytes());
+        fixed[6..8].copy_from_slice(&port(peer.remote).to_le_bytes());
+        fixed[8..10].copy_from_slice(&port(peer.local).to_le_bytes());
+        fixed[10] = version;
+        fixed[11] = head.minor;
+        fixed[12] = peer.remote.is_some_and(|a| a.is_ipv6()) as u8;
         events::with_batch(|b| {
             b.push_fields(
                 kind::UPGRADE,
                 self.id,
                 &[
-                    &peer.server_id.to_le_bytes(),
+                    &fixed,
                     head.method.as_bytes(),
                     head.path.as_bytes(),
-                    version_text.as_bytes(),
                     &raw,
-                    remote_address.as_bytes(),
-                    remote_port.as_bytes(),
-                    remote_family.as_bytes(),
-                    local_address.as_bytes(),
-                    local_port.as_bytes(),
-                    status.to_string().as_bytes(),
+                    ip(peer.remote).as_bytes(),
+                    ip(peer.local).as_bytes(),
                     message.as_bytes(),
                     &reject_headers,
                     accept.as_bytes(),
                     protocols.as_bytes(),
-                    version.as_bytes(),
                     extensions.as_bytes(),
                 ],
             )
