@@ -645,17 +645,13 @@ class NativeSocket extends EventEmitter {
 class IncomingRequest {
   constructor(id, f) {
     this._id = id;
-    this._socket = undefined;
-    this._tls = undefined;
     this.method = f.method;
     this.url = f.url;
     this.httpVersion = f.httpVersion;
     this.httpVersionMinor = f.httpVersion === '1.0' ? 0 : 1;
-    // Header lists are built on first use: most servers never read them.
+    // Header lists are built on first use (most servers never read them), and so is the
+    // socket: until then `_rawHeaders`, `_headers`, `_socket` and `_tls` are the prototype's.
     this._raw = f.raw;
-    this._rawHeaders = undefined;
-    this._headers = undefined;
-    // For `socket`, made on first use.
     this._remoteAddress = f.remoteAddress;
     this._remotePort = f.remotePort;
     this._remoteFamily = f.remoteFamily;
@@ -705,8 +701,12 @@ class IncomingRequest {
   }
 }
 
-// The same for every request (read from the prototype; a request a listener changes gets
-// its own).
+// The same for every request, or not made yet (read from the prototype; a request whose
+// value is set gets its own).
+IncomingRequest.prototype._rawHeaders = undefined;
+IncomingRequest.prototype._headers = undefined;
+IncomingRequest.prototype._socket = undefined;
+IncomingRequest.prototype._tls = undefined;
 IncomingRequest.prototype.httpVersionMajor = 1;
 IncomingRequest.prototype.complete = true;
 IncomingRequest.prototype.upgrade = true;

@@ -377,9 +377,8 @@ impl<T: Transport> Connection<T> {
             // taken yet, and their send woke the task).
             let written = self.shared.written_total.load(Ordering::Acquire);
             let mut out = self.shared.lock();
-            let done = out.acks.iter().take_while(|&&end| end <= written).count();
+            let done = out.acks.take_written(written);
             if done > 0 {
-                out.acks.drain(..done);
                 self.acks_pending = !out.acks.is_empty();
                 drop(out);
                 let done = done as u32;
