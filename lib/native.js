@@ -117,22 +117,44 @@ function fields(buf) {
   return out;
 }
 
-/** Where `nextField` found the last field: `buf[fieldStart, fieldEnd)`. */
-let fieldStart = 0;
-let fieldEnd = 0;
-
 /**
- * Finds the length-prefixed field (`[len u32 LE][bytes]`) at `pos`.
- *
- * @param {Buffer} buf The record
- * @param {Number} pos Where the field starts
- * @return {Number} Where the next one starts
+ * Reads a record's length-prefixed fields (`[len u32 LE][bytes]` each) in order, in place:
+ * one reader, reused (no Buffer view or array per record).
  */
-function nextField(buf, pos) {
-  fieldStart = pos + 4;
-  fieldEnd = fieldStart + buf.readUInt32LE(pos);
-  return fieldEnd;
+class FieldReader {
+  constructor() {
+    this.buf = null;
+    this.pos = 0;
+  }
+
+  /** Starts at `pos` of `buf`. */
+  at(buf, pos) {
+    this.buf = buf;
+    this.pos = pos;
+    return this;
+  }
+
+  /** Steps over the next field; returns where its bytes start (they end at `this.pos`). */
+  skip() {
+    const start = this.pos + 4;
+    this.pos = start + this.buf.readUInt32LE(this.pos);
+    return start;
+  }
+
+  /** The next field as text. */
+  text() {
+    const start = this.skip();
+    return this.buf.utf8Slice(start, this.pos);
+  }
+
+  /** The next field as text, from `cache` when it holds the same bytes. */
+  cached(cache) {
+    const start = this.skip();
+    return cache.get(this.buf, start, this.pos);
+  }
 }
+
+const reader = new FieldReader();
 
 /**
  * A field's text, or the string made for the same bytes last time: most connections share
@@ -211,9 +233,9 @@ const upgrade = {
  * @return {Object} `upgrade`, filled with the request's fields
  */
 function upgradeRecord(buf, start) {
-  const f = start + 4;
+  const r = reader.at(buf, start);
+  const f = r.skip();
   const u = upgrade;
-  let pos = nextField(buf, start);
   u.server = buf.readUInt32LE(f);
   u.status = buf.readUInt16LE(f + 4);
   u.remotePort = buf.readUInt16LE(f + 6);
@@ -222,26 +244,16 @@ function upgradeRecord(buf, start) {
   const minor = buf[f + 11];
   u.httpVersion = HTTP_VERSIONS[minor] || `1.${minor}`;
   u.remoteFamily = buf[f + 12] === 1 ? 'IPv6' : 'IPv4';
-  pos = nextField(buf, pos);
-  u.method = methods.get(buf, fieldStart, fieldEnd);
-  pos = nextField(buf, pos);
-  u.url = paths.get(buf, fieldStart, fieldEnd);
-  pos = nextField(buf, pos);
-  u.raw = buf.utf8Slice(fieldStart, fieldEnd);
-  pos = nextField(buf, pos);
-  u.remoteAddress = remoteAddresses.get(buf, fieldStart, fieldEnd);
-  pos = nextField(buf, pos);
-  u.localAddress = localAddresses.get(buf, fieldStart, fieldEnd);
-  pos = nextField(buf, pos);
-  u.message = buf.utf8Slice(fieldStart, fieldEnd);
-  pos = nextField(buf, pos);
-  u.rejectHeaders = buf.utf8Slice(fieldStart, fieldEnd);
-  pos = nextField(buf, pos);
-  u.accept = buf.utf8Slice(fieldStart, fieldEnd);
-  pos = nextField(buf, pos);
-  u.protocols = buf.utf8Slice(fieldStart, fieldEnd);
-  nextField(buf, pos);
-  u.extensions = buf.utf8Slice(fieldStart, fieldEnd);
+  u.method = r.cached(methods);
+  u.url = r.cached(paths);
+  u.raw = r.text();
+  u.remoteAddress = r.cached(remoteAddresses);
+  u.localAddress = r.cached(localAddresses);
+  u.message = r.text();
+  u.rejectHeaders = r.text();
+  u.accept = r.text();
+  u.protocols = r.text();
+  u.extensions = r.text();
   return u;
 }
 
