@@ -106,4 +106,42 @@ function upgradeRequest(extra = '') {
   );
 }
 
-module.exports = { closeServer, engineHeap, listen, once, selfSigned, silentServer, startWss, upgradeRequest, waitPort };
+/**
+ * Builds a frame. `len` overrides the 7-bit length (126/127 markers are then followed by
+ * `ext`, raw extended-length bytes); otherwise the length is computed from the payload.
+ */
+function frame({ fin = true, rsv = 0, opcode, mask = true, payload = Buffer.alloc(0), len, ext }) {
+  payload = Buffer.from(payload);
+  const parts = [];
+  const b0 = (fin ? 0x80 : 0) | (rsv << 4) | opcode;
+  const maskBit = mask ? 0x80 : 0;
+  if (len !== undefined) {
+    parts.push(Buffer.from([b0, maskBit | len]));
+    if (ext) parts.push(ext);
+  } else if (payload.length < 126) {
+    parts.push(Buffer.from([b0, maskBit | payload.length]));
+  } else if (payload.length < 65536) {
+    const h = Buffer.alloc(4);
+    h[0] = b0;
+    h[1] = maskBit | 126;
+    h.writeUInt16BE(payload.length, 2);
+    parts.push(h);
+  } else {
+    const h = Buffer.alloc(10);
+    h[0] = b0;
+    h[1] = maskBit | 127;
+    h.writeBigUInt64BE(BigInt(payload.length), 2);
+    parts.push(h);
+  }
+  if (mask) {
+    const key = crypto.randomBytes(4);
+    const masked = Buffer.from(payload);
+    for (let i = 0; i < masked.length; i++) masked[i] ^= key[i & 3];
+    parts.push(key, masked);
+  } else {
+    parts.push(payload);
+  }
+  return Buffer.concat(parts);
+}
+
+module.exports = { closeServer, engineHeap, frame, listen, once, selfSigned, silentServer, startWss, upgradeRequest, waitPort };

@@ -11,17 +11,9 @@ const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { once } = require('node:events');
 
-const { startWss, upgradeRequest } = require('./helpers');
+const { frame, startWss, upgradeRequest } = require('./helpers');
 
 const HOST = '127.0.0.1';
-
-/** A client's masked text frame of `size` bytes ('a' each). */
-function textFrame(size) {
-  const mask = Buffer.from([1, 2, 3, 4]);
-  const head = size < 126 ? Buffer.from([0x81, 0x80 | size]) : Buffer.from([0x81, 0x80 | 126, size >> 8, size & 255]);
-  const payload = Buffer.alloc(size, 'a').map((b, i) => b ^ mask[i & 3]);
-  return Buffer.concat([head, mask, payload]);
-}
 
 /**
  * Opens `n` connections (raw sockets, a valid upgrade each) and resolves once all got 101,
@@ -41,7 +33,7 @@ async function connect(port, n, echo = 0) {
               if (!d.toString('latin1').startsWith('HTTP/1.1 101')) return reject(new Error(d.toString()));
               if (!echo) return resolve(s);
               received = d.length - d.indexOf('\r\n\r\n') - 4;
-              s.write(textFrame(echo));
+              s.write(frame({ opcode: 1, payload: Buffer.alloc(echo, 'a') }));
             } else {
               received += d.length;
             }

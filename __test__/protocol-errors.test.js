@@ -15,51 +15,13 @@ const path = require('node:path');
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { startWss } = require('./helpers');
+const { frame, startWss } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
 const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * Builds a frame. `len` overrides the 7-bit length (126/127 markers are then followed by
- * `ext`, raw extended-length bytes); otherwise the length is computed from the payload.
- */
-function frame({ fin = true, rsv = 0, opcode, mask = true, payload = Buffer.alloc(0), len, ext }) {
-  payload = Buffer.from(payload);
-  const parts = [];
-  const b0 = (fin ? 0x80 : 0) | (rsv << 4) | opcode;
-  const maskBit = mask ? 0x80 : 0;
-  if (len !== undefined) {
-    parts.push(Buffer.from([b0, maskBit | len]));
-    if (ext) parts.push(ext);
-  } else if (payload.length < 126) {
-    parts.push(Buffer.from([b0, maskBit | payload.length]));
-  } else if (payload.length < 65536) {
-    const h = Buffer.alloc(4);
-    h[0] = b0;
-    h[1] = maskBit | 126;
-    h.writeUInt16BE(payload.length, 2);
-    parts.push(h);
-  } else {
-    const h = Buffer.alloc(10);
-    h[0] = b0;
-    h[1] = maskBit | 127;
-    h.writeBigUInt64BE(BigInt(payload.length), 2);
-    parts.push(h);
-  }
-  if (mask) {
-    const key = crypto.randomBytes(4);
-    const masked = Buffer.from(payload);
-    for (let i = 0; i < masked.length; i++) masked[i] ^= key[i & 3];
-    parts.push(key, masked);
-  } else {
-    parts.push(payload);
-  }
-  return Buffer.concat(parts);
-}
 
 const closePayload = (code, reason = Buffer.alloc(0)) => {
   const b = Buffer.alloc(2);
