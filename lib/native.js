@@ -101,23 +101,6 @@ let dispatching = false;
 let epoch = 0;
 
 /**
- * Reads the length-prefixed fields of a record (`[len u32 LE][bytes]` each).
- *
- * @param {Buffer} buf The record payload
- * @return {Buffer[]} The fields
- */
-function fields(buf) {
-  const out = [];
-  let pos = 0;
-  while (pos + 4 <= buf.length) {
-    const n = buf.readUInt32LE(pos);
-    out.push(buf.subarray(pos + 4, pos + 4 + n));
-    pos += 4 + n;
-  }
-  return out;
-}
-
-/**
  * Reads a record's length-prefixed fields (`[len u32 LE][bytes]` each) in order, in place:
  * one reader, reused (no Buffer view or array per record).
  */
@@ -152,9 +135,31 @@ class FieldReader {
     const start = this.skip();
     return cache.get(this.buf, start, this.pos);
   }
+
+  /** Lets go of the record (the reader must not keep a batch alive). */
+  done() {
+    this.buf = null;
+  }
 }
 
 const reader = new FieldReader();
+
+/**
+ * All of a record's fields, as views of it.
+ *
+ * @param {Buffer} buf The record payload
+ * @return {Buffer[]} The fields
+ */
+function fields(buf) {
+  const out = [];
+  const r = reader.at(buf, 0);
+  while (r.pos + 4 <= buf.length) {
+    const start = r.skip();
+    out.push(buf.subarray(start, r.pos));
+  }
+  r.done();
+  return out;
+}
 
 /**
  * A field's text, or the string made for the same bytes last time: most connections share
@@ -254,6 +259,7 @@ function upgradeRecord(buf, start) {
   u.accept = r.text();
   u.protocols = r.text();
   u.extensions = r.text();
+  r.done();
   return u;
 }
 
