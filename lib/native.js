@@ -37,7 +37,8 @@ const OP = {
   RAW_WRITE: 8,
   RAW_END: 9,
   BRIDGE_IN: 10,
-  BRIDGE_EOF: 11
+  BRIDGE_EOF: 11,
+  RELEASE: 12
 };
 
 const FLAG = {
@@ -82,8 +83,44 @@ class TrackedMap extends Map {
   }
 }
 
-/** Connection id -> object with `_onNative(kind, payload)`. */
-const connections = new TrackedMap();
+// A connection id is a slot and the slot's generation (src/engine/registry.rs): the engine
+// reuses a slot once JS has released its id, so the slots of the connections open at once
+// are dense, and an array indexed by slot holds them (a Map's table costs six times more).
+const SLOT_MASK = 2 ** binding.slotBits() - 1;
+
+/**
+ * The WebSockets bound to engine connections, by slot of their `_id`; each counts towards
+ * keeping the process alive. Deleting one releases its id: that is JS's last command for it.
+ */
+class Connections {
+  constructor() {
+    this.slots = [];
+  }
+
+  get(id) {
+    const ws = this.slots[id & SLOT_MASK];
+    return ws !== undefined && ws._id === id ? ws : undefined;
+  }
+
+  set(id, ws) {
+    const slot = id & SLOT_MASK;
+    if (this.slots[slot] === undefined && active++ === 0) keepAlive.ref();
+    this.slots[slot] = ws;
+  }
+
+  delete(id) {
+    const slot = id & SLOT_MASK;
+    const ws = this.slots[slot];
+    if (ws === undefined || ws._id !== id) return false;
+    this.slots[slot] = undefined;
+    if (--active === 0) keepAlive.unref();
+    release(id);
+    return true;
+  }
+}
+
+/** Connection id -> WebSocket (`_onNative(kind, payload)`). */
+const connections = new Connections();
 /** Server id -> object with `_onUpgrade(id, request)` (see `upgradeRecord`). */
 const servers = new TrackedMap();
 
@@ -292,6 +329,7 @@ function dispatch(buf) {
         const request = payload === null ? upgradeRecord(buf, start) : upgradeRecord(payload, 0);
         const server = servers.get(request.server);
         if (server !== undefined) server._onUpgrade(id, request);
+        else release(id);
       } else {
         const target = connections.get(id);
         if (target !== undefined) target._onNative(kind, payload);
@@ -397,6 +435,16 @@ function sameBytes(data) {
   return data.length === lastLength && commands.compare(data, 0, lastLength, lastStart, lastStart + lastLength) === 0;
 }
 
+/**
+ * Tells the engine JS is done with connection `id` (it sends no command for it after this):
+ * the id's slot can serve another connection once the engine is done with it too.
+ *
+ * @param {Number} id The connection id
+ */
+function release(id) {
+  queue(OP.RELEASE, 0, id, null);
+}
+
 /** Hands the queued commands to the engine in one call. */
 function flush() {
   scheduled = false;
@@ -426,5 +474,6 @@ module.exports = {
   fields,
   flush,
   queue,
+  release,
   servers
 };

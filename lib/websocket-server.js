@@ -287,9 +287,10 @@ class WebSocketServer extends EventEmitter {
    * @private
    */
   _onUpgrade(id, f) {
-    const req = new IncomingRequest(id, f);
+    const link = new EngineLink(id);
+    const req = new IncomingRequest(link, f);
     if (this._tls) req._tls = this._tls;
-    const link = new EngineLink(id, req);
+    link.req = req;
     const status = f.status;
 
     if (this._state !== RUNNING) {
@@ -442,24 +443,50 @@ function emitClose(server) {
 }
 
 /**
- * A connection accepted by the engine's own listener, waiting for ws's decision.
+ * A connection accepted by the engine's own listener, waiting for ws's decision. It holds
+ * the engine's id for JS (see `release` in native.js) until it hands it to the WebSocket, or
+ * releases it after a refusal: commands for the id (`req.socket`'s) go out only while JS
+ * holds it.
  */
 class EngineLink {
-  constructor(id, req) {
+  constructor(id) {
     this.id = id;
-    this.req = req;
+    this.req = null;
     this.upgraded = false;
+    this.held = true;
+    this.ws = null;
+  }
+
+  /** Whether the id is still JS's: this link's, or its WebSocket's until that closes. */
+  holds() {
+    return this.held || (this.ws !== null && native.connections.get(this.id) === this.ws);
+  }
+
+  /** JS is done with the id (no WebSocket took it). */
+  release() {
+    if (!this.held) return;
+    this.held = false;
+    native.release(this.id);
   }
 
   abort(code, message, headers) {
+    if (!this.held) return;
     abortHandshake(this.id, code, message, headers);
+    this.release();
   }
 
   /** Answers with `response` (or the standard 101) and hands over to `server._accepted`. */
   accept(response, acceptKey, protocol, extensions, conn, server, ws, req, cb) {
-    const ok = response === null
+    const ok = this.held && (response === null
       ? native.binding.acceptStandard(this.id, acceptKey, protocol, extensions)
-      : native.binding.accept(this.id, response);
+      : native.binding.accept(this.id, response));
+    if (ok) {
+      // The WebSocket's entry in `native.connections` holds the id from now on.
+      this.held = false;
+      this.ws = ws;
+    } else {
+      this.release();
+    }
     server._accepted(this, ok ? this.id : 0, ws, req, cb);
   }
 
@@ -581,9 +608,9 @@ function rawFromHeaders(headers) {
  * users touch it (`req.socket`, the `wsClientError` socket).
  */
 class NativeSocket extends EventEmitter {
-  constructor(id, req, tls) {
+  constructor(link, req, tls) {
     super();
-    this._id = id;
+    this._link = link;
     this.remoteAddress = req._remoteAddress;
     this.remotePort = req._remotePort;
     this.remoteFamily = req._remoteFamily;
@@ -594,9 +621,15 @@ class NativeSocket extends EventEmitter {
     this.destroyed = false;
   }
 
+  /** Queues a command for the connection while JS holds its id (a socket kept after its
+   * connection ended must not reach the next connection given the same slot). */
+  _command(op, data) {
+    if (this._link.holds()) native.queue(op, 0, this._link.id, data);
+  }
+
   /** Writes raw bytes (before the upgrade only). */
   write(data, encoding, cb) {
-    native.queue(native.OP.RAW_WRITE, 0, this._id, typeof data === 'string' ? Buffer.from(data, typeof encoding === 'string' ? encoding : 'utf8') : data);
+    this._command(native.OP.RAW_WRITE, typeof data === 'string' ? Buffer.from(data, typeof encoding === 'string' ? encoding : 'utf8') : data);
     if (typeof encoding === 'function') cb = encoding;
     if (cb) process.nextTick(cb);
     return true;
@@ -609,7 +642,9 @@ class NativeSocket extends EventEmitter {
       data = undefined;
     }
     const buf = data === undefined ? null : typeof data === 'string' ? Buffer.from(data, typeof encoding === 'string' ? encoding : 'utf8') : data;
-    native.queue(native.OP.RAW_END, 0, this._id, buf);
+    this._command(native.OP.RAW_END, buf);
+    // A refused request's socket (`wsClientError`): JS is done with the connection.
+    this._link.release();
     if (typeof encoding === 'function') cb = encoding;
     if (cb) process.nextTick(cb);
     process.nextTick(() => this.emit('finish'));
@@ -619,7 +654,8 @@ class NativeSocket extends EventEmitter {
   destroy() {
     if (!this.destroyed) {
       this.destroyed = true;
-      native.queue(native.OP.TERMINATE, 0, this._id, null);
+      this._command(native.OP.TERMINATE, null);
+      this._link.release();
       process.nextTick(() => this.emit('close'));
     }
     return this;
@@ -643,8 +679,8 @@ class NativeSocket extends EventEmitter {
  * parts of `http.IncomingMessage` that ws users read.
  */
 class IncomingRequest {
-  constructor(id, f) {
-    this._id = id;
+  constructor(link, f) {
+    this._link = link;
     this.method = f.method;
     this.url = f.url;
     this.httpVersion = f.httpVersion;
@@ -660,7 +696,7 @@ class IncomingRequest {
   }
 
   get socket() {
-    if (this._socket === undefined) this._socket = new NativeSocket(this._id, this, this._tls);
+    if (this._socket === undefined) this._socket = new NativeSocket(this._link, this, this._tls);
     return this._socket;
   }
 

@@ -1253,8 +1253,8 @@ function abortHandshake(websocket, message) {
     req.destroy();
   }
   if (websocket._id !== 0) {
-    native.connections.delete(websocket._id);
     native.queue(OP.TERMINATE, 0, websocket._id, null);
+    native.connections.delete(websocket._id);
   }
   process.nextTick(emitErrorAndClose, websocket, err);
 }

@@ -12,6 +12,7 @@ use napi_derive::napi;
 use crate::engine::client::{self, ConnectParams, Target};
 use crate::engine::connection::ConnConfig;
 use crate::engine::outbox::{self, Decision};
+use crate::engine::registry;
 use crate::engine::{events, io_error_code, proxy, runtime, server, tls};
 use crate::protocol::deflate::{BitsOption, DeflateOptions, DeflateParams};
 use crate::protocol::handshake::{rejection_response, Rejection};
@@ -314,7 +315,7 @@ pub fn close_server(id: u32) {
 /// Writes the 101 answer JS built and opens the connection. False when the socket is gone.
 #[napi(catch_unwind)]
 pub fn accept(id: u32, response: &[u8]) -> bool {
-    let Some(shared) = outbox::lookup(id) else { return false };
+    let Some(shared) = registry::lookup(id) else { return false };
     let waker = {
         let mut out = shared.lock();
         out.raw(response);
@@ -352,7 +353,7 @@ pub fn accept_standard(id: u32, accept_key: String, protocol: Option<String>, ex
 /// Refuses an upgrade with ws's HTTP answer. `headers` is a flat name, value list.
 #[napi(catch_unwind)]
 pub fn reject(id: u32, status: u32, message: String, headers: Vec<String>) -> bool {
-    let Some(shared) = outbox::lookup(id) else { return false };
+    let Some(shared) = registry::lookup(id) else { return false };
     let r = Rejection {
         status: status as u16,
         message,
@@ -537,7 +538,7 @@ pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) {
 /// Bytes queued in the engine and not yet written to the socket.
 #[napi(catch_unwind)]
 pub fn buffered_amount(id: u32) -> f64 {
-    outbox::lookup(id).map(|s| s.buffered() as f64).unwrap_or(0.0)
+    registry::lookup(id).map(|s| s.buffered() as f64).unwrap_or(0.0)
 }
 
 #[repr(C)]
@@ -576,4 +577,18 @@ pub fn parked(id: Option<u32>) -> u32 {
         Some(id) => crate::engine::park::is_parked(id) as u32,
         None => crate::engine::park::count() as u32,
     }
+}
+
+/// How many low bits of a connection id are its slot (`engine::registry`): JS indexes its
+/// connections by slot.
+#[napi(catch_unwind)]
+pub fn slot_bits() -> u32 {
+    registry::SLOT_BITS
+}
+
+/// The connection id table: slots made, slots free for reuse, connections registered. For
+/// tests and diagnostics; not part of the public API.
+#[napi(catch_unwind)]
+pub fn slot_stats() -> Vec<u32> {
+    registry::stats().to_vec()
 }

@@ -12,8 +12,9 @@ use super::connection::{ClientHandshake, ConnConfig, Connection};
 use super::events::{self, kind};
 use super::proxy::{self, Proxy};
 use super::tls::{self, ClientTls};
-use super::outbox::{register, unregister, Shared};
-use super::{io_error_code, next_id, runtime};
+use super::outbox::Shared;
+use super::registry::{self, unregister};
+use super::{io_error_code, runtime};
 use crate::protocol::handshake::client_request;
 
 pub enum Target {
@@ -75,7 +76,6 @@ async fn within<T>(deadline: Option<Instant>, f: impl std::future::Future<Output
 /// HANDSHAKE_FAILED event.
 pub fn connect(p: ConnectParams) -> io::Result<u32> {
     let handle = runtime::handle()?;
-    let id = next_id();
     let key = tungstenite::handshake::client::generate_key();
     let mut headers = p.headers;
     headers.push(("Sec-WebSocket-Key".into(), key.clone()));
@@ -84,7 +84,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
     }
     let shared = Shared::new(true, p.cfg.sink.id);
     shared.lock().raw(&client_request(&p.path, &headers));
-    register(id, shared.clone());
+    let id = registry::register(shared.clone(), true).ok_or_else(super::server::too_many)?;
     let cfg = Arc::new(p.cfg);
     let hs = ClientHandshake { key, protocols: p.protocols };
     handle.spawn(async move {

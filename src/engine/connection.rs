@@ -16,7 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::events::{self, kind};
-use super::outbox::{mask_key, unregister, Compression, Decision, JobKind, Outbox, Shared};
+use super::outbox::{mask_key, Compression, Decision, JobKind, Outbox, Shared};
+use super::registry::{self, unregister};
 use crate::protocol::close::ABNORMAL;
 use crate::protocol::deflate::{Deflater, DeflateOptions, DeflateParams, Inflater};
 use crate::protocol::error::ProtocolError;
@@ -322,7 +323,12 @@ impl<T: Transport> Connection<T> {
             });
         }
         if out.raw_end {
+            // JS ended a request's socket (`wsClientError`): the connection is refused, and
+            // ends once the bytes are out and the peer has ended too.
             self.want_shutdown = true;
+            if self.phase == Phase::ServerDecision {
+                self.phase = Phase::Refusing;
+            }
         }
         if out.close_queued && !self.close_seen {
             self.close_seen = true;
@@ -504,6 +510,8 @@ impl<T: Transport> Connection<T> {
         fixed[10] = version;
         fixed[11] = head.minor;
         fixed[12] = peer.remote.is_some_and(|a| a.is_ipv6()) as u8;
+        // JS holds the id from this event on, until its RELEASE.
+        registry::reveal(self.id, self.cfg.sink.id);
         events::with_batch(|b| {
             b.push_fields(
                 kind::UPGRADE,
@@ -789,6 +797,10 @@ impl Parked {
 
     pub(super) fn socket(&self) -> &std::net::TcpStream {
         &self.socket
+    }
+
+    pub(super) fn id(&self) -> u32 {
+        self.id
     }
 }
 

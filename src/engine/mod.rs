@@ -9,6 +9,7 @@ pub mod events;
 pub mod outbox;
 pub mod park;
 pub mod proxy;
+pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod tls;
@@ -16,8 +17,8 @@ pub mod tls;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Connection ids, shared by server and client connections (0 is never used).
-pub fn next_id() -> u32 {
+/// Server ids (0 is never used). Connection ids come from `registry`.
+pub fn next_server_id() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -11,11 +11,12 @@
 //! them (as ws's sender queues behind a deflate in progress), so the order on the wire is the
 //! order of the calls.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
+use super::registry;
 use crate::protocol::frame::{encode_frame, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 
 pub mod op {
@@ -35,6 +36,8 @@ pub mod op {
     pub const BRIDGE_IN: u8 = 10;
     /// A bridged socket ended (no more bytes will come).
     pub const BRIDGE_EOF: u8 = 11;
+    /// JS is done with the id: its last command for it (see `engine::registry`).
+    pub const RELEASE: u8 = 12;
 }
 
 pub mod flag {
@@ -304,32 +307,10 @@ pub fn mask_key() -> [u8; 4] {
     rand::random()
 }
 
-type Registry = Mutex<HashMap<u32, Arc<Shared>>>;
-
-fn registry() -> &'static Registry {
-    static R: OnceLock<Registry> = OnceLock::new();
-    R.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-fn lock_registry() -> MutexGuard<'static, HashMap<u32, Arc<Shared>>> {
-    registry().lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub fn register(id: u32, shared: Arc<Shared>) {
-    lock_registry().insert(id, shared);
-}
-
-pub fn unregister(id: u32) {
-    lock_registry().remove(&id);
-}
-
-pub fn lookup(id: u32) -> Option<Arc<Shared>> {
-    lock_registry().get(&id).cloned()
-}
-
 /// Terminates every connection of an events sink (its Node environment is going away).
 pub fn terminate_sink(sink: u32) {
-    let wake: Vec<Waker> = lock_registry()
+    registry::release_sink(sink);
+    let wake: Vec<Waker> = registry::lock()
         .values()
         .filter(|s| s.sink == sink)
         .filter_map(|s| {
@@ -346,7 +327,7 @@ pub fn terminate_sink(sink: u32) {
 /// Asks the open plain-TCP connections whose tasks did not run since the last call (and that
 /// nothing waits for) to park, waking their tasks; the park thread calls it periodically.
 pub fn ask_idle_to_park() {
-    let all: Vec<Arc<Shared>> = lock_registry().values().cloned().collect();
+    let all: Vec<Arc<Shared>> = registry::lock().values().cloned().collect();
     let mut wake = Vec::new();
     for shared in &all {
         let mut out = shared.lock();
@@ -402,7 +383,9 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
     // Connections whose frames may go out directly from this thread, after the batch.
     let mut direct: Vec<Arc<Shared>> = Vec::new();
     let mut ext = external.iter();
-    let reg = lock_registry();
+    // JS's RELEASEs, applied after the batch (they are the last commands for their ids).
+    let mut released: Vec<u32> = Vec::new();
+    let reg = registry::lock();
     let mut pos = 0;
     let mut last: Option<(u32, &Arc<Shared>)> = None;
     let mut prev: &[u8] = &[];
@@ -443,9 +426,13 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
             }
             continue;
         }
+        if opc == op::RELEASE {
+            released.push(id);
+            continue;
+        }
         let shared = match last {
             Some((lid, s)) if lid == id => s,
-            _ => match reg.get(&id) {
+            _ => match reg.get(id) {
                 Some(s) => {
                     last = Some((id, s));
                     s
@@ -539,6 +526,9 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
         }
     }
     drop(reg);
+    for id in released {
+        registry::release(id);
+    }
     for shared in direct {
         let mut out = shared.lock();
         write_direct(&shared, &mut out);

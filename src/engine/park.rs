@@ -10,7 +10,6 @@
 //! last activity, and a busy one pays nothing but a flag per poll (no timer). After a wave of
 //! parking the sweep also has the C allocator return the memory those tasks freed.
 
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::task::{RawWaker, RawWakerVTable, Waker};
@@ -21,7 +20,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use tokio::net::TcpStream;
 
 use super::connection::{Connection, Parked};
-use super::{outbox, runtime};
+use super::{outbox, registry, runtime};
 
 /// How often idle connections are asked to park.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -29,7 +28,39 @@ const SWEEP: Duration = Duration::from_secs(1);
 /// The parked connections and the epoll set their sockets are in.
 struct Lot {
     registry: Registry,
-    parked: Mutex<HashMap<u32, Box<Parked>>>,
+    parked: Mutex<Table>,
+}
+
+/// Parked connections by slot of their id (see `engine::registry`: slots are dense).
+#[derive(Default)]
+struct Table {
+    slots: Vec<Option<Box<Parked>>>,
+    count: usize,
+}
+
+impl Table {
+    fn insert(&mut self, parked: Box<Parked>) {
+        let slot = registry::slot(parked.id());
+        if self.slots.len() <= slot {
+            self.slots.resize_with(slot + 1, || None);
+        }
+        if self.slots[slot].replace(parked).is_none() {
+            self.count += 1;
+        }
+    }
+
+    fn remove(&mut self, id: u32) -> Option<Box<Parked>> {
+        let entry = self.slots.get_mut(registry::slot(id))?;
+        if entry.as_ref().is_none_or(|p| p.id() != id) {
+            return None;
+        }
+        self.count -= 1;
+        entry.take()
+    }
+
+    fn contains(&self, id: u32) -> bool {
+        self.slots.get(registry::slot(id)).is_some_and(|e| e.as_ref().is_some_and(|p| p.id() == id))
+    }
 }
 
 /// The lot, made with its thread on first use; None if the system would not give either
@@ -40,12 +71,12 @@ fn lot() -> Option<&'static Lot> {
         let poll = Poll::new().ok()?;
         let registry = poll.registry().try_clone().ok()?;
         std::thread::Builder::new().name("ws-native-park".into()).stack_size(256 * 1024).spawn(move || watch(poll)).ok()?;
-        Some(Lot { registry, parked: Mutex::new(HashMap::new()) })
+        Some(Lot { registry, parked: Mutex::new(Table::default()) })
     })
     .as_ref()
 }
 
-fn lock(lot: &Lot) -> MutexGuard<'_, HashMap<u32, Box<Parked>>> {
+fn lock(lot: &Lot) -> MutexGuard<'_, Table> {
     lot.parked.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -125,7 +156,7 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
     let fd = parked.socket().as_raw_fd();
     out.waker = Some(unpark_waker(id));
     out.parked = true;
-    lock(lot).insert(id, Box::new(parked));
+    lock(lot).insert(Box::new(parked));
     // Registered last: an event for the socket finds the connection in the table.
     if lot.registry.register(&mut SourceFd(&fd), Token(id as usize), Interest::READABLE).is_err() {
         drop(out);
@@ -137,7 +168,7 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
 /// Brings a parked connection back on a task of its own (no-op if it is not parked).
 pub fn unpark(id: u32) {
     let Some(lot) = lot() else { return };
-    let Some(parked) = lock(lot).remove(&id) else { return };
+    let Some(parked) = lock(lot).remove(id) else { return };
     let _ = lot.registry.deregister(&mut SourceFd(&parked.socket().as_raw_fd()));
     // The engine stopped (Node is exiting): nothing to come back to.
     let Some(handle) = runtime::current() else { return };
@@ -152,12 +183,12 @@ pub fn unpark(id: u32) {
 
 /// How many connections are parked (for tests and diagnostics).
 pub fn count() -> usize {
-    lot().map_or(0, |l| lock(l).len())
+    lot().map_or(0, |l| lock(l).count)
 }
 
 /// Whether connection `id` is parked (for tests).
 pub fn is_parked(id: u32) -> bool {
-    lot().is_some_and(|l| lock(l).contains_key(&id))
+    lot().is_some_and(|l| lock(l).contains(id))
 }
 
 /// A waker that unparks connection `id`: what a parked connection's outbox holds, so that

@@ -13,8 +13,9 @@ use tokio::sync::oneshot;
 use crate::protocol::deflate::DeflateParams;
 use super::bridge::Bridge;
 use super::connection::{ConnConfig, Connection, PeerInfo};
-use super::outbox::{register, Shared};
-use super::{next_id, runtime};
+use super::outbox::Shared;
+use super::registry;
+use super::{next_server_id, runtime};
 
 pub struct ListenParams {
     /// The native TLS server: each socket is served after its TLS handshake.
@@ -63,7 +64,7 @@ pub fn listen(p: ListenParams) -> io::Result<(u32, SocketAddr)> {
         }
     };
     let local = listener.local_addr()?;
-    let server_id = next_id();
+    let server_id = next_server_id();
     let (tx, rx) = oneshot::channel();
     stops().insert(server_id, tx);
     let cfg = Arc::new(p.cfg);
@@ -86,9 +87,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(120);
 /// the socket without JS hearing of it (as an `https` server's 'tlsClientError').
 async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, cfg: Arc<ConnConfig>, peer: PeerInfo) {
     let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else { return };
-    let id = next_id();
     let shared = Shared::new(false, cfg.sink.id);
-    register(id, shared.clone());
+    let Some(id) = registry::register(shared.clone(), false) else { return };
     Connection::server(tls, id, shared, cfg, peer).run().await
 }
 
@@ -111,10 +111,10 @@ async fn accept_loop(
                         tokio::spawn(serve_tls(acceptor.clone(), stream, cfg.clone(), peer));
                         continue;
                     }
-                    let id = next_id();
                     let shared = Shared::new(false, cfg.sink.id);
+                    // Every slot taken (4 million connections): the socket closes.
+                    let Some(id) = registry::register(shared.clone(), false) else { continue };
                     shared.allow_direct_writes(&stream);
-                    register(id, shared.clone());
                     let peer = PeerInfo { server_id, remote: Some(remote), local };
                     tokio::spawn(Connection::server(stream, id, shared, cfg.clone(), peer).run());
                 }
@@ -125,15 +125,20 @@ async fn accept_loop(
     }
 }
 
-fn adopted_shared(id: u32, response: &[u8], is_client: bool, sink: u32) -> Arc<Shared> {
+/// An adopted connection's state, registered (its id is JS's from the start).
+fn adopted_shared(response: &[u8], is_client: bool, sink: u32) -> io::Result<(u32, Arc<Shared>)> {
     let shared = Shared::new(is_client, sink);
     {
         let mut out = shared.lock();
         out.raw(response);
         out.open = true;
     }
-    register(id, shared.clone());
-    shared
+    let id = registry::register(shared.clone(), true).ok_or_else(too_many)?;
+    Ok((id, shared))
+}
+
+pub(super) fn too_many() -> io::Error {
+    io::Error::other("too many connections open (no connection id is free)")
 }
 
 /// Takes over a TCP socket from Node by file descriptor (Node destroys its copy afterwards):
@@ -154,8 +159,7 @@ pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: 
     std_stream.set_nonblocking(true)?;
     let _ = std_stream.set_nodelay(true);
     let stream = tokio::net::TcpStream::from_std(std_stream)?;
-    let id = next_id();
-    let shared = adopted_shared(id, response, is_client, cfg.sink.id);
+    let (id, shared) = adopted_shared(response, is_client, cfg.sink.id)?;
     shared.allow_direct_writes(&stream);
     handle.spawn(Connection::adopted(stream, id, shared, Arc::new(cfg), early, pmd).run());
     Ok(id)
@@ -164,9 +168,8 @@ pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: 
 /// Serves a socket Node keeps (TLS, or a Duplex without a descriptor) through a byte bridge.
 pub fn adopt_bridge(early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: Option<DeflateParams>) -> io::Result<u32> {
     let handle = runtime::handle()?;
-    let id = next_id();
+    let (id, shared) = adopted_shared(response, !cfg.receiver.is_server, cfg.sink.id)?;
     let bridge = Bridge::new(id);
-    let shared = adopted_shared(id, response, !cfg.receiver.is_server, cfg.sink.id);
     handle.spawn(Connection::adopted(bridge, id, shared, Arc::new(cfg), early, pmd).run());
     Ok(id)
 }
