@@ -247,3 +247,20 @@ test('a Worker that exits with connections open gives their slots back', T, asyn
   await worker.terminate();
   await allFree();
 });
+
+test('a request that arrives after its server closed gets 503 and gives its slot back', T, async (t) => {
+  const wss = await startWss(t, WebSocketServer);
+  const raw = net.connect(wss.address().port, '127.0.0.1');
+  await once(raw, 'connect');
+  const answer = [];
+  raw.on('data', (d) => answer.push(d));
+  raw.write(upgradeRequest());
+  // Keep JS busy while the engine reads the request and queues it for JS; the server closes
+  // before JS gets to it.
+  const until = Date.now() + 300;
+  while (Date.now() < until);
+  wss.close();
+  await once(raw, 'close');
+  assert.match(Buffer.concat(answer).toString(), /^HTTP\/1.1 503 Service Unavailable\r\n/);
+  await allFree();
+});

@@ -328,8 +328,13 @@ function dispatch(buf) {
       if (kind === EVENT.UPGRADE) {
         const request = payload === null ? upgradeRecord(buf, start) : upgradeRecord(payload, 0);
         const server = servers.get(request.server);
-        if (server !== undefined) server._onUpgrade(id, request);
-        else release(id);
+        if (server !== undefined) {
+          server._onUpgrade(id, request);
+        } else {
+          // The server closed while the request was on its way: ws answers 503.
+          binding.reject(id, 503, 'Service Unavailable', []);
+          release(id);
+        }
       } else {
         const target = connections.get(id);
         if (target !== undefined) target._onNative(kind, payload);
