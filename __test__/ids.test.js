@@ -264,3 +264,26 @@ test('a request that arrives after its server closed gets 503 and gives its slot
   assert.match(Buffer.concat(answer).toString(), /^HTTP\/1.1 503 Service Unavailable\r\n/);
   await allFree();
 });
+
+test('connections the engine refuses or that leave before their request give their slots back', T, async (t) => {
+  const wss = await startWss(t, WebSocketServer);
+  const port = wss.address().port;
+  /** Sends `bytes` on a raw socket (or nothing), then resolves with what came back once closed. */
+  const exchange = (bytes) =>
+    new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => (bytes === null ? s.end() : s.write(bytes)));
+      const got = [];
+      s.on('data', (d) => got.push(d));
+      s.on('error', () => {});
+      s.on('close', () => resolve(Buffer.concat(got).toString()));
+    });
+  for (let i = 0; i < 5; i++) {
+    // Not an upgrade: the engine answers 426 without JS.
+    assert.match(await exchange('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1.1 426 /);
+    // Not HTTP: 400.
+    assert.match(await exchange('\x00\x01 nonsense\r\n\r\n'), /^HTTP\/1.1 400 /);
+    // Connects and leaves without a request.
+    assert.equal(await exchange(null), '');
+  }
+  await allFree();
+});

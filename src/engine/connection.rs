@@ -446,7 +446,10 @@ impl<T: Transport> Connection<T> {
         }
     }
 
+    /// The engine refuses the request itself: JS never hears of the connection, and gives
+    /// up the hold on its id that it would have had (see `engine::registry`).
     fn refuse_raw(&mut self, bytes: &[u8]) {
+        registry::release(self.id);
         self.shared.lock().raw(bytes);
         self.phase = Phase::Refusing;
         self.want_shutdown = true;
@@ -510,8 +513,6 @@ impl<T: Transport> Connection<T> {
         fixed[10] = version;
         fixed[11] = head.minor;
         fixed[12] = peer.remote.is_some_and(|a| a.is_ipv6()) as u8;
-        // JS holds the id from this event on, until its RELEASE.
-        registry::reveal(self.id, self.cfg.sink.id);
         events::with_batch(|b| {
             b.push_fields(
                 kind::UPGRADE,
@@ -933,6 +934,10 @@ impl<T> Connection<T> {
     }
 
     fn finish(&mut self, end: End) -> Poll<Step> {
+        if self.phase == Phase::ServerHead {
+            // Ended before its request was read: JS never heard of it.
+            registry::release(self.id);
+        }
         unregister(self.id);
         let id = self.id;
         // A server connection JS accepted (even if this task never saw the decision, as when

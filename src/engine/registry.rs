@@ -7,10 +7,11 @@
 //!
 //! A slot is reused only once both sides are done with its id:
 //! - the engine when the connection's task ends (`unregister`);
-//! - JS when it sends RELEASE, its last command with that id. JS holds an id from the moment
-//!   it is told of it: a client's or an adopted connection's id is the call's result, a server
-//!   connection's arrives with its UPGRADE event (`reveal`). An environment that goes away
-//!   gives back what it held (`release_sink`).
+//! - JS when it sends RELEASE, its last command with that id. JS holds every id from the
+//!   start: a client's or an adopted connection's id is the call's result, a server
+//!   connection's arrives with its UPGRADE event; a server connection that ends before that
+//!   (the engine refused its request itself, or it never sent one) releases JS's hold on
+//!   JS's behalf. An environment that goes away gives back what it held (`release_sink`).
 //!
 //! So a command JS queued for a connection that has just ended can never reach the next
 //! connection in its slot. The generation is a second guard: an id used after its release (a
@@ -125,10 +126,10 @@ pub fn lock() -> MutexGuard<'static, Table> {
     table().lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Registers a connection and returns its id; `js_holds`: JS gets the id now (the caller
-/// returns it to JS). None: no slot is free.
-pub fn register(shared: Arc<Shared>, js_holds: bool) -> Option<u32> {
-    let sink = if js_holds { shared.sink } else { 0 };
+/// Registers a connection and returns its id, held by the engine and by JS of the
+/// connection's sink until `unregister` and `release`. None: no slot is free.
+pub fn register(shared: Arc<Shared>) -> Option<u32> {
+    let sink = shared.sink;
     lock().allocate(shared, sink)
 }
 
@@ -137,14 +138,7 @@ pub fn unregister(id: u32) {
     lock().unregister(id);
 }
 
-/// JS is told of server connection `id` (its UPGRADE event): it holds the id until RELEASE.
-pub fn reveal(id: u32, sink: u32) {
-    if let Some(e) = lock().entry_mut(id) {
-        e.js = sink;
-    }
-}
-
-/// JS is done with `id` (RELEASE).
+/// JS is done with `id` (its RELEASE, or the engine's on its behalf).
 pub fn release(id: u32) {
     lock().release(id);
 }

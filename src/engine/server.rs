@@ -88,7 +88,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(120);
 async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, cfg: Arc<ConnConfig>, peer: PeerInfo) {
     let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else { return };
     let shared = Shared::new(false, cfg.sink.id);
-    let Some(id) = registry::register(shared.clone(), false) else { return };
+    let Some(id) = registry::register(shared.clone()) else { return };
     Connection::server(tls, id, shared, cfg, peer).run().await
 }
 
@@ -113,7 +113,7 @@ async fn accept_loop(
                     }
                     let shared = Shared::new(false, cfg.sink.id);
                     // Every slot taken (4 million connections): the socket closes.
-                    let Some(id) = registry::register(shared.clone(), false) else { continue };
+                    let Some(id) = registry::register(shared.clone()) else { continue };
                     shared.allow_direct_writes(&stream);
                     let peer = PeerInfo { server_id, remote: Some(remote), local };
                     tokio::spawn(Connection::server(stream, id, shared, cfg.clone(), peer).run());
@@ -133,7 +133,7 @@ fn adopted_shared(response: &[u8], is_client: bool, sink: u32) -> io::Result<(u3
         out.raw(response);
         out.open = true;
     }
-    let id = registry::register(shared.clone(), true).ok_or_else(too_many)?;
+    let id = registry::register(shared.clone()).ok_or_else(too_many)?;
     Ok((id, shared))
 }
 
