@@ -287,3 +287,43 @@ test('connections the engine refuses or that leave before their request give the
   }
   await allFree();
 });
+
+test('under churn, every message reaches its own connection and every slot comes back', T, async (t) => {
+  // Server connections close from both sides while others open in the slots they free, with
+  // sends in flight: a message that reached another connection would come back to the wrong
+  // client (each client checks that it gets its own messages back, and only those).
+  const wss = await startWss(t, WebSocketServer);
+  wss.on('connection', (ws) => {
+    ws.on('message', (m) => {
+      ws.send(m);
+      // Every third connection is closed by the server, right after its echo.
+      if (m.toString().endsWith(':close')) ws.close();
+    });
+  });
+  const url = `ws://127.0.0.1:${wss.address().port}`;
+  let done = 0;
+  const deadline = Date.now() + 3000;
+  async function worker(w) {
+    for (let i = 0; done < 3000 && Date.now() < deadline; i++) {
+      const me = `${w}.${i}`;
+      const client = new WebSocket(url);
+      await once(client, 'open');
+      const serverCloses = i % 3 === 0;
+      const expected = [`${me}:a`, `${me}:b`, `${me}:c${serverCloses ? ':close' : ''}`];
+      const got = [];
+      const closed = new Promise((resolve) => client.once('close', resolve));
+      client.on('message', (m) => {
+        got.push(m.toString());
+        if (got.length === expected.length && !serverCloses) client.close();
+      });
+      for (const m of expected) client.send(m);
+      await closed;
+      assert.deepEqual(got, expected);
+      done++;
+    }
+  }
+  await Promise.all(Array.from({ length: 24 }, (_, w) => worker(w)));
+  assert.ok(done >= 100, `${done} connections`);
+  t.diagnostic(`${done} connections`);
+  await allFree();
+});
