@@ -327,3 +327,29 @@ test('under churn, every message reaches its own connection and every slot comes
   t.diagnostic(`${done} connections`);
   await allFree();
 });
+
+test('a Worker that exits while requests keep arriving leaves no connection behind', T, async () => {
+  const { Worker } = require('node:worker_threads');
+  const code = `
+    const { parentPort } = require('node:worker_threads');
+    const WebSocket = require(${JSON.stringify(path.join(__dirname, '..'))});
+    const wss = new WebSocket.Server({ host: '127.0.0.1', port: 0 }, () => parentPort.postMessage(wss.address().port));
+  `;
+  const worker = new Worker(code, { eval: true });
+  const [port] = await once(worker, 'message');
+  // Upgrade requests arrive before, while and after the Worker's environment goes away (the
+  // server's accept loop may take a few more): none may stay registered for it.
+  const sockets = [];
+  let exiting = null;
+  for (let i = 0; i < 300; i++) {
+    const s = net.connect(port, '127.0.0.1', () => s.write(upgradeRequest()));
+    s.on('error', () => {});
+    sockets.push(s);
+    if (i === 150) exiting = worker.terminate();
+    if (i % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
+  }
+  await exiting;
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  for (const s of sockets) s.destroy();
+  await allFree();
+});

@@ -41,11 +41,14 @@ struct Entry {
 pub struct Table {
     entries: Vec<Entry>,
     free: VecDeque<u32>,
+    /// Sinks whose environment went away, ascending (sink ids only grow): a connection
+    /// accepted for one while it was going is not registered (nobody would ever release it).
+    gone: Vec<u32>,
 }
 
 impl Table {
     const fn new() -> Self {
-        Table { entries: Vec::new(), free: VecDeque::new() }
+        Table { entries: Vec::new(), free: VecDeque::new(), gone: Vec::new() }
     }
 
     fn entry(&self, id: u32) -> Option<&Entry> {
@@ -59,6 +62,9 @@ impl Table {
     /// A new id for `shared`, held by JS of sink `js` from now on if not 0. None: every slot
     /// is taken.
     fn allocate(&mut self, shared: Arc<Shared>, js: u32) -> Option<u32> {
+        if js != 0 && self.gone.binary_search(&js).is_ok() {
+            return None;
+        }
         if self.entries.is_empty() {
             self.entries.push(Entry { shared: None, id: 0, js: 0 });
         }
@@ -107,6 +113,16 @@ impl Table {
         }
     }
 
+    fn release_sink(&mut self, sink: u32) {
+        if let Err(at) = self.gone.binary_search(&sink) {
+            self.gone.insert(at, sink);
+        }
+        let held: Vec<u32> = self.entries.iter().filter(|e| e.js == sink && sink != 0).map(|e| e.id).collect();
+        for id in held {
+            self.release(id);
+        }
+    }
+
     pub fn get(&self, id: u32) -> Option<&Arc<Shared>> {
         self.entry(id).and_then(|e| e.shared.as_ref())
     }
@@ -127,7 +143,8 @@ pub fn lock() -> MutexGuard<'static, Table> {
 }
 
 /// Registers a connection and returns its id, held by the engine and by JS of the
-/// connection's sink until `unregister` and `release`. None: no slot is free.
+/// connection's sink until `unregister` and `release`. None: no slot is free, or the sink's
+/// environment is gone.
 pub fn register(shared: Arc<Shared>) -> Option<u32> {
     let sink = shared.sink;
     lock().allocate(shared, sink)
@@ -143,13 +160,10 @@ pub fn release(id: u32) {
     lock().release(id);
 }
 
-/// The environment of sink `sink` is going away: what its JS held is released.
+/// The environment of sink `sink` is going away: what its JS held is released, and no
+/// connection registers for it from now on.
 pub fn release_sink(sink: u32) {
-    let mut t = lock();
-    let held: Vec<u32> = t.entries.iter().filter(|e| e.js == sink && sink != 0).map(|e| e.id).collect();
-    for id in held {
-        t.release(id);
-    }
+    lock().release_sink(sink);
 }
 
 pub fn lookup(id: u32) -> Option<Arc<Shared>> {
@@ -207,6 +221,19 @@ mod tests {
         t.unregister(a);
         t.unregister(a);
         assert_eq!(t.free.len(), 1, "freed once");
+    }
+
+    #[test]
+    fn a_gone_sink_registers_nothing_and_keeps_nothing() {
+        let mut t = Table::new();
+        let a = t.allocate(shared(), 7).unwrap();
+        let b = t.allocate(shared(), 8).unwrap();
+        t.release_sink(7);
+        assert!(t.allocate(shared(), 7).is_none());
+        assert!(t.allocate(shared(), 8).is_some());
+        t.unregister(a);
+        assert_eq!(t.free.len(), 1);
+        assert!(t.get(b).is_some());
     }
 
     #[test]

@@ -112,7 +112,8 @@ async fn accept_loop(
                         continue;
                     }
                     let shared = Shared::new(false, cfg.sink.id);
-                    // Every slot taken (4 million connections): the socket closes.
+                    // Every slot taken (4 million connections), or the server's environment
+                    // is going away: the socket closes.
                     let Some(id) = registry::register(shared.clone()) else { continue };
                     shared.allow_direct_writes(&stream);
                     let peer = PeerInfo { server_id, remote: Some(remote), local };
