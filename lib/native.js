@@ -85,7 +85,8 @@ class TrackedMap extends Map {
 
 // A connection id is a slot and the slot's generation (src/engine/registry.rs): the engine
 // reuses a slot once JS has released its id, so the slots of the connections open at once
-// are dense, and an array indexed by slot holds them (a Map's table costs six times more).
+// are dense, and an array indexed by slot holds them (a Map's table takes four to six
+// times the room: 458 KB against 80-120 KB at 10,000 connections).
 const SLOT_MASK = 2 ** binding.slotBits() - 1;
 
 /**
