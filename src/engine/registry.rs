@@ -11,7 +11,8 @@
 //!   start: a client's or an adopted connection's id is the call's result, a server
 //!   connection's arrives with its UPGRADE event; a server connection that ends before that
 //!   (the engine refused its request itself, or it never sent one) releases JS's hold on
-//!   JS's behalf. An environment that goes away gives back what it held (`release_sink`).
+//!   JS's behalf. An environment that goes away gives back what it held, and no connection
+//!   registers for it afterwards (`release_sink`).
 //!
 //! So a command JS queued for a connection that has just ended can never reach the next
 //! connection in its slot. The generation is a second guard: an id used after its release (a
@@ -60,7 +61,7 @@ impl Table {
     }
 
     /// A new id for `shared`, held by JS of sink `js` from now on if not 0. None: every slot
-    /// is taken.
+    /// is taken, or sink `js`'s environment is gone.
     fn allocate(&mut self, shared: Arc<Shared>, js: u32) -> Option<u32> {
         if js != 0 && self.gone.binary_search(&js).is_ok() {
             return None;
