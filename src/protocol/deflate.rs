@@ -299,9 +299,36 @@ const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// Contexts kept per thread for connections without context takeover.
 const POOL_SIZE: usize = 8;
 
+/// Reset zlib contexts kept for reuse (one pool per thread and direction), each with the
+/// parameters it was made for: a context is only reused with the same ones.
+struct Pool<K, T>(RefCell<Vec<(K, T)>>);
+
+impl<K: PartialEq, T> Pool<K, T> {
+    const fn new() -> Self {
+        Pool(RefCell::new(Vec::new()))
+    }
+
+    /// A context made for `key`, if one is kept.
+    fn take(&self, key: &K) -> Option<T> {
+        let mut p = self.0.borrow_mut();
+        let i = p.iter().position(|(k, _)| k == key)?;
+        Some(p.swap_remove(i).1)
+    }
+
+    /// Keeps a reset context for reuse (up to `POOL_SIZE`; else it is dropped).
+    fn give(&self, key: K, context: T) {
+        let mut p = self.0.borrow_mut();
+        if p.len() < POOL_SIZE {
+            p.push((key, context));
+        }
+    }
+}
+
 thread_local! {
-    static DEFLATE_POOL: RefCell<Vec<(u8, u32, Compress)>> = const { RefCell::new(Vec::new()) };
-    static INFLATE_POOL: RefCell<Vec<(u8, Decompress)>> = const { RefCell::new(Vec::new()) };
+    /// Window bits and level.
+    static DEFLATE_POOL: Pool<(u8, u32), Compress> = const { Pool::new() };
+    /// Window bits.
+    static INFLATE_POOL: Pool<u8, Decompress> = const { Pool::new() };
 }
 
 /// zlib does not do raw deflate with a 256-byte window; it uses 512 bytes for 8, as Node does.
@@ -378,11 +405,7 @@ impl Deflater {
         let history = &mut self.history;
         let c = self.c.get_or_insert_with(|| {
             let mut c = DEFLATE_POOL
-                .with(|p| {
-                    let mut p = p.borrow_mut();
-                    let i = p.iter().position(|(b, l, _)| *b == bits && *l == level)?;
-                    Some(p.swap_remove(i).2)
-                })
+                .with(|p| p.take(&(bits, level)))
                 .unwrap_or_else(|| Compress::new_with_window_bits(Compression::new(level), false, bits));
             if !history.is_empty() {
                 // A context parked with takeover: rebuilt with the same history. (A fresh or
@@ -425,12 +448,7 @@ impl Deflater {
     pub fn release(&mut self) {
         if let Some(mut c) = self.c.take() {
             c.reset();
-            DEFLATE_POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.len() < POOL_SIZE {
-                    p.push((self.bits, self.level, c));
-                }
-            });
+            DEFLATE_POOL.with(|p| p.give((self.bits, self.level), c));
         }
     }
 
@@ -490,11 +508,7 @@ impl Inflater {
         let history = &mut self.history;
         let d = self.d.get_or_insert_with(|| {
             let mut d = INFLATE_POOL
-                .with(|p| {
-                    let mut p = p.borrow_mut();
-                    let i = p.iter().position(|(b, _)| *b == bits)?;
-                    Some(p.swap_remove(i).1)
-                })
+                .with(|p| p.take(&bits))
                 .unwrap_or_else(|| Decompress::new_with_window_bits(false, bits));
             if !history.is_empty() {
                 // A context parked with takeover: the peer's earlier output, as its window was.
@@ -579,12 +593,7 @@ impl Inflater {
     fn release(&mut self) {
         if let Some(mut d) = self.d.take() {
             d.reset(false);
-            INFLATE_POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.len() < POOL_SIZE {
-                    p.push((self.bits, d));
-                }
-            });
+            INFLATE_POOL.with(|p| p.give(self.bits, d));
         }
     }
 
