@@ -84,7 +84,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
     }
     let shared = Shared::new(true, p.cfg.sink.id);
     shared.lock().raw(&client_request(&p.path, &headers));
-    let id = registry::register(shared.clone()).ok_or_else(super::server::too_many)?;
+    let id = registry::register(shared.clone()).ok_or_else(registry::no_id_error)?;
     let cfg = Arc::new(p.cfg);
     let hs = ClientHandshake { key, protocols: p.protocols };
     handle.spawn(async move {

@@ -385,7 +385,7 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
     let mut ext = external.iter();
     // JS's RELEASEs, applied after the batch (they are the last commands for their ids).
     let mut released: Vec<u32> = Vec::new();
-    let reg = registry::lock();
+    let mut reg = registry::lock();
     let mut pos = 0;
     let mut last: Option<(u32, &Arc<Shared>)> = None;
     let mut prev: &[u8] = &[];
@@ -525,10 +525,10 @@ pub fn apply_commands(cmds: &[u8], external: &[&[u8]]) {
             wake.push(w);
         }
     }
-    drop(reg);
     for id in released {
-        registry::release(id);
+        reg.release(id);
     }
+    drop(reg);
     for shared in direct {
         let mut out = shared.lock();
         write_direct(&shared, &mut out);

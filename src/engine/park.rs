@@ -50,12 +50,11 @@ impl Table {
     }
 
     fn remove(&mut self, id: u32) -> Option<Box<Parked>> {
-        let entry = self.slots.get_mut(registry::slot(id))?;
-        if entry.as_ref().is_none_or(|p| p.id() != id) {
+        if !self.contains(id) {
             return None;
         }
         self.count -= 1;
-        entry.take()
+        self.slots[registry::slot(id)].take()
     }
 
     fn contains(&self, id: u32) -> bool {

@@ -53,11 +53,11 @@ impl Table {
     }
 
     fn entry(&self, id: u32) -> Option<&Entry> {
-        self.entries.get((id & SLOT_MASK) as usize).filter(|e| e.id == id)
+        self.entries.get(slot(id)).filter(|e| e.id == id)
     }
 
     fn entry_mut(&mut self, id: u32) -> Option<&mut Entry> {
-        self.entries.get_mut((id & SLOT_MASK) as usize).filter(|e| e.id == id)
+        self.entries.get_mut(slot(id)).filter(|e| e.id == id)
     }
 
     /// A new id for `shared`, held by JS of sink `js` from now on if not 0. None: every slot
@@ -105,7 +105,7 @@ impl Table {
     }
 
     /// JS is done with the id.
-    fn release(&mut self, id: u32) {
+    pub fn release(&mut self, id: u32) {
         if let Some(e) = self.entry_mut(id) {
             if e.js != 0 {
                 e.js = 0;
@@ -178,7 +178,12 @@ pub fn stats() -> [u32; 3] {
     [made, t.free.len() as u32, t.values().count() as u32]
 }
 
-/// The slot part of an id (the index of the park table).
+/// The error of a connection that got no id (see `register`).
+pub fn no_id_error() -> std::io::Error {
+    std::io::Error::other("too many connections open (no connection id is free)")
+}
+
+/// The slot part of an id (the index of this table and of the park table).
 pub fn slot(id: u32) -> usize {
     (id & SLOT_MASK) as usize
 }

@@ -134,12 +134,8 @@ fn adopted_shared(response: &[u8], is_client: bool, sink: u32) -> io::Result<(u3
         out.raw(response);
         out.open = true;
     }
-    let id = registry::register(shared.clone()).ok_or_else(too_many)?;
+    let id = registry::register(shared.clone()).ok_or_else(registry::no_id_error)?;
     Ok((id, shared))
-}
-
-pub(super) fn too_many() -> io::Error {
-    io::Error::other("too many connections open (no connection id is free)")
 }
 
 /// Takes over a TCP socket from Node by file descriptor (Node destroys its copy afterwards):
