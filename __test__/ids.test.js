@@ -19,7 +19,7 @@ const Ws = require('ws');
 const { startWss, upgradeRequest } = require('./helpers');
 
 const T = { timeout: 20000 };
-const SLOT = 2 ** native.binding.slotBits() - 1;
+const SLOT = 2 ** native.binding.wire().slotBits - 1;
 
 /**
  * Resolves once the engine has no connection left and every slot it made is free again

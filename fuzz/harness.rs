@@ -175,6 +175,7 @@ fn check_head_strings(head: &proto::handshake::Head) {
 /// prefix, as the engine re-parses from the start on each read.
 #[allow(dead_code)]
 pub fn handshake_request(data: &[u8]) {
+    use proto::extension::is_token_char;
     use proto::handshake::*;
     match parse_request(data) {
         Ok(Some((head, n))) => {
@@ -272,7 +273,7 @@ fn subprotocols_reference(h: &str) -> Option<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for part in h.split(',') {
         let t = part.trim_matches([' ', '\t']);
-        if t.is_empty() || !t.bytes().all(proto::handshake::is_token_char) || out.iter().any(|x| x == t) {
+        if t.is_empty() || !t.bytes().all(proto::extension::is_token_char) || out.iter().any(|x| x == t) {
             return None;
         }
         out.push(t.to_owned());

@@ -29,5 +29,7 @@ module.exports = {
     BINARY_TYPE: 256 | 512,
     BINARY_TYPE_SHIFT: 8
   },
-  NOOP: () => {}
+  NOOP: () => {},
+  // `readyState` values, as ws defines them on WebSocket.
+  READY_STATE: { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 }
 };

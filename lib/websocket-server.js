@@ -8,16 +8,15 @@
 // handleProtocols, the `headers` event) and hands out WebSocket objects.
 
 const EventEmitter = require('events');
-const http = require('http');
 
 const native = require('./native');
-const { adoptSocket } = require('./adopt');
-const { engineDeflate, extensionName } = require('./permessage-deflate');
-const WebSocket = require('./websocket');
 const { CLOSE_TIMEOUT } = require('./constants');
+const { engineDeflate, extensionName } = require('./permessage-deflate');
+const { EngineLink, NodeLink } = require('./server-links');
+const { IncomingRequest } = require('./server-request');
 const { serverTls } = require('./tls-options');
+const WebSocket = require('./websocket');
 
-const kUpgraded = Symbol('ws-native-upgraded');
 const NO_PROTOCOLS = new Set();
 const NO_PROTOCOL_LIST = Object.freeze([]);
 
@@ -270,7 +269,7 @@ class WebSocketServer extends EventEmitter {
       req.rawHeaders || rawFromHeaders(req.headers),
       this._deflate
     );
-    const link = new NodeLink(this, socket, head);
+    const link = new NodeLink(socket, head);
     if (v.status !== 0) {
       abortHandshakeOrEmitwsClientError(this, req, link, v.status, v.message, pairsToObject(v.headers));
       return;
@@ -390,16 +389,9 @@ class WebSocketServer extends EventEmitter {
 
     let response = null;
     if (this.listenerCount('headers') !== 0) {
-      const headers = [
-        'HTTP/1.1 101 Switching Protocols',
-        'Upgrade: websocket',
-        'Connection: Upgrade',
-        `Sec-WebSocket-Accept: ${accept}`
-      ];
-      if (protocol) headers.push(`Sec-WebSocket-Protocol: ${protocol}`);
-      if (extensions) headers.push(`Sec-WebSocket-Extensions: ${extensions}`);
+      const headers = native.binding.acceptLines(accept, protocol ? String(protocol) : undefined, extensions || undefined);
       this.emit('headers', headers, req);
-      response = Buffer.from(headers.concat('\r\n').join('\r\n'));
+      response = native.binding.head(headers);
     }
 
     link.upgraded = true;
@@ -440,110 +432,6 @@ module.exports = WebSocketServer;
 function emitClose(server) {
   server._state = CLOSED;
   server.emit('close');
-}
-
-/**
- * A connection accepted by the engine's own listener, waiting for ws's decision. It holds
- * the engine's id for JS (see `release` in native.js) until it hands it to the WebSocket, or
- * releases it after a refusal: commands for the id (`req.socket`'s) go out only while JS
- * holds it.
- */
-class EngineLink {
-  constructor(id) {
-    this.id = id;
-    this.req = null;
-    this.upgraded = false;
-    this.held = true;
-    this.ws = null;
-  }
-
-  /** Whether the id is still JS's: this link's, or its WebSocket's until that closes. */
-  holds() {
-    return this.held || (this.ws !== null && native.connections.get(this.id) === this.ws);
-  }
-
-  /** JS is done with the id (no WebSocket took it). */
-  release() {
-    if (!this.held) return;
-    this.held = false;
-    native.release(this.id);
-  }
-
-  abort(code, message, headers) {
-    if (!this.held) return;
-    abortHandshake(this.id, code, message, headers);
-    this.release();
-  }
-
-  /** Answers with `response` (or the standard 101) and hands over to `server._accepted`. */
-  accept(response, acceptKey, protocol, extensions, conn, server, ws, req, cb) {
-    const ok = this.held && (response === null
-      ? native.binding.acceptStandard(this.id, acceptKey, protocol, extensions)
-      : native.binding.accept(this.id, response));
-    if (ok) {
-      // The WebSocket's entry in `native.connections` holds the id from now on.
-      this.held = false;
-      this.ws = ws;
-    } else {
-      this.release();
-    }
-    server._accepted(this, ok ? this.id : 0, ws, req, cb);
-  }
-
-  /** The `wsClientError` socket. */
-  get socket() {
-    return this.req.socket;
-  }
-}
-
-/**
- * A socket Node's http server received: answered on the socket while refused, handed to the
- * engine once accepted.
- */
-class NodeLink {
-  constructor(server, socket, head) {
-    this.socket = socket;
-    this.head = head;
-    this.bridged = null;
-  }
-
-  // Kept on the socket, so that a second handleUpgrade() for it is caught as in ws.
-  get upgraded() {
-    return this.socket[kUpgraded] === true;
-  }
-
-  set upgraded(value) {
-    this.socket[kUpgraded] = value;
-  }
-
-  abort(code, message, headers) {
-    const socket = this.socket;
-    if (!socket.writable) {
-      socket.destroy();
-      return;
-    }
-    message = message || http.STATUS_CODES[code];
-    const list = [];
-    if (headers) for (const k of Object.keys(headers)) list.push(k, String(headers[k]));
-    socket.once('finish', socket.destroy);
-    socket.end(native.binding.rejection(code, message, list));
-  }
-
-  accept(response, acceptKey, protocol, extensions, conn, server, ws, req, cb) {
-    if (response === null) {
-      response = Buffer.from(
-        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-          `Sec-WebSocket-Accept: ${acceptKey}\r\n` +
-          (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : '') +
-          (extensions ? `Sec-WebSocket-Extensions: ${extensions}\r\n` : '') +
-          '\r\n'
-      );
-    }
-    adoptSocket(this.socket, this.head, response, conn, false, extensions, (id, bridged) => {
-      this.bridged = bridged;
-      server._accepted(this, id, ws, req, cb);
-    });
-  }
 }
 
 /**
@@ -601,169 +489,6 @@ function rawFromHeaders(headers) {
     else if (v !== undefined) out.push(k, String(v));
   }
   return out;
-}
-
-/**
- * The socket side of a server connection before and around the upgrade, as far as ws
- * users touch it (`req.socket`, the `wsClientError` socket).
- */
-class NativeSocket extends EventEmitter {
-  constructor(link, req, tls) {
-    super();
-    this._link = link;
-    this.remoteAddress = req._remoteAddress;
-    this.remotePort = req._remotePort;
-    this.remoteFamily = req._remoteFamily;
-    this.localAddress = req._localAddress;
-    this.localPort = req._localPort;
-    this.encrypted = tls ? true : undefined;
-    if (tls) this.authorized = tls.authorized;
-    this.destroyed = false;
-  }
-
-  /** Queues a command for the connection while JS holds its id (a socket kept after its
-   * connection ended must not reach the next connection given the same slot). */
-  _command(op, data) {
-    if (this._link.holds()) native.queue(op, 0, this._link.id, data);
-  }
-
-  /** Writes raw bytes (before the upgrade only). */
-  write(data, encoding, cb) {
-    this._command(native.OP.RAW_WRITE, typeof data === 'string' ? Buffer.from(data, typeof encoding === 'string' ? encoding : 'utf8') : data);
-    if (typeof encoding === 'function') cb = encoding;
-    if (cb) process.nextTick(cb);
-    return true;
-  }
-
-  /** Writes the last raw bytes and ends the connection. */
-  end(data, encoding, cb) {
-    if (typeof data === 'function') {
-      cb = data;
-      data = undefined;
-    }
-    const buf = data === undefined ? null : typeof data === 'string' ? Buffer.from(data, typeof encoding === 'string' ? encoding : 'utf8') : data;
-    this._command(native.OP.RAW_END, buf);
-    // A refused request's socket (`wsClientError`): JS is done with the connection.
-    this._link.release();
-    if (typeof encoding === 'function') cb = encoding;
-    if (cb) process.nextTick(cb);
-    process.nextTick(() => this.emit('finish'));
-    return this;
-  }
-
-  destroy() {
-    if (!this.destroyed) {
-      this.destroyed = true;
-      this._command(native.OP.TERMINATE, null);
-      this._link.release();
-      process.nextTick(() => this.emit('close'));
-    }
-    return this;
-  }
-
-  setTimeout() {
-    return this;
-  }
-
-  setNoDelay() {
-    return this;
-  }
-
-  setKeepAlive() {
-    return this;
-  }
-}
-
-/**
- * The request handed to `connection`, `verifyClient`, `handleProtocols` and `headers`: the
- * parts of `http.IncomingMessage` that ws users read.
- */
-class IncomingRequest {
-  constructor(link, f) {
-    this._link = link;
-    this.method = f.method;
-    this.url = f.url;
-    this.httpVersion = f.httpVersion;
-    this.httpVersionMinor = f.httpVersion === '1.0' ? 0 : 1;
-    // Header lists are built on first use (most servers never read them), and so is the
-    // socket: until then `_rawHeaders`, `_headers`, `_socket` and `_tls` are the prototype's.
-    this._raw = f.raw;
-    this._remoteAddress = f.remoteAddress;
-    this._remotePort = f.remotePort;
-    this._remoteFamily = f.remoteFamily;
-    this._localAddress = f.localAddress;
-    this._localPort = f.localPort;
-  }
-
-  get socket() {
-    if (this._socket === undefined) this._socket = new NativeSocket(this._link, this, this._tls);
-    return this._socket;
-  }
-
-  set socket(value) {
-    this._socket = value;
-  }
-
-  get connection() {
-    return this.socket;
-  }
-
-  get rawHeaders() {
-    if (this._rawHeaders === undefined) {
-      this._rawHeaders = this._raw ? this._raw.split('\0').slice(0, -1) : [];
-    }
-    return this._rawHeaders;
-  }
-
-  set rawHeaders(value) {
-    this._rawHeaders = value;
-  }
-
-  get headers() {
-    if (this._headers === undefined) this._headers = WebSocket.headersFromRaw(this.rawHeaders);
-    return this._headers;
-  }
-
-  set headers(value) {
-    this._headers = value;
-  }
-
-  get trailers() {
-    return {};
-  }
-
-  get rawTrailers() {
-    return [];
-  }
-}
-
-// The same for every request, or not made yet (read from the prototype; a request whose
-// value is set gets its own).
-IncomingRequest.prototype._rawHeaders = undefined;
-IncomingRequest.prototype._headers = undefined;
-IncomingRequest.prototype._socket = undefined;
-IncomingRequest.prototype._tls = undefined;
-IncomingRequest.prototype.httpVersionMajor = 1;
-IncomingRequest.prototype.complete = true;
-IncomingRequest.prototype.upgrade = true;
-IncomingRequest.prototype.aborted = false;
-
-/**
- * Close the connection when preconditions are not fulfilled.
- *
- * @param {Number} id The engine's id of the connection
- * @param {Number} code The HTTP response status code
- * @param {String} [message] The HTTP response body
- * @param {Object} [headers] Additional HTTP response headers
- * @private
- */
-function abortHandshake(id, code, message, headers) {
-  message = message || http.STATUS_CODES[code];
-  const list = [];
-  if (headers) {
-    for (const k of Object.keys(headers)) list.push(k, String(headers[k]));
-  }
-  native.binding.reject(id, code, message, list);
 }
 
 /**

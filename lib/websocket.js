@@ -5,28 +5,23 @@
 // events into ws's events and method calls into engine commands.
 
 const EventEmitter = require('events');
-const http = require('http');
-const https = require('https');
-const net = require('net');
-const { Readable } = require('stream');
-const { URL } = require('url');
 
 const native = require('./native');
 const { EVENT, OP, FLAG } = native;
+const { abortHandshake, emitErrorAndClose, handleResponse, initAsClient } = require('./client');
 const { EventTarget, defineEventAttributes } = require('./event-target');
 const { addEventListener, removeEventListener } = EventTarget;
-const { BINARY_TYPES, CLOSE_TIMEOUT, EMPTY_BUFFER, STATE, kWriteEnded } = require('./constants');
-const { isBlob, isValidStatusCode, isValidSubprotocol, toBuffer } = require('./validation');
-const { adoptSocket } = require('./adopt');
-const { clientTls } = require('./tls-options');
-const { engineDeflate } = require('./permessage-deflate');
+const { BINARY_TYPES, EMPTY_BUFFER, STATE, kWriteEnded } = require('./constants');
+const { parseExtensionNames } = require('./extension');
+const { requestStub, responseFromFields } = require('./http-shims');
+const { fields } = require('./records');
+const { isBlob, isValidStatusCode, toBuffer } = require('./validation');
 
 const { CLOSE_RECEIVED, CLOSE_SENT, ERROR_EMITTED, PAUSED, DRAINING_BLOBS, REPLAY_SCHEDULED, WRITE_ENDED, CLOSED_WHILE_PAUSED } =
   STATE;
 const { BINARY_TYPE, BINARY_TYPE_SHIFT } = STATE;
 const readyStates = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
 const NO_EXTENSIONS = Object.freeze({});
-const protocolVersions = [8, 13];
 const ERROR_CTORS = [Error, RangeError, SyntaxError];
 
 /**
@@ -592,13 +587,16 @@ class WebSocket extends Emitter {
         this._onClosed(payload);
         break;
       case EVENT.ERROR:
-        this._onError(native.fields(payload));
+        this._onError(fields(payload));
         break;
       case EVENT.OPEN:
-        this._onOpen(native.fields(payload));
+        this._onOpen(fields(payload));
         break;
       case EVENT.HANDSHAKE_FAILED:
-        this._onHandshakeFailed(native.fields(payload));
+        this._onHandshakeFailed(fields(payload));
+        break;
+      case EVENT.UNEXPECTED_RESPONSE:
+        this._onUnexpectedResponse(fields(payload));
         break;
     }
   }
@@ -672,23 +670,25 @@ class WebSocket extends Emitter {
   _onHandshakeFailed(f) {
     native.connections.delete(this._id);
     if (this._readyState !== WebSocket.CONNECTING) return;
-    const status = f[2].toString();
-    if (status === '') {
-      const err = new Error(f[0].toString());
-      const code = f[1].toString();
-      if (code) {
-        err.code = code;
-        if (/^(connect|getaddrinfo) /.test(err.message)) {
-          err.syscall = err.message.split(' ')[0];
-        }
+    const err = new Error(f[0].toString());
+    const code = f[1].toString();
+    if (code) {
+      err.code = code;
+      if (/^(connect|getaddrinfo) /.test(err.message)) {
+        err.syscall = err.message.split(' ')[0];
       }
-      emitErrorAndClose(this, err);
-      return;
     }
+    emitErrorAndClose(this, err);
+  }
+
+  /** @private */
+  _onUnexpectedResponse(f) {
+    native.connections.delete(this._id);
+    if (this._readyState !== WebSocket.CONNECTING) return;
     // With a listener, the handshake stays pending until the user calls terminate() or
     // close(), as in ws; the engine's side of it has ended already.
     this._id = 0;
-    handleResponse(this, requestStub(this), responseFromFields(Number(status), f[3], f[4], f[5]));
+    handleResponse(this, requestStub(this._path), responseFromFields(Number(f[0].toString()), f[1], f[2], f[3]));
   }
 }
 
@@ -805,458 +805,6 @@ function toBinaryType(buf, type) {
   }
   if (type === 'blob') return new Blob([buf]);
   return [buf];
-}
-
-/**
- * Parses the extension names of a `Sec-WebSocket-Extensions` value for `ws.extensions`.
- *
- * @param {String} header The header value
- * @return {Object} Names as keys
- */
-function parseExtensionNames(header) {
-  const out = {};
-  for (const part of header.split(',')) {
-    const name = part.split(';')[0].trim();
-    if (name) out[name] = true;
-  }
-  return out;
-}
-
-/**
- * Builds an `http.IncomingMessage`-like response for `upgrade` and `unexpected-response`.
- *
- * @param {Number} statusCode The status
- * @param {Buffer} reason The reason phrase
- * @param {Buffer} lines Header names and values separated by NUL bytes
- * @param {Buffer} [body] The body, if any
- * @return {Readable} The response
- */
-function responseFromFields(statusCode, reason, lines, body) {
-  const res = new Readable({ read() {} });
-  if (body && body.length) res.push(Buffer.from(body));
-  res.push(null);
-  res.statusCode = statusCode;
-  res.statusMessage = reason.toString();
-  res.httpVersion = '1.1';
-  res.rawHeaders = lines.length ? lines.toString().split('\0').slice(0, -1) : [];
-  res.headers = headersFromRaw(res.rawHeaders);
-  return res;
-}
-
-const DISCARD_DUPLICATES = new Set([
-  'age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host',
-  'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards',
-  'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent'
-]);
-
-/**
- * Builds Node's `headers` object from `rawHeaders`, with Node's rules for duplicates.
- *
- * @param {String[]} raw Alternating names and values
- * @return {Object} The headers
- */
-function headersFromRaw(raw) {
-  const headers = {};
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i].toLowerCase();
-    const value = raw[i + 1];
-    const prev = headers[name];
-    if (prev === undefined) {
-      headers[name] = name === 'set-cookie' ? [value] : value;
-    } else if (name === 'set-cookie') {
-      prev.push(value);
-    } else if (!DISCARD_DUPLICATES.has(name)) {
-      headers[name] = prev + (name === 'cookie' ? '; ' : ', ') + value;
-    }
-  }
-  return headers;
-}
-
-WebSocket.headersFromRaw = headersFromRaw;
-
-/**
- * A non-101 answer: follow a redirect, or hand it to `unexpected-response`, or fail.
- *
- * @param {WebSocket} websocket The client
- * @param {Object} req The request (Node's, or a stand-in)
- * @param {Object} res The response (Node's, or a stand-in)
- */
-function handleResponse(websocket, req, res) {
-  const opts = websocket._options;
-  const location = res.headers.location;
-  if (location && opts.followRedirects && res.statusCode >= 300 && res.statusCode < 400) {
-    if (++websocket._redirects > opts.maxRedirects) {
-      abortHandshake(websocket, 'Maximum redirects exceeded');
-      return;
-    }
-    if (typeof req.destroy === 'function') req.destroy();
-    let addr;
-    try {
-      addr = new URL(location, websocket._address);
-    } catch {
-      emitErrorAndClose(websocket, new SyntaxError(`Invalid URL: ${location}`));
-      return;
-    }
-    initAsClient(websocket, addr, websocket._protocols, websocket._userOptions);
-    return;
-  }
-  if (!websocket.emit('unexpected-response', req, res)) {
-    abortHandshake(websocket, `Unexpected server response: ${res.statusCode}`);
-  }
-}
-
-/**
- * The opening handshake through Node's http client, for `agent`, `createConnection`,
- * `finishRequest` and `wss:` URLs; once upgraded, the socket is handed to the engine.
- *
- * @param {WebSocket} websocket The client
- * @param {Object} p What initAsClient worked out
- */
-function nodeHandshake(websocket, p) {
-  const opts = p.opts;
-  if (opts.proxy && !p.isIpcUrl) {
-    // The proxy is the engine's; Node's http client would silently bypass it.
-    const err = new Error(
-      'The proxy option cannot be combined with agent, createConnection, finishRequest, ' +
-        "or listeners for 'upgrade', 'unexpected-response' or 'redirect'"
-    );
-    err.code = 'ERR_WS_PROXY_UNSUPPORTED';
-    process.nextTick(emitErrorAndClose, websocket, err);
-    return;
-  }
-  const key = native.binding.generateKey();
-  const headers = {};
-  const list = p.list.concat('Sec-WebSocket-Key', key);
-  if (p.conn.deflate) list.push('Sec-WebSocket-Extensions', native.binding.deflateOffer(p.conn.deflate));
-  for (let i = 0; i < list.length; i += 2) {
-    const name = list[i];
-    const prev = headers[name];
-    if (prev === undefined) headers[name] = list[i + 1];
-    else headers[name] = [].concat(prev, list[i + 1]);
-  }
-  const requestOptions = {
-    ...opts,
-    protocol: p.isSecure ? 'https:' : 'http:',
-    host: p.host,
-    hostname: undefined,
-    port: p.port,
-    path: p.path,
-    socketPath: p.socketPath,
-    method: 'GET',
-    headers,
-    timeout: opts.handshakeTimeout,
-    defaultPort: opts.defaultPort || (p.isSecure ? 443 : 80),
-    createConnection: opts.createConnection,
-    servername: opts.servername !== undefined ? opts.servername : net.isIP(p.host) ? '' : p.host
-  };
-  const req = (p.isSecure ? https : http).request(requestOptions);
-  websocket._req = req;
-
-  if (opts.handshakeTimeout) {
-    req.on('timeout', () => abortHandshake(websocket, 'Opening handshake has timed out'));
-  }
-  req.on('error', (err) => {
-    if (websocket._req !== req) return;
-    websocket._req = null;
-    emitErrorAndClose(websocket, err);
-  });
-  req.on('response', (res) => {
-    if (websocket._req !== req) return;
-    handleResponse(websocket, req, res);
-  });
-  req.on('upgrade', (res, socket, head) => {
-    websocket.emit('upgrade', res);
-    if (websocket.readyState !== WebSocket.CONNECTING || websocket._req !== req) {
-      socket.destroy();
-      return;
-    }
-    websocket._req = null;
-    const checked = native.binding.checkResponse(key, res.rawHeaders, p.protocols, p.conn.deflate);
-    if (checked[0]) {
-      socket.destroy();
-      emitErrorAndClose(websocket, new Error(checked[0]));
-      return;
-    }
-    websocket._agree(checked[1], checked[2] ? parseExtensionNames(checked[2]) : null);
-    adoptSocket(socket, head, EMPTY_BUFFER, p.conn, true, checked[2] || undefined, (id, bridged) => {
-      if (id === 0) {
-        emitErrorAndClose(websocket, new Error('The socket was closed during the handshake'));
-        return;
-      }
-      websocket._attach(id, bridged);
-      websocket.emit('open');
-    });
-  });
-
-  if (opts.finishRequest) opts.finishRequest(req, websocket);
-  else req.end();
-}
-
-/**
- * A stand-in for the `http.ClientRequest` of `unexpected-response` and `redirect`.
- *
- * @param {WebSocket} websocket The client
- * @return {Object} The request
- */
-function requestStub(websocket) {
-  const req = new EventEmitter();
-  req.path = websocket._path;
-  req.method = 'GET';
-  req.abort = req.destroy = () => {};
-  return req;
-}
-
-/**
- * Initialize a WebSocket client.
- *
- * @param {WebSocket} websocket The client to initialize
- * @param {(String|URL)} address The URL to which to connect
- * @param {Array} protocols The subprotocols
- * @param {Object} [options] Connection options
- * @private
- */
-function initAsClient(websocket, address, protocols, options) {
-  const opts = {
-    allowSynchronousEvents: true,
-    autoPong: true,
-    closeTimeout: CLOSE_TIMEOUT,
-    protocolVersion: protocolVersions[1],
-    maxPayload: 100 * 1024 * 1024,
-    skipUTF8Validation: false,
-    perMessageDeflate: true,
-    followRedirects: false,
-    maxRedirects: 10,
-    ...options
-  };
-
-  websocket._options = opts;
-  websocket._userOptions = options;
-  websocket._protocols = protocols;
-
-  if (!protocolVersions.includes(opts.protocolVersion)) {
-    throw new RangeError(
-      `Unsupported protocol version: ${opts.protocolVersion} ` +
-        `(supported versions: ${protocolVersions.join(', ')})`
-    );
-  }
-
-  let parsedUrl;
-
-  if (address instanceof URL) {
-    parsedUrl = address;
-  } else {
-    try {
-      parsedUrl = new URL(address);
-    } catch {
-      throw new SyntaxError(`Invalid URL: ${address}`);
-    }
-  }
-
-  if (parsedUrl.protocol === 'http:') {
-    parsedUrl.protocol = 'ws:';
-  } else if (parsedUrl.protocol === 'https:') {
-    parsedUrl.protocol = 'wss:';
-  }
-
-  websocket._url = parsedUrl.href;
-  websocket._address = parsedUrl;
-
-  const isSecure = parsedUrl.protocol === 'wss:';
-  const isIpcUrl = parsedUrl.protocol === 'ws+unix:';
-  let invalidUrlMessage;
-
-  if (parsedUrl.protocol !== 'ws:' && !isSecure && !isIpcUrl) {
-    invalidUrlMessage =
-      'The URL\'s protocol must be one of "ws:", "wss:", ' + '"http:", "https:", or "ws+unix:"';
-  } else if (isIpcUrl && !parsedUrl.pathname) {
-    invalidUrlMessage = "The URL's pathname is empty";
-  } else if (parsedUrl.hash) {
-    invalidUrlMessage = 'The URL contains a fragment identifier';
-  }
-
-  if (invalidUrlMessage) {
-    const err = new SyntaxError(invalidUrlMessage);
-
-    if (websocket._redirects === 0) {
-      throw err;
-    } else {
-      emitErrorAndClose(websocket, err);
-      return;
-    }
-  }
-
-  const protocolSet = new Set();
-  for (const protocol of protocols) {
-    if (!isValidSubprotocol(protocol) || protocolSet.has(protocol)) {
-      throw new SyntaxError('An invalid or duplicated subprotocol was specified');
-    }
-    protocolSet.add(protocol);
-  }
-
-  const defaultPort = isSecure ? 443 : 80;
-  const port = parsedUrl.port ? Number(parsedUrl.port) : defaultPort;
-  const host = parsedUrl.hostname.startsWith('[') ? parsedUrl.hostname.slice(1, -1) : parsedUrl.hostname;
-  let path = parsedUrl.pathname + parsedUrl.search;
-  let socketPath;
-
-  if (isIpcUrl) {
-    const parts = path.split(':');
-    socketPath = parts[0];
-    path = parts[1] || '/';
-  }
-
-  // Headers as Node's http client would send them: Host first, then the user's, then ws's.
-  const headers = {};
-  const userHeaders = opts.headers || {};
-  if (opts.followRedirects && websocket._redirects > 0 && websocket.listenerCount('redirect') === 0) {
-    const sameHost = isIpcUrl
-      ? websocket._originalIpc && socketPath === websocket._originalHostOrSocketPath
-      : !websocket._originalIpc && parsedUrl.host === websocket._originalHostOrSocketPath;
-    if (!sameHost || (websocket._originalSecure && !isSecure)) {
-      for (const k of Object.keys(userHeaders)) {
-        const lk = k.toLowerCase();
-        if (lk === 'authorization' || lk === 'cookie' || (!sameHost && lk === 'host')) continue;
-        headers[k] = userHeaders[k];
-      }
-    } else {
-      Object.assign(headers, userHeaders);
-    }
-  } else {
-    Object.assign(headers, userHeaders);
-  }
-  if (opts.followRedirects && websocket._redirects === 0) {
-    websocket._originalIpc = isIpcUrl;
-    websocket._originalSecure = isSecure;
-    websocket._originalHostOrSocketPath = isIpcUrl ? socketPath : parsedUrl.host;
-  }
-
-  const list = [];
-  const has = (name) => Object.keys(headers).some((k) => k.toLowerCase() === name);
-  if (!has('host')) {
-    const h = host.includes(':') ? `[${host}]` : host;
-    list.push('Host', isIpcUrl ? 'localhost' : port === defaultPort ? h : `${h}:${port}`);
-  }
-  if ((parsedUrl.username || parsedUrl.password) && !has('authorization')) {
-    const auth = `${decodeURIComponent(parsedUrl.username)}:${decodeURIComponent(parsedUrl.password)}`;
-    list.push('Authorization', 'Basic ' + Buffer.from(auth).toString('base64'));
-  }
-  const managed = new Set(['sec-websocket-version', 'sec-websocket-key', 'connection', 'upgrade']);
-  if (protocols.length) managed.add('sec-websocket-protocol');
-  for (const k of Object.keys(headers)) {
-    if (managed.has(k.toLowerCase())) continue;
-    const v = headers[k];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) {
-      for (const item of v) list.push(k, String(item));
-    } else {
-      list.push(k, String(v));
-    }
-  }
-  list.push('Sec-WebSocket-Version', String(opts.protocolVersion), 'Connection', 'Upgrade', 'Upgrade', 'websocket');
-  if (protocols.length) list.push('Sec-WebSocket-Protocol', protocols.join(','));
-  if (opts.origin) {
-    list.push(opts.protocolVersion < 13 ? 'Sec-WebSocket-Origin' : 'Origin', String(opts.origin));
-  }
-  for (let i = 0; i < list.length; i++) {
-    if (/[\r\n\0]/.test(list[i])) {
-      throw new TypeError(`Invalid character in header content ["${list[i - (i % 2)]}"]`);
-    }
-  }
-
-  websocket._path = path;
-
-  if (opts.followRedirects && websocket._redirects > 0) {
-    websocket.emit('redirect', websocket.url, requestStub(websocket));
-    if (websocket._readyState !== WebSocket.CONNECTING) return;
-  }
-
-  const conn = {
-    maxPayload: opts.maxPayload,
-    maxFragments: opts.maxFragments,
-    skipUtf8Validation: !!opts.skipUTF8Validation,
-    autoPong: !!opts.autoPong,
-    closeTimeout: opts.closeTimeout,
-    handshakeTimeout: opts.handshakeTimeout,
-    deflate: engineDeflate(opts.perMessageDeflate),
-    maxHeaderSize: opts.maxHeaderSize,
-    maxHeadersCount: opts.maxHeadersCount
-  };
-
-  const p = { opts, isSecure, isIpcUrl, host, port, path, socketPath, list, protocols, conn };
-  if (opts.agent || opts.createConnection || opts.finishRequest) {
-    nodeHandshake(websocket, p);
-    return;
-  }
-  // Listeners for 'upgrade', 'unexpected-response' and 'redirect' are added after the
-  // constructor returns: the path is chosen on the next tick, when they are known.
-  process.nextTick(startHandshake, websocket, p);
-}
-
-const NODE_OBJECT_EVENTS = ['upgrade', 'unexpected-response', 'redirect'];
-
-/**
- * Starts the opening handshake: in the engine, or through Node's http client when a listener
- * expects Node's request and response objects.
- *
- * @param {WebSocket} websocket The client
- * @param {Object} p What initAsClient worked out
- */
-function startHandshake(websocket, p) {
-  if (websocket._readyState !== WebSocket.CONNECTING) return;
-  if (NODE_OBJECT_EVENTS.some((e) => websocket.listenerCount(e) > 0)) {
-    nodeHandshake(websocket, p);
-    return;
-  }
-  const id = native.binding.connect({
-    host: p.isIpcUrl ? undefined : p.host,
-    port: p.port,
-    socketPath: p.socketPath,
-    path: p.path,
-    headers: p.list,
-    protocols: p.protocols,
-    conn: p.conn,
-    tls: p.isSecure ? clientTls(p.opts) : undefined,
-    proxy: p.opts.proxy ? String(p.opts.proxy) : undefined
-  });
-  websocket._id = id;
-  native.connections.set(id, websocket);
-}
-
-/**
- * Emit the `'error'` and `'close'` events.
- *
- * @param {WebSocket} websocket The WebSocket instance
- * @param {Error} err The error to emit
- * @private
- */
-function emitErrorAndClose(websocket, err) {
-  if (websocket._readyState === WebSocket.CLOSED) return;
-  websocket._readyState = WebSocket.CLOSING;
-  websocket.emit('error', err);
-  websocket.emitClose();
-}
-
-/**
- * Abort the handshake and emit an error.
- *
- * @param {WebSocket} websocket The WebSocket instance
- * @param {String} message The error message
- * @private
- */
-function abortHandshake(websocket, message) {
-  websocket._readyState = WebSocket.CLOSING;
-  const err = new Error(message);
-  Error.captureStackTrace(err, abortHandshake);
-  if (websocket._req) {
-    const req = websocket._req;
-    websocket._req = null;
-    req.destroy();
-  }
-  if (websocket._id !== 0) {
-    native.queue(OP.TERMINATE, 0, websocket._id, null);
-    native.connections.delete(websocket._id);
-  }
-  process.nextTick(emitErrorAndClose, websocket, err);
 }
 
 /**

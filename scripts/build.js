@@ -37,7 +37,9 @@ const args = [
   '--js',
   'binding.js',
   '--dts',
-  'binding.d.ts'
+  'binding.d.ts',
+  // e.g. `--features diagnostics` for the test build
+  ...process.argv.slice(2)
 ];
 const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
 if (r.status !== 0) {

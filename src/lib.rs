@@ -16,3 +16,6 @@ static ALLOCATOR: engine::alloc::Allocator = engine::alloc::Allocator;
 // The #[napi] functions are called from JS only: unused in `cargo test`.
 #[cfg_attr(test, allow(dead_code))]
 mod binding;
+
+#[cfg(test)]
+mod layering_tests;

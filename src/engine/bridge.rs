@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::events::{self, kind};
+use super::events;
 
 #[derive(Default)]
 struct InboxState {
@@ -102,7 +102,7 @@ impl AsyncRead for Bridge {
 impl AsyncWrite for Bridge {
     fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let id = self.id;
-        events::with_batch(|b| b.push(kind::BRIDGE_OUT, id, buf));
+        events::with_batch(|b| b.bridge_out(id, buf));
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -112,7 +112,7 @@ impl AsyncWrite for Bridge {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let id = self.id;
-        events::with_batch(|b| b.push(kind::BRIDGE_END, id, &[]));
+        events::with_batch(|b| b.bridge_end(id));
         Poll::Ready(Ok(()))
     }
 }

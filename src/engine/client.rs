@@ -5,16 +5,19 @@
 use std::io;
 use std::sync::Arc;
 
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::UnixStream;
 use tokio::time::Instant;
 
-use super::connection::{ClientHandshake, ConnConfig, Connection};
-use super::events::{self, kind};
+use super::config::ConnConfig;
+use super::connection::{ClientHandshake, Connection};
+use super::events;
+use super::net::{connect_tcp, io_error_code};
+use super::park::allow_direct_writes;
 use super::proxy::{self, Proxy};
-use super::tls::{self, ClientTls};
-use super::outbox::Shared;
 use super::registry::{self, unregister};
-use super::{io_error_code, runtime};
+use super::runtime;
+use super::state::Shared;
+use super::tls::{self, ClientTls};
 use crate::protocol::handshake::client_request;
 
 pub enum Target {
@@ -38,28 +41,7 @@ pub struct ConnectParams {
 fn fail(sink: &events::Sink, id: u32, message: &str, code: &str) {
     unregister(id);
     let _entered = events::enter(sink);
-    events::with_batch(|b| b.push_fields(kind::HANDSHAKE_FAILED, id, &[message.as_bytes(), code.as_bytes(), b"", b"", b""]));
-}
-
-pub(super) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, (String, String)> {
-    let addrs: Vec<_> = match tokio::net::lookup_host((host, port)).await {
-        Ok(a) => a.collect(),
-        Err(_) => return Err(("ENOTFOUND".into(), format!("getaddrinfo ENOTFOUND {host}"))),
-    };
-    let mut last = ("ENOTFOUND".to_string(), format!("getaddrinfo ENOTFOUND {host}"));
-    for a in addrs {
-        match TcpStream::connect(a).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Err(e) => {
-                let (code, msg) = io_error_code(&e, "connect");
-                last = (code, format!("{msg} {a}"));
-            }
-        }
-    }
-    Err(last)
+    events::with_batch(|b| b.handshake_failed(id, message, code));
 }
 
 /// Runs a setup step within the handshake deadline.
@@ -104,7 +86,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
                 match p.tls {
                     None => match within(deadline, tcp).await {
                         Ok(s) => {
-                            shared.allow_direct_writes(&s);
+                            allow_direct_writes(&shared, &s);
                             Connection::client(s, id, shared, cfg, hs, deadline).run().await
                         }
                         Err((code, msg)) => fail(&cfg.sink, id, &msg, &code),

@@ -6,7 +6,7 @@
 //! Worker): a connection delivers to the sink of the environment that made it. Its task enters
 //! that sink while it runs (`enter`), so code below it appends with `with_batch` unchanged.
 //!
-//! Record: `[kind u8][flags u8][id u32 LE][len u32 LE][payload; len]`.
+//! The records themselves are encoded by `engine::wire`.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -14,111 +14,36 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 
-pub const HEADER_LEN: usize = 10;
+use super::wire::Records;
 
-/// Record kinds. Keep in sync with `lib/native.js`.
-pub mod kind {
-    /// Client handshake done: fields protocol, extensions, response head lines.
-    pub const OPEN: u8 = 1;
-    pub const TEXT: u8 = 2;
-    pub const BINARY: u8 = 3;
-    pub const PING: u8 = 4;
-    pub const PONG: u8 = 5;
-    /// The peer's close frame arrived: `[code u16 BE][reason]`.
-    pub const CLOSE_FRAME: u8 = 6;
-    /// The connection ended: `[code u16 BE][reason]`. Last record for an id.
-    pub const CLOSED: u8 = 7;
-    /// A protocol error: fields kind, code, message, close code.
-    pub const ERROR: u8 = 8;
-    /// Sends up to sequence number `[seq u32 LE]` were written to the socket.
-    pub const WRITTEN: u8 = 9;
-    /// Server: an upgrade request awaits JS's decision (fields, see engine::server).
-    pub const UPGRADE: u8 = 10;
-    /// Client: the handshake failed (fields, see engine::client). Last record for an id.
-    pub const HANDSHAKE_FAILED: u8 = 11;
-    /// Before a fragmented binary message: each fragment's end offset (`u32 LE` each).
-    pub const FRAGMENTS: u8 = 12;
-    /// Bridged connection: bytes for Node to write to its socket.
-    pub const BRIDGE_OUT: u8 = 13;
-    /// Bridged connection: Node should end its socket.
-    pub const BRIDGE_END: u8 = 14;
-}
-
-/// The payload is not in the batch: JS takes it with `takeExternal()`, in order.
-pub const FLAG_EXTERNAL: u8 = 1;
-
-/// Payloads at least this large travel as their own buffer instead of being copied.
-pub const EXTERNAL_MIN: usize = 64 * 1024;
-
+/// The records waiting for JS, and what the connections that fill them need to know.
 #[derive(Default)]
 pub struct EventBatch {
-    pub buf: Vec<u8>,
-    pub external: Vec<Vec<u8>>,
-    /// Size of the last batch taken: a new batch starts with about that much room, so that
-    /// busy connections do not pay for repeated growth (and its copies).
-    last_len: usize,
+    pub records: Records,
     /// Counts batches taken by JS; a connection's delivered bytes are counted per epoch.
     pub epoch: u64,
     /// Connections that delivered `READ_AHEAD` bytes into this batch and stopped reading
     /// until JS takes it.
     pub waiting: Vec<Waker>,
-    /// A buffer JS copied out of, emptied, for the next batch.
-    spare: Vec<u8>,
+}
+
+impl std::ops::Deref for EventBatch {
+    type Target = Records;
+    fn deref(&self) -> &Records {
+        &self.records
+    }
+}
+
+impl std::ops::DerefMut for EventBatch {
+    fn deref_mut(&mut self) -> &mut Records {
+        &mut self.records
+    }
 }
 
 /// Most message bytes one connection puts into a batch JS has not taken yet. Past it the
 /// connection stops reading until JS takes the batch: a busy or paused JS consumer then holds
 /// the peer back through TCP, instead of the engine reading ahead without bound.
 pub const READ_AHEAD: usize = 1024 * 1024;
-
-const MIN_BATCH: usize = 16 * 1024;
-const MAX_BATCH_RESERVE: usize = 4 * 1024 * 1024;
-
-impl EventBatch {
-    fn header(&mut self, kind: u8, flags: u8, id: u32, len: usize) {
-        if self.buf.capacity() == 0 {
-            let want = self.last_len.next_power_of_two().clamp(MIN_BATCH, MAX_BATCH_RESERVE);
-            self.buf = std::mem::take(&mut self.spare);
-            self.buf.reserve(want.max(len + HEADER_LEN));
-        }
-        self.buf.push(kind);
-        self.buf.push(flags);
-        self.buf.extend_from_slice(&id.to_le_bytes());
-        self.buf.extend_from_slice(&(len as u32).to_le_bytes());
-    }
-
-    pub fn push(&mut self, kind: u8, id: u32, payload: &[u8]) {
-        self.header(kind, 0, id, payload.len());
-        self.buf.extend_from_slice(payload);
-    }
-
-    /// A payload made of a big-endian u16 and bytes (close codes and reasons).
-    pub fn push_code(&mut self, kind: u8, id: u32, code: u16, rest: &[u8]) {
-        self.header(kind, 0, id, 2 + rest.len());
-        self.buf.extend_from_slice(&code.to_be_bytes());
-        self.buf.extend_from_slice(rest);
-    }
-
-    /// A payload of length-prefixed fields (`[len u32 LE][bytes]` each).
-    pub fn push_fields(&mut self, kind: u8, id: u32, fields: &[&[u8]]) {
-        let len: usize = fields.iter().map(|f| 4 + f.len()).sum();
-        self.header(kind, 0, id, len);
-        for f in fields {
-            self.buf.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            self.buf.extend_from_slice(f);
-        }
-    }
-
-    /// A message payload the engine already owns: large ones move without a copy.
-    pub fn push_owned(&mut self, kind: u8, id: u32, data: Vec<u8>) {
-        if data.len() >= EXTERNAL_MIN {
-            self.header(kind, FLAG_EXTERNAL, id, data.len());
-            self.external.push(data);
-        } else {
-            self.push(kind, id, &data);
-        }
-    }
-}
 
 /// Delivers a taken batch to JS; set by the binding once the JS callback is registered.
 pub type Deliver = Box<dyn Fn() + Send + Sync>;
@@ -198,9 +123,9 @@ pub fn with_batch<R>(f: impl FnOnce(&mut EventBatch) -> R) -> R {
     let s: &Sink = if p.is_null() { fallback() } else { unsafe { &*p } };
     let (r, schedule) = {
         let mut b = lock(&s.batch);
-        let before = b.buf.len();
+        let before = b.records.len();
         let r = f(&mut b);
-        let appended = b.buf.len() != before;
+        let appended = b.records.len() != before;
         (r, appended && !s.scheduled.swap(true, Ordering::AcqRel))
     };
     if schedule {
@@ -217,10 +142,10 @@ pub fn take_batch(s: &Sink, external_out: &mut VecDeque<Vec<u8>>) -> Vec<u8> {
     let (buf, waiting) = {
         let mut b = lock(&s.batch);
         s.scheduled.store(false, Ordering::Release);
-        external_out.extend(b.external.drain(..));
-        b.last_len = b.buf.len();
+        let (buf, external) = b.records.take();
+        external_out.extend(external);
         b.epoch += 1;
-        (std::mem::take(&mut b.buf), std::mem::take(&mut b.waiting))
+        (buf, std::mem::take(&mut b.waiting))
     };
     for w in waiting {
         w.wake();
@@ -228,17 +153,7 @@ pub fn take_batch(s: &Sink, external_out: &mut VecDeque<Vec<u8>>) -> Vec<u8> {
     buf
 }
 
-/// Largest buffer kept for reuse once JS has copied a batch out of it.
-const SPARE_MAX: usize = 1024 * 1024;
-
 /// Gives back a batch's buffer once JS has copied it, to carry the next batch.
-pub fn recycle(s: &Sink, mut buf: Vec<u8>) {
-    if buf.capacity() > SPARE_MAX {
-        return;
-    }
-    buf.clear();
-    let mut b = lock(&s.batch);
-    if b.spare.capacity() < buf.capacity() {
-        b.spare = buf;
-    }
+pub fn recycle(s: &Sink, buf: Vec<u8>) {
+    lock(&s.batch).records.recycle(buf);
 }

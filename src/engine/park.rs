@@ -6,7 +6,7 @@
 //! to the socket directly and do not wake it).
 //!
 //! Idle means not polled for a whole `SWEEP` period: the thread sweeps the connections every
-//! period (`outbox::ask_idle_to_park`), so a connection parks one to two periods after its
+//! period (`ask_idle_to_park`), so a connection parks one to two periods after its
 //! last activity, and a busy one pays nothing but a flag per poll (no timer). After a wave of
 //! parking the sweep also has the C allocator return the memory those tasks freed.
 
@@ -19,8 +19,19 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use tokio::net::TcpStream;
 
-use super::connection::{Connection, Parked};
-use super::{outbox, registry, runtime};
+use super::connection::{Connection, Idle, Transport};
+use super::state::Shared;
+use super::{registry, runtime};
+
+/// A parked connection: an idle one with its socket off tokio's reactor.
+type Parked = Idle<std::net::TcpStream>;
+
+/// Only plain TCP connections park (the sweep asks connections JS may write to directly).
+impl Transport for TcpStream {
+    fn park(conn: Connection<Self>) -> Result<(), Connection<Self>> {
+        park(conn)
+    }
+}
 
 /// How often idle connections are asked to park.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -88,7 +99,7 @@ fn watch(mut poll: Poll) {
     loop {
         let now = Instant::now();
         if now >= next_sweep {
-            outbox::ask_idle_to_park();
+            ask_idle_to_park();
             next_sweep = now + SWEEP;
             trim_after_parking(&mut trimmed_at);
         }
@@ -123,9 +134,22 @@ fn trim_after_parking(trimmed_at: &mut usize) {
     }
 }
 
-/// Starts the sweeps (with the first connection that could park).
-pub fn start() {
+/// Lets JS write a plain TCP connection's frames to `stream` directly (see
+/// `engine::commands`), which makes it one that parks when idle: the sweeps start with the
+/// first. The connection's `Owner` withdraws the socket before it closes.
+pub fn allow_direct_writes(shared: &Shared, stream: &TcpStream) {
+    shared.lock().set_fd(Some(stream.as_raw_fd()));
     let _ = lot();
+}
+
+/// Asks the open plain-TCP connections whose tasks did not run since the last call (and that
+/// nothing waits for) to park, waking their tasks; the park thread calls it every `SWEEP`.
+fn ask_idle_to_park() {
+    let all: Vec<std::sync::Arc<Shared>> = registry::lock().values().cloned().collect();
+    let wake: Vec<Waker> = all.iter().filter_map(|s| s.lock().ask_to_park()).collect();
+    for w in wake {
+        w.wake();
+    }
 }
 
 /// Takes an idle connection off its task. Gives it back if JS queued something meanwhile
@@ -143,8 +167,7 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
     if !out.quiet() {
         return Err(conn);
     }
-    out.release_buffers();
-    let parked = match Parked::park(conn) {
+    let parked = match conn.into_idle().convert(TcpStream::into_std) {
         Ok(p) => p,
         Err(lost) => {
             drop(out);
@@ -152,9 +175,8 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
             return Ok(());
         }
     };
-    let fd = parked.socket().as_raw_fd();
-    out.waker = Some(unpark_waker(id));
-    out.parked = true;
+    let fd = parked.io().as_raw_fd();
+    out.park(unpark_waker(id));
     lock(lot).insert(Box::new(parked));
     // Registered last: an event for the socket finds the connection in the table.
     if lot.registry.register(&mut SourceFd(&fd), Token(id as usize), Interest::READABLE).is_err() {
@@ -168,13 +190,14 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
 pub fn unpark(id: u32) {
     let Some(lot) = lot() else { return };
     let Some(parked) = lock(lot).remove(id) else { return };
-    let _ = lot.registry.deregister(&mut SourceFd(&parked.socket().as_raw_fd()));
+    let _ = lot.registry.deregister(&mut SourceFd(&parked.io().as_raw_fd()));
     // The engine stopped (Node is exiting): nothing to come back to.
     let Some(handle) = runtime::current() else { return };
+    // Back on tokio's reactor, which needs the runtime's context.
     let _guard = handle.enter();
-    match parked.resume() {
-        Ok(conn) => {
-            handle.spawn(conn.run());
+    match (*parked).convert(TcpStream::from_std) {
+        Ok(idle) => {
+            handle.spawn(idle.resume().run());
         }
         Err(lost) => lost.lost(),
     }

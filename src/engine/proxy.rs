@@ -197,7 +197,7 @@ fn base64(input: &[u8]) -> String {
 }
 
 fn io_fail(p: &Proxy, e: &std::io::Error, during: &str) -> ProxyError {
-    let (code, msg) = super::io_error_code(e, "read");
+    let (code, msg) = super::net::io_error_code(e, "read");
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         return err("ECONNRESET", format!("Proxy {} closed the connection {during}", p.display()));
     }
@@ -372,7 +372,7 @@ async fn socks5_connect(s: &mut TcpStream, p: &Proxy, host: &str, port: u16) -> 
 
 /// Connects to the proxy and opens a tunnel to `host:port`.
 pub async fn tunnel(p: &Proxy, host: &str, port: u16) -> Result<TcpStream, ProxyError> {
-    let mut s = super::client::connect_tcp(&p.host, p.port)
+    let mut s = super::net::connect_tcp(&p.host, p.port)
         .await
         .map_err(|(code, msg)| (code, format!("{msg} (proxy {})", p.display())))?;
     match p.kind {

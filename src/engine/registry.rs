@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use super::outbox::Shared;
+use super::state::Shared;
 
 /// Bits of an id that are its slot (4,194,303 connections open at once); the rest count the
 /// slot's reuses. Keep in sync with `lib/native.js` (it asks `binding.slotBits()`).
@@ -161,10 +161,17 @@ pub fn release(id: u32) {
     lock().release(id);
 }
 
-/// The environment of sink `sink` is going away: what its JS held is released, and no
-/// connection registers for it from now on.
-pub fn release_sink(sink: u32) {
-    lock().release_sink(sink);
+/// The environment of sink `sink` is going away: what its JS held is released, no
+/// connection registers for it from now on, and its connections end at once.
+pub fn terminate_sink(sink: u32) {
+    let connections: Vec<Arc<Shared>> = {
+        let mut t = lock();
+        t.release_sink(sink);
+        t.values().filter(|s| s.sink == sink).cloned().collect()
+    };
+    for s in connections {
+        s.terminate();
+    }
 }
 
 pub fn lookup(id: u32) -> Option<Arc<Shared>> {

@@ -4,18 +4,26 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 
-use crate::protocol::deflate::DeflateParams;
 use super::bridge::Bridge;
-use super::connection::{ConnConfig, Connection, PeerInfo};
-use super::outbox::Shared;
-use super::registry;
-use super::{next_server_id, runtime};
+use super::config::ConnConfig;
+use super::connection::{Connection, PeerInfo};
+use super::park::allow_direct_writes;
+use super::state::Shared;
+use super::{registry, runtime};
+use crate::protocol::deflate::DeflateParams;
+
+/// Server ids (0 is never used). Connection ids come from `registry`.
+fn next_server_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 pub struct ListenParams {
     /// The native TLS server: each socket is served after its TLS handshake.
@@ -115,7 +123,7 @@ async fn accept_loop(
                     // Every slot taken (4 million connections), or the server's environment
                     // is going away: the socket closes.
                     let Some(id) = registry::register(shared.clone()) else { continue };
-                    shared.allow_direct_writes(&stream);
+                    allow_direct_writes(&shared, &stream);
                     let peer = PeerInfo { server_id, remote: Some(remote), local };
                     tokio::spawn(Connection::server(stream, id, shared, cfg.clone(), peer).run());
                 }
@@ -132,7 +140,7 @@ fn adopted_shared(response: &[u8], is_client: bool, sink: u32) -> io::Result<(u3
     {
         let mut out = shared.lock();
         out.raw(response);
-        out.open = true;
+        out.open();
     }
     let id = registry::register(shared.clone()).ok_or_else(registry::no_id_error)?;
     Ok((id, shared))
@@ -157,7 +165,7 @@ pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: 
     let _ = std_stream.set_nodelay(true);
     let stream = tokio::net::TcpStream::from_std(std_stream)?;
     let (id, shared) = adopted_shared(response, is_client, cfg.sink.id)?;
-    shared.allow_direct_writes(&stream);
+    allow_direct_writes(&shared, &stream);
     handle.spawn(Connection::adopted(stream, id, shared, Arc::new(cfg), early, pmd).run());
     Ok(id)
 }

@@ -520,7 +520,7 @@ pub fn handshake_error(e: &io::Error, host: &str, port: u16) -> TlsError {
             format!("Client network socket disconnected before secure TLS connection was established ({host}:{port})"),
         ),
         _ => {
-            let (code, msg) = super::io_error_code(e, "read");
+            let (code, msg) = super::net::io_error_code(e, "read");
             TlsError::new(&code, msg)
         }
     }
@@ -558,7 +558,7 @@ pub fn read_error(e: &io::Error) -> (String, String) {
         };
         return (t.code, t.message);
     }
-    super::io_error_code(e, "read")
+    super::net::io_error_code(e, "read")
 }
 
 /// A server configuration from the `tls` option.

@@ -1,7 +1,10 @@
 //! The `Sec-WebSocket-Extensions` header: parsed and formatted exactly as ws's
 //! `lib/extension.js` does, so that the same headers are accepted, refused and answered.
 
-use super::handshake::is_token_char;
+/// RFC 7230 `tchar`.
+pub fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
 
 /// A parameter value: a bare name (`true` in ws) or a token / quoted string.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! `Sec-WebSocket-Protocol` grammar. Bytes in, decisions out; no sockets.
 
 use super::deflate::{negotiate_client, negotiate_server, DeflateOptions, DeflateParams};
+use super::extension::is_token_char;
 use tungstenite::handshake::derive_accept_key;
 
 /// Most header lines accepted in a request or response head.
@@ -206,6 +207,48 @@ pub fn rejection_response(r: &Rejection) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// The lines of the 101 answer that accepts an upgrade (without the empty line that ends
+/// the head), in ws's order: what the server's `headers` event hands to its listeners.
+pub fn accept_lines(accept: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<String> {
+    let mut lines = vec![
+        "HTTP/1.1 101 Switching Protocols".to_owned(),
+        "Upgrade: websocket".to_owned(),
+        "Connection: Upgrade".to_owned(),
+        format!("Sec-WebSocket-Accept: {accept}"),
+    ];
+    if let Some(p) = protocol {
+        lines.push(format!("Sec-WebSocket-Protocol: {p}"));
+    }
+    if let Some(e) = extensions {
+        lines.push(format!("Sec-WebSocket-Extensions: {e}"));
+    }
+    lines
+}
+
+/// A head made of `lines`, as written on the wire (each line and the head end with CRLF).
+pub fn head_bytes<S: AsRef<str>>(lines: &[S]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines.iter().map(|l| l.as_ref().len() + 2).sum::<usize>() + 2);
+    for l in lines {
+        out.extend_from_slice(l.as_ref().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The 101 answer that accepts an upgrade.
+pub fn accept_response(accept: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
+    head_bytes(&accept_lines(accept, protocol, extensions))
+}
+
+/// The answer to a request head that cannot be parsed (400) or is over the limits (431).
+pub fn head_error_response(e: &HeadError) -> &'static [u8] {
+    match e {
+        HeadError::TooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
+        HeadError::Invalid(_) => b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n",
+    }
+}
+
 /// The answer of ws's own HTTP server to a request that is not an upgrade.
 pub fn upgrade_required_response() -> Vec<u8> {
     b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 16\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nUpgrade Required".to_vec()
@@ -275,11 +318,6 @@ pub fn validate_upgrade(head: &Head, deflate: Option<&DeflateOptions>) -> Result
         _ => (None, None),
     };
     Ok(UpgradeRequest { accept: derive_accept_key(key.as_bytes()), version, protocols, extensions, deflate })
-}
-
-/// RFC 7230 `tchar`.
-pub fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
 /// Parses a `Sec-WebSocket-Protocol` header exactly as ws's `subprotocol.parse` does

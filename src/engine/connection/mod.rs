@@ -1,87 +1,38 @@
 //! One connection = one task running this hand-written future, generic over its transport
-//! (TCP, Unix socket, later TLS and Node-socket bridges). It polls both directions itself, so
-//! a connection costs one task and no buffers while idle: reads land in a per-thread scratch
-//! buffer and are decoded at once; writes are taken from the outbox only while data flows.
+//! (TCP, Unix socket, TLS, and the bridge to a socket Node keeps). It polls both directions
+//! itself, so a connection costs one task and no buffers while idle: reads land in a
+//! per-thread scratch buffer and are decoded at once; writes are taken from the outbox only
+//! while data flows.
+//!
+//! This file holds the poll loop and the open connection's frames; `handshake` the opening
+//! handshake of both sides, `compression` permessage-deflate.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::events::{self, kind};
-use super::outbox::{mask_key, Compression, Decision, JobKind, Outbox, Shared};
+use super::config::ConnConfig;
+use super::events;
 use super::registry::{self, unregister};
+use super::state::{mask_key, Decision, Shared};
 use crate::protocol::close::ABNORMAL;
-use crate::protocol::deflate::{Deflater, DeflateOptions, DeflateParams, Inflater};
+use crate::protocol::deflate::DeflateParams;
 use crate::protocol::error::ProtocolError;
-use crate::protocol::frame::{encode_frame, OP_PONG};
-use crate::protocol::handshake::{self, HeadError, Rejection};
-use crate::protocol::receiver::{Incoming, Payload, Receiver, ReceiverConfig};
+use crate::protocol::frame::encode_frame;
+use crate::protocol::receiver::{Incoming, Receiver, ReceiverConfig};
 
-/// Per-connection settings, shared by all connections of a server.
-#[derive(Debug, Clone)]
-pub struct ConnConfig {
-    pub receiver: ReceiverConfig,
-    pub auto_pong: bool,
-    pub close_timeout: Duration,
-    /// Client: the whole opening handshake. Server: receiving the request head.
-    pub handshake_timeout: Option<Duration>,
-    /// permessage-deflate: offered by a client, accepted by a server. None when disabled.
-    pub deflate: Option<DeflateOptions>,
-    /// The events of the Node environment that made this server or client.
-    pub sink: Arc<events::Sink>,
-    /// Limits on the request (server) or response (client) head.
-    pub head_limits: handshake::HeadLimits,
-}
+mod compression;
+mod handshake;
 
-/// What a server tells JS about the peer along with its request.
-pub struct PeerInfo {
-    pub server_id: u32,
-    pub remote: Option<std::net::SocketAddr>,
-    pub local: Option<std::net::SocketAddr>,
-}
-
-/// What a client needs to check the server's answer.
-pub struct ClientHandshake {
-    pub key: String,
-    pub protocols: Vec<String>,
-}
-
-/// What a connection holds only until it is open (or refused): one allocation, freed then.
-#[derive(Default)]
-struct Handshake {
-    /// The request or response head as it arrives; after the head, the bytes that came with
-    /// it (frames sent early), fed to the receiver once the connection opens.
-    head: Vec<u8>,
-    peer: Option<PeerInfo>,
-    client: Option<ClientHandshake>,
-    response: Option<PendingResponse>,
-}
-
-/// A non-101 answer whose body is still arriving.
-struct PendingResponse {
-    status: String,
-    reason: String,
-    lines: Vec<u8>,
-    body: Vec<u8>,
-    /// Content-Length, capped at `MAX_BODY`.
-    expected: usize,
-}
-
-/// The fixed field of an UPGRADE record: server id (u32), status (u16), remote and local ports
-/// (u16 each), WebSocket version, HTTP minor version, 1 if the peer is IPv6 (u8 each); all
-/// little-endian.
-const UPGRADE_FIXED: usize = 13;
-
-/// Most body bytes kept from a refused handshake.
-const MAX_BODY: usize = 1024 * 1024;
+use compression::Zlib;
+pub use handshake::{ClientHandshake, PeerInfo};
+use handshake::{Handshake, Progress};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -123,25 +74,13 @@ const PONG_BACKLOG: u64 = 1024 * 1024;
 const CONTROL_COST: usize = 64;
 /// Reads per poll before yielding to other tasks.
 const READS_PER_POLL: usize = 16;
-/// With context takeover, a connection whose zlib contexts went unused this long gives them
-/// up and keeps only its history (see `Deflater::park`); the next compressed message rebuilds
-/// them (hundreds of KiB held per idle connection otherwise, against a window at most).
-const ZLIB_PARK_AFTER: Duration = Duration::from_secs(1);
-
-/// permessage-deflate: both sides' contexts (the receiver inflates through `inflater`), and
-/// the timer that parks them.
-struct Zlib {
-    deflater: Deflater,
-    inflater: Inflater,
-    park: Option<Pin<Box<Sleep>>>,
-}
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_SIZE].into_boxed_slice());
 }
 
-/// A connection's hold on its outbox. Dropping it withdraws the socket from JS's direct writes
-/// (see `outbox::write_direct`): it is the connection's first field, so this happens before
+/// A connection's hold on its state. Dropping it withdraws the socket from JS's direct writes
+/// (see `engine::commands`): it is the connection's first field, so this happens before
 /// the socket (the next field) is closed, however the connection ends. Moving the connection
 /// (to park it, see `engine::park`) keeps the socket open and the withdrawal for later.
 struct Owner(Arc<Shared>);
@@ -199,7 +138,7 @@ impl<T: Transport> Connection<T> {
         let mut c = Self::new(io, id, Owner(shared), cfg, Phase::ServerHead);
         // Made on the runtime (the accept loop): tokio's timers need its context.
         c.timer = c.cfg.handshake_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
-        c.hs = Some(Box::new(Handshake { peer: Some(peer), ..Handshake::default() }));
+        c.hs = Some(Handshake::server(peer));
         c
     }
 
@@ -209,87 +148,21 @@ impl<T: Transport> Connection<T> {
         let mut c = Self::new(io, id, Owner(shared), cfg, Phase::Open);
         c.timer = None;
         c.pmd = pmd;
-        if pmd.is_some() {
-            let mut out = c.shared.lock();
-            c.enable_deflate(&mut out);
+        if let Some(p) = &pmd {
+            compression::enable(&mut c.shared.lock(), p, &c.cfg, c.shared.is_client);
         }
         c.zlib = c.open_codec();
         if !early.is_empty() {
-            c.hs = Some(Box::new(Handshake { head: early, ..Handshake::default() }));
+            c.hs = Some(Handshake::early(early));
         }
         c
-    }
-
-    /// Lets JS's sends be compressed (the outbox decides per message, as ws's sender does).
-    fn enable_deflate(&self, out: &mut Outbox) {
-        let (Some(p), Some(opts)) = (self.pmd, self.cfg.deflate.as_ref()) else { return };
-        let our_no_takeover = if self.shared.is_client { p.client_no_context_takeover } else { p.server_no_context_takeover };
-        out.deflate = Some(Box::new(Compression { threshold: our_no_takeover.then_some(opts.threshold), ..Compression::default() }));
-    }
-
-    /// The connection is open: frames flow, through permessage-deflate when agreed (the
-    /// receiver is made by `feed`).
-    fn open_codec(&self) -> Option<Box<Zlib>> {
-        let p = self.pmd?;
-        let level = self.cfg.deflate.as_ref().map(|o| o.level).unwrap_or(-1);
-        let is_server = !self.shared.is_client;
-        Some(Box::new(Zlib {
-            deflater: Deflater::new(&p, is_server, level),
-            inflater: Inflater::new(&p, is_server),
-            park: None,
-        }))
-    }
-
-    /// Compresses the queued jobs, off the lock, and appends the frames in order.
-    fn run_jobs(&mut self) {
-        let jobs = {
-            let mut out = self.shared.lock();
-            let Some(d) = out.deflate.as_mut().filter(|d| !d.jobs.is_empty()) else { return };
-            d.deflating = true;
-            std::mem::take(&mut d.jobs)
-        };
-        let mut bytes = Vec::new();
-        let mut acks = Vec::new();
-        let mut estimate = 0u64;
-        let mut z = Vec::new();
-        for job in jobs {
-            match job.kind {
-                JobKind::Compress { opcode, first, fin, data, mask } => {
-                    estimate += data.len() as u64;
-                    z.clear();
-                    let rsv1 = match self.zlib.as_mut() {
-                        Some(zl) => {
-                            zl.deflater.compress(&data, fin, &mut z);
-                            first
-                        }
-                        None => {
-                            z.extend_from_slice(&data);
-                            false
-                        }
-                    };
-                    encode_frame(&mut bytes, opcode, fin, rsv1, &z, mask);
-                }
-                JobKind::Bytes(b) => {
-                    estimate += b.len() as u64;
-                    bytes.extend_from_slice(&b);
-                }
-            }
-            if job.ack {
-                acks.push(bytes.len());
-            }
-        }
-        let mut out = self.shared.lock();
-        out.jobs_done(&bytes, &acks, estimate);
-        if let Some(d) = out.deflate.as_mut().filter(|d| d.jobs.is_empty()) {
-            d.deflating = false;
-        }
     }
 
     /// A client connection whose request is already in the outbox. `deadline` bounds the
     /// handshake, including the connect that came before.
     pub fn client(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, hs: ClientHandshake, deadline: Option<Instant>) -> Self {
         let mut c = Self::new(io, id, Owner(shared), cfg, Phase::ClientHead);
-        c.hs = Some(Box::new(Handshake { client: Some(hs), ..Handshake::default() }));
+        c.hs = Some(Handshake::client(hs));
         c.timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         c
     }
@@ -300,7 +173,7 @@ impl<T: Transport> Connection<T> {
         // The decision first: JS may accept and terminate in one batch, before this task
         // runs; the connection is then open for JS and must end with a CLOSED event.
         if self.phase == Phase::ServerDecision {
-            match out.decision {
+            match out.decision() {
                 Some(Decision::Accept) => {
                     self.phase = Phase::Open;
                     self.zlib = self.open_codec();
@@ -313,7 +186,7 @@ impl<T: Transport> Connection<T> {
                 None => {}
             }
         }
-        if out.terminate {
+        if out.terminating() {
             return Some(match self.phase {
                 Phase::ClientHead => {
                     End::HandshakeFailed("WebSocket was closed before the connection was established".into(), String::new())
@@ -322,7 +195,7 @@ impl<T: Transport> Connection<T> {
                 _ => End::Silent,
             });
         }
-        if out.raw_end {
+        if out.raw_ended() {
             // JS ended a request's socket (`wsClientError`): the connection is refused, and
             // ends once the bytes are out and the peer has ended too.
             self.want_shutdown = true;
@@ -330,25 +203,20 @@ impl<T: Transport> Connection<T> {
                 self.phase = Phase::Refusing;
             }
         }
-        if out.close_queued && !self.close_seen {
+        if out.close_queued() && !self.close_seen {
             self.close_seen = true;
             self.timer = Some(Box::pin(tokio::time::sleep(self.cfg.close_timeout)));
         }
-        if self.wpos == self.wbuf.len() && !out.buf.is_empty() {
-            self.wbuf = std::mem::take(&mut out.buf);
-            self.wpos = 0;
-            out.task_busy = true;
+        if self.wpos == self.wbuf.len() {
+            if let Some(bytes) = out.take_writes() {
+                self.wbuf = bytes;
+                self.wpos = 0;
+            }
         }
-        self.paused = out.paused;
-        self.acks_pending = !out.acks.is_empty();
+        self.paused = out.paused();
+        self.acks_pending = out.has_acks();
         // Seen by the park thread's sweep: this connection is not idle.
-        out.polled = true;
-        out.parked = false;
-        self.park_asked |= std::mem::take(&mut out.park_asked);
-        match &out.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => out.waker = Some(cx.waker().clone()),
-        }
+        self.park_asked |= out.polled(cx.waker());
         None
     }
 
@@ -361,7 +229,7 @@ impl<T: Transport> Connection<T> {
                 Poll::Ready(Ok(n)) => {
                     self.wpos += n;
                     // JS may write to the socket directly too: both count into the total.
-                    self.shared.written_total.fetch_add(n as u64, Ordering::AcqRel);
+                    self.shared.wrote(n);
                     progressed = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e),
@@ -372,7 +240,7 @@ impl<T: Transport> Connection<T> {
             // Drained: release the buffer rather than keep it per idle connection.
             self.wbuf = Vec::new();
             self.wpos = 0;
-            self.shared.lock().task_busy = false;
+            self.shared.lock().writes_done();
             if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
                 return Err(e);
             }
@@ -381,24 +249,20 @@ impl<T: Transport> Connection<T> {
             // Sends waiting for their callbacks complete only by the task's writes (JS does not
             // write directly while any wait; acks queued since `sync_outbox` are for bytes not
             // taken yet, and their send woke the task).
-            let written = self.shared.written_total.load(Ordering::Acquire);
+            let written = self.shared.written_total();
             let mut out = self.shared.lock();
-            let done = out.acks.take_written(written);
+            let done = out.take_acks_written(written);
             if done > 0 {
-                self.acks_pending = !out.acks.is_empty();
+                self.acks_pending = out.has_acks();
                 drop(out);
-                let done = done as u32;
-                events::with_batch(|b| b.push(kind::WRITTEN, self.id, &done.to_le_bytes()));
+                events::with_batch(|b| b.written(self.id, done as u32));
             }
         }
         Ok(progressed)
     }
 
     fn all_written(&self) -> bool {
-        self.wpos == self.wbuf.len() && {
-            let out = self.shared.lock();
-            out.buf.is_empty() && !out.queueing()
-        }
+        self.wpos == self.wbuf.len() && self.shared.lock().drained()
     }
 
     fn reading_allowed(&mut self, cx: &Context<'_>) -> bool {
@@ -429,197 +293,92 @@ impl<T: Transport> Connection<T> {
         })
     }
 
+    /// The zlib contexts of a connection that opens, if it agreed permessage-deflate (the
+    /// receiver is made by `feed`).
+    fn open_codec(&self) -> Option<Box<Zlib>> {
+        self.pmd.as_ref().map(|p| Zlib::new(p, &self.cfg, self.shared.is_client))
+    }
+
     fn on_bytes(&mut self, data: &mut [u8]) -> Option<End> {
-        match self.phase {
-            Phase::ServerHead => self.on_request_bytes(data),
-            Phase::ClientHead => self.on_response_bytes(data),
-            Phase::ClientBody => self.on_body_bytes(data),
-            Phase::Open => {
+        let id = self.id;
+        let step = match (self.phase, self.hs.as_mut()) {
+            (Phase::ServerHead, Some(hs)) => hs.on_request_bytes(data, &self.cfg),
+            (Phase::ClientHead, Some(hs)) => hs.on_response_bytes(data, &self.cfg, id),
+            (Phase::ClientBody, Some(hs)) => hs.on_body_bytes(data, id),
+            (Phase::ServerHead | Phase::ClientHead | Phase::ClientBody, None) => Progress::Gone,
+            (Phase::Open, _) => {
                 self.feed(data);
-                None
+                return None;
             }
-            Phase::ServerDecision => {
+            (Phase::ServerDecision, _) => {
                 self.hs.get_or_insert_with(Box::default).head.extend_from_slice(data);
+                return None;
+            }
+            (Phase::Refusing, _) => return None,
+        };
+        self.handshake_step(step)
+    }
+
+    /// Applies what a step of the opening handshake says.
+    fn handshake_step(&mut self, step: Progress) -> Option<End> {
+        match step {
+            Progress::More => None,
+            Progress::Refuse(answer) => {
+                // JS never hears of the connection: it gives up the hold on the id that it
+                // would have had (see `engine::registry`).
+                registry::release(self.id);
+                self.shared.lock().raw(&answer);
+                self.phase = Phase::Refusing;
+                self.want_shutdown = true;
+                self.hs = None;
                 None
             }
-            Phase::Refusing => None,
-        }
-    }
-
-    /// The engine refuses the request itself: JS never hears of the connection, and gives
-    /// up the hold on its id that it would have had (see `engine::registry`).
-    fn refuse_raw(&mut self, bytes: &[u8]) {
-        registry::release(self.id);
-        self.shared.lock().raw(bytes);
-        self.phase = Phase::Refusing;
-        self.want_shutdown = true;
-        self.hs = None;
-    }
-
-    fn on_request_bytes(&mut self, data: &[u8]) -> Option<End> {
-        let limits = self.cfg.head_limits;
-        let Some(hs) = self.hs.as_mut() else { return Some(End::Silent) };
-        let old = hs.head.len();
-        hs.head.extend_from_slice(data);
-        if !worth_parsing(&hs.head, old, limits.max_size) {
-            return None;
-        }
-        let (head, n) = match handshake::parse_request_within(&hs.head, limits) {
-            Ok(None) => return None,
-            Ok(Some(h)) => h,
-            Err(HeadError::TooLarge) => {
-                self.refuse_raw(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n");
-                return None;
+            Progress::Request(request) => {
+                if let Some(p) = request.deflate() {
+                    // Sends wait for JS's decision (the outbox is not open before it).
+                    self.pmd = Some(p);
+                    compression::enable(&mut self.shared.lock(), &p, &self.cfg, self.shared.is_client);
+                }
+                request.announce(self.id);
+                self.phase = Phase::ServerDecision;
+                self.timer = None;
+                None
             }
-            Err(HeadError::Invalid(_)) => {
-                self.refuse_raw(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
-                return None;
+            Progress::Open(opened) => {
+                let handshake::Opened { accepted, head, mut rest } = *opened;
+                self.hs = None;
+                self.pmd = accepted.deflate;
+                // Open the outbox before JS hears of it: sends made in the 'open' handler
+                // must not be dropped as "not open yet".
+                {
+                    let mut out = self.shared.lock();
+                    out.open();
+                    if let Some(p) = &self.pmd {
+                        compression::enable(&mut out, p, &self.cfg, self.shared.is_client);
+                    }
+                }
+                events::with_batch(|b| b.open(self.id, &accepted.protocol, &accepted.extensions, &head.reason, &head.headers));
+                self.phase = Phase::Open;
+                self.timer = None;
+                self.zlib = self.open_codec();
+                if !rest.is_empty() {
+                    self.feed(&mut rest);
+                }
+                None
             }
-        };
-        if !handshake::is_upgrade_request(&head) {
-            self.refuse_raw(&handshake::upgrade_required_response());
-            return None;
+            Progress::Body => {
+                self.phase = Phase::ClientBody;
+                None
+            }
+            Progress::Answered | Progress::Gone => Some(End::Silent),
+            Progress::Failed(message, code) => Some(End::HandshakeFailed(message, code)),
         }
-        // Keep only bytes that came after the head (frames sent early); free the rest.
-        let Some(hs) = self.hs.as_mut() else { return Some(End::Silent) };
-        hs.head = hs.head.split_off(n);
-        let Some(peer) = hs.peer.take() else { return Some(End::Silent) };
-        let verdict = handshake::validate_upgrade(&head, self.cfg.deflate.as_ref());
-        if let Ok(u) = &verdict {
-            if u.deflate.is_some() {
-                // Sends wait for JS's decision (the outbox is not open before it).
-                self.pmd = u.deflate;
-                let mut out = self.shared.lock();
-                self.enable_deflate(&mut out);
-            }
-        }
-        let raw: Vec<u8> = head.headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
-        let (status, message, reject_headers, accept, protocols, version, extensions) = match &verdict {
-            Ok(u) => (0u16, "", Vec::new(), u.accept.as_str(), u.protocols.join(","), u.version, u.extensions.clone().unwrap_or_default()),
-            Err(Rejection { status, message, headers }) => {
-                let h: Vec<u8> = headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
-                (*status, message.as_str(), h, "", String::new(), 0, String::new())
-            }
-        };
-        let ip = |a: Option<std::net::SocketAddr>| a.map(|a| a.ip().to_string()).unwrap_or_default();
-        let port = |a: Option<std::net::SocketAddr>| a.map_or(0u16, |a| a.port());
-        // The numbers in one fixed field (JS reads them without making strings; see
-        // `upgradeRecord` in lib/native.js), the text after it.
-        let mut fixed = [0u8; UPGRADE_FIXED];
-        fixed[0..4].copy_from_slice(&peer.server_id.to_le_bytes());
-        fixed[4..6].copy_from_slice(&status.to_le_bytes());
-        fixed[6..8].copy_from_slice(&port(peer.remote).to_le_bytes());
-        fixed[8..10].copy_from_slice(&port(peer.local).to_le_bytes());
-        fixed[10] = version;
-        fixed[11] = head.minor;
-        fixed[12] = peer.remote.is_some_and(|a| a.is_ipv6()) as u8;
-        events::with_batch(|b| {
-            b.push_fields(
-                kind::UPGRADE,
-                self.id,
-                &[
-                    &fixed,
-                    head.method.as_bytes(),
-                    head.path.as_bytes(),
-                    &raw,
-                    ip(peer.remote).as_bytes(),
-                    ip(peer.local).as_bytes(),
-                    message.as_bytes(),
-                    &reject_headers,
-                    accept.as_bytes(),
-                    protocols.as_bytes(),
-                    extensions.as_bytes(),
-                ],
-            )
-        });
-        self.phase = Phase::ServerDecision;
-        self.timer = None;
-        None
     }
 
-    fn on_response_bytes(&mut self, data: &mut [u8]) -> Option<End> {
-        let limits = self.cfg.head_limits;
-        let Some(hs) = self.hs.as_mut() else { return Some(End::Silent) };
-        let old = hs.head.len();
-        hs.head.extend_from_slice(data);
-        if !worth_parsing(&hs.head, old, limits.max_size) {
-            return None;
-        }
-        let (head, n) = match handshake::parse_response_within(&hs.head, limits) {
-            Ok(None) => return None,
-            Ok(Some(h)) => h,
-            Err(HeadError::TooLarge) => return Some(End::HandshakeFailed("Response header too large".into(), "HPE_HEADER_OVERFLOW".into())),
-            Err(HeadError::Invalid(e)) => return Some(End::HandshakeFailed(format!("Parse Error: {e}"), "HPE_INVALID_CONSTANT".into())),
-        };
-        let Some(client) = hs.client.take() else { return Some(End::Silent) };
-        let lines: Vec<u8> = head.headers.iter().flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"].concat()).collect();
-        if head.status != 101 {
-            // JS decides between a redirect, `unexpected-response` and an error; it gets the
-            // body when a Content-Length announces one.
-            let expected = head
-                .header("content-length")
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0)
-                .min(MAX_BODY);
-            let mut body = hs.head.split_off(n);
-            hs.head = Vec::new();
-            body.truncate(expected);
-            hs.response = Some(PendingResponse {
-                status: head.status.to_string(),
-                reason: head.reason.clone(),
-                lines,
-                body,
-                expected,
-            });
-            self.phase = Phase::ClientBody;
-            return self.on_body_bytes(&mut []);
-        }
-        let mut rest = hs.head.split_off(n);
-        self.hs = None;
-        let accepted = match handshake::validate_response(&head, &client.key, &client.protocols, self.cfg.deflate.as_ref()) {
-            Ok(a) => a,
-            Err(msg) => return Some(End::HandshakeFailed(msg, String::new())),
-        };
-        self.pmd = accepted.deflate;
-        // Open the outbox before JS hears of it: sends made in the 'open' handler must not be
-        // dropped as "not open yet".
-        {
-            let mut out = self.shared.lock();
-            out.open = true;
-            self.enable_deflate(&mut out);
-        }
-        events::with_batch(|b| {
-            b.push_fields(kind::OPEN, self.id, &[accepted.protocol.as_bytes(), accepted.extensions.as_bytes(), head.reason.as_bytes(), &lines])
-        });
-        self.phase = Phase::Open;
-        self.timer = None;
-        self.zlib = self.open_codec();
-        if !rest.is_empty() {
-            self.feed(&mut rest);
-        }
-        None
-    }
-
-    fn on_body_bytes(&mut self, data: &mut [u8]) -> Option<End> {
-        let r = self.hs.as_mut()?.response.as_mut()?;
-        let take = (r.expected - r.body.len()).min(data.len());
-        r.body.extend_from_slice(&data[..take]);
-        if r.body.len() < r.expected {
-            return None;
-        }
-        Some(self.response_end())
-    }
-
-    /// Hands a non-101 answer (and what arrived of its body) to JS.
+    /// Client: the connection ends while a refusal's body arrives: JS gets what came of it.
     fn response_end(&mut self) -> End {
-        if let Some(r) = self.hs.as_mut().and_then(|h| h.response.take()) {
-            events::with_batch(|b| {
-                b.push_fields(
-                    kind::HANDSHAKE_FAILED,
-                    self.id,
-                    &[b"", b"", r.status.as_bytes(), r.reason.as_bytes(), &r.lines, &r.body],
-                )
-            });
+        if let Some(hs) = self.hs.as_mut() {
+            hs.answer(self.id);
         }
         End::Silent
     }
@@ -643,7 +402,6 @@ impl<T: Transport> Connection<T> {
         let id = self.id;
         let shared = &self.shared;
         let auto_pong = self.cfg.auto_pong;
-        let is_client = shared.is_client;
         let mut close: Option<(u16, Vec<u8>)> = None;
         let (batch_epoch, batch_bytes) = (&mut self.batch_epoch, &mut self.batch_bytes);
         let result = events::with_batch(|b| {
@@ -654,35 +412,25 @@ impl<T: Transport> Connection<T> {
             receiver.feed_inflating(data, inflater, |item| match item {
                 Incoming::Message { binary, data, fragments } => {
                     count(batch_bytes, data.as_slice().len());
-                    if !binary && data.as_slice() == PANIC_TRIGGER && TEST_PANIC.load(Ordering::Relaxed) {
+                    #[cfg(feature = "diagnostics")]
+                    if !binary && data.as_slice() == PANIC_TRIGGER && TEST_PANIC.load(std::sync::atomic::Ordering::Relaxed) {
                         panic!("test panic (WS_NATIVE_TEST_PANIC)");
                     }
-                    if let Some(ends) = fragments {
-                        let bytes: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
-                        b.push(kind::FRAGMENTS, id, &bytes);
-                    }
-                    let k = if binary { kind::BINARY } else { kind::TEXT };
-                    match data {
-                        Payload::Borrowed(s) => b.push(k, id, s),
-                        Payload::Owned(v) => b.push_owned(k, id, v),
-                    }
+                    b.message(id, binary, data, fragments.as_deref());
                 }
                 Incoming::Ping(p) => {
                     if auto_pong {
-                        let mut out = shared.lock();
-                        if out.open && !out.close_queued && shared.buffered_in(&out) < PONG_BACKLOG {
-                            out.frame(OP_PONG, true, p, is_client.then(mask_key));
-                        }
+                        shared.auto_pong(p, PONG_BACKLOG);
                     }
                     count(batch_bytes, p.len() + CONTROL_COST);
-                    b.push(kind::PING, id, p);
+                    b.ping(id, p);
                 }
                 Incoming::Pong(p) => {
                     count(batch_bytes, p.len() + CONTROL_COST);
-                    b.push(kind::PONG, id, p)
+                    b.pong(id, p)
                 }
                 Incoming::Close { code, reason } => {
-                    b.push_code(kind::CLOSE_FRAME, id, code, reason);
+                    b.close_frame(id, code, reason);
                     close = Some((code, reason.to_vec()));
                 }
             })
@@ -703,13 +451,7 @@ impl<T: Transport> Connection<T> {
     /// events before it; the receiver ignores all later input.
     fn on_protocol_error(&mut self, e: ProtocolError) {
         self.protocol_error = true;
-        events::with_batch(|b| {
-            b.push_fields(
-                kind::ERROR,
-                self.id,
-                &[&[e.kind as u8], e.code.as_bytes(), e.message.as_bytes(), &e.close_code.to_be_bytes()],
-            )
-        });
+        events::with_batch(|b| b.error(self.id, e.kind as u8, e.code, &e.message, e.close_code));
     }
 
     /// When the close handshake (or a failure) means our side should end the TCP stream.
@@ -729,18 +471,13 @@ impl<T: Transport> Connection<T> {
     }
 }
 
-/// What a connection runs on. Plain TCP connections park when idle (see `engine::park`;
-/// only they are asked to: the sweep picks connections JS may write to directly).
+/// What a connection runs on. Plain TCP connections park when idle (`engine::park` implements
+/// `park` for them; only they are asked to: the sweep picks connections JS may write to
+/// directly).
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Sized {
     /// Parks an idle connection; gives it back when it cannot be parked now.
     fn park(conn: Connection<Self>) -> Result<(), Connection<Self>> {
         Err(conn)
-    }
-}
-
-impl Transport for tokio::net::TcpStream {
-    fn park(conn: Connection<Self>) -> Result<(), Connection<Self>> {
-        super::park::park(conn)
     }
 }
 
@@ -757,50 +494,49 @@ pub enum Step {
     Idle,
 }
 
-/// What a parked connection keeps (see `engine::park`): it is open with nothing under way, so
-/// it has no receiver, handshake, write buffer, timer or close state to keep; 40 bytes
+/// An open connection with nothing under way, off its task (see `engine::park`): it has no
+/// receiver, handshake, write buffer, timer or close state to keep; on a TCP socket, 40 bytes
 /// instead of a connection's 120.
-pub struct Parked {
+pub struct Idle<S> {
     /// First, as in `Connection`: withdraws the socket from direct writes before it closes.
     shared: Owner,
-    socket: std::net::TcpStream,
+    io: S,
     cfg: Arc<ConnConfig>,
     zlib: Option<Box<Zlib>>,
     pmd: Option<DeflateParams>,
     id: u32,
 }
 
-impl Parked {
-    /// Takes an idle connection (`Connection::parkable`) off tokio's reactor. Err: leaving it
-    /// failed and took the socket along (the connection is lost).
-    pub(super) fn park(conn: Connection<tokio::net::TcpStream>) -> Result<Parked, Connection<()>> {
-        let Connection { shared, io, id, cfg, zlib, pmd, .. } = conn;
-        match io.into_std() {
-            Ok(socket) => Ok(Parked { shared, socket, cfg, zlib, pmd, id }),
-            Err(_) => Err(Connection::new((), id, shared, cfg, Phase::Open)),
+impl<S> Idle<S> {
+    /// The same connection on another form of its socket (off or back onto tokio's reactor).
+    /// Err: converting failed and took the socket along: the connection is lost (see `lost`).
+    pub fn convert<U>(self, f: impl FnOnce(S) -> io::Result<U>) -> Result<Idle<U>, Idle<()>> {
+        let Idle { shared, io, cfg, zlib, pmd, id } = self;
+        match f(io) {
+            Ok(io) => Ok(Idle { shared, io, cfg, zlib, pmd, id }),
+            Err(_) => Err(Idle { shared, io: (), cfg, zlib, pmd, id }),
         }
     }
 
-    /// The connection back on tokio's reactor (called within the runtime's context). Err:
-    /// that failed, and the socket is gone.
-    pub(super) fn resume(self) -> Result<Connection<tokio::net::TcpStream>, Connection<()>> {
-        let Parked { shared, socket, cfg, zlib, pmd, id } = self;
-        match tokio::net::TcpStream::from_std(socket) {
-            Ok(io) => {
-                let mut conn = Connection::new(io, id, shared, cfg, Phase::Open);
-                conn.zlib = zlib;
-                conn.pmd = pmd;
-                Ok(conn)
-            }
-            Err(_) => Err(Connection::new((), id, shared, cfg, Phase::Open)),
-        }
+    /// The connection, to run on a task again.
+    pub fn resume(self) -> Connection<S> {
+        let Idle { shared, io, cfg, zlib, pmd, id } = self;
+        let mut conn = Connection::new(io, id, shared, cfg, Phase::Open);
+        conn.zlib = zlib;
+        conn.pmd = pmd;
+        conn
     }
 
-    pub(super) fn socket(&self) -> &std::net::TcpStream {
-        &self.socket
+    /// The socket went away while the connection was idle: JS gets the close (1006).
+    pub fn lost(self) {
+        self.resume().lost();
     }
 
-    pub(super) fn id(&self) -> u32 {
+    pub fn io(&self) -> &S {
+        &self.io
+    }
+
+    pub fn id(&self) -> u32 {
         self.id
     }
 }
@@ -853,19 +589,6 @@ fn count(batch_bytes: &mut u32, n: usize) {
     *batch_bytes = batch_bytes.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
 }
 
-/// Whether a head that grew from `old` to `buf.len()` bytes should be parsed again: when the
-/// new bytes may end it (an empty line), on the first read (to refuse garbage at once), when
-/// it grows past a power of two, or past the size limit. A client trickling its head byte by
-/// byte then costs O(n log n) parsing, not O(n²).
-fn worth_parsing(buf: &[u8], old: usize, max_size: usize) -> bool {
-    let tail = &buf[old.saturating_sub(2)..];
-    old == 0
-        || buf.len() > max_size
-        || old.next_power_of_two() != buf.len().next_power_of_two()
-        || tail.windows(2).any(|w| w == b"\n\n")
-        || tail.windows(3).any(|w| w == b"\n\r\n")
-}
-
 impl<T> Connection<T> {
     fn new(io: T, id: u32, shared: Owner, cfg: Arc<ConnConfig>, phase: Phase) -> Self {
         Connection {
@@ -895,12 +618,19 @@ impl<T> Connection<T> {
         }
     }
 
-    pub(super) fn id(&self) -> u32 {
+    pub fn id(&self) -> u32 {
         self.id
     }
 
-    pub(super) fn shared(&self) -> &Arc<Shared> {
+    pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// The connection without what an idle one does not hold (`parkable` says when it is
+    /// idle; what it drops is empty then).
+    pub fn into_idle(self) -> Idle<T> {
+        let Connection { shared, io, id, cfg, zlib, pmd, .. } = self;
+        Idle { shared, io, cfg, zlib, pmd, id }
     }
 
     /// The connection runs on its own task, which may park it when idle.
@@ -923,11 +653,11 @@ impl<T> Connection<T> {
             && self.receiver.is_none()
             && self.hs.is_none()
             && self.wpos == self.wbuf.len()
-            && self.zlib.as_ref().is_none_or(|z| z.park.is_none())
+            && self.zlib.as_ref().is_none_or(|z| z.at_rest())
     }
 
-    /// The socket went away while the connection was parked: JS gets the close (1006).
-    pub(super) fn lost(mut self) {
+    /// The socket went away while the connection was idle: JS gets the close (1006).
+    fn lost(mut self) {
         let cfg = self.cfg.clone();
         let _entered = events::enter(&cfg.sink);
         let _ = self.finish(End::Closed);
@@ -943,36 +673,36 @@ impl<T> Connection<T> {
         // A server connection JS accepted (even if this task never saw the decision, as when
         // the socket failed first) has a WebSocket in JS waiting for its CLOSED event.
         let end = match end {
-            End::Silent if self.phase == Phase::Open || self.shared.lock().decision == Some(Decision::Accept) => End::Closed,
+            End::Silent if self.phase == Phase::Open || self.shared.lock().decision() == Some(Decision::Accept) => End::Closed,
             e => e,
         };
         match end {
             End::Closed => {
                 let (code, reason) = self.peer_close.take().map_or((ABNORMAL, Vec::new()), |c| *c);
-                events::with_batch(|b| b.push_code(kind::CLOSED, id, code, &reason));
+                events::with_batch(|b| b.closed(id, code, &reason));
             }
             End::HandshakeFailed(message, code) => {
-                events::with_batch(|b| b.push_fields(kind::HANDSHAKE_FAILED, id, &[message.as_bytes(), code.as_bytes(), b"", b"", b""]));
+                events::with_batch(|b| b.handshake_failed(id, &message, &code));
             }
             End::Silent => {}
         }
         Poll::Ready(Step::Ended)
     }
-
 }
 
-/// Set by the tests' hidden trigger (WS_NATIVE_TEST_PANIC=1 in the environment at load):
-/// a text message equal to `PANIC_TRIGGER` panics inside the connection's task.
+/// The tests' panic trigger (builds with the `diagnostics` feature, WS_NATIVE_TEST_PANIC=1 in
+/// the environment at load): a text message equal to `PANIC_TRIGGER` panics inside the
+/// connection's task.
+#[cfg(feature = "diagnostics")]
 pub static TEST_PANIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+#[cfg(feature = "diagnostics")]
 const PANIC_TRIGGER: &[u8] = b"ws-native:test-panic";
 
 impl<T: Transport> Connection<T> {
     fn on_panic(&mut self, cx: &mut Context<'_>, what: &str) -> Poll<Step> {
         if self.phase == Phase::Open {
-            events::with_batch(|b| {
-                let message = format!("Internal error in the native engine: {what}");
-                b.push_fields(kind::ERROR, self.id, &[&[0], b"WS_ERR_INTERNAL", message.as_bytes(), &1011u16.to_be_bytes()])
-            });
+            let message = format!("Internal error in the native engine: {what}");
+            events::with_batch(|b| b.error(self.id, 0, "WS_ERR_INTERNAL", &message, 1011));
             // Best effort: a close frame with 1011 if the socket takes it now.
             let mut frame = Vec::new();
             encode_frame(&mut frame, crate::protocol::frame::OP_CLOSE, true, false, &1011u16.to_be_bytes(), self.shared.is_client.then(mask_key));
@@ -986,7 +716,7 @@ impl<T: Transport> Connection<T> {
         let this = self;
         let mut yielded = false;
         loop {
-            this.run_jobs();
+            compression::run_jobs(&this.shared, this.zlib.as_deref_mut());
             if let Some(end) = this.sync_outbox(cx) {
                 return this.finish(end);
             }
@@ -1088,39 +818,15 @@ impl<T: Transport> Connection<T> {
             // Idle since the sweep before last (see `engine::park`).
             return Poll::Ready(Step::Idle);
         }
-        this.park_idle_zlib(cx);
+        if let Some(z) = this.zlib.as_mut() {
+            z.park_if_unused(cx, this.receiver.as_ref().is_some_and(|r| r.in_message()));
+        }
         if yielded {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
     }
 
-    /// With context takeover, parks zlib contexts that went unused for `ZLIB_PARK_AFTER`.
-    fn park_idle_zlib(&mut self, cx: &mut Context<'_>) {
-        let Some(z) = self.zlib.as_mut() else { return };
-        if !z.deflater.holds_context() && !z.inflater.holds_context() {
-            z.park = None;
-            return;
-        }
-        let used = z.deflater.take_used() | z.inflater.take_used();
-        let Some(t) = z.park.as_mut() else {
-            // The activity until now is what makes the timer start.
-            let mut t = Box::pin(tokio::time::sleep(ZLIB_PARK_AFTER));
-            let _ = t.as_mut().poll(cx);
-            z.park = Some(t);
-            return;
-        };
-        if used {
-            t.as_mut().reset(Instant::now() + ZLIB_PARK_AFTER);
-        }
-        if t.as_mut().poll(cx).is_ready() {
-            z.deflater.park();
-            if !self.receiver.as_ref().is_some_and(|r| r.in_message()) {
-                z.inflater.park();
-            }
-            z.park = None;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1153,9 +859,9 @@ mod size {
     fn sizes() {
         println!("Connection<TcpStream>: {} bytes", std::mem::size_of::<super::Connection<tokio::net::TcpStream>>());
         println!("task stage: {} bytes", std::mem::size_of::<super::budget::Stage<super::Task<tokio::net::TcpStream>>>());
-        println!("Parked: {} bytes", std::mem::size_of::<super::Parked>());
-        println!("Outbox: {} bytes", std::mem::size_of::<super::super::outbox::Outbox>());
-        println!("Shared: {} bytes", std::mem::size_of::<super::super::outbox::Shared>());
+        println!("Idle<std TcpStream>: {} bytes", std::mem::size_of::<super::Idle<std::net::TcpStream>>());
+        println!("Outbox: {} bytes", std::mem::size_of::<super::super::state::Outbox>());
+        println!("Shared: {} bytes", std::mem::size_of::<super::super::state::Shared>());
         println!("Receiver: {} bytes", std::mem::size_of::<crate::protocol::receiver::Receiver>());
         println!("TcpStream: {} bytes", std::mem::size_of::<tokio::net::TcpStream>());
         println!("Option<DeflateParams>: {} bytes", std::mem::size_of::<Option<crate::protocol::deflate::DeflateParams>>());

@@ -1,60 +1,34 @@
-//! The #[napi] surface: thin glue between lib/native.js and the engine. No protocol logic.
+//! The #[napi] surface: thin glue between lib/native.js and the engine. It converts JS's
+//! values and calls the engine; no protocol logic and no engine state changes live here.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use crate::engine::client::{self, ConnectParams, Target};
-use crate::engine::connection::ConnConfig;
-use crate::engine::outbox::{self, Decision};
+use crate::engine::net::io_error_code;
 use crate::engine::registry;
-use crate::engine::{events, io_error_code, proxy, runtime, server, tls};
-use crate::protocol::deflate::{BitsOption, DeflateOptions, DeflateParams};
-use crate::protocol::handshake::{rejection_response, Rejection};
-use crate::protocol::receiver::ReceiverConfig;
+use crate::engine::{commands, events, proxy, runtime, server, tls, wire};
+use crate::protocol::deflate::DeflateParams;
+use crate::protocol::handshake::{self, rejection_response, Rejection};
+
+mod batch;
+#[cfg(feature = "diagnostics")]
+mod diagnostics;
+mod options;
+
+use batch::Batch;
+use options::{bufs, conn_config, deflate_options, pairs, ClientTlsOptions, ConnOptions, DeflateJs, ServerTlsOptions};
 
 thread_local! {
-    /// Large payloads of delivered batches, taken by JS in record order.
-    static EXTERNAL: RefCell<VecDeque<Vec<u8>>> = const { RefCell::new(VecDeque::new()) };
     /// The events sink of the Node environment on this thread (the main thread or a Worker).
     static SINK: RefCell<Option<Arc<events::Sink>>> = const { RefCell::new(None) };
     /// The servers this environment listens with, closed when it goes away.
     static SERVERS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Batches up to this size reach JS as a copy in a buffer V8 allocates, which is cheaper than
-/// an external buffer (no finalizer, freed by the collector itself) and sized to the events;
-/// bigger ones are handed over without a copy.
-const COPY_BATCH_MAX: usize = 256 * 1024;
-
-/// A taken batch on its way to the JS callback.
-struct Batch {
-    buf: Vec<u8>,
-    sink: Arc<events::Sink>,
-}
-
-impl ToNapiValue for Batch {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        let Batch { mut buf, sink } = val;
-        if buf.len() > COPY_BATCH_MAX {
-            // JS frees it when V8 collects it, which an idle process may not do for a long
-            // time: hand over only the bytes used (glibc shrinks in place, without a copy).
-            buf.shrink_to_fit();
-            return unsafe { Buffer::to_napi_value(env, Buffer::from(buf)) };
-        }
-        let mut data = std::ptr::null_mut();
-        let mut out = std::ptr::null_mut();
-        // SAFETY: `buf` is alive for the call, which copies `len` bytes from it.
-        let status = unsafe { sys::napi_create_buffer_copy(env, buf.len(), buf.as_ptr().cast(), &mut data, &mut out) };
-        events::recycle(&sink, buf);
-        check_status!(status)?;
-        Ok(out)
-    }
 }
 
 /// This environment's sink (a sink nobody reads before `init`, which lib/native.js calls first).
@@ -66,19 +40,15 @@ fn env_sink() -> Arc<events::Sink> {
 /// it never keeps Node alive.
 #[napi(catch_unwind)]
 pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
-    if std::env::var_os("WS_NATIVE_TEST_PANIC").is_some_and(|v| v == "1") {
-        crate::engine::connection::TEST_PANIC.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
+    #[cfg(feature = "diagnostics")]
+    diagnostics::arm_test_panic();
     let sink = env_sink();
     let taker = sink.clone();
     let tsfn = on_batch
         .build_threadsafe_function::<()>()
         .weak::<true>()
         .callee_handled::<false>()
-        .build_callback(move |_ctx| {
-            let buf = EXTERNAL.with(|e| events::take_batch(&taker, &mut e.borrow_mut()));
-            Ok(Batch { buf, sink: taker.clone() })
-        })?;
+        .build_callback(move |_ctx| Ok(Batch::take(&taker)))?;
     let tsfn = Arc::new(tsfn);
     sink.set_deliver(Some(Box::new(move || {
         tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
@@ -91,7 +61,7 @@ pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
         for id in SERVERS.with(|s| std::mem::take(&mut *s.borrow_mut())) {
             server::close(id);
         }
-        outbox::terminate_sink(sink.id);
+        registry::terminate_sink(sink.id);
         runtime::release();
     })?;
     Ok(())
@@ -100,91 +70,31 @@ pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
 /// The next large payload of the batch being dispatched.
 #[napi(catch_unwind)]
 pub fn take_external() -> Option<Buffer> {
-    EXTERNAL.with(|e| e.borrow_mut().pop_front()).map(Buffer::from)
+    batch::take_external().map(Buffer::from)
 }
 
-/// Limits and behaviour shared by client and server connections.
+/// The numbers of the boundary's format (`engine::wire`), for lib/native.js: record kinds
+/// and flags, commands and their flags, the header size, and the id's slot bits.
 #[napi(object)]
-pub struct ConnOptions {
-    pub max_payload: Option<f64>,
-    pub max_fragments: Option<f64>,
-    pub skip_utf8_validation: Option<bool>,
-    pub auto_pong: Option<bool>,
-    pub close_timeout: Option<f64>,
-    pub handshake_timeout: Option<f64>,
-    /// permessage-deflate settings; absent when disabled.
-    pub deflate: Option<DeflateJs>,
-    /// Most bytes and header lines in the handshake head we receive (Node's names).
-    pub max_header_size: Option<f64>,
-    pub max_headers_count: Option<f64>,
+pub struct Wire {
+    pub event: HashMap<String, u32>,
+    pub event_flag: HashMap<String, u32>,
+    pub op: HashMap<String, u32>,
+    pub flag: HashMap<String, u32>,
+    pub header_len: u32,
+    pub slot_bits: u32,
 }
 
-/// ws's `perMessageDeflate` object, with JS truthiness already applied by lib/.
-#[napi(object)]
-#[derive(Clone)]
-pub struct DeflateJs {
-    pub server_no_context_takeover: Option<bool>,
-    pub client_no_context_takeover: Option<bool>,
-    pub server_max_window_bits: Option<Either<bool, f64>>,
-    pub client_max_window_bits: Option<Either<bool, f64>>,
-    pub threshold: Option<f64>,
-    pub level: Option<f64>,
-}
-
-fn bits_option(v: &Option<Either<bool, f64>>) -> BitsOption {
-    match v {
-        None => BitsOption::Unset,
-        Some(Either::A(true)) => BitsOption::True,
-        Some(Either::A(false)) => BitsOption::False,
-        Some(Either::B(n)) if n.is_finite() && *n >= 0.0 => BitsOption::Num(n.min(1e6) as u32),
-        Some(Either::B(_)) => BitsOption::Num(0),
-    }
-}
-
-fn deflate_options(d: &DeflateJs) -> DeflateOptions {
-    DeflateOptions {
-        server_no_context_takeover: d.server_no_context_takeover,
-        client_no_context_takeover: d.client_no_context_takeover,
-        server_max_window_bits: bits_option(&d.server_max_window_bits),
-        client_max_window_bits: bits_option(&d.client_max_window_bits),
-        threshold: d.threshold.filter(|t| t.is_finite() && *t >= 0.0).map(|t| t as u64).unwrap_or(1024),
-        level: d.level.filter(|l| l.is_finite()).map(|l| l as i32).unwrap_or(-1),
-    }
-}
-
-/// A flat `[name, value, name, value...]` list from JS as pairs.
-fn pairs(list: Vec<String>) -> Vec<(String, String)> {
-    let mut it = list.into_iter();
-    let mut out = Vec::new();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        out.push((k, v));
-    }
-    out
-}
-
-fn ms(v: f64) -> Duration {
-    Duration::from_millis(if v.is_finite() && v > 0.0 { v as u64 } else { 0 })
-}
-
-fn conn_config(o: &ConnOptions, is_server: bool) -> ConnConfig {
-    ConnConfig {
-        receiver: ReceiverConfig {
-            is_server,
-            // Event records carry 32-bit lengths: "no limit" (0) still stops below 4 GiB.
-            max_payload: o.max_payload.map(|v| if v > 0.0 { v as u64 } else { 0 }).unwrap_or(100 * 1024 * 1024).wrapping_sub(1).min(u32::MAX as u64 - 1) + 1,
-            max_fragments: o.max_fragments.map(|v| if v > 0.0 { v as u32 } else { 0 }).unwrap_or(131_072),
-            skip_utf8_validation: o.skip_utf8_validation.unwrap_or(false),
-            allow_rsv1: false,
-        },
-        auto_pong: o.auto_pong.unwrap_or(true),
-        close_timeout: ms(o.close_timeout.unwrap_or(30_000.0)),
-        handshake_timeout: o.handshake_timeout.filter(|v| *v > 0.0).map(ms),
-        deflate: o.deflate.as_ref().map(deflate_options),
-        sink: env_sink(),
-        head_limits: crate::protocol::handshake::HeadLimits {
-            max_size: o.max_header_size.filter(|v| v.is_finite() && *v > 0.0).map(|v| v.min(1e9) as usize).unwrap_or(16 * 1024),
-            max_headers: o.max_headers_count.filter(|v| v.is_finite() && *v > 0.0).map(|v| v.min(1e6) as usize).unwrap_or(128),
-        },
+#[napi(catch_unwind)]
+pub fn wire() -> Wire {
+    let table = |all: &[(&str, u8)]| all.iter().map(|(k, v)| (k.to_string(), *v as u32)).collect();
+    Wire {
+        event: table(wire::kind::ALL),
+        event_flag: table(wire::record_flag::ALL),
+        op: table(wire::op::ALL),
+        flag: table(wire::flag::ALL),
+        header_len: wire::HEADER_LEN as u32,
+        slot_bits: registry::SLOT_BITS,
     }
 }
 
@@ -196,32 +106,6 @@ pub struct ListenOptions {
     pub conn: ConnOptions,
     /// The native TLS server (`tls` option).
     pub tls: Option<ServerTlsOptions>,
-}
-
-/// The server's `tls` option, normalized by JS (PEM as Buffers).
-#[napi(object)]
-pub struct ServerTlsOptions {
-    pub cert: Buffer,
-    pub key: Buffer,
-    pub ca: Option<Vec<Buffer>>,
-    pub passphrase: Option<String>,
-    pub request_cert: Option<bool>,
-    pub reject_unauthorized: Option<bool>,
-}
-
-/// The client's TLS options for `wss:`, normalized by JS.
-#[napi(object)]
-pub struct ClientTlsOptions {
-    pub ca: Option<Vec<Buffer>>,
-    pub cert: Option<Buffer>,
-    pub key: Option<Buffer>,
-    pub passphrase: Option<String>,
-    pub reject_unauthorized: Option<bool>,
-    pub servername: Option<String>,
-}
-
-fn bufs(v: Option<Vec<Buffer>>) -> Vec<Vec<u8>> {
-    v.unwrap_or_default().iter().map(|b| b.to_vec()).collect()
 }
 
 #[napi(object)]
@@ -272,7 +156,7 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
         host: opts.host.clone(),
         port: opts.port as u16,
         backlog: opts.backlog.unwrap_or(511),
-        cfg: conn_config(&opts.conn, true),
+        cfg: conn_config(&opts.conn, true, env_sink()),
     };
     match server::listen(params) {
         Ok((id, addr)) => {
@@ -312,62 +196,40 @@ pub fn close_server(id: u32) {
     server::close(id);
 }
 
-/// Writes the 101 answer JS built and opens the connection. False when the socket is gone.
+/// Accepts an upgrade request with the 101 answer JS built (after a `headers` listener).
+/// False when the connection is gone.
 #[napi(catch_unwind)]
 pub fn accept(id: u32, response: &[u8]) -> bool {
     let Some(shared) = registry::lookup(id) else { return false };
-    let waker = {
-        let mut out = shared.lock();
-        out.raw(response);
-        out.open = true;
-        out.decision = Some(Decision::Accept);
-        out.waker.take()
-    };
-    if let Some(w) = waker {
-        w.wake();
-    }
+    shared.accept(response);
     true
 }
 
-/// Writes the standard 101 answer (no `headers` listener could change it) and opens the
-/// connection. False when the socket is gone.
+/// Accepts an upgrade request with the standard 101 answer. False when the connection is gone.
 #[napi(catch_unwind)]
 pub fn accept_standard(id: u32, accept_key: String, protocol: Option<String>, extensions: Option<String>) -> bool {
-    let mut head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n"
-    );
-    if let Some(p) = protocol {
-        head.push_str("Sec-WebSocket-Protocol: ");
-        head.push_str(&p);
-        head.push_str("\r\n");
-    }
-    if let Some(e) = extensions {
-        head.push_str("Sec-WebSocket-Extensions: ");
-        head.push_str(&e);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    accept(id, head.as_bytes())
+    accept(id, &handshake::accept_response(&accept_key, protocol.as_deref(), extensions.as_deref()))
 }
 
-/// Refuses an upgrade with ws's HTTP answer. `headers` is a flat name, value list.
+/// The lines of the standard 101 answer, for the server's `headers` event (JS joins them
+/// with `head` once its listeners are done).
+#[napi(catch_unwind)]
+pub fn accept_lines(accept_key: String, protocol: Option<String>, extensions: Option<String>) -> Vec<String> {
+    handshake::accept_lines(&accept_key, protocol.as_deref(), extensions.as_deref())
+}
+
+/// A response head made of `lines` (each line and the head end with CRLF).
+#[napi(catch_unwind)]
+pub fn head(lines: Vec<String>) -> Buffer {
+    Buffer::from(handshake::head_bytes(&lines))
+}
+
+/// Refuses an upgrade with ws's HTTP answer. `headers` is a flat name, value list. False
+/// when the connection is gone.
 #[napi(catch_unwind)]
 pub fn reject(id: u32, status: u32, message: String, headers: Vec<String>) -> bool {
     let Some(shared) = registry::lookup(id) else { return false };
-    let r = Rejection {
-        status: status as u16,
-        message,
-        headers: pairs(headers),
-    };
-    let waker = {
-        let mut out = shared.lock();
-        out.raw(&rejection_response(&r));
-        out.decision = Some(Decision::Reject);
-        out.waker.take()
-    };
-    if let Some(w) = waker {
-        w.wake();
-    }
+    shared.reject(&rejection(status, message, headers));
     true
 }
 
@@ -389,13 +251,13 @@ pub struct UpgradeVerdict {
 /// Runs ws's checks on a request Node parsed (`rawHeaders` as Node gives them).
 #[napi(catch_unwind)]
 pub fn check_upgrade(method: String, raw_headers: Vec<String>, deflate: Option<DeflateJs>) -> UpgradeVerdict {
-    let head = crate::protocol::handshake::Head {
+    let head = handshake::Head {
         method,
         headers: pairs(raw_headers),
         ..Default::default()
     };
     let deflate = deflate.as_ref().map(deflate_options);
-    match crate::protocol::handshake::validate_upgrade(&head, deflate.as_ref()) {
+    match handshake::validate_upgrade(&head, deflate.as_ref()) {
         Ok(u) => UpgradeVerdict {
             status: 0,
             message: String::new(),
@@ -417,15 +279,15 @@ pub fn check_upgrade(method: String, raw_headers: Vec<String>, deflate: Option<D
     }
 }
 
+/// ws's HTTP refusal (`abortHandshake`).
+fn rejection(status: u32, message: String, headers: Vec<String>) -> Vec<u8> {
+    rejection_response(&Rejection { status: status as u16, message, headers: pairs(headers) })
+}
+
 /// ws's HTTP refusal, for JS to write on a socket Node holds.
-#[napi(catch_unwind)]
-pub fn rejection(status: u32, message: String, headers: Vec<String>) -> Buffer {
-    let r = Rejection {
-        status: status as u16,
-        message,
-        headers: pairs(headers),
-    };
-    Buffer::from(rejection_response(&r))
+#[napi(js_name = "rejection", catch_unwind)]
+pub fn rejection_js(status: u32, message: String, headers: Vec<String>) -> Buffer {
+    Buffer::from(rejection(status, message, headers))
 }
 
 /// Takes over an upgraded Node TCP socket by file descriptor; returns the connection id.
@@ -433,7 +295,7 @@ pub fn rejection(status: u32, message: String, headers: Vec<String>) -> Buffer {
 /// `Sec-WebSocket-Extensions` value, if any.
 #[napi(catch_unwind)]
 pub fn adopt_fd(fd: i32, early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>, extensions: Option<String>) -> Result<u32> {
-    let cfg = conn_config(&conn, !is_client.unwrap_or(false));
+    let cfg = conn_config(&conn, !is_client.unwrap_or(false), env_sink());
     let pmd = extensions.as_deref().and_then(DeflateParams::from_agreed);
     server::adopt_fd(fd, early.to_vec(), response, cfg, pmd).map_err(|e| Error::from_reason(e.to_string()))
 }
@@ -441,7 +303,7 @@ pub fn adopt_fd(fd: i32, early: &[u8], response: &[u8], conn: ConnOptions, is_cl
 /// Serves an upgraded socket Node keeps through the byte bridge; returns the connection id.
 #[napi(catch_unwind)]
 pub fn adopt_bridge(early: &[u8], response: &[u8], conn: ConnOptions, is_client: Option<bool>, extensions: Option<String>) -> Result<u32> {
-    let cfg = conn_config(&conn, !is_client.unwrap_or(false));
+    let cfg = conn_config(&conn, !is_client.unwrap_or(false), env_sink());
     let pmd = extensions.as_deref().and_then(DeflateParams::from_agreed);
     server::adopt_bridge(early.to_vec(), response, cfg, pmd).map_err(|e| Error::from_reason(e.to_string()))
 }
@@ -462,13 +324,13 @@ pub fn generate_key() -> String {
 /// an empty string and the agreed subprotocol.
 #[napi(catch_unwind)]
 pub fn check_response(key: String, raw_headers: Vec<String>, offered: Vec<String>, deflate: Option<DeflateJs>) -> Vec<String> {
-    let head = crate::protocol::handshake::Head {
+    let head = handshake::Head {
         status: 101,
         headers: pairs(raw_headers),
         ..Default::default()
     };
     let deflate = deflate.as_ref().map(deflate_options);
-    match crate::protocol::handshake::validate_response(&head, &key, &offered, deflate.as_ref()) {
+    match handshake::validate_response(&head, &key, &offered, deflate.as_ref()) {
         Ok(a) => vec![String::new(), a.protocol, a.extensions],
         Err(e) => vec![e],
     }
@@ -516,7 +378,7 @@ pub fn connect(opts: ConnectOptions) -> Result<u32> {
         path: opts.path,
         headers: pairs(opts.headers),
         protocols: opts.protocols,
-        cfg: conn_config(&opts.conn, false),
+        cfg: conn_config(&opts.conn, false, env_sink()),
         tls,
         proxy,
     };
@@ -529,9 +391,9 @@ pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) {
     match external {
         Some(ext) => {
             let slices: Vec<&[u8]> = ext.iter().map(|b| b.as_ref()).collect();
-            outbox::apply_commands(commands, &slices);
+            commands::apply(commands, &slices);
         }
-        None => outbox::apply_commands(commands, &[]),
+        None => commands::apply(commands, &[]),
     }
 }
 
@@ -539,56 +401,4 @@ pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) {
 #[napi(catch_unwind)]
 pub fn buffered_amount(id: u32) -> f64 {
     registry::lookup(id).map(|s| s.buffered() as f64).unwrap_or(0.0)
-}
-
-#[repr(C)]
-struct MallInfo2 {
-    arena: usize,
-    ordblks: usize,
-    smblks: usize,
-    hblks: usize,
-    hblkhd: usize,
-    usmblks: usize,
-    fsmblks: usize,
-    uordblks: usize,
-    fordblks: usize,
-    keepcost: usize,
-}
-
-extern "C" {
-    fn mallinfo2() -> MallInfo2;
-}
-
-/// The C heap as glibc sees it, and the engine's slabs: `[inUse, free, mmapped, slabs]`
-/// bytes (see `engine::alloc`). For memory tests and the per-connection figures in the
-/// benchmarks; not part of the public API.
-#[napi(catch_unwind)]
-pub fn heap_stats() -> Vec<f64> {
-    // SAFETY: mallinfo2 only reads allocator statistics.
-    let m = unsafe { mallinfo2() };
-    vec![m.uordblks as f64, m.fordblks as f64, m.hblkhd as f64, crate::engine::alloc::resident_bytes() as f64]
-}
-
-/// How many connections are parked (idle, off their tasks; see `engine::park`), or whether
-/// connection `id` is. For tests and diagnostics; not part of the public API.
-#[napi(catch_unwind)]
-pub fn parked(id: Option<u32>) -> u32 {
-    match id {
-        Some(id) => crate::engine::park::is_parked(id) as u32,
-        None => crate::engine::park::count() as u32,
-    }
-}
-
-/// How many low bits of a connection id are its slot (`engine::registry`): JS indexes its
-/// connections by slot.
-#[napi(catch_unwind)]
-pub fn slot_bits() -> u32 {
-    registry::SLOT_BITS
-}
-
-/// The connection id table: slots made, slots free for reuse, connections registered. For
-/// tests and diagnostics; not part of the public API.
-#[napi(catch_unwind)]
-pub fn slot_stats() -> Vec<u32> {
-    registry::stats().to_vec()
 }

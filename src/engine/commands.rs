@@ -1,0 +1,165 @@
+//! JS -> engine: applies a batch of commands (decoded by `engine::wire`) to the connections'
+//! states. JS queues commands during a tick and hands them over in one call; each is framed
+//! straight into its connection's outbox (the one copy out of JS memory), and each connection
+//! whose task is needed is woken once per batch, not once per message.
+//!
+//! Frames of a plain TCP connection whose task is idle are written to its socket from this
+//! (the JS) thread directly: a send then costs no thread wake-up, which is most of a round
+//! trip's latency.
+
+use std::sync::Arc;
+use std::task::Waker;
+
+use super::registry;
+use super::state::{mask_key, Shared};
+use super::wire::{flag, op, Command, Commands};
+use crate::protocol::frame::{encode_frame, OP_PING, OP_PONG};
+
+/// An unmasked frame encoded once for repeated sends of one payload (broadcast loops): the
+/// frame, and the opcode and FIN it was made for.
+#[derive(Default)]
+struct FrameCache {
+    frame: Vec<u8>,
+    key: Option<(u8, bool)>,
+}
+
+/// Applies a batch of commands from JS. `external` holds the large payloads, in order.
+pub fn apply(cmds: &[u8], external: &[&[u8]]) {
+    let mut wake: Vec<Waker> = Vec::new();
+    // Connections whose frames may go out directly from this thread, after the batch.
+    let mut direct: Vec<Arc<Shared>> = Vec::new();
+    // JS's RELEASEs, applied after the batch (they are the last commands for their ids).
+    let mut released: Vec<u32> = Vec::new();
+    let mut cache = FrameCache::default();
+    let mut reg = registry::lock();
+    let mut last: Option<(u32, &Arc<Shared>)> = None;
+    for c in Commands::new(cmds, external) {
+        if !c.has(flag::REPEAT) {
+            cache.key = None;
+        }
+        match c.op {
+            op::BRIDGE_IN | op::BRIDGE_EOF => {
+                if let Some(inbox) = super::bridge::lookup(c.id) {
+                    if let Some(w) = inbox.push(c.payload, c.op == op::BRIDGE_EOF) {
+                        wake.push(w);
+                    }
+                }
+                continue;
+            }
+            op::RELEASE => {
+                released.push(c.id);
+                continue;
+            }
+            _ => {}
+        }
+        let shared = match last {
+            Some((lid, s)) if lid == c.id => s,
+            _ => match reg.get(c.id) {
+                Some(s) => {
+                    last = Some((c.id, s));
+                    s
+                }
+                None => continue,
+            },
+        };
+        let mut out = shared.lock();
+        apply_one(shared, &mut out, &c, &mut cache);
+        let frames_only = matches!(c.op, op::SEND | op::PING | op::PONG) && !c.has(flag::ACK);
+        if frames_only && out.fd().is_some() {
+            if !direct.last().is_some_and(|d| Arc::ptr_eq(d, shared)) {
+                direct.push(shared.clone());
+            }
+        } else if let Some(w) = out.take_waker() {
+            wake.push(w);
+        }
+    }
+    for id in released {
+        reg.release(id);
+    }
+    drop(reg);
+    for shared in direct {
+        let mut out = shared.lock();
+        write_direct(&shared, &mut out);
+        if !out.drained() {
+            if let Some(w) = out.take_waker() {
+                wake.push(w);
+            }
+        }
+    }
+    for w in wake {
+        w.wake();
+    }
+}
+
+/// One command on its connection's outbox (locked).
+fn apply_one(shared: &Shared, out: &mut super::state::Outbox, c: &Command<'_>, cache: &mut FrameCache) {
+    let masked = if c.has(flag::MASK_SET) { c.has(flag::MASK) } else { shared.is_client };
+    let mask = masked.then(mask_key);
+    match c.op {
+        op::SEND | op::PING | op::PONG if out.can_send() => {
+            let ack = c.has(flag::ACK);
+            let plain = match c.op {
+                op::PING => Some((OP_PING, true)),
+                op::PONG => Some((OP_PONG, true)),
+                _ => {
+                    let fin = c.has(flag::FIN);
+                    let (opcode, compressed, first) = out.data_frame(c.has(flag::BINARY), fin, c.has(flag::COMPRESS), c.payload.len());
+                    if compressed {
+                        out.queue_compression(opcode, first, fin, c.payload, mask, ack);
+                        None
+                    } else {
+                        Some((opcode, fin))
+                    }
+                }
+            };
+            if let Some((opcode, fin)) = plain {
+                let cached = c.has(flag::REPEAT) && mask.is_none() && c.op == op::SEND && {
+                    if cache.key != Some((opcode, fin)) {
+                        cache.frame.clear();
+                        encode_frame(&mut cache.frame, opcode, fin, false, c.payload, None);
+                        cache.key = Some((opcode, fin));
+                    }
+                    out.encoded(&cache.frame)
+                };
+                let queued = cached || out.frame(opcode, fin, c.payload, mask);
+                if ack {
+                    out.ack_last(queued);
+                }
+            }
+        }
+        op::CLOSE if out.can_send() => {
+            let code = (c.payload.len() >= 2).then(|| u16::from_be_bytes([c.payload[0], c.payload[1]]));
+            let reason = c.payload.get(2..).unwrap_or(&[]);
+            out.close(code, reason, mask);
+        }
+        op::TERMINATE => out.terminate(),
+        op::PAUSE => out.pause(true),
+        op::RESUME => out.pause(false),
+        op::RAW_WRITE if !out.is_open() => out.raw(c.payload),
+        op::RAW_END if !out.is_open() => out.raw_end(c.payload),
+        _ => {}
+    }
+}
+
+/// Writes the outbox's bytes to the socket from this (the JS) thread when the connection's
+/// task is idle (see `Outbox::direct_write` for when). What is left is for the task.
+fn write_direct(shared: &Shared, out: &mut super::state::Outbox) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let Some((fd, bytes)) = out.direct_write() else { return };
+    // SAFETY: `fd` is the socket of a live connection (on its task or parked): the connection
+    // clears it under this lock before its socket is closed (its `Owner` drops first), and we
+    // hold the lock. ManuallyDrop: not ours to close.
+    let sock = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    let mut done = 0;
+    while done < bytes.len() {
+        match (&*sock).write(&bytes[done..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => done += n,
+        }
+    }
+    if done > 0 {
+        shared.wrote(done);
+        out.written_directly(done);
+    }
+}

@@ -1,0 +1,28 @@
+//! Per-connection settings, shared by all connections of a server or made for one client.
+//! ws's options get their defaults in lib/, as in ws; the options that exist only in
+//! ws-native get theirs from the protocol core (`ReceiverConfig::default()`,
+//! `HeadLimits::default()`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::events::Sink;
+use crate::protocol::deflate::DeflateOptions;
+use crate::protocol::handshake::HeadLimits;
+use crate::protocol::receiver::ReceiverConfig;
+
+/// What every connection of a server, or one client connection, runs with.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    pub receiver: ReceiverConfig,
+    pub auto_pong: bool,
+    pub close_timeout: Duration,
+    /// Client: the whole opening handshake. Server: receiving the request head.
+    pub handshake_timeout: Option<Duration>,
+    /// permessage-deflate: offered by a client, accepted by a server. None when disabled.
+    pub deflate: Option<DeflateOptions>,
+    /// The events of the Node environment that made this server or client.
+    pub sink: Arc<Sink>,
+    /// Limits on the request (server) or response (client) head.
+    pub head_limits: HeadLimits,
+}

@@ -1,0 +1,519 @@
+//! A connection's state shared between its task and JS's commands: the outbox of bytes and
+//! requests waiting for the task, and the flags both sides read. Its fields are private; each
+//! change is a method named for the transition (`accept`, `reject`, `terminate`, `park`...),
+//! so that what can change a connection is listed here.
+//!
+//! Compression never runs on Node's thread: a message to compress is queued as a job for the
+//! connection's task, and while jobs wait, every later frame of that connection queues behind
+//! them (as ws's sender queues behind a deflate in progress), so the order on the wire is the
+//! order of the calls.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+
+use crate::protocol::frame::{encode_frame, header_len, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PONG, OP_TEXT};
+
+/// Work for the connection's task, in call order.
+pub enum JobKind {
+    /// A data frame to compress: `first` is the message's first frame (RSV1 set).
+    Compress { opcode: u8, first: bool, fin: bool, data: Vec<u8>, mask: Option<[u8; 4]> },
+    /// Frame bytes queued behind a compression.
+    Bytes(Vec<u8>),
+}
+
+pub struct Job {
+    pub kind: JobKind,
+    /// Report a WRITTEN event once the job's bytes are written.
+    pub ack: bool,
+}
+
+/// What the server's JS decided about an upgrade request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    Reject,
+}
+
+/// permessage-deflate's part of the outbox, on connections that agreed it (kept out of line:
+/// every idle connection holds an outbox).
+#[derive(Default)]
+struct Compression {
+    /// Our side has no context takeover: messages under this size go uncompressed (ws's
+    /// `threshold`). None: every message asked to be compressed is.
+    threshold: Option<u64>,
+    /// The message being sent in fragments is compressed.
+    compressing: bool,
+    jobs: VecDeque<Job>,
+    /// The task holds jobs it is compressing: later frames must queue too.
+    deflating: bool,
+    /// Bytes of queued jobs, for `bufferedAmount`.
+    pending_bytes: u64,
+}
+
+impl Compression {
+    /// Frames must queue behind jobs waiting or being compressed.
+    fn holds_frames(&self) -> bool {
+        self.deflating || !self.jobs.is_empty()
+    }
+}
+
+/// A socket's descriptor, -1 for none (4 bytes where `Option<i32>` takes 8).
+#[derive(Clone, Copy)]
+struct Descriptor(i32);
+
+impl Default for Descriptor {
+    fn default() -> Self {
+        Descriptor(-1)
+    }
+}
+
+/// The acknowledgement positions of an outbox, out of line: 8 bytes in every outbox, where
+/// few connections send with callbacks (a `Vec` inline would take 24).
+// The box is the point: one pointer in the outbox, the Vec's three words only when used.
+#[allow(clippy::box_collection)]
+#[derive(Default)]
+struct Acks(Option<Box<Vec<u64>>>);
+
+impl Acks {
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|v| v.is_empty())
+    }
+
+    fn push(&mut self, end: u64) {
+        self.0.get_or_insert_with(Default::default).push(end);
+    }
+
+    /// Removes the positions `written` has reached; returns how many.
+    fn take_written(&mut self, written: u64) -> usize {
+        let Some(v) = self.0.as_mut() else { return 0 };
+        let done = v.iter().take_while(|&&end| end <= written).count();
+        v.drain(..done);
+        done
+    }
+}
+
+/// Bytes and requests waiting for the connection task.
+#[derive(Default)]
+pub struct Outbox {
+    buf: Vec<u8>,
+    /// Bytes ever queued, to turn `ACK` positions into written counts.
+    queued_total: u64,
+    /// End positions (in `queued_total` terms) of sends that asked for an acknowledgement;
+    /// the task reports them as its writes pass them.
+    acks: Acks,
+    waker: Option<Waker>,
+    close_queued: bool,
+    terminate: bool,
+    paused: bool,
+    fragmenting: bool,
+    decision: Option<Decision>,
+    /// The handshake is over and frames may be queued.
+    open: bool,
+    raw_end: bool,
+    /// A plain TCP socket's descriptor, while the connection (on its task or parked) owns the
+    /// socket: frames may then be written from the JS thread directly (see
+    /// `engine::commands`). Such connections park when idle (see `engine::park`).
+    fd: Descriptor,
+    /// The connection's task ran since the park thread's last sweep.
+    polled: bool,
+    /// The park thread asks the connection to park (it was idle for a whole sweep).
+    park_asked: bool,
+    /// The connection is parked.
+    parked: bool,
+    /// The task holds bytes it is writing: nobody else may write to the socket.
+    task_busy: bool,
+    /// permessage-deflate was agreed: COMPRESS sends are compressed.
+    deflate: Option<Box<Compression>>,
+}
+
+/// A connection's state, shared by its task (or its parked state) and JS's commands.
+pub struct Shared {
+    out: Mutex<Outbox>,
+    written_total: AtomicU64,
+    /// Clients mask their frames.
+    pub is_client: bool,
+    /// The id of the events sink (Node environment) the connection belongs to.
+    pub sink: u32,
+}
+
+impl Shared {
+    pub fn new(is_client: bool, sink: u32) -> Arc<Self> {
+        Arc::new(Shared { out: Mutex::new(Outbox::default()), written_total: AtomicU64::new(0), is_client, sink })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Outbox> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn buffered(&self) -> u64 {
+        self.buffered_in(&self.lock())
+    }
+
+    /// `buffered()` for a caller that holds the lock.
+    pub fn buffered_in(&self, out: &Outbox) -> u64 {
+        (out.queued_total + out.deflate.as_ref().map_or(0, |d| d.pending_bytes)).saturating_sub(self.written_total())
+    }
+
+    /// Bytes written to the socket, by the task or from JS's thread directly.
+    pub fn written_total(&self) -> u64 {
+        self.written_total.load(Ordering::Acquire)
+    }
+
+    /// Counts `n` more bytes written to the socket.
+    pub fn wrote(&self, n: usize) {
+        self.written_total.fetch_add(n as u64, Ordering::AcqRel);
+    }
+
+    /// JS accepted the upgrade request: writes its 101 answer and opens the connection.
+    pub fn accept(&self, response: &[u8]) {
+        self.decide(Decision::Accept, response);
+    }
+
+    /// JS refused the upgrade request: writes its HTTP answer, then the connection ends.
+    pub fn reject(&self, response: &[u8]) {
+        self.decide(Decision::Reject, response);
+    }
+
+    fn decide(&self, decision: Decision, response: &[u8]) {
+        let waker = {
+            let mut out = self.lock();
+            out.raw(response);
+            out.open |= decision == Decision::Accept;
+            out.decision = Some(decision);
+            out.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Ends the connection at once (its Node environment is going away).
+    pub fn terminate(&self) {
+        let waker = {
+            let mut out = self.lock();
+            out.terminate = true;
+            out.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Answers a ping, unless a close is queued or `backlog` bytes already wait to be written:
+    /// a peer that floods pings and does not read our pongs cannot grow the outbox (RFC 6455
+    /// 5.5.3 lets pongs be skipped).
+    pub fn auto_pong(&self, payload: &[u8], backlog: u64) {
+        let mut out = self.lock();
+        if out.open && !out.close_queued && self.buffered_in(&out) < backlog {
+            let mask = self.is_client.then(mask_key);
+            out.frame(OP_PONG, true, payload, mask);
+        }
+    }
+}
+
+impl Outbox {
+    // What JS asked for, read by the connection's task.
+
+    pub fn decision(&self) -> Option<Decision> {
+        self.decision
+    }
+
+    pub fn terminating(&self) -> bool {
+        self.terminate
+    }
+
+    /// JS ended a request's socket (`wsClientError`) after its raw bytes.
+    pub fn raw_ended(&self) -> bool {
+        self.raw_end
+    }
+
+    pub fn close_queued(&self) -> bool {
+        self.close_queued
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Sends wait for their callbacks.
+    pub fn has_acks(&self) -> bool {
+        !self.acks.is_empty()
+    }
+
+    /// Nothing left for the task to write: no bytes, no compression under way.
+    pub fn drained(&self) -> bool {
+        self.buf.is_empty() && !self.queueing()
+    }
+
+    /// Nothing from JS waits for the connection's task: no bytes, callbacks, compression,
+    /// close, end, pause or termination (the connection's side is `Connection::parkable`).
+    pub fn quiet(&self) -> bool {
+        self.open
+            && self.buf.is_empty()
+            && self.acks.is_empty()
+            && !self.queueing()
+            && !self.task_busy
+            && !self.close_queued
+            && !self.terminate
+            && !self.paused
+            && !self.raw_end
+    }
+
+    /// True while frames must queue behind compression jobs.
+    fn queueing(&self) -> bool {
+        self.deflate.as_ref().is_some_and(|d| d.holds_frames())
+    }
+
+    // The connection's task.
+
+    /// The task runs: the park thread's sweep sees it busy, and the outbox wakes `waker` for
+    /// what JS queues next. Returns whether the park thread asked the connection to park.
+    pub fn polled(&mut self, waker: &Waker) -> bool {
+        self.polled = true;
+        self.parked = false;
+        match &self.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => self.waker = Some(waker.clone()),
+        }
+        std::mem::take(&mut self.park_asked)
+    }
+
+    /// The task takes the queued bytes to write them: nobody else writes until it is done.
+    pub fn take_writes(&mut self) -> Option<Vec<u8>> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        self.task_busy = true;
+        Some(std::mem::take(&mut self.buf))
+    }
+
+    /// The task wrote all it took.
+    pub fn writes_done(&mut self) {
+        self.task_busy = false;
+    }
+
+    /// The sends whose bytes `written` has reached: how many callbacks are due.
+    pub fn take_acks_written(&mut self, written: u64) -> usize {
+        self.acks.take_written(written)
+    }
+
+    /// The handshake is over: frames may be queued.
+    pub fn open(&mut self) {
+        self.open = true;
+    }
+
+    /// permessage-deflate was agreed: sends asked to be compressed are, as ws's sender decides
+    /// per message (`threshold`: see `Compression`).
+    pub fn enable_compression(&mut self, threshold: Option<u64>) {
+        self.deflate = Some(Box::new(Compression { threshold, ..Compression::default() }));
+    }
+
+    /// The compression jobs queued so far, for the task to run (later frames keep queueing
+    /// behind them until `jobs_done`).
+    pub fn take_jobs(&mut self) -> Option<VecDeque<Job>> {
+        let d = self.deflate.as_mut().filter(|d| !d.jobs.is_empty())?;
+        d.deflating = true;
+        Some(std::mem::take(&mut d.jobs))
+    }
+
+    /// Appends what the task produced for a batch of jobs: `bytes`, with the end offsets of
+    /// those that asked for an acknowledgement; `estimate` is what the jobs counted while
+    /// queued.
+    pub fn jobs_done(&mut self, bytes: &[u8], acks: &[usize], estimate: u64) {
+        let base = self.queued_total;
+        self.buf.extend_from_slice(bytes);
+        self.queued_total += bytes.len() as u64;
+        for &a in acks {
+            self.acks.push(base + a as u64);
+        }
+        if let Some(d) = self.deflate.as_mut() {
+            d.pending_bytes = d.pending_bytes.saturating_sub(estimate);
+            if d.jobs.is_empty() {
+                d.deflating = false;
+            }
+        }
+    }
+
+    // Parking (see `engine::park`).
+
+    /// The sweep's question: if the task did not run since the last sweep and nothing waits
+    /// for it, the connection is asked to park; returns the waker that tells its task.
+    pub fn ask_to_park(&mut self) -> Option<Waker> {
+        if std::mem::take(&mut self.polled) || self.parked || self.park_asked || self.fd().is_none() || !self.quiet() {
+            return None;
+        }
+        self.park_asked = true;
+        self.waker.take()
+    }
+
+    /// The connection parks: its (empty) byte and acknowledgement queues give back their
+    /// memory (the next send allocates again), and `waker` brings it back.
+    pub fn park(&mut self, waker: Waker) {
+        debug_assert!(self.buf.is_empty() && self.acks.is_empty());
+        self.buf = Vec::new();
+        self.acks = Acks::default();
+        self.waker = Some(waker);
+        self.parked = true;
+    }
+
+    // Direct writes (see `engine::commands`).
+
+    /// The socket JS may write to directly, if any.
+    pub fn fd(&self) -> Option<i32> {
+        (self.fd.0 >= 0).then_some(self.fd.0)
+    }
+
+    /// Lets JS write this connection's frames to socket `fd` directly (None: no longer; the
+    /// connection withdraws it before the socket closes).
+    pub fn set_fd(&mut self, fd: Option<i32>) {
+        self.fd = Descriptor(fd.unwrap_or(-1));
+    }
+
+    /// The socket and the bytes JS may write there now, from its own thread: only when the
+    /// task is not writing itself, no callback waits for the bytes, nothing is compressing,
+    /// and no close or termination is queued.
+    pub fn direct_write(&self) -> Option<(i32, &[u8])> {
+        let fd = self.fd()?;
+        if self.task_busy || !self.acks.is_empty() || self.queueing() || self.close_queued || self.terminate || self.buf.is_empty() {
+            return None;
+        }
+        Some((fd, &self.buf))
+    }
+
+    /// `n` bytes of the queue were written directly. The buffer keeps its capacity for the
+    /// next sends (freeing and faulting in a large one per message costs bulk transfers a
+    /// quarter of their rate); it goes when the connection parks.
+    pub fn written_directly(&mut self, n: usize) {
+        self.buf.drain(..n);
+    }
+
+    /// The waker of the connection's task (or of its parked state), taken: for a command that
+    /// needs the task.
+    pub fn take_waker(&mut self) -> Option<Waker> {
+        self.waker.take()
+    }
+
+    // Commands from JS (see `engine::commands`).
+
+    /// The handshake is over (JS accepted, or the client's handshake succeeded).
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Data, pings and pongs may be queued: open, and no close queued.
+    pub fn can_send(&self) -> bool {
+        self.open && !self.close_queued
+    }
+
+    /// Starts or continues a data message. Returns its frame's opcode and whether the frame
+    /// goes to compression (ws decides on the first fragment, for the whole message).
+    pub fn data_frame(&mut self, binary: bool, fin: bool, compress: bool, len: usize) -> (u8, bool, bool) {
+        let first = !self.fragmenting;
+        let opcode = if !first {
+            OP_CONTINUATION
+        } else if binary {
+            OP_BINARY
+        } else {
+            OP_TEXT
+        };
+        self.fragmenting = !fin;
+        let compressed = match self.deflate.as_mut() {
+            Some(d) => {
+                if first {
+                    d.compressing = compress && d.threshold.is_none_or(|t| len as u64 >= t);
+                }
+                d.compressing
+            }
+            None => false,
+        };
+        (opcode, compressed, first)
+    }
+
+    /// Queues a data frame for the task to compress.
+    pub fn queue_compression(&mut self, opcode: u8, first: bool, fin: bool, data: &[u8], mask: Option<[u8; 4]>, ack: bool) {
+        if let Some(d) = self.deflate.as_mut() {
+            d.pending_bytes += data.len() as u64;
+            let kind = JobKind::Compress { opcode, first, fin, data: data.to_vec(), mask };
+            d.jobs.push_back(Job { kind, ack });
+        }
+    }
+
+    /// Appends one frame; `mask` is the key when the frame is masked. Returns false when the
+    /// frame was queued behind compression jobs (its acknowledgement goes with the job).
+    pub fn frame(&mut self, opcode: u8, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) -> bool {
+        let len = header_len(payload.len() as u64, mask.is_some()) + payload.len();
+        if let Some(d) = self.deflate.as_mut().filter(|d| d.holds_frames()) {
+            let mut bytes = Vec::with_capacity(len);
+            encode_frame(&mut bytes, opcode, fin, false, payload, mask);
+            d.pending_bytes += bytes.len() as u64;
+            d.jobs.push_back(Job { kind: JobKind::Bytes(bytes), ack: false });
+            return false;
+        }
+        self.buf.reserve(len);
+        let before = self.buf.len();
+        encode_frame(&mut self.buf, opcode, fin, false, payload, mask);
+        self.queued_total += (self.buf.len() - before) as u64;
+        true
+    }
+
+    /// Appends a frame already encoded (a broadcast's, encoded once); false when it must
+    /// queue behind compression (the caller then frames it with `frame`).
+    pub fn encoded(&mut self, frame: &[u8]) -> bool {
+        if self.queueing() {
+            return false;
+        }
+        self.buf.extend_from_slice(frame);
+        self.queued_total += frame.len() as u64;
+        true
+    }
+
+    /// The last send asked for a callback: reported once its bytes are written. `queued` says
+    /// whether its frame went to the queue (`frame` / `encoded` returned true) or to a job.
+    pub fn ack_last(&mut self, queued: bool) {
+        if queued {
+            let end = self.queued_total;
+            self.acks.push(end);
+        } else if let Some(j) = self.deflate.as_mut().and_then(|d| d.jobs.back_mut()) {
+            j.ack = true;
+        }
+    }
+
+    /// Raw bytes (an HTTP head, or bytes on a connection still in its handshake).
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        self.queued_total += bytes.len() as u64;
+    }
+
+    /// `wsClientError`'s `socket.end()`: the last raw bytes, then the connection ends.
+    pub fn raw_end(&mut self, bytes: &[u8]) {
+        self.raw(bytes);
+        self.raw_end = true;
+    }
+
+    /// A close frame with an optional code and reason.
+    pub fn close(&mut self, code: Option<u16>, reason: &[u8], mask: Option<[u8; 4]>) {
+        let mut body = Vec::with_capacity(2 + reason.len());
+        if let Some(c) = code {
+            body.extend_from_slice(&c.to_be_bytes());
+            body.extend_from_slice(reason);
+        }
+        self.frame(OP_CLOSE, true, &body, mask);
+        self.close_queued = true;
+    }
+
+    pub fn terminate(&mut self) {
+        self.terminate = true;
+    }
+
+    pub fn pause(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+}
+
+/// A fresh masking key for a client frame.
+pub fn mask_key() -> [u8; 4] {
+    rand::random()
+}
