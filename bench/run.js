@@ -133,10 +133,10 @@ const WORKLOADS = [
     kind: 'client', p: { conns: 64, inflight: 16, size: 32, binary: true },
     metrics: [['msgs_per_sec', 'msg/s', HI], ['p99_us', 'p99 µs', LO]],
   },
-  // Deflate workloads (issue 6 workload 7, issue 4): each row is a variant = an implementation
-  // with its server flags (servers/ws-echo.js) and loadgen flags; `vs` = the variant its ratios
-  // are taken against (the same implementation family with the same settings: ws), `ref` = the
-  // row the issue's target compares with (ws without deflate). Per-workload default durations
+  // Deflate workloads: each row is a variant = an implementation with its server flags
+  // (servers/ws-echo.js) and loadgen flags; `vs` = the variant its ratios are taken against
+  // (the same implementation family with the same settings: ws), `ref` = the row compared
+  // with ws without deflate. Per-workload default durations
   // (used unless --quick or given on the command line) keep each workload under ~2 minutes.
   {
     id: 'deflate', alias: ['9'], title: 'deflate: 64 conns × 16 in flight, 1 KiB JSON text, permessage-deflate both sides',

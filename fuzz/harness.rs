@@ -387,6 +387,7 @@ pub fn extensions(data: &[u8]) {
 #[allow(dead_code)]
 pub fn inflate(data: &[u8]) {
     use proto::deflate::*;
+    use proto::zlib::Inflater;
     if data.len() < 2 {
         return;
     }

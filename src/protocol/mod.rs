@@ -8,4 +8,5 @@ pub mod frame;
 pub mod handshake;
 pub mod receiver;
 pub mod utf8;
+pub mod zlib;
 #[cfg(test)] mod corpus_tests;

@@ -4,7 +4,7 @@
 //! enforces `maxPayload` and `maxFragments` with ws's error codes.
 
 use super::close::{is_valid_received_code, NO_STATUS};
-use super::deflate::Inflater;
+use super::zlib::Inflater;
 use super::error::{ErrorKind, ProtocolError};
 use super::frame::*;
 use super::utf8::{is_valid, Utf8Validator};
@@ -620,16 +620,16 @@ mod tests {
     }
 
     fn deflated(msg: &[u8]) -> Vec<u8> {
-        let mut d = crate::protocol::deflate::Deflater::new(&Default::default(), false, -1);
+        let mut d = crate::protocol::zlib::Deflater::new(&Default::default(), false, -1);
         let mut z = Vec::new();
         d.compress(msg, true, &mut z);
         z
     }
 
     /// A receiver with permessage-deflate agreed, and a server's inflater for it.
-    fn with_inflater(cfg: ReceiverConfig) -> (Receiver, crate::protocol::deflate::Inflater) {
+    fn with_inflater(cfg: ReceiverConfig) -> (Receiver, crate::protocol::zlib::Inflater) {
         let r = Receiver::new(ReceiverConfig { allow_rsv1: true, ..cfg });
-        (r, crate::protocol::deflate::Inflater::new(&Default::default(), true))
+        (r, crate::protocol::zlib::Inflater::new(&Default::default(), true))
     }
 
     fn inflate_error(cfg: ReceiverConfig, bytes: &mut [u8]) -> ProtocolError {

@@ -11,7 +11,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::engine::config::ConnConfig;
 use crate::engine::state::{JobKind, Outbox, Shared};
-use crate::protocol::deflate::{DeflateParams, Deflater, Inflater};
+use crate::protocol::deflate::DeflateParams;
+use crate::protocol::zlib::{Deflater, Inflater};
 use crate::protocol::frame::encode_frame;
 
 /// With context takeover, a connection whose zlib contexts went unused this long gives them
