@@ -7,7 +7,9 @@
 // Duplex without a descriptor). This file makes ws's decisions (shouldHandle, verifyClient,
 // handleProtocols, the `headers` event) and hands out WebSocket objects.
 
+const cluster = require('cluster');
 const EventEmitter = require('events');
+const net = require('net');
 
 const native = require('./native');
 const { CLOSE_TIMEOUT } = require('./constants');
@@ -87,6 +89,9 @@ class WebSocketServer extends EventEmitter {
     this._pending = new Map();
     this._connections = 0;
     this._server = null;
+    // Node's server, in a cluster worker that shares its primary's listening socket.
+    this._netServer = null;
+    this._address = null;
     this._removeListeners = null;
     this._emitConnection = this.emit.bind(this, 'connection');
 
@@ -144,19 +149,19 @@ class WebSocketServer extends EventEmitter {
       throw err;
     }
     const tls = options.tls ? serverTls(options.tls) : undefined;
+    if (cluster.isWorker && !options.exclusive && !options.reusePort) {
+      this._listenShared(options, port, tls);
+      return;
+    }
     const r = native.binding.listen({
       host: options.host || undefined,
       port,
       backlog: options.backlog == null ? undefined : options.backlog,
+      reusePort: !!options.reusePort,
       conn: this._connOptions(),
       tls
     });
-    if (r.badOptions) {
-      // Unusable certificates or keys throw at once, as in https.createServer().
-      const err = new Error(r.errorMessage);
-      err.code = r.errorCode;
-      throw err;
-    }
+    throwBadOptions(r);
     this._tls = tls ? { authorized: tls.requestCert && tls.rejectUnauthorized } : null;
     if (r.errorCode) {
       const err = new Error(r.errorMessage);
@@ -177,6 +182,36 @@ class WebSocketServer extends EventEmitter {
   }
 
   /**
+   * In a cluster worker: listens with Node's own server, whose handle the cluster shares
+   * (so the workers share the port as ws's do, and the primary spreads the connections), and
+   * hands each accepted socket to the engine by descriptor, before it has read anything.
+   *
+   * @private
+   */
+  _listenShared(options, port, tls) {
+    const r = native.binding.attachServer({ conn: this._connOptions(), tls });
+    throwBadOptions(r);
+    this._tls = tls ? { authorized: tls.requestCert && tls.rejectUnauthorized } : null;
+    this._id = r.id;
+    native.servers.set(r.id, this);
+    const server = net.createServer({ pauseOnConnect: true });
+    this._netServer = server;
+    server.on('connection', (socket) => {
+      const fd = socket._handle && socket._handle.fd;
+      try {
+        if (typeof fd === 'number' && fd >= 0) native.binding.adoptAccepted(r.id, fd);
+      } finally {
+        socket.destroy();
+      }
+    });
+    server.on('error', (err) => this.emit('error', err));
+    server.listen({ port, host: options.host || undefined, backlog: options.backlog == null ? undefined : options.backlog }, () => {
+      this._address = server.address();
+      if (this._state === RUNNING) this.emit('listening');
+    });
+  }
+
+  /**
    * Returns the bound address, the address family name, and port of the server
    * as reported by the operating system if listening on an IP socket.
    *
@@ -188,7 +223,7 @@ class WebSocketServer extends EventEmitter {
       throw new Error('The server is operating in "noServer" mode');
     }
     if (this.options.server) return this._server ? this._server.address() : null;
-    if (this._address === undefined || this._id === undefined) return null;
+    if (!this._address) return null;
     return { ...this._address };
   }
 
@@ -218,6 +253,11 @@ class WebSocketServer extends EventEmitter {
     if (this._id !== undefined) {
       native.binding.closeServer(this._id);
       native.servers.delete(this._id);
+      this._address = null;
+    }
+    if (this._netServer) {
+      this._netServer.close();
+      this._netServer = null;
     }
     if (this._removeListeners !== null) {
       this._removeListeners();
@@ -422,6 +462,18 @@ class WebSocketServer extends EventEmitter {
 }
 
 module.exports = WebSocketServer;
+
+/**
+ * Throws the error of unusable `tls` options at once, as https.createServer() does.
+ *
+ * @param {Object} r What the engine answered to `listen` or `attachServer`
+ */
+function throwBadOptions(r) {
+  if (!r.badOptions) return;
+  const err = new Error(r.errorMessage);
+  err.code = r.errorCode;
+  throw err;
+}
 
 /**
  * Emit a `'close'` event on an `EventEmitter`.

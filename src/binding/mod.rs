@@ -103,9 +103,25 @@ pub struct ListenOptions {
     pub host: Option<String>,
     pub port: u32,
     pub backlog: Option<u32>,
+    /// SO_REUSEPORT (Node's `reusePort` listen option).
+    pub reuse_port: Option<bool>,
     pub conn: ConnOptions,
     /// The native TLS server (`tls` option).
     pub tls: Option<ServerTlsOptions>,
+}
+
+/// The server's `tls` option as the engine's TLS configuration.
+fn server_tls(tls: Option<ServerTlsOptions>) -> std::result::Result<Option<Arc<rustls::ServerConfig>>, tls::TlsError> {
+    let Some(t) = tls else { return Ok(None) };
+    let st = tls::ServerTls {
+        cert: t.cert.to_vec(),
+        key: t.key.to_vec(),
+        ca: bufs(t.ca),
+        passphrase: t.passphrase,
+        request_cert: t.request_cert.unwrap_or(false),
+        reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
+    };
+    tls::server_config(&st).map(Some)
 }
 
 #[napi(object)]
@@ -124,30 +140,17 @@ pub struct ListenResult {
 /// Binds a server. Bind errors come back as `errorCode` / `errorMessage` for JS to emit.
 #[napi(catch_unwind)]
 pub fn listen(opts: ListenOptions) -> ListenResult {
-    let tls = match opts.tls {
-        None => None,
-        Some(t) => {
-            let st = tls::ServerTls {
-                cert: t.cert.to_vec(),
-                key: t.key.to_vec(),
-                ca: bufs(t.ca),
-                passphrase: t.passphrase,
-                request_cert: t.request_cert.unwrap_or(false),
-                reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
-            };
-            match tls::server_config(&st) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    return ListenResult {
-                        id: 0,
-                        address: String::new(),
-                        family: String::new(),
-                        port: 0,
-                        error_code: Some(e.code),
-                        error_message: Some(e.message),
-                        bad_options: true,
-                    }
-                }
+    let tls = match server_tls(opts.tls) {
+        Ok(t) => t,
+        Err(e) => {
+            return ListenResult {
+                id: 0,
+                address: String::new(),
+                family: String::new(),
+                port: 0,
+                error_code: Some(e.code),
+                error_message: Some(e.message),
+                bad_options: true,
             }
         }
     };
@@ -156,6 +159,7 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
         host: opts.host.clone(),
         port: opts.port as u16,
         backlog: opts.backlog.unwrap_or(511),
+        reuse_port: opts.reuse_port.unwrap_or(false),
         cfg: conn_config(&opts.conn, true, env_sink()),
     };
     match server::listen(params) {
@@ -188,6 +192,47 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
             }
         }
     }
+}
+
+#[napi(object)]
+pub struct AttachOptions {
+    pub conn: ConnOptions,
+    pub tls: Option<ServerTlsOptions>,
+}
+
+/// A server whose listening socket Node holds (a cluster worker's shared handle): its id,
+/// whose accepted sockets JS hands over with `adoptAccepted` (no address: Node's server has
+/// it). Unusable `tls` options come back as `badOptions`, as for `listen`.
+#[napi(catch_unwind)]
+pub fn attach_server(opts: AttachOptions) -> ListenResult {
+    let mut r = ListenResult {
+        id: 0,
+        address: String::new(),
+        family: String::new(),
+        port: 0,
+        error_code: None,
+        error_message: None,
+        bad_options: false,
+    };
+    match server_tls(opts.tls) {
+        Ok(tls) => {
+            r.id = server::attach(tls, conn_config(&opts.conn, true, env_sink()));
+            SERVERS.with(|s| s.borrow_mut().push(r.id));
+        }
+        Err(e) => {
+            r.error_code = Some(e.code);
+            r.error_message = Some(e.message);
+            r.bad_options = true;
+        }
+    }
+    r
+}
+
+/// Serves a socket Node accepted for attached server `server_id`. False when that server
+/// is closed.
+#[napi(catch_unwind)]
+pub fn adopt_accepted(server_id: u32, fd: i32) -> Result<bool> {
+    server::adopt_accepted(server_id, fd).map_err(|e| Error::from_reason(e.to_string()))
 }
 
 #[napi(catch_unwind)]

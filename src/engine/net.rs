@@ -46,6 +46,17 @@ fn errno_name(_: &io::Error) -> Option<&'static str> {
     None
 }
 
+/// A socket of Node's, duplicated (F_DUPFD_CLOEXEC): Node keeps its descriptor open for the
+/// call and destroys it afterwards; the engine owns the duplicate.
+pub fn dup_fd(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file descriptor"));
+    }
+    // SAFETY: the caller's socket owns `fd` and keeps it open for the duration of this call;
+    // only the duplicate is owned here.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+}
+
 /// Resolves `host` and connects to the first address that answers, with Nagle off. Errors
 /// are Node's code and message (`getaddrinfo ENOTFOUND host`, `connect ECONNREFUSED addr`).
 pub async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, (String, String)> {
