@@ -82,7 +82,7 @@ class Connections {
 
 /** Connection id -> WebSocket (`_onNative(kind, payload)`). */
 const connections = new Connections();
-/** Server id -> object with `_onUpgrade(id, request)` (see `upgradeRecord`). */
+/** Server id -> object with `_onUpgrade(id, request)` (see `upgradeRecord` in records.js). */
 const servers = new TrackedMap();
 
 let commands = Buffer.allocUnsafe(COMMANDS_SIZE);

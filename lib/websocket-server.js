@@ -321,7 +321,7 @@ class WebSocketServer extends EventEmitter {
    * Handles an upgrade request the engine's own listener parsed and checked.
    *
    * @param {Number} id The engine's connection id
-   * @param {Object} f The request's fields (see `upgradeRecord` in native.js), valid during
+   * @param {Object} f The request's fields (see `upgradeRecord` in records.js), valid during
    *     this call only
    * @private
    */

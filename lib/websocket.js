@@ -1,7 +1,7 @@
 'use strict';
 
 // The WebSocket class with ws's API. It adapts the API only: the handshake, frames, masking,
-// validation and timers run in the engine (src/engine/connection.rs); this file turns engine
+// validation and timers run in the engine (src/engine/connection/); this file turns engine
 // events into ws's events and method calls into engine commands.
 
 const EventEmitter = require('events');

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use super::state::Shared;
 
 /// Bits of an id that are its slot (4,194,303 connections open at once); the rest count the
-/// slot's reuses. Keep in sync with `lib/native.js` (it asks `binding.slotBits()`).
+/// slot's reuses. lib/native.js reads it from the binding (`wire().slotBits`).
 pub const SLOT_BITS: u32 = 22;
 const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 
