@@ -2,10 +2,10 @@
 //! (the parameters come from `deflate`'s negotiation).
 //!
 //! Memory: at 15 window bits a deflate context costs ~370 KiB and an inflate context ~42 KiB
-//! (docs/memory.md), so none is made
-//! before a connection compresses or receives a compressed message. Without context takeover a
-//! context lives only while one message is processed: it is then reset and returned to a small
-//! per-thread pool, so idle connections hold no zlib state at all.
+//! (docs/memory.md), so none is made before a connection compresses or receives a compressed
+//! message. Without context takeover a context lives only while one message is processed: it
+//! is then reset and returned to a small per-thread pool, so idle connections hold no zlib
+//! state at all.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
