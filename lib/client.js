@@ -9,6 +9,7 @@
 const http = require('http');
 const https = require('https');
 const net = require('net');
+const tls = require('tls');
 const { URL } = require('url');
 
 const native = require('./native');
@@ -22,7 +23,81 @@ const { isValidSubprotocol } = require('./validation');
 
 const { CONNECTING, CLOSING, CLOSED } = READY_STATE;
 const protocolVersions = [8, 13];
+
+// The options the engine's own handshake honours, or that ws itself sets or ignores. ws
+// passes its whole options object to http.request(): a connection with any other option
+// makes its handshake through Node's http client, which honours it as it would for ws (and
+// the engine takes the socket over once upgraded). The README lists which path each takes.
+const ENGINE_OPTIONS = new Set([
+  // ws's own
+  'allowSynchronousEvents', 'autoPong', 'closeTimeout', 'followRedirects', 'generateMask',
+  'handshakeTimeout', 'headers', 'maxBufferedChunks', 'maxFragments', 'maxPayload',
+  'maxPendingAutoPongs', 'maxRedirects', 'origin', 'perMessageDeflate', 'protocolVersion',
+  'skipUTF8Validation',
+  // set from the URL by ws, whatever the user gives
+  'host', 'hostname', 'method', 'path', 'port', 'protocol', 'protocols', 'socketPath', 'timeout',
+  // http.request's and net.connect's that the engine honours
+  'auth', 'defaultPort', 'family', 'localAddress', 'localPort', 'setHost',
+  // ws-native's
+  'maxHeaderSize', 'maxHeadersCount', 'proxy'
+]);
+
+// TLS options: the first set is honoured by the engine's TLS (rustls); any other makes a
+// `wss:` connection use Node's TLS. On `ws:` URLs they do nothing, as in ws.
+const ENGINE_TLS_OPTIONS = new Set(['ca', 'cert', 'key', 'passphrase', 'rejectUnauthorized', 'servername']);
+const TLS_OPTIONS = new Set([
+  'ALPNProtocols', 'checkServerIdentity', 'ciphers', 'clientCertEngine', 'crl', 'dhparam',
+  'ecdhCurve', 'enableTrace', 'honorCipherOrder', 'maxVersion', 'minDHSize', 'minVersion', 'pfx',
+  'privateKeyEngine', 'privateKeyIdentifier', 'pskCallback', 'requestOCSP', 'secureContext',
+  'secureOptions', 'secureProtocol', 'session', 'sessionIdContext', 'sigalgs', 'ticketKeys'
+]);
+// The TLS versions rustls speaks, as Node names them.
+const ENGINE_TLS_VERSIONS = new Set(['TLSv1.2', 'TLSv1.3']);
+
+/**
+ * The first option that takes the handshake through Node's http client, or null.
+ *
+ * @param {Object} opts The options
+ * @param {Boolean} isSecure A `wss:` URL
+ * @return {(String|null)}
+ */
+function nodeOption(opts, isSecure) {
+  for (const name of Object.keys(opts)) {
+    if (opts[name] === undefined || ENGINE_OPTIONS.has(name)) continue;
+    // Several keys or certificates (one per key type): Node's TLS picks among them.
+    if (isSecure && (name === 'key' || name === 'cert') && Array.isArray(opts[name]) && opts[name].length > 1) return name;
+    if (ENGINE_TLS_OPTIONS.has(name) || (!isSecure && TLS_OPTIONS.has(name))) continue;
+    if (isSecure && (name === 'minVersion' || name === 'maxVersion') && ENGINE_TLS_VERSIONS.has(opts[name])) continue;
+    return name;
+  }
+  return null;
+}
 const NODE_OBJECT_EVENTS = ['upgrade', 'unexpected-response', 'redirect'];
+
+/**
+ * ws's `createConnection` for `ws:` URLs.
+ *
+ * @param {Object} options Connection options
+ * @return {net.Socket}
+ */
+function netConnect(options) {
+  options.path = options.socketPath;
+  return net.connect(options);
+}
+
+/**
+ * ws's `createConnection` for `wss:` URLs (Node's TLS).
+ *
+ * @param {Object} options Connection options
+ * @return {tls.TLSSocket}
+ */
+function tlsConnect(options) {
+  options.path = undefined;
+  if (!options.servername && options.servername !== '') {
+    options.servername = net.isIP(options.host) ? '' : options.host;
+  }
+  return tls.connect(options);
+}
 
 /**
  * A non-101 answer: follow a redirect, or hand it to `unexpected-response`, or fail.
@@ -75,8 +150,10 @@ function nodeHandshake(websocket, p) {
     return;
   }
   const key = native.binding.generateKey();
+  // The request as ws makes it: its whole options object, with what ws sets itself. Node's
+  // http client adds the Host header (the engine's list has it first unless the user set it).
   const headers = {};
-  const list = p.list.concat('Sec-WebSocket-Key', key);
+  const list = p.list.slice(p.autoHost ? 2 : 0).concat('Sec-WebSocket-Key', key);
   if (p.conn.deflate) list.push('Sec-WebSocket-Extensions', native.binding.deflateOffer(p.conn.deflate));
   for (let i = 0; i < list.length; i += 2) {
     const name = list[i];
@@ -84,22 +161,24 @@ function nodeHandshake(websocket, p) {
     if (prev === undefined) headers[name] = list[i + 1];
     else headers[name] = [].concat(prev, list[i + 1]);
   }
+  const defaultPort = p.isSecure ? 443 : 80;
   const requestOptions = {
     ...opts,
-    protocol: p.isSecure ? 'https:' : 'http:',
-    host: p.host,
-    hostname: undefined,
-    port: p.port,
-    path: p.path,
     socketPath: p.socketPath,
-    method: 'GET',
-    headers,
+    hostname: undefined,
+    protocol: undefined,
+    protocols: undefined,
     timeout: opts.handshakeTimeout,
-    defaultPort: opts.defaultPort || (p.isSecure ? 443 : 80),
-    createConnection: opts.createConnection,
-    servername: opts.servername !== undefined ? opts.servername : net.isIP(p.host) ? '' : p.host
+    method: 'GET',
+    host: p.host,
+    path: p.path,
+    port: p.urlPort || defaultPort,
+    auth: undefined,
+    createConnection: opts.createConnection || (p.isSecure ? tlsConnect : netConnect),
+    defaultPort: opts.defaultPort || defaultPort,
+    headers
   };
-  const req = (p.isSecure ? https : http).request(requestOptions);
+  const req = (p.isSecure ? https.request : http.request)(requestOptions);
   websocket._req = req;
 
   if (opts.handshakeTimeout) {
@@ -157,7 +236,10 @@ function initAsClient(websocket, address, protocols, options) {
     autoPong: true,
     closeTimeout: CLOSE_TIMEOUT,
     protocolVersion: protocolVersions[1],
+    maxBufferedChunks: 256 * 1024,
+    maxFragments: 16 * 1024,
     maxPayload: 100 * 1024 * 1024,
+    maxPendingAutoPongs: 60,
     skipUTF8Validation: false,
     perMessageDeflate: true,
     followRedirects: false,
@@ -188,10 +270,9 @@ function initAsClient(websocket, address, protocols, options) {
     }
   }
 
-  if (parsedUrl.protocol === 'http:') {
-    parsedUrl.protocol = 'ws:';
-  } else if (parsedUrl.protocol === 'https:') {
-    parsedUrl.protocol = 'wss:';
+  if (parsedUrl.protocol === 'http:' || parsedUrl.protocol === 'https:') {
+    parsedUrl = new URL(parsedUrl);
+    parsedUrl.protocol = parsedUrl.protocol === 'http:' ? 'ws:' : 'wss:';
   }
 
   websocket._url = parsedUrl.href;
@@ -244,18 +325,21 @@ function initAsClient(websocket, address, protocols, options) {
   // Headers as Node's http client would send them: Host first, then the user's, then ws's.
   const headers = {};
   const userHeaders = opts.headers || {};
+  // A redirect elsewhere (without a 'redirect' listener) drops the credentials, as curl
+  // and ws do.
+  let sameHost = true;
+  let dropCredentials = false;
   if (opts.followRedirects && websocket._redirects > 0 && websocket.listenerCount('redirect') === 0) {
-    const sameHost = isIpcUrl
+    sameHost = isIpcUrl
       ? websocket._originalIpc && socketPath === websocket._originalHostOrSocketPath
       : !websocket._originalIpc && parsedUrl.host === websocket._originalHostOrSocketPath;
-    if (!sameHost || (websocket._originalSecure && !isSecure)) {
-      for (const k of Object.keys(userHeaders)) {
-        const lk = k.toLowerCase();
-        if (lk === 'authorization' || lk === 'cookie' || (!sameHost && lk === 'host')) continue;
-        headers[k] = userHeaders[k];
-      }
-    } else {
-      Object.assign(headers, userHeaders);
+    dropCredentials = !sameHost || (websocket._originalSecure && !isSecure);
+  }
+  if (dropCredentials) {
+    for (const k of Object.keys(userHeaders)) {
+      const lk = k.toLowerCase();
+      if (lk === 'authorization' || lk === 'cookie' || (!sameHost && lk === 'host')) continue;
+      headers[k] = userHeaders[k];
     }
   } else {
     Object.assign(headers, userHeaders);
@@ -268,12 +352,20 @@ function initAsClient(websocket, address, protocols, options) {
 
   const list = [];
   const has = (name) => Object.keys(headers).some((k) => k.toLowerCase() === name);
-  if (!has('host')) {
+  // Node's http client adds Host itself unless `setHost: false` (the Node path leaves it out).
+  const autoHost = !has('host') && opts.setHost !== false;
+  if (autoHost) {
     const h = host.includes(':') ? `[${host}]` : host;
-    list.push('Host', isIpcUrl ? 'localhost' : port === defaultPort ? h : `${h}:${port}`);
+    list.push('Host', isIpcUrl ? 'localhost' : port === (Number(opts.defaultPort) || defaultPort) ? h : `${h}:${port}`);
   }
-  if ((parsedUrl.username || parsedUrl.password) && !has('authorization')) {
-    const auth = `${decodeURIComponent(parsedUrl.username)}:${decodeURIComponent(parsedUrl.password)}`;
+  // Credentials in the URL win over the `auth` option, as in ws.
+  let auth;
+  if (parsedUrl.username || parsedUrl.password) {
+    auth = `${decodeURIComponent(parsedUrl.username)}:${decodeURIComponent(parsedUrl.password)}`;
+  } else if (typeof opts.auth === 'string') {
+    auth = opts.auth;
+  }
+  if (auth !== undefined && !dropCredentials && !has('authorization')) {
     list.push('Authorization', 'Basic ' + Buffer.from(auth).toString('base64'));
   }
   const managed = new Set(['sec-websocket-version', 'sec-websocket-key', 'connection', 'upgrade']);
@@ -318,8 +410,8 @@ function initAsClient(websocket, address, protocols, options) {
     maxHeadersCount: opts.maxHeadersCount
   };
 
-  const p = { opts, isSecure, isIpcUrl, host, port, path, socketPath, list, protocols, conn };
-  if (opts.agent || opts.createConnection || opts.finishRequest) {
+  const p = { opts, isSecure, isIpcUrl, host, port, urlPort: parsedUrl.port, path, socketPath, list, autoHost, protocols, conn };
+  if (nodeOption(opts, isSecure) !== null) {
     nodeHandshake(websocket, p);
     return;
   }
@@ -341,6 +433,7 @@ function startHandshake(websocket, p) {
     nodeHandshake(websocket, p);
     return;
   }
+  const opts = p.opts;
   const id = native.binding.connect({
     host: p.isIpcUrl ? undefined : p.host,
     port: p.port,
@@ -349,11 +442,38 @@ function startHandshake(websocket, p) {
     headers: p.list,
     protocols: p.protocols,
     conn: p.conn,
-    tls: p.isSecure ? clientTls(p.opts) : undefined,
-    proxy: p.opts.proxy ? String(p.opts.proxy) : undefined
+    tls: p.isSecure ? clientTls(opts) : undefined,
+    proxy: opts.proxy ? String(opts.proxy) : undefined,
+    family: opts.family ? Number(opts.family) : undefined,
+    localAddress: opts.localAddress ? String(opts.localAddress) : undefined,
+    localPort: opts.localPort ? Number(opts.localPort) : undefined
   });
+  if (id === 0) {
+    // The engine's TLS cannot use these TLS options (a certificate or key format rustls does
+    // not read): Node's TLS makes the handshake, as for ws.
+    nodeHandshake(websocket, p);
+    return;
+  }
   websocket._id = id;
+  // Kept until the handshake ends, in case the server's certificate needs Node's TLS.
+  if (p.isSecure) websocket._handshake = p;
   native.connections.set(id, websocket);
+}
+
+/**
+ * The engine's TLS could not read the server's certificate: Node's TLS makes the handshake
+ * again (a second connection), as ws's would have.
+ *
+ * @param {WebSocket} websocket The client
+ * @return {Boolean} Whether the handshake starts again
+ */
+function retryWithNodeTls(websocket) {
+  const p = websocket._handshake;
+  if (!p || websocket._readyState !== CONNECTING) return false;
+  websocket._handshake = null;
+  websocket._id = 0;
+  nodeHandshake(websocket, p);
+  return true;
 }
 
 /**
@@ -393,4 +513,4 @@ function abortHandshake(websocket, message) {
   process.nextTick(emitErrorAndClose, websocket, err);
 }
 
-module.exports = { abortHandshake, emitErrorAndClose, handleResponse, initAsClient };
+module.exports = { abortHandshake, emitErrorAndClose, handleResponse, initAsClient, retryWithNodeTls };

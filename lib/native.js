@@ -268,6 +268,7 @@ function currentEpoch() {
 }
 
 module.exports = {
+  wire,
   EVENT,
   OP,
   FLAG,

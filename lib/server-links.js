@@ -24,11 +24,18 @@ class EngineLink {
     this.upgraded = false;
     this.held = true;
     this.ws = null;
+    /** The request's socket, once made: the WebSocket's `_socket` after the upgrade. */
+    this.engineSocket = null;
   }
 
   /** Whether the id is still JS's: this link's, or its WebSocket's until that closes. */
   holds() {
     return this.held || (this.ws !== null && native.connections.get(this.id) === this.ws);
+  }
+
+  /** The request's socket was destroyed: its WebSocket, if any, sends no more. */
+  socketDestroyed() {
+    if (this.ws !== null) this.ws._socketDestroyed();
   }
 
   /** JS is done with the id (no WebSocket took it). */

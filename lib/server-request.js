@@ -3,154 +3,114 @@
 // The request a standalone server hands to `connection`, `verifyClient`, `handleProtocols`,
 // `headers` and `wsClientError`, and its socket: made from the engine's UPGRADE record.
 
-const EventEmitter = require('events');
+const http = require('http');
+const { Readable } = require('stream');
 
-const native = require('./native');
+const { EngineSocket } = require('./engine-socket');
 const { headersFromRaw } = require('./http-shims');
 
 /**
- * The socket side of a server connection before and around the upgrade, as far as ws
- * users touch it (`req.socket`, the `wsClientError` socket).
+ * The request handed to `connection`, `verifyClient`, `handleProtocols`, `headers` and
+ * `wsClientError`: an `http.IncomingMessage` (its prototype chain is Node's, so `instanceof`,
+ * Node's methods and stream behaviour are there) made without running Node's constructor:
+ * what most servers never read (the header lists, the socket, the stream state) is made on
+ * first use, and what every request shares is on the prototype. Like an upgrade request
+ * Node's server receives, it has no body: read as a stream, it ends at once.
+ *
+ * @param {EngineLink} link Where the connection is
+ * @param {Object} f The UPGRADE record's fields (see `upgradeRecord` in records.js)
+ * @constructor
  */
-class NativeSocket extends EventEmitter {
-  constructor(link, req, tls) {
-    super();
-    this._link = link;
-    this.remoteAddress = req._remoteAddress;
-    this.remotePort = req._remotePort;
-    this.remoteFamily = req._remoteFamily;
-    this.localAddress = req._localAddress;
-    this.localPort = req._localPort;
-    this.encrypted = tls ? true : undefined;
-    if (tls) this.authorized = tls.authorized;
-    this.destroyed = false;
-  }
-
-  /** Queues a command for the connection while JS holds its id (a socket kept after its
-   * connection ended must not reach the next connection given the same slot). */
-  _command(op, data) {
-    if (this._link.holds()) native.queue(op, 0, this._link.id, data);
-  }
-
-  /** Writes raw bytes (before the upgrade only). */
-  write(data, encoding, cb) {
-    this._command(native.OP.RAW_WRITE, typeof data === 'string' ? Buffer.from(data, typeof encoding === 'string' ? encoding : 'utf8') : data);
-    if (typeof encoding === 'function') cb = encoding;
-    if (cb) process.nextTick(cb);
-    return true;
-  }
-
-  /** Writes the last raw bytes and ends the connection. */
-  end(data, encoding, cb) {
-    if (typeof data === 'function') {
-      cb = data;
-      data = undefined;
-    }
-    const buf = data === undefined ? null : typeof data === 'string' ? Buffer.from(data, typeof encoding === 'string' ? encoding : 'utf8') : data;
-    this._command(native.OP.RAW_END, buf);
-    // A refused request's socket (`wsClientError`): JS is done with the connection.
-    this._link.release();
-    if (typeof encoding === 'function') cb = encoding;
-    if (cb) process.nextTick(cb);
-    process.nextTick(() => this.emit('finish'));
-    return this;
-  }
-
-  destroy() {
-    if (!this.destroyed) {
-      this.destroyed = true;
-      this._command(native.OP.TERMINATE, null);
-      this._link.release();
-      process.nextTick(() => this.emit('close'));
-    }
-    return this;
-  }
-
-  setTimeout() {
-    return this;
-  }
-
-  setNoDelay() {
-    return this;
-  }
-
-  setKeepAlive() {
-    return this;
-  }
+function IncomingRequest(link, f) {
+  this._link = link;
+  this.method = f.method;
+  this.url = f.url;
+  this.httpVersion = f.httpVersion;
+  this.httpVersionMinor = f.httpVersion === '1.0' ? 0 : 1;
+  this._raw = f.raw;
+  this._remoteAddress = f.remoteAddress;
+  this._remotePort = f.remotePort;
+  this._remoteFamily = f.remoteFamily;
+  this._localAddress = f.localAddress;
+  this._localPort = f.localPort;
 }
+
+Object.setPrototypeOf(IncomingRequest.prototype, http.IncomingMessage.prototype);
+Object.setPrototypeOf(IncomingRequest, http.IncomingMessage);
 
 /**
- * The request handed to `connection`, `verifyClient`, `handleProtocols` and `headers`: the
- * parts of `http.IncomingMessage` that ws users read.
+ * Defines an accessor whose value is made on first use and kept by the request (assigning
+ * it sets the request's own value).
+ *
+ * @param {String} name The property
+ * @param {Function} make Makes the value from the request
  */
-class IncomingRequest {
-  constructor(link, f) {
-    this._link = link;
-    this.method = f.method;
-    this.url = f.url;
-    this.httpVersion = f.httpVersion;
-    this.httpVersionMinor = f.httpVersion === '1.0' ? 0 : 1;
-    // Header lists are built on first use (most servers never read them), and so is the
-    // socket: until then `_rawHeaders`, `_headers`, `_socket` and `_tls` are the prototype's.
-    this._raw = f.raw;
-    this._remoteAddress = f.remoteAddress;
-    this._remotePort = f.remotePort;
-    this._remoteFamily = f.remoteFamily;
-    this._localAddress = f.localAddress;
-    this._localPort = f.localPort;
-  }
-
-  get socket() {
-    if (this._socket === undefined) this._socket = new NativeSocket(this._link, this, this._tls);
-    return this._socket;
-  }
-
-  set socket(value) {
-    this._socket = value;
-  }
-
-  get connection() {
-    return this.socket;
-  }
-
-  get rawHeaders() {
-    if (this._rawHeaders === undefined) {
-      this._rawHeaders = this._raw ? this._raw.split('\0').slice(0, -1) : [];
+function lazy(name, make) {
+  Object.defineProperty(IncomingRequest.prototype, name, {
+    configurable: true,
+    enumerable: false,
+    get() {
+      const value = make(this);
+      own(this, name, value);
+      return value;
+    },
+    set(value) {
+      own(this, name, value);
     }
-    return this._rawHeaders;
-  }
-
-  set rawHeaders(value) {
-    this._rawHeaders = value;
-  }
-
-  get headers() {
-    if (this._headers === undefined) this._headers = headersFromRaw(this.rawHeaders);
-    return this._headers;
-  }
-
-  set headers(value) {
-    this._headers = value;
-  }
-
-  get trailers() {
-    return {};
-  }
-
-  get rawTrailers() {
-    return [];
-  }
+  });
 }
 
-// The same for every request, or not made yet (read from the prototype; a request whose
-// value is set gets its own).
-IncomingRequest.prototype._rawHeaders = undefined;
-IncomingRequest.prototype._headers = undefined;
-IncomingRequest.prototype._socket = undefined;
-IncomingRequest.prototype._tls = undefined;
-IncomingRequest.prototype.httpVersionMajor = 1;
-IncomingRequest.prototype.complete = true;
-IncomingRequest.prototype.upgrade = true;
-IncomingRequest.prototype.aborted = false;
+function own(req, name, value) {
+  Object.defineProperty(req, name, { value, writable: true, configurable: true, enumerable: true });
+}
+
+lazy('socket', (req) => {
+  const a = {
+    remoteAddress: req._remoteAddress,
+    remotePort: req._remotePort,
+    remoteFamily: req._remoteFamily,
+    localAddress: req._localAddress,
+    localPort: req._localPort
+  };
+  const socket = new EngineSocket(req._link, a, req._tls);
+  req._link.engineSocket = socket;
+  return socket;
+});
+lazy('client', (req) => req.socket);
+lazy('rawHeaders', (req) => (req._raw ? req._raw.split('\0').slice(0, -1) : []));
+lazy('headers', (req) => headersFromRaw(req.rawHeaders));
+lazy('headersDistinct', (req) => {
+  const out = {};
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i].toLowerCase();
+    (out[name] || (out[name] = [])).push(raw[i + 1]);
+  }
+  return out;
+});
+lazy('trailers', () => ({}));
+lazy('trailersDistinct', () => ({}));
+lazy('_readableState', (req) => {
+  const state = new Readable.ReadableState({}, req, false);
+  // No body follows an upgrade request: the stream has ended.
+  own(req, '_readableState', state);
+  Readable.prototype.push.call(req, null);
+  return state;
+});
+
+// What every request shares, as Node's constructor would set it for an upgrade request.
+Object.assign(IncomingRequest.prototype, {
+  _tls: undefined,
+  httpVersionMajor: 1,
+  complete: true,
+  upgrade: true,
+  aborted: false,
+  statusCode: null,
+  statusMessage: null,
+  rawTrailers: Object.freeze([]),
+  joinDuplicateHeaders: undefined,
+  _consuming: false,
+  _dumped: false
+});
 
 module.exports = { IncomingRequest };

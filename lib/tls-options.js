@@ -87,7 +87,9 @@ function clientTls(opts) {
     key: firstKey(opts.key),
     passphrase: passphraseOf(opts.key, opts.passphrase),
     rejectUnauthorized,
-    servername: opts.servername === undefined || opts.servername === null ? undefined : String(opts.servername)
+    servername: opts.servername === undefined || opts.servername === null ? undefined : String(opts.servername),
+    minVersion: opts.minVersion === undefined ? undefined : String(opts.minVersion),
+    maxVersion: opts.maxVersion === undefined ? undefined : String(opts.maxVersion)
   };
 }
 

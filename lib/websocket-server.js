@@ -9,6 +9,8 @@
 
 const cluster = require('cluster');
 const EventEmitter = require('events');
+const http = require('http');
+const https = require('https');
 const net = require('net');
 
 const native = require('./native');
@@ -148,7 +150,13 @@ class WebSocketServer extends EventEmitter {
       err.code = 'ERR_SOCKET_BAD_PORT';
       throw err;
     }
-    const tls = options.tls ? serverTls(options.tls) : undefined;
+    // TLS options or certificates the engine's TLS (rustls) does not take: Node's TLS serves
+    // the connections, and the engine everything after each upgrade.
+    const tls = options.tls && !nodeTlsOption(options.tls) ? serverTls(options.tls) : undefined;
+    if (options.tls && (tls === undefined || !native.binding.serverTlsUsable(tls))) {
+      this._listenNode(https.createServer(options.tls, upgradeRequired), options, port);
+      return;
+    }
     if (cluster.isWorker && !options.exclusive && !options.reusePort) {
       this._listenShared(options, port, tls);
       return;
@@ -177,6 +185,24 @@ class WebSocketServer extends EventEmitter {
     this._address = { address: r.address, family: r.family, port: r.port };
     native.servers.set(r.id, this);
     process.nextTick(() => {
+      if (this._state === RUNNING) this.emit('listening');
+    });
+  }
+
+  /**
+   * Listens with Node's `server` (an https server for TLS the engine does not serve), whose
+   * upgrade requests go through `handleUpgrade`, as with ws's `server` option.
+   *
+   * @private
+   */
+  _listenNode(server, options, port) {
+    this._netServer = server;
+    this._removeListeners = addListeners(server, {
+      error: (err) => this.emit('error', err),
+      upgrade: (req, socket, head) => this.handleUpgrade(req, socket, head, this._emitConnection)
+    });
+    server.listen({ port, host: options.host || undefined, backlog: options.backlog == null ? undefined : options.backlog }, () => {
+      this._address = server.address();
       if (this._state === RUNNING) this.emit('listening');
     });
   }
@@ -453,7 +479,7 @@ class WebSocketServer extends EventEmitter {
    */
   _accepted(link, id, ws, req, cb) {
     if (id === 0) return;
-    ws._attach(id, link.bridged || null);
+    ws._attach(id, link.bridged || null, link.engineSocket || null);
     this._connections++;
     ws._server = this;
     if (this.clients) this.clients.add(ws);
@@ -462,6 +488,38 @@ class WebSocketServer extends EventEmitter {
 }
 
 module.exports = WebSocketServer;
+
+// The server `tls` options the engine's TLS (rustls) serves; any other goes to Node's TLS.
+const ENGINE_SERVER_TLS_OPTIONS = new Set(['cert', 'key', 'ca', 'passphrase', 'requestCert', 'rejectUnauthorized']);
+
+/**
+ * The first `tls` option only Node's TLS serves, or null.
+ *
+ * @param {Object} tls The server's `tls` option
+ * @return {(String|null)}
+ */
+function nodeTlsOption(tls) {
+  for (const name of Object.keys(tls)) {
+    if (tls[name] === undefined || ENGINE_SERVER_TLS_OPTIONS.has(name)) continue;
+    return name;
+  }
+  for (const name of ['key', 'cert']) {
+    if (Array.isArray(tls[name]) && tls[name].length > 1) return name;
+  }
+  return null;
+}
+
+/**
+ * ws's answer to a request that is not an upgrade, on a server it makes itself.
+ *
+ * @param {http.IncomingMessage} req The request
+ * @param {http.ServerResponse} res The response
+ */
+function upgradeRequired(req, res) {
+  const body = http.STATUS_CODES[426];
+  res.writeHead(426, { 'Content-Length': body.length, 'Content-Type': 'text/plain' });
+  res.end(body);
+}
 
 /**
  * Throws the error of unusable `tls` options at once, as https.createServer() does.

@@ -8,7 +8,8 @@ const EventEmitter = require('events');
 
 const native = require('./native');
 const { EVENT, OP, FLAG } = native;
-const { abortHandshake, emitErrorAndClose, handleResponse, initAsClient } = require('./client');
+const { abortHandshake, emitErrorAndClose, handleResponse, initAsClient, retryWithNodeTls } = require('./client');
+const { EngineSocket, HeldBy } = require('./engine-socket');
 const { EventTarget, defineEventAttributes } = require('./event-target');
 const { addEventListener, removeEventListener } = EventTarget;
 const { BINARY_TYPES, EMPTY_BUFFER, STATE, kWriteEnded } = require('./constants');
@@ -21,6 +22,11 @@ const { CLOSE_RECEIVED, CLOSE_SENT, ERROR_EMITTED, PAUSED, DRAINING_BLOBS, REPLA
   STATE;
 const { BINARY_TYPE, BINARY_TYPE_SHIFT } = STATE;
 const readyStates = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
+// `_socket.destroy()` was called; and a message went to compression since.
+const DESTROYED = 1;
+const DESTROYED_WHILE_COMPRESSING = 2;
+// The engine's code for a TLS handshake it leaves to Node's TLS (src/engine/tls.rs).
+const NEEDS_NODE_TLS = native.wire.tlsNeedsNode;
 const NO_EXTENSIONS = Object.freeze({});
 const ERROR_CTORS = [Error, RangeError, SyntaxError];
 
@@ -84,6 +90,7 @@ class WebSocket extends Emitter {
     if (address !== null) {
       this._redirects = 0;
       this._req = null;
+      this._handshake = null;
       this._url = undefined;
 
       if (protocols === undefined) {
@@ -196,15 +203,35 @@ class WebSocket extends Emitter {
   }
 
   /**
+   * The connection's socket, as ws's `_socket` (null until the connection is open): the
+   * Node socket a bridged connection runs on, else the engine's (see engine-socket.js).
+   *
+   * @type {(EngineSocket|net.Socket|null)}
+   */
+  get _socket() {
+    const rare = this._rare;
+    if (rare !== null && rare.socket !== null) return rare.socket;
+    if (rare !== null && rare.bridge !== null) return rare.bridge;
+    if (this._id === 0 || this._readyState === WebSocket.CONNECTING) return null;
+    return (rareOf(this).socket = new EngineSocket(new HeldBy(this)));
+  }
+
+  set _socket(socket) {
+    rareOf(this).socket = socket;
+  }
+
+  /**
    * Binds this object to an engine connection: server side after the 101 was queued, client
    * side after Node's request got its 101 and handed the socket over.
    *
    * @param {Number} id The engine's connection id
    * @param {net.Socket} [bridge] The Node socket behind it, when the engine bridges one
+   * @param {EngineSocket} [socket] The request's socket, when the server made one
    * @private
    */
-  _attach(id, bridge) {
+  _attach(id, bridge, socket) {
     if (bridge) rareOf(this).bridge = bridge;
+    if (socket) rareOf(this).socket = socket;
     this._id = id;
     this._readyState = WebSocket.OPEN;
     native.connections.set(id, this);
@@ -339,19 +366,16 @@ class WebSocket extends Emitter {
       return;
     }
 
-    if (isBlob(data)) {
-      this._withBlob(data, (buf) => this._control(op, buf, mask, cb));
-      return;
-    }
-
-    const buf = data === undefined || data === null ? EMPTY_BUFFER : toBuffer(data);
-    if (buf.length > 125) {
+    const blob = isBlob(data);
+    const buf = blob ? null : data === undefined || data === null ? EMPTY_BUFFER : toBuffer(data);
+    if ((blob ? data.size : buf.length) > 125) {
       throw new RangeError('The data size must not be greater than 125 bytes');
     }
 
     let flags = 0;
     if (mask !== undefined) flags |= FLAG.MASK_SET | (mask ? FLAG.MASK : 0);
-    this._enqueue(op, flags, buf, cb);
+    if (blob) this._withBlob(data, cb, (bytes) => this._enqueue(op, flags, bytes, cb));
+    else this._enqueue(op, flags, buf, cb);
   }
 
   /**
@@ -400,11 +424,6 @@ class WebSocket extends Emitter {
       return;
     }
 
-    if (isBlob(data)) {
-      this._withBlob(data, (buf) => this.send(buf, { binary: true, ...options }, cb));
-      return;
-    }
-
     // Compressed when permessage-deflate was agreed, unless `compress: false`; the engine
     // applies ws's threshold.
     let flags = FLAG.FIN | FLAG.COMPRESS;
@@ -419,7 +438,9 @@ class WebSocket extends Emitter {
     }
     if (binary) flags |= FLAG.BINARY;
 
-    if (typeof data === 'string') {
+    if (isBlob(data)) {
+      this._withBlob(data, cb, (buf) => this._enqueue(OP.SEND, flags, buf, cb));
+    } else if (typeof data === 'string') {
       this._enqueue(OP.SEND, flags, data, cb);
     } else {
       this._enqueue(OP.SEND, flags, data === undefined || data === null ? EMPTY_BUFFER : toBuffer(data), cb);
@@ -433,6 +454,10 @@ class WebSocket extends Emitter {
    */
   _enqueue(op, flags, data, cb) {
     if (this._held(() => this._enqueue(op, flags, data, cb))) return;
+    if (this._rare !== null && this._rare.socketDestroyed !== 0) {
+      this._failAfterDestroy(op, flags, cb);
+      return;
+    }
     if (cb) {
       flags |= FLAG.ACK;
       (this._callbacks || (this._callbacks = [])).push(cb);
@@ -447,23 +472,70 @@ class WebSocket extends Emitter {
   }
 
   /**
+   * `_socket.destroy()` was called: the connection is ending, and sends made meanwhile fail
+   * as ws's do on a destroyed socket.
+   *
+   * @private
+   */
+  _socketDestroyed() {
+    if (this._readyState === WebSocket.OPEN) rareOf(this).socketDestroyed = DESTROYED;
+  }
+
+  /**
+   * A send after `_socket.destroy()`: Node's error for a write to a destroyed socket, or,
+   * once a message went to compression (ws compresses before writing, and what follows
+   * waits behind it), ws's error for a socket closed while compressing.
+   *
+   * @private
+   */
+  _failAfterDestroy(op, flags, cb) {
+    const rare = this._rare;
+    if (op === OP.SEND && (flags & FLAG.COMPRESS) !== 0 && rare.extensions['permessage-deflate']) {
+      rare.socketDestroyed = DESTROYED_WHILE_COMPRESSING;
+    }
+    if (!cb) return;
+    const err =
+      rare.socketDestroyed === DESTROYED_WHILE_COMPRESSING
+        ? new Error('The socket was closed while data was being compressed')
+        : streamDestroyed();
+    process.nextTick(cb, err);
+  }
+
+  /**
    * Reads a Blob, holding later sends until it is read so that order is kept.
    *
    * @private
    */
-  _withBlob(blob, then) {
+  _withBlob(blob, cb, then) {
     const entry = { done: false, run: null };
     const rare = rareOf(this);
     if (rare.blobQueue === null) rare.blobQueue = [];
     rare.blobQueue.push(entry);
     blob.arrayBuffer().then(
       (ab) => {
-        entry.run = () => then(Buffer.from(ab));
+        entry.run = () => {
+          // The frame goes out even if close() was called meanwhile (the close frame waits
+          // behind it, as in ws), unless the connection is gone.
+          if (this._readyState === WebSocket.CLOSED) {
+            if (cb) process.nextTick(cb, new Error('The socket was closed while the blob was being read'));
+          } else {
+            then(Buffer.from(ab));
+          }
+        };
         entry.done = true;
         this._drainBlobs();
       },
       (err) => {
-        entry.run = () => this.emit('error', err);
+        // ws's sender error: the callback, then 'error', and the connection ends.
+        entry.run = () => {
+          if (cb) cb(err);
+          if (this._readyState === WebSocket.CLOSED) return;
+          if ((this._state & ERROR_EMITTED) === 0) {
+            this._state |= ERROR_EMITTED;
+            this.emit('error', err);
+          }
+          this.terminate();
+        };
         entry.done = true;
         this._drainBlobs();
       }
@@ -624,7 +696,11 @@ class WebSocket extends Emitter {
   _onClosed(payload) {
     const cbs = this._callbacks;
     this._callbacks = null;
-    this._readyState = WebSocket.CLOSED;
+    // Bytes queued and never written stay in `bufferedAmount`, as the WHATWG WebSocket
+    // counts them after the close.
+    const unsent = payload.readUIntLE(10, 6);
+    if (unsent !== 0) rareOf(this).bufferedAmount += unsent;
+    this._readyState = WebSocket.CLOSING;
     const bridge = this._rare === null ? null : this._rare.bridge;
     if (bridge !== null && !bridge.destroyed) {
       // A bridged socket ends with its connection (after its last bytes go out).
@@ -632,8 +708,19 @@ class WebSocket extends Emitter {
       else bridge.destroy();
     }
     if (cbs !== null && cbs.length) {
-      const err = new Error('WebSocket is not open: readyState 3 (CLOSED)');
-      for (const cb of cbs) cb(err);
+      // Sends never written fail as ws's do: with Node's error for a write to a destroyed
+      // socket, or ws's own for messages still waiting behind a compression.
+      const frames = payload.readUInt32LE(2);
+      const compressing = payload.readUInt32LE(6);
+      let destroyed = null;
+      let closedWhileCompressing = null;
+      for (let i = 0; i < cbs.length; i++) {
+        if (i >= frames && i < frames + compressing) {
+          cbs[i](closedWhileCompressing || (closedWhileCompressing = new Error('The socket was closed while data was being compressed')));
+        } else {
+          cbs[i](destroyed || (destroyed = streamDestroyed()));
+        }
+      }
     }
     this._endWrite();
     this.emitClose();
@@ -656,6 +743,7 @@ class WebSocket extends Emitter {
   /** @private */
   _onOpen(f) {
     if (this._readyState !== WebSocket.CONNECTING) return;
+    this._handshake = null;
     const ext = f[1].toString();
     this._agree(f[0].toString(), ext ? parseExtensionNames(ext) : null);
     if (this.listenerCount('upgrade')) {
@@ -670,8 +758,10 @@ class WebSocket extends Emitter {
   _onHandshakeFailed(f) {
     native.connections.delete(this._id);
     if (this._readyState !== WebSocket.CONNECTING) return;
-    const err = new Error(f[0].toString());
     const code = f[1].toString();
+    if (code === NEEDS_NODE_TLS && retryWithNodeTls(this)) return;
+    this._handshake = null;
+    const err = new Error(f[0].toString());
     if (code) {
       err.code = code;
       if (/^(connect|getaddrinfo) /.test(err.message)) {
@@ -685,6 +775,7 @@ class WebSocket extends Emitter {
   _onUnexpectedResponse(f) {
     native.connections.delete(this._id);
     if (this._readyState !== WebSocket.CONNECTING) return;
+    this._handshake = null;
     // With a listener, the handshake stays pending until the user calls terminate() or
     // close(), as in ws; the engine's side of it has ended already.
     this._id = 0;
@@ -744,7 +835,23 @@ class Rare {
     this.fragmentEnds = null;
     /** The Node socket behind an adopted connection (TLS or `createConnection`), if any. */
     this.bridge = null;
+    /** `_socket`, once made. */
+    this.socket = null;
+    /** `_socket.destroy()` was called: 0, `DESTROYED`, or `DESTROYED_WHILE_COMPRESSING`. */
+    this.socketDestroyed = 0;
   }
+}
+
+/**
+ * Node's error for a write to a destroyed stream, which ws's sends get when the socket is
+ * gone before their bytes were written.
+ *
+ * @return {Error} The error
+ */
+function streamDestroyed() {
+  const err = new Error('Cannot call write after a stream was destroyed');
+  err.code = 'ERR_STREAM_DESTROYED';
+  return err;
 }
 
 /**

@@ -10,7 +10,7 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use crate::engine::client::{self, ConnectParams, Target};
-use crate::engine::net::io_error_code;
+use crate::engine::net::{self, io_error_code};
 use crate::engine::registry;
 use crate::engine::{commands, events, proxy, runtime, server, tls, wire};
 use crate::protocol::deflate::DeflateParams;
@@ -83,6 +83,8 @@ pub struct Wire {
     pub flag: HashMap<String, u32>,
     pub header_len: u32,
     pub slot_bits: u32,
+    /// The HANDSHAKE_FAILED code of a TLS handshake the engine leaves to Node's TLS.
+    pub tls_needs_node: String,
 }
 
 #[napi(catch_unwind)]
@@ -95,6 +97,7 @@ pub fn wire() -> Wire {
         flag: table(wire::flag::ALL),
         header_len: wire::HEADER_LEN as u32,
         slot_bits: registry::SLOT_BITS,
+        tls_needs_node: tls::NEEDS_NODE.to_owned(),
     }
 }
 
@@ -192,6 +195,12 @@ pub fn listen(opts: ListenOptions) -> ListenResult {
             }
         }
     }
+}
+
+/// Whether the engine's TLS serves the server `tls` options (else Node's TLS does).
+#[napi(catch_unwind)]
+pub fn server_tls_usable(tls: ServerTlsOptions) -> bool {
+    server_tls(Some(tls)).is_ok()
 }
 
 #[napi(object)]
@@ -395,9 +404,14 @@ pub struct ConnectOptions {
     pub tls: Option<ClientTlsOptions>,
     /// A proxy URL, or `env` to take it from the environment.
     pub proxy: Option<String>,
+    /// Node's `family` (4 or 6), `localAddress` and `localPort`.
+    pub family: Option<u32>,
+    pub local_address: Option<String>,
+    pub local_port: Option<u32>,
 }
 
-/// Starts a client connection; returns its id.
+/// Starts a client connection; returns its id, or 0 when the engine's TLS cannot use the
+/// TLS options (JS then makes the handshake with Node's TLS).
 #[napi(catch_unwind)]
 pub fn connect(opts: ConnectOptions) -> Result<u32> {
     let target = match opts.socket_path {
@@ -417,7 +431,18 @@ pub fn connect(opts: ConnectOptions) -> Result<u32> {
         passphrase: t.passphrase,
         reject_unauthorized: t.reject_unauthorized.unwrap_or(true),
         servername: t.servername,
+        min_version: t.min_version,
+        max_version: t.max_version,
     });
+    let origin = net::Origin {
+        family: opts.family.filter(|f| *f == 4 || *f == 6).map(|f| f as u8),
+        local_ip: match opts.local_address.as_deref().map(str::parse) {
+            None => None,
+            Some(Ok(ip)) => Some(ip),
+            Some(Err(_)) => return Err(Error::new(Status::InvalidArg, "localAddress must be an IP address")),
+        },
+        local_port: opts.local_port.map(|p| p as u16),
+    };
     let params = ConnectParams {
         target,
         path: opts.path,
@@ -425,9 +450,14 @@ pub fn connect(opts: ConnectOptions) -> Result<u32> {
         protocols: opts.protocols,
         cfg: conn_config(&opts.conn, false, env_sink()),
         tls,
+        origin,
         proxy,
     };
-    client::connect(params).map_err(|e| Error::from_reason(e.to_string()))
+    match client::connect(params) {
+        Ok(id) => Ok(id),
+        Err(client::ConnectError::TlsUnusable) => Ok(0),
+        Err(client::ConnectError::Io(e)) => Err(Error::from_reason(e.to_string())),
+    }
 }
 
 /// Applies one tick's commands. Large payloads come as separate buffers.
@@ -440,6 +470,55 @@ pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) {
         }
         None => commands::apply(commands, &[]),
     }
+}
+
+/// What `ws._socket` reports of the engine's socket.
+#[napi(object)]
+pub struct SocketInfo {
+    /// Empty when the connection has no TCP socket (any more).
+    pub remote_address: String,
+    pub remote_port: u32,
+    pub remote_family: String,
+    pub local_address: String,
+    pub local_port: u32,
+    pub local_family: String,
+    pub bytes_read: f64,
+    pub bytes_written: f64,
+}
+
+/// The addresses and byte counts of connection `id`'s socket; None when the connection is gone.
+#[napi(catch_unwind)]
+pub fn socket_info(id: u32) -> Option<SocketInfo> {
+    let shared = registry::lookup(id)?;
+    let (remote, local) = shared.with_socket(|s| s.addresses()).unwrap_or((None, None));
+    let family = |a: Option<std::net::SocketAddr>| a.map_or("", |a| if a.is_ipv4() { "IPv4" } else { "IPv6" }).to_owned();
+    Some(SocketInfo {
+        remote_address: remote.map(|a| a.ip().to_string()).unwrap_or_default(),
+        remote_port: remote.map_or(0, |a| a.port() as u32),
+        remote_family: family(remote),
+        local_address: local.map(|a| a.ip().to_string()).unwrap_or_default(),
+        local_port: local.map_or(0, |a| a.port() as u32),
+        local_family: family(local),
+        bytes_read: shared.read_total() as f64,
+        bytes_written: shared.written_total() as f64,
+    })
+}
+
+/// `setNoDelay` / `setKeepAlive` on connection `id`'s socket. False when it has none.
+#[napi(catch_unwind)]
+pub fn socket_option(id: u32, no_delay: Option<bool>, keep_alive: Option<bool>, keep_alive_delay_ms: Option<f64>) -> bool {
+    let Some(shared) = registry::lookup(id) else { return false };
+    shared
+        .with_socket(|s| {
+            if let Some(on) = no_delay {
+                let _ = s.set_no_delay(on);
+            }
+            if let Some(on) = keep_alive {
+                let secs = keep_alive_delay_ms.filter(|d| d.is_finite() && *d > 0.0).map_or(0, |d| (d / 1000.0).max(1.0) as u32);
+                let _ = s.set_keep_alive(on, secs);
+            }
+        })
+        .is_some()
 }
 
 /// Bytes queued in the engine and not yet written to the socket.

@@ -128,6 +128,8 @@ pub struct ClientTlsOptions {
     pub passphrase: Option<String>,
     pub reject_unauthorized: Option<bool>,
     pub servername: Option<String>,
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
 }
 
 pub fn bufs(v: Option<Vec<Buffer>>) -> Vec<Vec<u8>> {

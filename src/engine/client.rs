@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::config::ConnConfig;
 use super::connection::{ClientHandshake, Connection};
 use super::events;
-use super::net::{connect_tcp, io_error_code};
+use super::net::{connect_tcp, io_error_code, Origin};
 use super::park::allow_direct_writes;
 use super::proxy::{self, Proxy};
 use super::registry::{self, unregister};
@@ -34,6 +34,8 @@ pub struct ConnectParams {
     pub cfg: ConnConfig,
     /// `wss:`: the TLS options.
     pub tls: Option<ClientTls>,
+    /// Family and local address of the TCP connection (to the proxy, with one).
+    pub origin: Origin,
     /// The proxy, or why its URL is unusable (reported as the handshake's failure).
     pub proxy: Option<Result<Proxy, proxy::ProxyError>>,
 }
@@ -54,10 +56,22 @@ async fn within<T>(deadline: Option<Instant>, f: impl std::future::Future<Output
     }
 }
 
-/// Starts a client connection and returns its id at once; the outcome arrives as an OPEN or
-/// HANDSHAKE_FAILED event.
-pub fn connect(p: ConnectParams) -> io::Result<u32> {
-    let handle = runtime::handle()?;
+/// Why a client connection did not start.
+pub enum ConnectError {
+    Io(io::Error),
+    /// The engine's TLS cannot use the TLS options (a certificate format rustls does not
+    /// read, for one): Node's TLS may.
+    TlsUnusable,
+}
+
+/// Starts a client connection and returns its id at once; the outcome arrives as an OPEN,
+/// HANDSHAKE_FAILED or UNEXPECTED_RESPONSE record.
+pub fn connect(p: ConnectParams) -> Result<u32, ConnectError> {
+    let config = match &p.tls {
+        Some(t) => Some(tls::client_config(t).map_err(|_| ConnectError::TlsUnusable)?),
+        None => None,
+    };
+    let handle = runtime::handle().map_err(ConnectError::Io)?;
     let key = tungstenite::handshake::client::generate_key();
     let mut headers = p.headers;
     headers.push(("Sec-WebSocket-Key".into(), key.clone()));
@@ -66,7 +80,7 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
     }
     let shared = Shared::new(true, p.cfg.sink.id);
     shared.lock().raw(&client_request(&p.path, &headers));
-    let id = registry::register(shared.clone()).ok_or_else(registry::no_id_error)?;
+    let id = registry::register(shared.clone()).ok_or_else(|| ConnectError::Io(registry::no_id_error()))?;
     let cfg = Arc::new(p.cfg);
     let hs = ClientHandshake { key, protocols: p.protocols };
     handle.spawn(async move {
@@ -79,11 +93,11 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
                 };
                 let tcp = async {
                     match &proxy {
-                        Some(px) => proxy::tunnel(px, &host, port).await,
-                        None => connect_tcp(&host, port).await,
+                        Some(px) => proxy::tunnel(px, &host, port, p.origin).await,
+                        None => connect_tcp(&host, port, p.origin).await,
                     }
                 };
-                match p.tls {
+                match p.tls.zip(config) {
                     None => match within(deadline, tcp).await {
                         Ok(s) => {
                             allow_direct_writes(&shared, &s);
@@ -91,9 +105,8 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
                         }
                         Err((code, msg)) => fail(&cfg.sink, id, &msg, &code),
                     },
-                    Some(t) => {
+                    Some((t, config)) => {
                         let secured = async {
-                            let config = tls::client_config(&t).map_err(|e| (e.code, e.message))?;
                             let name = tls::server_name(&t, &host).map_err(|e| (e.code, e.message))?;
                             let s = tcp.await?;
                             tokio_rustls::TlsConnector::from(config).connect(name, s).await.map_err(|e| {
@@ -102,7 +115,10 @@ pub fn connect(p: ConnectParams) -> io::Result<u32> {
                             })
                         };
                         match within(deadline, secured).await {
-                            Ok(s) => Connection::client(s, id, shared, cfg, hs, deadline).run().await,
+                            Ok(s) => {
+                                shared.lock().set_fd(std::os::fd::AsRawFd::as_raw_fd(s.get_ref().0), false);
+                                Connection::client(s, id, shared, cfg, hs, deadline).run().await
+                            }
                             Err((code, msg)) => fail(&cfg.sink, id, &msg, &code),
                         }
                     }

@@ -65,7 +65,7 @@ pub fn apply(cmds: &[u8], external: &[&[u8]]) {
         let mut out = shared.lock();
         apply_one(shared, &mut out, &c, &mut cache);
         let frames_only = matches!(c.op, op::SEND | op::PING | op::PONG) && !c.has(flag::ACK);
-        if frames_only && out.fd().is_some() {
+        if frames_only && out.direct() {
             if !direct.last().is_some_and(|d| Arc::ptr_eq(d, shared)) {
                 direct.push(shared.clone());
             }

@@ -2,7 +2,7 @@
 //! connect, and the batches that carry events to JS and commands from it.
 //!
 //! Files depend on each other in one direction only (checked by `layering_tests.rs`):
-//! `wire` and `state` are leaves; `events` carries `wire`'s records; `registry` maps ids to
+//! `wire`, `net` and `state` are at the bottom; `events` carries `wire`'s records; `registry` maps ids to
 //! `state`; `connection` runs a connection on a transport; `park` holds idle connections;
 //! `commands` applies JS's commands; `server` and `client` start connections.
 

@@ -371,8 +371,8 @@ async fn socks5_connect(s: &mut TcpStream, p: &Proxy, host: &str, port: u16) -> 
 }
 
 /// Connects to the proxy and opens a tunnel to `host:port`.
-pub async fn tunnel(p: &Proxy, host: &str, port: u16) -> Result<TcpStream, ProxyError> {
-    let mut s = super::net::connect_tcp(&p.host, p.port)
+pub async fn tunnel(p: &Proxy, host: &str, port: u16, origin: super::net::Origin) -> Result<TcpStream, ProxyError> {
+    let mut s = super::net::connect_tcp(&p.host, p.port, origin)
         .await
         .map_err(|(code, msg)| (code, format!("{msg} (proxy {})", p.display())))?;
     match p.kind {

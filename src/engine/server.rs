@@ -153,6 +153,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(120);
 async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, cfg: Arc<ConnConfig>, peer: PeerInfo) {
     let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else { return };
     let shared = Shared::new(false, cfg.sink.id);
+    shared.lock().set_fd(std::os::fd::AsRawFd::as_raw_fd(tls.get_ref().0), false);
     let Some(id) = registry::register(shared.clone()) else { return };
     Connection::server(tls, id, shared, cfg, peer).run().await
 }

@@ -94,6 +94,31 @@ impl Acks {
     }
 }
 
+/// The outbox's flags, as bits of one word (every idle connection holds an outbox).
+mod bit {
+    pub const CLOSE_QUEUED: u16 = 1;
+    pub const TERMINATE: u16 = 1 << 1;
+    pub const PAUSED: u16 = 1 << 2;
+    /// A data message is being sent in fragments.
+    pub const FRAGMENTING: u16 = 1 << 3;
+    /// The handshake is over and frames may be queued.
+    pub const OPEN: u16 = 1 << 4;
+    pub const RAW_END: u16 = 1 << 5;
+    /// The connection's task ran since the park thread's last sweep.
+    pub const POLLED: u16 = 1 << 6;
+    /// The park thread asks the connection to park (it was idle for a whole sweep).
+    pub const PARK_ASKED: u16 = 1 << 7;
+    /// The connection is parked.
+    pub const PARKED: u16 = 1 << 8;
+    /// The task holds bytes it is writing: nobody else may write to the socket.
+    pub const TASK_BUSY: u16 = 1 << 9;
+    /// JS may write the connection's frames to `fd` directly (a plain TCP socket).
+    pub const DIRECT: u16 = 1 << 10;
+    /// JS decided about the upgrade request: it accepted it, or (without `ACCEPTED`) refused.
+    pub const DECIDED: u16 = 1 << 11;
+    pub const ACCEPTED: u16 = 1 << 12;
+}
+
 /// Bytes and requests waiting for the connection task.
 #[derive(Default)]
 pub struct Outbox {
@@ -104,26 +129,15 @@ pub struct Outbox {
     /// the task reports them as its writes pass them.
     acks: Acks,
     waker: Option<Waker>,
-    close_queued: bool,
-    terminate: bool,
-    paused: bool,
-    fragmenting: bool,
-    decision: Option<Decision>,
-    /// The handshake is over and frames may be queued.
-    open: bool,
-    raw_end: bool,
-    /// A plain TCP socket's descriptor, while the connection (on its task or parked) owns the
-    /// socket: frames may then be written from the JS thread directly (see
-    /// `engine::commands`). Such connections park when idle (see `engine::park`).
+    flags: u16,
+    /// Bytes queued before the connection opened (its HTTP head, first on the wire; at most
+    /// 65,535 are told apart): not `bufferedAmount`, which counts WebSocket data only, as in ws.
+    head_len: u16,
+    /// The TCP socket's descriptor while the connection (on its task or parked) owns it, for
+    /// the socket's options and addresses (`ws._socket`). On a plain TCP socket (`DIRECT`),
+    /// frames may also be written from the JS thread directly (see `engine::commands`); such
+    /// connections park when idle (see `engine::park`).
     fd: Descriptor,
-    /// The connection's task ran since the park thread's last sweep.
-    polled: bool,
-    /// The park thread asks the connection to park (it was idle for a whole sweep).
-    park_asked: bool,
-    /// The connection is parked.
-    parked: bool,
-    /// The task holds bytes it is writing: nobody else may write to the socket.
-    task_busy: bool,
     /// permessage-deflate was agreed: COMPRESS sends are compressed.
     deflate: Option<Box<Compression>>,
 }
@@ -132,6 +146,8 @@ pub struct Outbox {
 pub struct Shared {
     out: Mutex<Outbox>,
     written_total: AtomicU64,
+    /// Bytes read from the socket (`ws._socket.bytesRead`).
+    read_total: AtomicU64,
     /// Clients mask their frames.
     pub is_client: bool,
     /// The id of the events sink (Node environment) the connection belongs to.
@@ -140,7 +156,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(is_client: bool, sink: u32) -> Arc<Self> {
-        Arc::new(Shared { out: Mutex::new(Outbox::default()), written_total: AtomicU64::new(0), is_client, sink })
+        Arc::new(Shared { out: Mutex::new(Outbox::default()), written_total: AtomicU64::new(0), read_total: AtomicU64::new(0), is_client, sink })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Outbox> {
@@ -154,7 +170,9 @@ impl Shared {
 
     /// `buffered()` for a caller that holds the lock.
     pub fn buffered_in(&self, out: &Outbox) -> u64 {
-        (out.queued_total + out.deflate.as_ref().map_or(0, |d| d.pending_bytes)).saturating_sub(self.written_total())
+        let written = self.written_total();
+        let queued = out.queued_total + out.deflate.as_ref().map_or(0, |d| d.pending_bytes);
+        queued.saturating_sub(written).saturating_sub((out.head_len as u64).saturating_sub(written))
     }
 
     /// Bytes written to the socket, by the task or from JS's thread directly.
@@ -165,6 +183,27 @@ impl Shared {
     /// Counts `n` more bytes written to the socket.
     pub fn wrote(&self, n: usize) {
         self.written_total.fetch_add(n as u64, Ordering::AcqRel);
+    }
+
+    /// Bytes read from the socket.
+    pub fn read_total(&self) -> u64 {
+        self.read_total.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more bytes read from the socket (only the connection's task reads).
+    pub fn read(&self, n: usize) {
+        self.read_total.store(self.read_total() + n as u64, Ordering::Relaxed);
+    }
+
+    /// Runs `f` on the connection's TCP socket while the connection owns one (held open by the
+    /// lock for the call).
+    pub fn with_socket<R>(&self, f: impl FnOnce(&super::net::SocketRef) -> R) -> Option<R> {
+        let out = self.lock();
+        let fd = out.fd()?;
+        // SAFETY: the connection withdraws `fd` under this lock before its socket closes, and
+        // the lock is held until `f` returns.
+        let socket = unsafe { super::net::SocketRef::new(fd) };
+        Some(f(&socket))
     }
 
     /// JS accepted the upgrade request: writes its 101 answer and opens the connection.
@@ -181,8 +220,10 @@ impl Shared {
         let waker = {
             let mut out = self.lock();
             out.raw(response);
-            out.open |= decision == Decision::Accept;
-            out.decision = Some(decision);
+            let accept = decision == Decision::Accept;
+            out.set(bit::OPEN, accept);
+            out.set(bit::DECIDED, true);
+            out.set(bit::ACCEPTED, accept);
             out.waker.take()
         };
         if let Some(w) = waker {
@@ -194,7 +235,7 @@ impl Shared {
     pub fn terminate(&self) {
         let waker = {
             let mut out = self.lock();
-            out.terminate = true;
+            out.set(bit::TERMINATE, true);
             out.waker.take()
         };
         if let Some(w) = waker {
@@ -207,7 +248,7 @@ impl Shared {
     /// 5.5.3 lets pongs be skipped).
     pub fn auto_pong(&self, payload: &[u8], backlog: u64) {
         let mut out = self.lock();
-        if out.open && !out.close_queued && self.buffered_in(&out) < backlog {
+        if out.can_send() && self.buffered_in(&out) < backlog {
             let mask = self.is_client.then(mask_key);
             out.frame(OP_PONG, true, payload, mask);
         }
@@ -215,32 +256,63 @@ impl Shared {
 }
 
 impl Outbox {
+    fn has(&self, b: u16) -> bool {
+        self.flags & b != 0
+    }
+
+    fn set(&mut self, b: u16, on: bool) {
+        if on {
+            self.flags |= b;
+        } else {
+            self.flags &= !b;
+        }
+    }
+
+    /// Clears flag `b`; returns whether it was set.
+    fn take(&mut self, b: u16) -> bool {
+        let was = self.has(b);
+        self.flags &= !b;
+        was
+    }
+
     // What JS asked for, read by the connection's task.
 
     pub fn decision(&self) -> Option<Decision> {
-        self.decision
+        match (self.has(bit::DECIDED), self.has(bit::ACCEPTED)) {
+            (false, _) => None,
+            (true, true) => Some(Decision::Accept),
+            (true, false) => Some(Decision::Reject),
+        }
     }
 
     pub fn terminating(&self) -> bool {
-        self.terminate
+        self.has(bit::TERMINATE)
     }
 
     /// JS ended a request's socket (`wsClientError`) after its raw bytes.
     pub fn raw_ended(&self) -> bool {
-        self.raw_end
+        self.has(bit::RAW_END)
     }
 
     pub fn close_queued(&self) -> bool {
-        self.close_queued
+        self.has(bit::CLOSE_QUEUED)
     }
 
     pub fn paused(&self) -> bool {
-        self.paused
+        self.has(bit::PAUSED)
     }
 
     /// Sends wait for their callbacks.
     pub fn has_acks(&self) -> bool {
         !self.acks.is_empty()
+    }
+
+    /// Of the sends whose callbacks wait, how many were queued as frames and how many behind
+    /// a compression (for a connection that ends: they were never written).
+    pub fn unsent_callbacks(&self) -> (u32, u32) {
+        let frames = self.acks.0.as_ref().map_or(0, |v| v.len());
+        let compressing = self.deflate.as_ref().map_or(0, |d| d.jobs.iter().filter(|j| j.ack).count());
+        (frames as u32, compressing as u32)
     }
 
     /// Nothing left for the task to write: no bytes, no compression under way.
@@ -251,15 +323,11 @@ impl Outbox {
     /// Nothing from JS waits for the connection's task: no bytes, callbacks, compression,
     /// close, end, pause or termination (the connection's side is `Connection::parkable`).
     pub fn quiet(&self) -> bool {
-        self.open
+        self.has(bit::OPEN)
             && self.buf.is_empty()
             && self.acks.is_empty()
             && !self.queueing()
-            && !self.task_busy
-            && !self.close_queued
-            && !self.terminate
-            && !self.paused
-            && !self.raw_end
+            && !self.has(bit::TASK_BUSY | bit::CLOSE_QUEUED | bit::TERMINATE | bit::PAUSED | bit::RAW_END)
     }
 
     /// True while frames must queue behind compression jobs.
@@ -272,13 +340,13 @@ impl Outbox {
     /// The task runs: the park thread's sweep sees it busy, and the outbox wakes `waker` for
     /// what JS queues next. Returns whether the park thread asked the connection to park.
     pub fn polled(&mut self, waker: &Waker) -> bool {
-        self.polled = true;
-        self.parked = false;
+        self.set(bit::POLLED, true);
+        self.set(bit::PARKED, false);
         match &self.waker {
             Some(w) if w.will_wake(waker) => {}
             _ => self.waker = Some(waker.clone()),
         }
-        std::mem::take(&mut self.park_asked)
+        self.take(bit::PARK_ASKED)
     }
 
     /// The task takes the queued bytes to write them: nobody else writes until it is done.
@@ -286,13 +354,13 @@ impl Outbox {
         if self.buf.is_empty() {
             return None;
         }
-        self.task_busy = true;
+        self.set(bit::TASK_BUSY, true);
         Some(std::mem::take(&mut self.buf))
     }
 
     /// The task wrote all it took.
     pub fn writes_done(&mut self) {
-        self.task_busy = false;
+        self.set(bit::TASK_BUSY, false);
     }
 
     /// The sends whose bytes `written` has reached: how many callbacks are due.
@@ -302,7 +370,7 @@ impl Outbox {
 
     /// The handshake is over: frames may be queued.
     pub fn open(&mut self) {
-        self.open = true;
+        self.set(bit::OPEN, true);
     }
 
     /// permessage-deflate was agreed: sends asked to be compressed are, as ws's sender decides
@@ -314,6 +382,10 @@ impl Outbox {
     /// The compression jobs queued so far, for the task to run (later frames keep queueing
     /// behind them until `jobs_done`).
     pub fn take_jobs(&mut self) -> Option<VecDeque<Job>> {
+        if self.has(bit::TERMINATE) {
+            // The connection ends: nothing more is compressed (the jobs' callbacks fail).
+            return None;
+        }
         let d = self.deflate.as_mut().filter(|d| !d.jobs.is_empty())?;
         d.deflating = true;
         Some(std::mem::take(&mut d.jobs))
@@ -342,10 +414,10 @@ impl Outbox {
     /// The sweep's question: if the task did not run since the last sweep and nothing waits
     /// for it, the connection is asked to park; returns the waker that tells its task.
     pub fn ask_to_park(&mut self) -> Option<Waker> {
-        if std::mem::take(&mut self.polled) || self.parked || self.park_asked || self.fd().is_none() || !self.quiet() {
+        if self.take(bit::POLLED) || self.has(bit::PARKED | bit::PARK_ASKED) || !self.has(bit::DIRECT) || !self.quiet() {
             return None;
         }
-        self.park_asked = true;
+        self.set(bit::PARK_ASKED, true);
         self.waker.take()
     }
 
@@ -356,28 +428,41 @@ impl Outbox {
         self.buf = Vec::new();
         self.acks = Acks::default();
         self.waker = Some(waker);
-        self.parked = true;
+        self.set(bit::PARKED, true);
     }
 
     // Direct writes (see `engine::commands`).
 
-    /// The socket JS may write to directly, if any.
+    /// The connection's TCP socket, while it owns one.
     pub fn fd(&self) -> Option<i32> {
         (self.fd.0 >= 0).then_some(self.fd.0)
     }
 
-    /// Lets JS write this connection's frames to socket `fd` directly (None: no longer; the
-    /// connection withdraws it before the socket closes).
-    pub fn set_fd(&mut self, fd: Option<i32>) {
-        self.fd = Descriptor(fd.unwrap_or(-1));
+    /// JS may write this connection's frames to its socket directly.
+    pub fn direct(&self) -> bool {
+        self.has(bit::DIRECT)
+    }
+
+    /// The connection's TCP socket `fd`; `direct`: a plain one, to which JS may write the
+    /// connection's frames directly.
+    pub fn set_fd(&mut self, fd: i32, direct: bool) {
+        self.fd = Descriptor(fd);
+        self.set(bit::DIRECT, direct);
+    }
+
+    /// The connection withdraws its socket before it closes: nobody may use `fd` any more.
+    pub fn withdraw_fd(&mut self) {
+        self.fd = Descriptor(-1);
+        self.set(bit::DIRECT, false);
     }
 
     /// The socket and the bytes JS may write there now, from its own thread: only when the
     /// task is not writing itself, no callback waits for the bytes, nothing is compressing,
-    /// and no close or termination is queued.
+    /// and no close is queued. A termination queued after the bytes does not hold them back:
+    /// as with ws, whose sends reach the socket before `terminate()` destroys it.
     pub fn direct_write(&self) -> Option<(i32, &[u8])> {
         let fd = self.fd()?;
-        if self.task_busy || !self.acks.is_empty() || self.queueing() || self.close_queued || self.terminate || self.buf.is_empty() {
+        if !self.has(bit::DIRECT) || self.has(bit::TASK_BUSY | bit::CLOSE_QUEUED) || !self.acks.is_empty() || self.queueing() || self.buf.is_empty() {
             return None;
         }
         Some((fd, &self.buf))
@@ -400,18 +485,18 @@ impl Outbox {
 
     /// The handshake is over (JS accepted, or the client's handshake succeeded).
     pub fn is_open(&self) -> bool {
-        self.open
+        self.has(bit::OPEN)
     }
 
     /// Data, pings and pongs may be queued: open, and no close queued.
     pub fn can_send(&self) -> bool {
-        self.open && !self.close_queued
+        self.has(bit::OPEN) && !self.has(bit::CLOSE_QUEUED)
     }
 
     /// Starts or continues a data message. Returns its frame's opcode and whether the frame
     /// goes to compression (ws decides on the first fragment, for the whole message).
     pub fn data_frame(&mut self, binary: bool, fin: bool, compress: bool, len: usize) -> (u8, bool, bool) {
-        let first = !self.fragmenting;
+        let first = !self.has(bit::FRAGMENTING);
         let opcode = if !first {
             OP_CONTINUATION
         } else if binary {
@@ -419,7 +504,7 @@ impl Outbox {
         } else {
             OP_TEXT
         };
-        self.fragmenting = !fin;
+        self.set(bit::FRAGMENTING, !fin);
         let compressed = match self.deflate.as_mut() {
             Some(d) => {
                 if first {
@@ -485,12 +570,15 @@ impl Outbox {
     pub fn raw(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
         self.queued_total += bytes.len() as u64;
+        if !self.has(bit::OPEN) {
+            self.head_len = self.head_len.saturating_add(u16::try_from(bytes.len()).unwrap_or(u16::MAX));
+        }
     }
 
     /// `wsClientError`'s `socket.end()`: the last raw bytes, then the connection ends.
     pub fn raw_end(&mut self, bytes: &[u8]) {
         self.raw(bytes);
-        self.raw_end = true;
+        self.set(bit::RAW_END, true);
     }
 
     /// A close frame with an optional code and reason.
@@ -501,15 +589,15 @@ impl Outbox {
             body.extend_from_slice(reason);
         }
         self.frame(OP_CLOSE, true, &body, mask);
-        self.close_queued = true;
+        self.set(bit::CLOSE_QUEUED, true);
     }
 
     pub fn terminate(&mut self) {
-        self.terminate = true;
+        self.set(bit::TERMINATE, true);
     }
 
     pub fn pause(&mut self, paused: bool) {
-        self.paused = paused;
+        self.set(bit::PAUSED, paused);
     }
 }
 

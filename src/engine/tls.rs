@@ -53,6 +53,37 @@ pub struct ClientTls {
     pub reject_unauthorized: bool,
     /// `Some("")` turns SNI off; `None` uses the host (unless it is an IP address).
     pub servername: Option<String>,
+    /// Node's `minVersion` / `maxVersion` (`TLSv1.2`, `TLSv1.3`); None: both.
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
+}
+
+/// The code of a handshake that rustls cannot judge (a certificate it cannot read, such as
+/// an X.509 version 1 one) where Node's TLS may succeed: JS then makes the handshake again
+/// through Node's TLS.
+pub const NEEDS_NODE: &str = "ERR_WS_NATIVE_TLS_NEEDS_NODE";
+
+/// The protocol versions between `min` and `max` (Node's names); Err: a version rustls does
+/// not speak is asked for.
+fn versions(min: Option<&str>, max: Option<&str>) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsError> {
+    let rank = |v: Option<&str>, default: u8| match v {
+        None => Ok(default),
+        Some("TLSv1.2") => Ok(2),
+        Some("TLSv1.3") => Ok(3),
+        Some(other) => Err(TlsError::new("ERR_TLS_INVALID_PROTOCOL_VERSION", format!("{other} is not supported by the engine's TLS"))),
+    };
+    let (lo, hi) = (rank(min, 2)?, rank(max, 3)?);
+    let mut out = Vec::new();
+    if lo <= 2 && hi >= 2 {
+        out.push(&rustls::version::TLS12);
+    }
+    if hi >= 3 {
+        out.push(&rustls::version::TLS13);
+    }
+    if out.is_empty() {
+        return Err(TlsError::new("ERR_TLS_PROTOCOL_VERSION_CONFLICT", "minVersion is above maxVersion"));
+    }
+    Ok(out)
 }
 
 /// The server's TLS options.
@@ -326,6 +357,15 @@ fn node_error(e: &CertificateError, end_entity: &CertificateDer<'_>, intermediat
     }
 }
 
+/// The server's certificate can be read by webpki; if not (version 1, an unknown algorithm),
+/// the handshake is for Node's TLS to make (`NEEDS_NODE`).
+fn readable(end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    match webpki::EndEntityCert::try_from(end_entity) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(wrap(TlsError::new(NEEDS_NODE, format!("the engine's TLS cannot read the server's certificate ({e})")))),
+    }
+}
+
 fn wrap(e: TlsError) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
 }
@@ -368,6 +408,7 @@ impl ServerCertVerifier for NodeVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        readable(end_entity)?;
         match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(e)) => {
                 if self.pinned.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
@@ -402,7 +443,9 @@ struct AcceptAny {
 }
 
 impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(&self, end_entity: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        // The handshake's signature is checked with the certificate's key: it must be readable.
+        readable(end_entity)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -421,7 +464,8 @@ impl ServerCertVerifier for AcceptAny {
 
 fn build_client_config(o: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(config_error)?;
+    let versions = versions(o.min_version.as_deref(), o.max_version.as_deref())?;
+    let builder = ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions).map_err(config_error)?;
     let builder = if o.reject_unauthorized {
         let roots = roots_from(&o.ca)?;
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -476,6 +520,10 @@ pub fn client_config(o: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
     }
     k.push(o.reject_unauthorized as u8);
     k.push((o.servername.as_deref() == Some("")) as u8);
+    for v in [&o.min_version, &o.max_version] {
+        k.extend_from_slice(v.as_deref().unwrap_or("-").as_bytes());
+        k.push(0);
+    }
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     if let Some(c) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&k) {
         return Ok(c.clone());

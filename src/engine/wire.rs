@@ -38,7 +38,11 @@ numbers! {
         PONG = 5,
         /// The peer's close frame arrived: `[code u16 BE][reason]`.
         CLOSE_FRAME = 6,
-        /// The connection ended: `[code u16 BE][reason]`. Last record for an id.
+        /// The connection ended: `[code u16 BE][frames u32 LE][compressing u32 LE][unsent u64
+        /// LE][reason]`: the peer's close code and reason (1006 and none without a close
+        /// frame); of the sends still waiting for their callbacks, how many were queued as
+        /// frames and how many behind a compression (both never written); the bytes queued
+        /// and never written. Last record for an id.
         CLOSED = 7,
         /// A protocol error: fields constructor (`[u8]`: 0 Error, 1 RangeError, 2 SyntaxError),
         /// code, message, close code (`[u16 BE]`).
@@ -269,8 +273,15 @@ impl Records {
         self.code(kind::CLOSE_FRAME, id, code, reason);
     }
 
-    pub fn closed(&mut self, id: u32, code: u16, reason: &[u8]) {
-        self.code(kind::CLOSED, id, code, reason);
+    /// `callbacks`: the sends whose callbacks still wait, as frames and behind a compression;
+    /// `unsent`: the bytes queued and never written.
+    pub fn closed(&mut self, id: u32, code: u16, reason: &[u8], callbacks: (u32, u32), unsent: u64) {
+        self.header(kind::CLOSED, 0, id, 18 + reason.len());
+        self.buf.extend_from_slice(&code.to_be_bytes());
+        self.buf.extend_from_slice(&callbacks.0.to_le_bytes());
+        self.buf.extend_from_slice(&callbacks.1.to_le_bytes());
+        self.buf.extend_from_slice(&unsent.to_le_bytes());
+        self.buf.extend_from_slice(reason);
     }
 
     /// `ctor`: 0 Error, 1 RangeError, 2 SyntaxError (the class JS makes).

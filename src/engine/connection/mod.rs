@@ -94,7 +94,7 @@ impl std::ops::Deref for Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.0.lock().set_fd(None);
+        self.0.lock().withdraw_fd();
     }
 }
 
@@ -187,6 +187,14 @@ impl<T: Transport> Connection<T> {
             }
         }
         if out.terminating() {
+            if self.phase == Phase::Open && self.wpos == self.wbuf.len() {
+                // What JS sent before terminating gets one try at the socket (see `poll_inner`).
+                if let Some(bytes) = out.take_writes() {
+                    self.wbuf = bytes;
+                    self.wpos = 0;
+                }
+                self.acks_pending = out.has_acks();
+            }
             return Some(match self.phase {
                 Phase::ClientHead => {
                     End::HandshakeFailed("WebSocket was closed before the connection was established".into(), String::new())
@@ -679,7 +687,11 @@ impl<T> Connection<T> {
         match end {
             End::Closed => {
                 let (code, reason) = self.peer_close.take().map_or((ABNORMAL, Vec::new()), |c| *c);
-                events::with_batch(|b| b.closed(id, code, &reason));
+                let (callbacks, unsent) = {
+                    let out = self.shared.lock();
+                    (out.unsent_callbacks(), self.shared.buffered_in(&out))
+                };
+                events::with_batch(|b| b.closed(id, code, &reason, callbacks, unsent));
             }
             End::HandshakeFailed(message, code) => {
                 events::with_batch(|b| b.handshake_failed(id, &message, &code));
@@ -718,6 +730,11 @@ impl<T: Transport> Connection<T> {
         loop {
             compression::run_jobs(&this.shared, this.zlib.as_deref_mut());
             if let Some(end) = this.sync_outbox(cx) {
+                if this.phase == Phase::Open {
+                    // A termination: what the socket takes at once goes out first, as ws's
+                    // sends reach the socket before `terminate()` destroys it.
+                    let _ = this.poll_write_side(cx);
+                }
                 return this.finish(end);
             }
             if this.phase == Phase::Open {
@@ -765,6 +782,7 @@ impl<T: Transport> Connection<T> {
                             if n == 0 {
                                 ReadOutcome::Eof
                             } else {
+                                this.shared.read(n);
                                 ReadOutcome::Data(this.on_bytes(&mut s[..n]))
                             }
                         }
