@@ -652,19 +652,23 @@ declare namespace WebSocket {
          */
         closeTimeout?: number | undefined;
         /**
-         * The maximum number of fragments in a message. The value is coerced
-         * to a 32-bit signed integer. Defaults to 131072; 0 disables the
-         * limit. Exceeding it fails the connection with an error whose `code`
-         * is `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
+         * The maximum number of fragments in a message. Defaults to 16384, as
+         * in ws; 0 disables the limit. Exceeding it fails the connection with
+         * an error whose `code` is `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
          */
         maxFragments?: number | undefined;
         /**
-         * The maximum number of buffered data chunks. The value is coerced to
-         * a 32-bit signed integer. Defaults to 1048576; 0 disables the limit.
-         * Exceeding it fails the connection with an error whose `code` is
-         * `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
+         * ws's limit on the socket chunks its parser buffers. Accepted; the
+         * engine keeps no such list (each read is decoded at once, bounded by
+         * `maxPayload`).
          */
         maxBufferedChunks?: number | undefined;
+        /**
+         * The most automatic pongs that may wait to be written: a peer that
+         * sends more pings without reading the pongs is terminated, as in ws.
+         * Defaults to 60; 0 disables the limit.
+         */
+        maxPendingAutoPongs?: number | undefined;
         /**
          * A proxy for the connection, opened by the engine: `'http://[user:pass@]host:port'`
          * (HTTP `CONNECT`, Basic auth), `'socks5://...'` (the name is resolved locally) or
@@ -680,14 +684,16 @@ declare namespace WebSocket {
     }
 
     /**
-     * The native TLS server (`new WebSocketServer({ port, tls })`), an addition over ws:
-     * PEM certificates and keys (unencrypted keys only).
+     * The native TLS server (`new WebSocketServer({ port, tls })`), an addition over ws. The
+     * engine's TLS serves these options; any other option of `https.createServer()` (`pfx`,
+     * `ciphers`...), or a certificate the engine cannot read (X.509 version 1), makes Node's
+     * TLS serve the connections instead.
      */
-    interface ServerTlsOptions {
+    interface ServerTlsOptions extends SecureContextOptions {
         /** The certificate chain (PEM), or several chains. */
-        cert: string | Buffer | Array<string | Buffer>;
+        cert?: string | Buffer | Array<string | Buffer> | undefined;
         /** The private key (PEM: PKCS#8, PKCS#1 or SEC1; or encrypted PKCS#8 with `passphrase`). */
-        key: string | Buffer | Array<string | Buffer | { pem: string | Buffer; passphrase?: string | undefined }>;
+        key?: string | Buffer | Array<string | Buffer | { pem: string | Buffer; passphrase?: string | undefined }> | undefined;
         /** Decrypts an encrypted PKCS#8 `key` (`-----BEGIN ENCRYPTED PRIVATE KEY-----`). */
         passphrase?: string | undefined;
         /** The CAs that client certificates must chain to (with `requestCert`). */
@@ -710,24 +716,38 @@ declare namespace WebSocket {
          */
         closeTimeout?: number | undefined;
         /**
-         * The maximum number of fragments in a message. The value is coerced
-         * to a 32-bit signed integer. Defaults to 131072; 0 disables the
-         * limit. Exceeding it fails the connection with an error whose `code`
-         * is `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
+         * The maximum number of fragments in a message. Defaults to 16384, as
+         * in ws; 0 disables the limit. Exceeding it fails the connection with
+         * an error whose `code` is `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
          */
         maxFragments?: number | undefined;
         /**
-         * The maximum number of buffered data chunks. The value is coerced to
-         * a 32-bit signed integer. Defaults to 1048576; 0 disables the limit.
-         * Exceeding it fails the connection with an error whose `code` is
-         * `'WS_ERR_TOO_MANY_BUFFERED_PARTS'`.
+         * ws's limit on the socket chunks its parser buffers. Accepted; the
+         * engine keeps no such list (each read is decoded at once, bounded by
+         * `maxPayload`).
          */
         maxBufferedChunks?: number | undefined;
+        /**
+         * The most automatic pongs that may wait to be written: a peer that
+         * sends more pings without reading the pongs is terminated, as in ws.
+         * Defaults to 60; 0 disables the limit.
+         */
+        maxPendingAutoPongs?: number | undefined;
         /**
          * Serve `wss://` from the engine itself (with `port` only), an addition over ws.
          * `req.socket.encrypted` is `true` on its connections.
          */
         tls?: ServerTlsOptions | undefined;
+        /**
+         * Node's listen option: bind with SO_REUSEPORT, so that several processes listen on
+         * the same port and the kernel spreads the connections among them.
+         */
+        reusePort?: boolean | undefined;
+        /**
+         * Node's listen option: in a cluster worker, bind the port alone instead of sharing
+         * the primary's listening socket.
+         */
+        exclusive?: boolean | undefined;
         /**
          * ws-native addition: how long (ms) a client may take to send its
          * upgrade request before it is disconnected, as Node's

@@ -320,6 +320,32 @@ test("http.request's options: lookup, family, localAddress, setHost, auth, socke
   }
 });
 
+test('maxPendingAutoPongs: a burst of pings beyond it terminates the connection, as in ws', async () => {
+  const { frame, upgradeRequest } = require('./helpers');
+  for (const [count, options] of [[50, {}], [100, {}], [100, { maxPendingAutoPongs: 0 }], [10, { maxPendingAutoPongs: 5 }]]) {
+    await differential(async (impl, log) => {
+      const wss = new impl.WebSocketServer({ port: 0, host: '127.0.0.1', ...options });
+      await once(wss, 'listening');
+      wss.on('connection', (ws) => ws.on('close', (code) => log('server close', code)));
+      const s = net.connect(wss.address().port, '127.0.0.1');
+      s.write(upgradeRequest());
+      let got = Buffer.alloc(0);
+      s.on('data', (d) => (got = Buffer.concat([got, d])));
+      await new Promise((resolve) => {
+        const check = () => (got.includes('\r\n\r\n') ? resolve() : setTimeout(check, 5));
+        check();
+      });
+      const head = got.indexOf('\r\n\r\n') + 4;
+      s.write(Buffer.concat(Array.from({ length: count }, () => frame({ opcode: 9, payload: 'p' }))));
+      const ended = await Promise.race([once(s, 'close').then(() => 'closed'), new Promise((r) => setTimeout(() => r('open'), 300))]);
+      // Each pong is 3 bytes (unmasked, 1-byte payload).
+      log(count, ended, (got.length - head) / 3);
+      s.destroy();
+      await new Promise((resolve) => wss.close(resolve));
+    });
+  }
+});
+
 test('address() after close() is null, as in ws', async () => {
   await differential(async (impl, log) => {
     const wss = new impl.WebSocketServer({ port: 0, host: '127.0.0.1' });

@@ -403,6 +403,7 @@ function initAsClient(websocket, address, protocols, options) {
     maxFragments: opts.maxFragments,
     skipUtf8Validation: !!opts.skipUTF8Validation,
     autoPong: !!opts.autoPong,
+    maxPendingAutoPongs: opts.maxPendingAutoPongs,
     closeTimeout: opts.closeTimeout,
     handshakeTimeout: opts.handshakeTimeout,
     deflate: engineDeflate(opts.perMessageDeflate),

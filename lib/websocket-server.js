@@ -46,7 +46,10 @@ class WebSocketServer extends EventEmitter {
     options = {
       allowSynchronousEvents: true,
       autoPong: true,
+      maxBufferedChunks: 256 * 1024,
+      maxFragments: 16 * 1024,
       maxPayload: 100 * 1024 * 1024,
+      maxPendingAutoPongs: 60,
       skipUTF8Validation: false,
       perMessageDeflate: false,
       handleProtocols: null,
@@ -126,6 +129,7 @@ class WebSocketServer extends EventEmitter {
       maxFragments: o.maxFragments,
       skipUtf8Validation: !!o.skipUTF8Validation,
       autoPong: !!o.autoPong,
+      maxPendingAutoPongs: o.maxPendingAutoPongs,
       closeTimeout: o.closeTimeout,
       // An addition over ws: how long a client may take to send its upgrade request (a
       // slow or trickling client is disconnected), as Node's `headersTimeout` (60 s).

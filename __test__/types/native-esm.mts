@@ -1,11 +1,17 @@
-// ws-native-specific ESM typings: the default import is the same object as
-// the CommonJS export, so its static properties are typed (@types/ws's
-// index.d.mts declares the default export without them). Never executed.
+// ws-native's ESM typings have @types/ws's ESM shape: the default import is the
+// WebSocket class with its readyState constants, and WebSocketServer and
+// createWebSocketStream are named exports. Never executed.
 
 import WebSocket, { WebSocketServer, createWebSocketStream } from 'ws-native';
+import type { ServerOptions } from 'ws-native';
 
-const Same: typeof WebSocket = WebSocket.WebSocket;
-const server: WebSocketServer = new WebSocket.Server({ noServer: true, closeTimeout: 100 });
-const server2: WebSocket.WebSocketServer = new WebSocket.WebSocketServer({ noServer: true });
-const stream = WebSocket.createWebSocketStream(new Same('ws://127.0.0.1'));
-console.log(server, server2, stream, createWebSocketStream === WebSocket.createWebSocketStream);
+const server: WebSocketServer = new WebSocketServer({ noServer: true, closeTimeout: 100 });
+const options: ServerOptions = { port: 0, reusePort: true, tls: { pfx: Buffer.alloc(0), passphrase: 'x' } };
+const ws: WebSocket = new WebSocket('ws://127.0.0.1', { proxy: 'env', maxPendingAutoPongs: 10 });
+const stream = createWebSocketStream(ws);
+console.log(server, options, stream, WebSocket.OPEN);
+
+// @ts-expect-error as with @types/ws's index.d.mts, the default export has no WebSocket property
+new WebSocket.WebSocket('ws://127.0.0.1');
+// @ts-expect-error nor Server
+new WebSocket.Server({ noServer: true });

@@ -20,6 +20,7 @@ pub struct ConnOptions {
     pub max_fragments: Option<f64>,
     pub skip_utf8_validation: bool,
     pub auto_pong: bool,
+    pub max_pending_auto_pongs: Option<f64>,
     pub close_timeout: Option<f64>,
     pub handshake_timeout: Option<f64>,
     /// permessage-deflate settings; absent when disabled.
@@ -97,6 +98,7 @@ pub fn conn_config(o: &ConnOptions, is_server: bool, sink: std::sync::Arc<Sink>)
             allow_rsv1: false,
         },
         auto_pong: o.auto_pong,
+        max_pending_auto_pongs: o.max_pending_auto_pongs.filter(|v| v.is_finite() && *v > 0.0).map_or(0, |v| v.min(u32::MAX as f64) as u32),
         close_timeout: ms(o.close_timeout.unwrap_or(0.0)),
         handshake_timeout: o.handshake_timeout.filter(|v| *v > 0.0).map(ms),
         deflate: o.deflate.as_ref().map(deflate_options),

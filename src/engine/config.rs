@@ -16,6 +16,8 @@ use crate::protocol::receiver::ReceiverConfig;
 pub struct ConnConfig {
     pub receiver: ReceiverConfig,
     pub auto_pong: bool,
+    /// ws's `maxPendingAutoPongs` (0: no limit).
+    pub max_pending_auto_pongs: u32,
     pub close_timeout: Duration,
     /// Client: the whole opening handshake. Server: receiving the request head.
     pub handshake_timeout: Option<Duration>,

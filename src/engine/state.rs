@@ -243,15 +243,26 @@ impl Shared {
         }
     }
 
-    /// Answers a ping, unless a close is queued or `backlog` bytes already wait to be written:
-    /// a peer that floods pings and does not read our pongs cannot grow the outbox (RFC 6455
-    /// 5.5.3 lets pongs be skipped).
-    pub fn auto_pong(&self, payload: &[u8], backlog: u64) {
+    /// Answers a ping; `pending` auto-pongs wait to be written since the output was last all
+    /// written. With `max` (not 0) of them waiting, the connection is terminated instead, as
+    /// ws does (`maxPendingAutoPongs`); while `backlog` bytes wait, the pong is skipped (RFC
+    /// 6455 5.5.3 lets pongs be skipped). Returns the pending count after this ping.
+    pub fn auto_pong(&self, payload: &[u8], backlog: u64, pending: u16, max: u32) -> u16 {
         let mut out = self.lock();
-        if out.can_send() && self.buffered_in(&out) < backlog {
+        if !out.can_send() {
+            return pending;
+        }
+        let buffered = self.buffered_in(&out);
+        let pending = if buffered == 0 { 0 } else { pending };
+        if max > 0 && u32::from(pending) >= max {
+            out.terminate();
+            return pending;
+        }
+        if buffered < backlog {
             let mask = self.is_client.then(mask_key);
             out.frame(OP_PONG, true, payload, mask);
         }
+        pending.saturating_add(1)
     }
 }
 

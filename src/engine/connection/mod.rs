@@ -121,8 +121,11 @@ pub struct Connection<T> {
     peer_close: Option<Box<(u16, Vec<u8>)>>,
     protocol_error: bool,
     /// Message bytes delivered into the batch of epoch `batch_epoch` (see events::READ_AHEAD);
-    /// the epoch's low 32 bits, which tell one batch from the next.
-    batch_epoch: u32,
+    /// the epoch's low 16 bits, which tell one batch from the next.
+    batch_epoch: u16,
+    /// Auto-pongs queued since the connection's output was last all written (ws's
+    /// `maxPendingAutoPongs`).
+    pending_pongs: u16,
     batch_bytes: u32,
     read_eof: bool,
     want_shutdown: bool,
@@ -290,8 +293,8 @@ impl<T: Transport> Connection<T> {
             return false;
         }
         events::with_batch(|b| {
-            if b.epoch as u32 != self.batch_epoch {
-                self.batch_epoch = b.epoch as u32;
+            if b.epoch as u16 != self.batch_epoch {
+                self.batch_epoch = b.epoch as u16;
                 self.batch_bytes = 0;
                 false
             } else {
@@ -410,11 +413,13 @@ impl<T: Transport> Connection<T> {
         let id = self.id;
         let shared = &self.shared;
         let auto_pong = self.cfg.auto_pong;
+        let max_pongs = self.cfg.max_pending_auto_pongs;
+        let pending_pongs = &mut self.pending_pongs;
         let mut close: Option<(u16, Vec<u8>)> = None;
         let (batch_epoch, batch_bytes) = (&mut self.batch_epoch, &mut self.batch_bytes);
         let result = events::with_batch(|b| {
-            if b.epoch as u32 != *batch_epoch {
-                *batch_epoch = b.epoch as u32;
+            if b.epoch as u16 != *batch_epoch {
+                *batch_epoch = b.epoch as u16;
                 *batch_bytes = 0;
             }
             receiver.feed_inflating(data, inflater, |item| match item {
@@ -428,7 +433,10 @@ impl<T: Transport> Connection<T> {
                 }
                 Incoming::Ping(p) => {
                     if auto_pong {
-                        shared.auto_pong(p, PONG_BACKLOG);
+                        // As ws: a peer that does not take its pongs is terminated once
+                        // `maxPendingAutoPongs` wait (a pong is pending until our output is
+                        // all written).
+                        *pending_pongs = shared.auto_pong(p, PONG_BACKLOG, *pending_pongs, max_pongs);
                     }
                     count(batch_bytes, p.len() + CONTROL_COST);
                     b.ping(id, p);
@@ -617,6 +625,7 @@ impl<T> Connection<T> {
             peer_close: None,
             protocol_error: false,
             batch_epoch: 0,
+            pending_pongs: 0,
             batch_bytes: 0,
             read_eof: false,
             want_shutdown: false,
