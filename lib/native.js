@@ -9,8 +9,22 @@
 // The format and its numbers are the engine's (src/engine/wire.rs): the numbers are read from
 // the binding, never copied here.
 
-const binding = require('../binding.js');
+const binding = loadBinding();
 const { fields, upgradeRecord } = require('./records');
+
+/**
+ * The addon: its platform package, else a binary built in this directory (the napi CLI's
+ * loader, binding.js, looks for both).
+ *
+ * @return {Object}
+ */
+function loadBinding() {
+  try {
+    return require('../binding.js');
+  } catch (err) {
+    throw require('./platform').noBinaryError(err);
+  }
+}
 
 const wire = binding.wire();
 const { event: EVENT, op: OP, flag: FLAG } = wire;

@@ -9,7 +9,9 @@ pub mod protocol;
 pub mod engine;
 
 /// Over-aligned small blocks (tokio's per-connection task cells and I/O registrations) from
-/// slabs, everything else from the system's malloc: see `engine::alloc`.
+/// slabs, everything else from the system's malloc: see `engine::alloc` (Unix; elsewhere
+/// the system's allocator serves everything).
+#[cfg(unix)]
 #[global_allocator]
 static ALLOCATOR: engine::alloc::Allocator = engine::alloc::Allocator;
 

@@ -11,7 +11,11 @@ use crate::engine::{park, registry};
 #[napi(catch_unwind)]
 pub fn heap_stats() -> Vec<f64> {
     let (used, free, mapped) = malloc_stats();
-    vec![used as f64, free as f64, mapped as f64, crate::engine::alloc::resident_bytes() as f64]
+    #[cfg(unix)]
+    let slabs = crate::engine::alloc::resident_bytes();
+    #[cfg(not(unix))]
+    let slabs = 0;
+    vec![used as f64, free as f64, mapped as f64, slabs as f64]
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -490,7 +490,7 @@ pub struct SocketInfo {
 #[napi(catch_unwind)]
 pub fn socket_info(id: u32) -> Option<SocketInfo> {
     let shared = registry::lookup(id)?;
-    let (remote, local) = shared.with_socket(|s| s.addresses()).unwrap_or((None, None));
+    let (remote, local) = shared.socket_addresses();
     let family = |a: Option<std::net::SocketAddr>| a.map_or("", |a| if a.is_ipv4() { "IPv4" } else { "IPv6" }).to_owned();
     Some(SocketInfo {
         remote_address: remote.map(|a| a.ip().to_string()).unwrap_or_default(),
@@ -508,17 +508,8 @@ pub fn socket_info(id: u32) -> Option<SocketInfo> {
 #[napi(catch_unwind)]
 pub fn socket_option(id: u32, no_delay: Option<bool>, keep_alive: Option<bool>, keep_alive_delay_ms: Option<f64>) -> bool {
     let Some(shared) = registry::lookup(id) else { return false };
-    shared
-        .with_socket(|s| {
-            if let Some(on) = no_delay {
-                let _ = s.set_no_delay(on);
-            }
-            if let Some(on) = keep_alive {
-                let secs = keep_alive_delay_ms.filter(|d| d.is_finite() && *d > 0.0).map_or(0, |d| (d / 1000.0).max(1.0) as u32);
-                let _ = s.set_keep_alive(on, secs);
-            }
-        })
-        .is_some()
+    let delay_secs = keep_alive_delay_ms.filter(|d| d.is_finite() && *d > 0.0).map_or(0, |d| (d / 1000.0).max(1.0) as u32);
+    shared.set_socket_options(no_delay, keep_alive.map(|on| (on, delay_secs)))
 }
 
 /// Bytes queued in the engine and not yet written to the socket.

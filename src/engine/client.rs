@@ -5,7 +5,6 @@
 use std::io;
 use std::sync::Arc;
 
-use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use super::config::ConnConfig;
@@ -44,6 +43,17 @@ fn fail(sink: &events::Sink, id: u32, message: &str, code: &str) {
     unregister(id);
     let _entered = events::enter(sink);
     events::with_batch(|b| b.handshake_failed(id, message, code));
+}
+
+#[cfg(unix)]
+async fn connect_unix(path: &str) -> io::Result<tokio::net::UnixStream> {
+    tokio::net::UnixStream::connect(path).await
+}
+
+/// `ws+unix:` URLs need Unix sockets (a stand-in type that never connects elsewhere).
+#[cfg(not(unix))]
+async fn connect_unix(_: &str) -> io::Result<tokio::net::TcpStream> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "ws+unix: URLs need Unix sockets"))
 }
 
 /// Runs a setup step within the handshake deadline.
@@ -116,7 +126,7 @@ pub fn connect(p: ConnectParams) -> Result<u32, ConnectError> {
                         };
                         match within(deadline, secured).await {
                             Ok(s) => {
-                                shared.lock().set_fd(std::os::fd::AsRawFd::as_raw_fd(s.get_ref().0), false);
+                                shared.lock().set_fd(super::net::fd_of(s.get_ref().0), false);
                                 Connection::client(s, id, shared, cfg, hs, deadline).run().await
                             }
                             Err((code, msg)) => fail(&cfg.sink, id, &msg, &code),
@@ -126,8 +136,8 @@ pub fn connect(p: ConnectParams) -> Result<u32, ConnectError> {
             }
             Target::Unix(path) => {
                 let r = match deadline {
-                    Some(d) => tokio::time::timeout_at(d, UnixStream::connect(&path)).await,
-                    None => Ok(UnixStream::connect(&path).await),
+                    Some(d) => tokio::time::timeout_at(d, connect_unix(&path)).await,
+                    None => Ok(connect_unix(&path).await),
                 };
                 match r {
                     Ok(Ok(s)) => Connection::client(s, id, shared, cfg, hs, deadline).run().await,

@@ -143,6 +143,10 @@ fn apply_one(shared: &Shared, out: &mut super::state::Outbox, c: &Command<'_>, c
 
 /// Writes the outbox's bytes to the socket from this (the JS) thread when the connection's
 /// task is idle (see `Outbox::direct_write` for when). What is left is for the task.
+#[cfg(not(unix))]
+fn write_direct(_: &Shared, _: &mut super::state::Outbox) {}
+
+#[cfg(unix)]
 fn write_direct(shared: &Shared, out: &mut super::state::Outbox) {
     use std::io::Write;
     use std::os::fd::FromRawFd;

@@ -6,6 +6,7 @@
 //! `state`; `connection` runs a connection on a transport; `park` holds idle connections;
 //! `commands` applies JS's commands; `server` and `client` start connections.
 
+#[cfg(unix)]
 pub mod alloc;
 pub mod bridge;
 pub mod client;
@@ -14,6 +15,10 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod net;
+#[cfg(unix)]
+pub mod park;
+#[cfg(not(unix))]
+#[path = "park_off.rs"]
 pub mod park;
 pub mod proxy;
 pub mod registry;

@@ -48,21 +48,44 @@ fn errno_name(_: &io::Error) -> Option<&'static str> {
     None
 }
 
-/// A socket of Node's, duplicated (F_DUPFD_CLOEXEC): Node keeps its descriptor open for the
-/// call and destroys it afterwards; the engine owns the duplicate.
-pub fn dup_fd(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
+/// A TCP socket of Node's, duplicated (F_DUPFD_CLOEXEC): Node keeps its descriptor open for
+/// the call and destroys it afterwards; the engine owns the duplicate. (Node gives no
+/// descriptor on Windows, where its sockets are bridged instead.)
+#[cfg(unix)]
+pub fn dup_fd(fd: i32) -> io::Result<std::net::TcpStream> {
     if fd < 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file descriptor"));
     }
     // SAFETY: the caller's socket owns `fd` and keeps it open for the duration of this call;
     // only the duplicate is owned here.
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+    let owned = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+    Ok(std::net::TcpStream::from(owned))
+}
+
+#[cfg(not(unix))]
+pub fn dup_fd(_: i32) -> io::Result<std::net::TcpStream> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "sockets are handed over by descriptor on Unix only"))
+}
+
+/// The descriptor of a socket the engine owns, for its outbox (`Outbox::set_fd`); -1 where
+/// sockets have no descriptor (on Windows: the engine then writes from the connection's task
+/// only, and connections do not park).
+#[cfg(unix)]
+pub fn fd_of(socket: &impl std::os::fd::AsRawFd) -> i32 {
+    socket.as_raw_fd()
+}
+
+#[cfg(not(unix))]
+pub fn fd_of<T>(_: &T) -> i32 {
+    -1
 }
 
 /// A connection's TCP socket, borrowed for a call (`ws._socket`'s addresses and options).
 /// Call only under the connection's outbox lock, which keeps `fd` open (see `Outbox::fd`).
+#[cfg(unix)]
 pub struct SocketRef(std::mem::ManuallyDrop<std::net::TcpStream>);
 
+#[cfg(unix)]
 impl SocketRef {
     /// # Safety
     /// `fd` must be an open TCP socket for the life of the value, which never closes it.
@@ -83,7 +106,6 @@ impl SocketRef {
 
     /// SO_KEEPALIVE, and the idle time before the first probe when `delay_secs` > 0 (Node's
     /// `setKeepAlive(enable, initialDelay)`).
-    #[cfg(unix)]
     pub fn set_keep_alive(&self, on: bool, delay_secs: u32) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let fd = self.0.as_raw_fd();
@@ -102,10 +124,6 @@ impl SocketRef {
         Ok(())
     }
 
-    #[cfg(not(unix))]
-    pub fn set_keep_alive(&self, _on: bool, _delay_secs: u32) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "setKeepAlive"))
-    }
 }
 
 /// Where a client connection comes from and which addresses it may go to (Node's `family`,

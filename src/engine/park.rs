@@ -138,7 +138,7 @@ fn trim_after_parking(trimmed_at: &mut usize) {
 /// `engine::commands`), which makes it one that parks when idle: the sweeps start with the
 /// first. The connection's `Owner` withdraws the socket before it closes.
 pub fn allow_direct_writes(shared: &Shared, stream: &TcpStream) {
-    shared.lock().set_fd(stream.as_raw_fd(), true);
+    shared.lock().set_fd(super::net::fd_of(stream), true);
     let _ = lot();
 }
 

@@ -131,7 +131,7 @@ pub fn adopt_accepted(server_id: u32, fd: i32) -> io::Result<bool> {
     let Some(serving) = attached().get(&server_id).cloned() else { return Ok(false) };
     let handle = runtime::handle()?;
     let _guard = handle.enter();
-    let stream = tokio::net::TcpStream::from_std(std::net::TcpStream::from(super::net::dup_fd(fd)?))?;
+    let stream = tokio::net::TcpStream::from_std(super::net::dup_fd(fd)?)?;
     let remote = stream.peer_addr()?;
     serve(stream, remote, &serving);
     Ok(true)
@@ -153,7 +153,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(120);
 async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream, cfg: Arc<ConnConfig>, peer: PeerInfo) {
     let Ok(Ok(tls)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else { return };
     let shared = Shared::new(false, cfg.sink.id);
-    shared.lock().set_fd(std::os::fd::AsRawFd::as_raw_fd(tls.get_ref().0), false);
+    shared.lock().set_fd(super::net::fd_of(tls.get_ref().0), false);
     let Some(id) = registry::register(shared.clone()) else { return };
     Connection::server(tls, id, shared, cfg, peer).run().await
 }
@@ -207,7 +207,7 @@ pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: 
     let is_client = !cfg.receiver.is_server;
     let handle = runtime::handle()?;
     let _guard = handle.enter();
-    let std_stream = std::net::TcpStream::from(super::net::dup_fd(fd)?);
+    let std_stream = super::net::dup_fd(fd)?;
     std_stream.set_nonblocking(true)?;
     let _ = std_stream.set_nodelay(true);
     let stream = tokio::net::TcpStream::from_std(std_stream)?;

@@ -197,13 +197,45 @@ impl Shared {
 
     /// Runs `f` on the connection's TCP socket while the connection owns one (held open by the
     /// lock for the call).
-    pub fn with_socket<R>(&self, f: impl FnOnce(&super::net::SocketRef) -> R) -> Option<R> {
+    #[cfg(unix)]
+    fn with_socket<R>(&self, f: impl FnOnce(&super::net::SocketRef) -> R) -> Option<R> {
         let out = self.lock();
         let fd = out.fd()?;
         // SAFETY: the connection withdraws `fd` under this lock before its socket closes, and
         // the lock is held until `f` returns.
         let socket = unsafe { super::net::SocketRef::new(fd) };
         Some(f(&socket))
+    }
+
+    /// The peer's and our address, while the connection owns its TCP socket.
+    #[cfg(unix)]
+    pub fn socket_addresses(&self) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+        self.with_socket(|s| s.addresses()).unwrap_or((None, None))
+    }
+
+    /// Node's `setNoDelay` and `setKeepAlive(on, delay seconds)` on the connection's socket;
+    /// false when it has none.
+    #[cfg(unix)]
+    pub fn set_socket_options(&self, no_delay: Option<bool>, keep_alive: Option<(bool, u32)>) -> bool {
+        self.with_socket(|s| {
+            if let Some(on) = no_delay {
+                let _ = s.set_no_delay(on);
+            }
+            if let Some((on, delay)) = keep_alive {
+                let _ = s.set_keep_alive(on, delay);
+            }
+        })
+        .is_some()
+    }
+
+    #[cfg(not(unix))]
+    pub fn socket_addresses(&self) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+        (None, None)
+    }
+
+    #[cfg(not(unix))]
+    pub fn set_socket_options(&self, _: Option<bool>, _: Option<(bool, u32)>) -> bool {
+        false
     }
 
     /// JS accepted the upgrade request: writes its 101 answer and opens the connection.
@@ -457,8 +489,10 @@ impl Outbox {
     /// The connection's TCP socket `fd`; `direct`: a plain one, to which JS may write the
     /// connection's frames directly.
     pub fn set_fd(&mut self, fd: i32, direct: bool) {
-        self.fd = Descriptor(fd);
-        self.set(bit::DIRECT, direct);
+        if fd >= 0 {
+            self.fd = Descriptor(fd);
+            self.set(bit::DIRECT, direct);
+        }
     }
 
     /// The connection withdraws its socket before it closes: nobody may use `fd` any more.

@@ -497,6 +497,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Sized {
     }
 }
 
+#[cfg(unix)]
 impl Transport for tokio::net::UnixStream {}
 impl<IO: AsyncRead + AsyncWrite + Unpin> Transport for tokio_rustls::server::TlsStream<IO> {}
 impl<IO: AsyncRead + AsyncWrite + Unpin> Transport for tokio_rustls::client::TlsStream<IO> {}
