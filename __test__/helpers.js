@@ -3,11 +3,11 @@
 // Small helpers shared by the tests.
 
 const crypto = require('node:crypto');
-const fs = require('node:fs');
 const net = require('node:net');
-const os = require('node:os');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
+
+// The certificates: one maker, in fixtures/certs.js.
+const { hasOpenssl, makeCerts, selfSigned } = require('./fixtures/certs');
 
 /** Listens on an ephemeral port of 127.0.0.1; resolves with the port. */
 function listen(server) {
@@ -22,20 +22,6 @@ function closeServer(server) {
 /** Resolves with the arguments of the next `event`. */
 function once(emitter, event) {
   return new Promise((resolve) => emitter.once(event, (...args) => resolve(args)));
-}
-
-/** A self-signed certificate for localhost and 127.0.0.1, made with openssl. */
-function selfSigned() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-tls-'));
-  const key = path.join(dir, 'key.pem');
-  const cert = path.join(dir, 'cert.pem');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert
-  ], { stdio: 'ignore' });
-  const out = { key: fs.readFileSync(key), cert: fs.readFileSync(cert) };
-  fs.rmSync(dir, { recursive: true, force: true });
-  return out;
 }
 
 /**
@@ -144,4 +130,17 @@ function frame({ fin = true, rsv = 0, opcode, mask = true, payload = Buffer.allo
   return Buffer.concat(parts);
 }
 
-module.exports = { closeServer, engineHeap, frame, listen, once, selfSigned, silentServer, startWss, upgradeRequest, waitPort };
+module.exports = {
+  closeServer,
+  engineHeap,
+  frame,
+  hasOpenssl,
+  listen,
+  makeCerts,
+  once,
+  selfSigned,
+  silentServer,
+  startWss,
+  upgradeRequest,
+  waitPort
+};

@@ -11,11 +11,10 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { spawn, execFileSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 
 const WebSocket = require('..');
-const { closeServer, listen, once, silentServer, waitPort } = require('./helpers');
-const { makeCerts } = require('./fixtures/certs');
+const { closeServer, hasOpenssl, listen, makeCerts, once, silentServer, waitPort } = require('./helpers');
 
 function findBin(names) {
   for (const n of names) for (const d of ['/usr/bin', '/usr/sbin', '/usr/local/bin']) {
@@ -30,13 +29,8 @@ const MICROSOCKS = findBin(['microsocks']);
 const skipHttp = TINYPROXY ? false : 'tinyproxy is not installed (.ci/run installs it)';
 const skipSocks = MICROSOCKS ? false : 'microsocks is not installed (.ci/run installs it)';
 
-let certs = null;
-try {
-  execFileSync('openssl', ['version'], { stdio: 'ignore' });
-  certs = makeCerts();
-} catch {
-  certs = null;
-}
+// The wss:// cases need the certificates (made with openssl); without it they are left out.
+const certs = hasOpenssl() ? makeCerts() : null;
 test.after(() => {
   if (certs) fs.rmSync(certs.dir, { recursive: true, force: true });
 });

@@ -8,19 +8,12 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const https = require('node:https');
-const { execFileSync } = require('node:child_process');
 
 const WebSocket = require('..');
 const Ws = require('ws');
-const { closeServer, listen, once, silentServer } = require('./helpers');
-const { makeCerts } = require('./fixtures/certs');
+const { closeServer, hasOpenssl, listen, makeCerts, once, silentServer } = require('./helpers');
 
-let openssl = true;
-try {
-  execFileSync('openssl', ['version'], { stdio: 'ignore' });
-} catch {
-  openssl = false;
-}
+const openssl = hasOpenssl();
 const skip = openssl ? false : 'the openssl CLI is not installed (it makes the test certificates)';
 const certs = openssl ? makeCerts() : null;
 test.after(() => {
