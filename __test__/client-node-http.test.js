@@ -7,21 +7,13 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const fs = require('node:fs');
 const http = require('node:http');
 const https = require('node:https');
 const net = require('node:net');
-const os = require('node:os');
-const path = require('node:path');
-const { spawn } = require('node:child_process');
 
 const WebSocket = require('..');
-const { closeServer, listen, once, selfSigned, waitPort } = require('./helpers');
+const { closeServer, findBin, listen, once, selfSigned, startTinyproxy } = require('./helpers');
 const Ws = require('ws');
-
-
-
-
 
 async function echoOver(ws, payloads) {
   await once(ws, 'open');
@@ -93,29 +85,7 @@ test('createConnection and finishRequest are used for the handshake', { timeout:
   await new Promise((resolve) => wss.close(resolve));
 });
 
-function findTinyproxy() {
-  for (const p of ['/usr/bin/tinyproxy', '/usr/sbin/tinyproxy']) if (fs.existsSync(p)) return p;
-  return null;
-}
-
-async function startTinyproxy(t) {
-  const bin = findTinyproxy();
-  const probe = net.createServer();
-  const port = await listen(probe);
-  await closeServer(probe);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-proxy-'));
-  const conf = path.join(dir, 'tinyproxy.conf');
-  fs.writeFileSync(conf, `Port ${port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 50\nLogLevel Critical\n`);
-  const proc = spawn(bin, ['-d', '-c', conf], { stdio: 'ignore' });
-  t.after(() => {
-    proc.kill();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  if (await waitPort(port)) return port;
-  throw new Error('tinyproxy did not start');
-}
-
-test('through https-proxy-agent and a real HTTP proxy (tinyproxy)', { timeout: 20000, skip: findTinyproxy() ? false : 'tinyproxy is not installed (.ci/run installs it)' }, async (t) => {
+test('through https-proxy-agent and a real HTTP proxy (tinyproxy)', { timeout: 20000, skip: findBin(['tinyproxy']) ? false : 'tinyproxy is not installed (.ci/run installs it)' }, async (t) => {
   const { HttpsProxyAgent } = require('https-proxy-agent');
   const proxyPort = await startTinyproxy(t);
   const wss = new WebSocket.Server({ port: 0, host: '127.0.0.1' });

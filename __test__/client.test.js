@@ -9,12 +9,12 @@ const assert = require('node:assert/strict');
 const { once } = require('node:events');
 const fs = require('node:fs');
 const http = require('node:http');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const Ws = require('ws');
+const { freePort, netServer } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
@@ -43,27 +43,6 @@ async function httpServer(t, handler) {
   server.on('connection', (s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
-  });
-  server.listen(0, HOST);
-  await once(server, 'listening');
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      })
-  );
-  return server;
-}
-
-/** A raw TCP server on 127.0.0.1:0, closed (with its sockets) after the test. */
-async function netServer(t, onSocket) {
-  const sockets = new Set();
-  const server = net.createServer((s) => {
-    sockets.add(s);
-    s.on('error', () => {});
-    s.on('close', () => sockets.delete(s));
-    if (onSocket) onSocket(s);
   });
   server.listen(0, HOST);
   await once(server, 'listening');
@@ -117,16 +96,6 @@ function failure(ws) {
       resolve(r);
     });
   });
-}
-
-/** A port nobody listens on. */
-async function freePort() {
-  const s = net.createServer();
-  s.listen(0, HOST);
-  await once(s, 'listening');
-  const { port } = s.address();
-  await new Promise((resolve) => s.close(resolve));
-  return port;
 }
 
 // --- constructor validation -------------------------------------------------------------

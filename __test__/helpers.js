@@ -3,8 +3,11 @@
 // Small helpers shared by the tests.
 
 const crypto = require('node:crypto');
+const fs = require('node:fs');
 const net = require('node:net');
+const os = require('node:os');
 const path = require('node:path');
+const { spawn } = require('node:child_process');
 
 // The certificates: one maker, in fixtures/certs.js.
 const { hasOpenssl, makeCerts, selfSigned } = require('./fixtures/certs');
@@ -60,15 +63,67 @@ async function waitPort(port) {
   return false;
 }
 
-/** A TCP server that accepts and never answers; closed after the test. Resolves with its port. */
-async function silentServer(t) {
-  const sockets = [];
-  const silent = net.createServer((s) => sockets.push(s));
-  const port = await listen(silent);
+/** A port of 127.0.0.1 where nothing listens: one the system hands out, closed again. */
+async function freePort() {
+  const probe = net.createServer();
+  const port = await listen(probe);
+  await closeServer(probe);
+  return port;
+}
+
+/**
+ * A TCP server on 127.0.0.1:0 that runs `onSocket` (if given) for each connection; after the
+ * test its sockets are destroyed and it is closed.
+ */
+async function netServer(t, onSocket) {
+  const sockets = new Set();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+    s.on('close', () => sockets.delete(s));
+    if (onSocket) onSocket(s);
+  });
+  await listen(server);
   t.after(() => {
     for (const s of sockets) s.destroy();
-    return closeServer(silent);
+    return closeServer(server);
   });
+  return server;
+}
+
+/** A TCP server that accepts and never answers; closed after the test. Resolves with its port. */
+async function silentServer(t) {
+  return (await netServer(t)).address().port;
+}
+
+/** The path of the first of the programs `names` found in the usual directories, or null. */
+function findBin(names) {
+  for (const n of names) {
+    for (const d of ['/usr/bin', '/usr/sbin', '/usr/local/bin']) {
+      const p = path.join(d, n);
+      if (fs.existsSync(p)) return p;
+    }
+  }
+  return null;
+}
+
+/**
+ * Starts tinyproxy (an HTTP CONNECT proxy) on a free port of 127.0.0.1, with Basic auth when
+ * `auth` is [user, password]; it is stopped after the test. Resolves with its port.
+ */
+async function startTinyproxy(t, auth) {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-proxy-'));
+  const conf = path.join(dir, 'tinyproxy.conf');
+  let text = `Port ${port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 50\nLogLevel Critical\n`;
+  if (auth) text += `BasicAuth ${auth[0]} ${auth[1]}\n`;
+  fs.writeFileSync(conf, text);
+  const proc = spawn(findBin(['tinyproxy']), ['-d', '-c', conf], { stdio: 'ignore' });
+  t.after(() => {
+    proc.kill();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  if (!(await waitPort(port))) throw new Error(`tinyproxy does not listen on ${port}`);
   return port;
 }
 
@@ -133,13 +188,17 @@ function frame({ fin = true, rsv = 0, opcode, mask = true, payload = Buffer.allo
 module.exports = {
   closeServer,
   engineHeap,
+  findBin,
   frame,
+  freePort,
   hasOpenssl,
   listen,
   makeCerts,
+  netServer,
   once,
   selfSigned,
   silentServer,
+  startTinyproxy,
   startWss,
   upgradeRequest,
   waitPort
