@@ -47,20 +47,64 @@ async function startWss(t, Server, options = {}) {
   return wss;
 }
 
-/** Resolves once something accepts TCP connections on 127.0.0.1:`port` (tries for ~10 s). */
-async function waitPort(port) {
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (up) return true;
-    await new Promise((resolve) => setTimeout(resolve, 100));
+/** Resolves after `ms`. Not a way to wait for an event: see waitFor and quietPeriod. */
+function delay(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Checks `condition` (a function, which may return a promise) every `interval` ms until it
+ * gives a truthy value, and resolves with that value. Rejects after `timeout` ms, naming
+ * `what` (a string, or a function called then for one that tells the state).
+ */
+async function waitFor(condition, { timeout = 5000, interval = 10, what = 'the condition' } = {}) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const value = await condition();
+    if (value) return value;
+    if (Date.now() >= end) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${typeof what === 'function' ? what() : what}`);
+    }
+    await delay(interval);
   }
-  return false;
+}
+
+/**
+ * Waits `ms` during which something must NOT happen (a message, a pong, a second callback, a
+ * close...). The wait itself is the check: no event says that nothing came. Each caller says
+ * in a comment what must stay away.
+ */
+function quietPeriod(ms) {
+  return delay(ms);
+}
+
+/**
+ * Resolves when `promise` does, or after `ms` at most, whichever comes first: for waits that
+ * must not hang the run (cleanups) or that give up on an event to let an assertion report.
+ */
+function bounded(promise, ms) {
+  let timer;
+  const timeout = new Promise((resolve) => (timer = setTimeout(resolve, ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:`port` now. */
+function accepts(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
+/** Resolves with true once something accepts TCP connections on 127.0.0.1:`port`, false after 10 s. */
+function waitPort(port) {
+  return waitFor(() => accepts(port), { timeout: 10000, interval: 100 }).then(
+    () => true,
+    () => false
+  );
 }
 
 /** A port of 127.0.0.1 where nothing listens: one the system hands out, closed again. */
@@ -186,7 +230,9 @@ function frame({ fin = true, rsv = 0, opcode, mask = true, payload = Buffer.allo
 }
 
 module.exports = {
+  bounded,
   closeServer,
+  delay,
   engineHeap,
   findBin,
   frame,
@@ -196,10 +242,12 @@ module.exports = {
   makeCerts,
   netServer,
   once,
+  quietPeriod,
   selfSigned,
   silentServer,
   startTinyproxy,
   startWss,
   upgradeRequest,
+  waitFor,
   waitPort
 };

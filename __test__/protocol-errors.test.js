@@ -15,13 +15,11 @@ const path = require('node:path');
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { frame, startWss } = require('./helpers');
+const { frame, startWss, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const closePayload = (code, reason = Buffer.alloc(0)) => {
   const b = Buffer.alloc(2);
@@ -336,7 +334,7 @@ test('frames split byte by byte are still parsed; a 125-byte ping is fine', T, a
   const pong = await reader.next();
   assert.equal(pong.opcode, 0xa);
   assert.deepEqual(pong.payload, pingData);
-  while (messages.length < 2) await delay(10);
+  await waitFor(() => messages.length >= 2, { what: 'the two messages' });
   assert.deepEqual(messages, [
     [5, false],
     [300, true]

@@ -15,12 +15,11 @@ const path = require('node:path');
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
+const { quietPeriod, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A ws-native server on 127.0.0.1:0, closed (with its clients) after the test. */
 async function startServer(t, options = {}) {
@@ -305,7 +304,7 @@ test('handleProtocols returning false: no subprotocol header', T, async (t) => {
   raw.write(handshake({ extra: 'Sec-WebSocket-Protocol: a, b\r\n' }));
   const [peer] = await conn;
   assert.equal(peer.protocol, '');
-  await delay(50);
+  await waitFor(() => Buffer.concat(chunks).includes('\r\n\r\n'), { what: 'the whole 101 head' });
   const text = Buffer.concat(chunks).toString();
   assert.match(text, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
   assert.doesNotMatch(text, /Sec-WebSocket-Protocol/i);
@@ -354,7 +353,7 @@ test('the 101 answer has the right Sec-WebSocket-Accept', T, async (t) => {
   const conn = once(wss, 'connection');
   raw.write(handshake({ key }));
   await conn;
-  await delay(50);
+  await waitFor(() => Buffer.concat(chunks).includes('\r\n\r\n'), { what: 'the whole 101 head' });
   assert.equal(
     Buffer.concat(chunks).toString(),
     'HTTP/1.1 101 Switching Protocols\r\n' +
@@ -530,7 +529,8 @@ test('close(cb): existing clients stay connected; cb after they close', T, async
       resolve();
     })
   );
-  await delay(50);
+  // The callback must not be called in this time: a client is still connected.
+  await quietPeriod(50);
   assert.equal(closeCalled, false, 'not called while a client is connected');
   assert.equal(ws.readyState, Ws.OPEN);
   ws.send('still here');
@@ -575,7 +575,8 @@ test('autoPong: false', T, async (t) => {
   ws.ping('hello');
   const [data] = await ping;
   assert.equal(data.toString(), 'hello');
-  await delay(200);
+  // No pong may reach the client in this time.
+  await quietPeriod(200);
   assert.equal(pongs, 0);
 
   // The application can answer itself.
@@ -608,7 +609,7 @@ test('maxPayload: an oversize message closes with 1009', T, async (t) => {
   const received = [];
   peer.on('message', (d) => received.push(d.toString()));
   ws.send('a'.repeat(16));
-  await delay(50);
+  await waitFor(() => received.length >= 1, { what: 'the 16-byte message' });
   assert.deepEqual(received, ['a'.repeat(16)]);
   ws.send('b'.repeat(17));
   const r = await peerEvents;

@@ -15,6 +15,7 @@ const path = require('node:path');
 
 const Native = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const Ws = require('ws');
+const { delay, quietPeriod, waitFor: waitUntil } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 15000 };
@@ -27,17 +28,10 @@ const PAIRS = [
   { name: 'ws client <-> ws-native server', Client: Ws, Server: Native }
 ];
 
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const sha = (data) => crypto.createHash('sha256').update(data).digest('hex');
 
-/** Polls `pred` until it holds. */
-async function waitFor(pred, what, ms = 10000) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await delay(5);
-  }
-}
+/** Polls `pred` until it holds (fails after 10 s, naming `what`). */
+const waitFor = (pred, what) => waitUntil(pred, { timeout: 10000, interval: 5, what });
 
 /** Starts a server of `pair.Server`; everything is closed after the test. */
 async function startServer(t, pair, serverOptions = {}) {
@@ -123,8 +117,8 @@ const closeOf = (stream, ms = 3000) =>
     });
   });
 
-/** A few turns of the event loop, for events that must NOT come. */
-const settle = () => delay(50);
+/** A few turns of the event loop, during which the events the caller names must NOT come. */
+const settle = () => quietPeriod(50);
 
 for (const pair of PAIRS) {
   const clientStream = (ws, options) => pair.Client.createWebSocketStream(ws, options);
@@ -242,7 +236,9 @@ for (const pair of PAIRS) {
       })();
 
       // Nobody reads: the writer must stall (kernel buffers + one stream buffer on each side,
-      // far less than 64 MiB) instead of queuing everything in memory.
+      // far less than 64 MiB) instead of queuing everything in memory. A stall is only seen over
+      // time: this checks every 50 ms until the writer, waiting for 'drain', has made no
+      // progress for 300 ms (and fails if it gets to the end instead).
       let last = -1;
       let since = Date.now();
       for (;;) {
