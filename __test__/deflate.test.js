@@ -14,7 +14,7 @@ const zlib = require('node:zlib');
 const WebSocket = require(path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { engineHeap, startWss, upgradeRequest } = require('./helpers');
+const { engineHeap, startWss, upgradeRequest, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 60000 };
@@ -382,7 +382,7 @@ test('a decompression bomb is stopped at maxPayload with 1009 and memory does no
   const after = engineHeap();
   assert.equal(f.opcode, 8);
   assert.equal(f.payload.readUInt16BE(0), 1009);
-  await new Promise((r) => setImmediate(r));
+  await waitFor(() => serverError, { what: "the server connection's 'error'" });
   assert.equal(serverError && serverError.code, 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH');
   assert.equal(serverError.message, 'Max payload size exceeded');
   // The engine's heap (in use + mmapped) grew by far less than the inflated gigabyte.
@@ -407,7 +407,7 @@ test('compressed frames with bad deflate data: Z_DATA_ERROR and 1007; RSV1 on a 
   c.send(0, Buffer.alloc(0), { rsv1: true });
   f = await c.readFrame();
   assert.deepEqual([f.opcode, f.payload.readUInt16BE(0)], [8, 1002]);
-  await new Promise((r) => setImmediate(r));
+  await waitFor(() => errors.length >= 3, { what: () => `three 'error' events (got ${errors.length})` });
   assert.deepEqual(
     errors.map((e) => e.code),
     ['Z_DATA_ERROR', 'WS_ERR_INVALID_UTF8', 'WS_ERR_UNEXPECTED_RSV_1']
@@ -462,18 +462,30 @@ test('with context takeover, idle connections give up their zlib contexts and ca
     clients.forEach((ws) => ws.removeAllListeners('message'));
     got.forEach((g, i) => sent.forEach((m, k) => assert.deepEqual(g[k], expected(m), `${label}: client ${i}, message ${k}`)));
   };
-  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  // Each server connection holds a deflate (~370 KiB in zlib-rs) and an inflate (~42 KiB)
+  // context, and each ws-native client the same; once they are given up, what stays is at most
+  // a window of history. Resolves with the bytes freed per connection since `held`, once they
+  // pass 200 KiB (the connections have been idle long enough).
+  const contextsGivenUp = (held) => {
+    let freed = 0;
+    return waitFor(
+      () => {
+        freed = (held - engineHeap()) / N;
+        return freed > 200 * 1024 && freed;
+      },
+      {
+        timeout: 10000,
+        interval: 100,
+        what: () => `the idle connections to give up their contexts (freed ${Math.round(freed / 1024)} KiB per connection)`
+      }
+    );
+  };
 
   await round('first');
-  const held = engineHeap();
-  await sleep(2500);
-  const parked = engineHeap();
-  // Each server connection held a deflate (~370 KiB in zlib-rs) and an inflate (~42 KiB)
-  // context, and each ws-native client the same; what stays is at most a window of history.
-  const freed = (held - parked) / N;
+  const freed = await contextsGivenUp(engineHeap());
   assert.ok(freed > 200 * 1024, `freed ${Math.round(freed / 1024)} KiB per connection`);
   await round('after parking');
-  await sleep(2500);
+  await contextsGivenUp(engineHeap());
   await round('after parking again');
   assert.equal(wss.clients.size, N);
 });

@@ -16,7 +16,7 @@ const { WebSocketServer } = require(path.join(__dirname, '..'));
 const WebSocket = require(path.join(__dirname, '..'));
 const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
 const Ws = require('ws');
-const { startWss, upgradeRequest } = require('./helpers');
+const { bounded, startWss, upgradeRequest, waitFor } = require('./helpers');
 
 const T = { timeout: 20000 };
 const SLOT = 2 ** native.binding.wire().slotBits - 1;
@@ -27,13 +27,14 @@ const SLOT = 2 ** native.binding.wire().slotBits - 1;
  */
 async function allFree() {
   let stats;
-  for (let i = 0; i < 40; i++) {
-    stats = native.binding.slotStats();
-    const [made, free, registered] = stats;
-    if (registered === 0 && free === made) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  assert.fail(`slots made, free, registered: ${stats}`);
+  await waitFor(
+    () => {
+      stats = native.binding.slotStats();
+      const [made, free, registered] = stats;
+      return registered === 0 && free === made;
+    },
+    { timeout: 2000, interval: 50, what: () => `every slot to be free (slots made, free, registered: ${stats})` }
+  );
 }
 
 /** Opens a `ws` client to `wss`; resolves with the client and the server's WebSocket and req. */
@@ -118,7 +119,8 @@ test('req.socket kept after its connection closed does not reach the next connec
   stale.write('HTTP/1.1 400 Bad Request\r\n\r\n');
   stale.end();
   stale.destroy();
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  // Whatever the stale socket queued goes to the engine in the flush that ends this tick,
+  // before the echo's answer: had it reached the next connection, the echo would not come back.
   assert.equal(await echo(next, 'still here'), 'still here');
   assert.equal(next.ws.readyState, WebSocket.OPEN);
   await closeBoth(next);
@@ -176,14 +178,19 @@ test('requests refused by verifyClient give their slots back', T, async (t) => {
 });
 
 test('a request whose server closed before JS answered gives its slot back', T, async (t) => {
-  // An async verifyClient still pending when the server closes: ws answers 503.
-  const wss = await startWss(t, WebSocketServer, { verifyClient: (info, cb) => setTimeout(cb, 200, true) });
+  // An async verifyClient still pending when the server closes: ws answers 503. Its callback
+  // comes after that answer.
+  let asked;
+  const pending = new Promise((resolve) => (asked = resolve));
+  const wss = await startWss(t, WebSocketServer, { verifyClient: (info, cb) => asked(cb) });
   const client = new Ws(`ws://127.0.0.1:${wss.address().port}`);
   client.on('error', () => {});
   const response = once(client, 'unexpected-response');
-  setTimeout(() => wss.close(), 50);
+  const verified = await pending;
+  wss.close();
   const [, res] = await response;
   assert.equal(res.statusCode, 503);
+  verified(true);
   client.terminate();
   await allFree();
 });
@@ -256,7 +263,8 @@ test('a request that arrives after its server closed gets 503 and gives its slot
   raw.on('data', (d) => answer.push(d));
   raw.write(upgradeRequest());
   // Keep JS busy while the engine reads the request and queues it for JS; the server closes
-  // before JS gets to it.
+  // before JS gets to it. A busy loop, not a wait: JS must not run meanwhile, so no event or
+  // condition can end it (300 ms is far more than the engine needs to read the request).
   const until = Date.now() + 300;
   while (Date.now() < until);
   wss.close();
@@ -349,7 +357,10 @@ test('a Worker that exits while requests keep arriving leaves no connection behi
     if (i % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
   }
   await exiting;
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  // Each socket closes once the engine is done with its request (refused or answered, or ended
+  // with the Worker's server). Whatever is still open after 5 s is destroyed here, and
+  // allFree() says whether a connection stayed registered.
+  await bounded(Promise.all(sockets.map((s) => new Promise((resolve) => (s.destroyed ? resolve() : s.once('close', resolve))))), 5000);
   for (const s of sockets) s.destroy();
   await allFree();
 });

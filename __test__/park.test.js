@@ -16,17 +16,13 @@ const { once } = require('node:events');
 const WebSocket = require(path.join(__dirname, '..'));
 const PeerWebSocket = require('ws');
 const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
-const { startWss, upgradeRequest } = require('./helpers');
+const { quietPeriod, startWss, upgradeRequest, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 
 /** Resolves once engine connection `ws` is parked (fails after 6 s). */
-async function parked(ws) {
-  const end = Date.now() + 6000;
-  while (!native.binding.parked(ws._id)) {
-    if (Date.now() > end) throw new Error(`connection ${ws._id} did not park`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+function parked(ws) {
+  return waitFor(() => native.binding.parked(ws._id), { timeout: 6000, interval: 50, what: `connection ${ws._id} to park` });
 }
 
 /** A ws-native server, a `ws` client, and the server side of their connection. */
@@ -129,7 +125,9 @@ describe('parked connections', { concurrency: true }, () => {
     const got = [];
     server.on('message', (d) => got.push(d.toString()));
     client.send('held');
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    // Longer than an idle connection takes to park: in this time the paused connection must
+    // neither emit the message nor park.
+    await quietPeriod(2500);
     assert.deepEqual(got, []);
     assert.equal(native.binding.parked(server._id), 0);
     server.resume();

@@ -11,7 +11,7 @@ const https = require('node:https');
 
 const WebSocket = require('..');
 const Ws = require('ws');
-const { closeServer, hasOpenssl, listen, makeCerts, once, silentServer } = require('./helpers');
+const { closeServer, hasOpenssl, listen, makeCerts, once, silentServer, waitFor } = require('./helpers');
 
 const openssl = hasOpenssl();
 const skip = openssl ? false : 'the openssl CLI is not installed (it makes the test certificates)';
@@ -156,7 +156,7 @@ test('interop: ws\'s client against the native TLS server', { skip, timeout: 200
   const got = [];
   ws.on('message', (d) => got.push(Buffer.from(d)));
   for (const p of payloads) ws.send(p);
-  for (let i = 0; i < 200 && got.length < payloads.length; i++) await new Promise((r) => setTimeout(r, 10));
+  await waitFor(() => got.length >= payloads.length, { timeout: 2000, what: () => `the three echoes (got ${got.length})` });
   assert.equal(got.length, 3);
   assert.equal(got[0].toString(), 'text');
   assert.equal(got[1].length, 70000);
