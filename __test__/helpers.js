@@ -88,6 +88,23 @@ function bounded(promise, ms) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * Full collections (run with --expose-gc) until `sample()`, a heap size, stops shrinking: at
+ * least `minRounds`, at most `maxRounds`. Each is followed by `interval` ms for the finalizers
+ * the collection queued (they free the native memory of collected objects), which no event
+ * announces: the shrinking heap is the sign they ran.
+ */
+async function settleHeap(sample, { minRounds = 1, maxRounds = 10, interval = 20 } = {}) {
+  let last = Infinity;
+  for (let i = 0; i < maxRounds; i++) {
+    global.gc();
+    await delay(interval);
+    const now = sample();
+    if (i + 1 >= minRounds && now >= last) break;
+    last = now;
+  }
+}
+
 /** Whether something accepts TCP connections on 127.0.0.1:`port` now. */
 function accepts(port) {
   return new Promise((resolve) => {
@@ -244,6 +261,7 @@ module.exports = {
   once,
   quietPeriod,
   selfSigned,
+  settleHeap,
   silentServer,
   startTinyproxy,
   startWss,

@@ -11,7 +11,7 @@ const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { once } = require('node:events');
 
-const { frame, startWss, upgradeRequest } = require('./helpers');
+const { frame, startWss, upgradeRequest, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 
@@ -78,11 +78,16 @@ async function idleCost(t, n, echo = 0) {
   child.stdout.setEncoding('utf8');
   t.after(() => child.kill());
   const port = Number((await ask(child, null, 'PORT ')).split(' ')[1]);
+  const count = async (cmd, prefix) => Number((await ask(child, cmd, prefix)).split(' ')[1]);
 
   // Warm up (slabs, tables, buffers made once), close, then count fresh connections.
   const warm = await connect(port, 200, echo);
   for (const s of warm) s.destroy();
-  await new Promise((r) => setTimeout(r, 300));
+  await waitFor(async () => (await count('clients', 'CLIENTS ')) === 0, {
+    timeout: 10000,
+    interval: 20,
+    what: 'the server to close the warm-up connections'
+  });
   await ask(child, 'mark', 'MARKED');
   const sockets = await connect(port, n, echo);
   t.after(() => sockets.forEach((s) => s.destroy()));
@@ -90,11 +95,23 @@ async function idleCost(t, n, echo = 0) {
 
   // Idle for one to two seconds, each connection leaves its task (src/engine/park.rs).
   let parked = 0;
-  for (let i = 0; i < 100 && parked < n; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    parked = Number((await ask(child, 'parked', 'PARKED ')).split(' ')[1]);
-  }
-  const [, engineParked] = (await ask(child, 'measure', 'COST ')).split(' ').map(Number);
+  await waitFor(async () => (parked = await count('parked', 'PARKED ')) >= n, {
+    timeout: 10000,
+    interval: 100,
+    what: () => `every idle connection to park (${parked} of ${n})`
+  });
+  // The engine frees the tasks the connections left a little after they count as parked:
+  // measure until the engine's heap stops shrinking.
+  let engineParked = Infinity;
+  await waitFor(
+    async () => {
+      const [, now] = (await ask(child, 'measure', 'COST ')).split(' ').map(Number);
+      const settled = now >= engineParked;
+      engineParked = now;
+      return settled;
+    },
+    { timeout: 10000, interval: 100, what: "the parked connections' memory to settle" }
+  );
   child.stdin.write('exit\n');
   await once(child, 'exit');
 
