@@ -12,7 +12,7 @@ const https = require('node:https');
 const net = require('node:net');
 
 const WebSocket = require('..');
-const { closeServer, findBin, listen, once, selfSigned, startTinyproxy } = require('./helpers');
+const { closeServer, findBin, listen, once, quietPeriod, selfSigned, startTinyproxy } = require('./helpers');
 const Ws = require('ws');
 
 async function echoOver(ws, payloads) {
@@ -200,10 +200,12 @@ test('handleUpgrade: a socket destroyed during verifyClient, and a second call o
   const client = new Ws(`ws://127.0.0.1:${port}/`);
   client.on('error', () => {});
   const socket = await upgraded;
+  const socketClosed = once(socket, 'close');
   socket.destroy();
-  await new Promise((r) => setTimeout(r, 20));
+  await socketClosed;
   release();
-  await new Promise((r) => setTimeout(r, 20));
+  // No 'connection' may come for the destroyed socket in this time.
+  await quietPeriod(20);
   assert.equal(connections, 0);
 
   // ws throws when handleUpgrade completes twice for one socket.

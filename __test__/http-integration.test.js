@@ -116,6 +116,7 @@ test('handleUpgrade after an async auth check that rejects with 401 and custom h
   echo(wss);
   server.on('upgrade', async (req, socket, head) => {
     const token = new URL(req.url, 'http://x').searchParams.get('token');
+    // The check takes a moment (as a lookup would): the upgrade goes on in a later tick.
     await new Promise((r) => setTimeout(r, 5));
     if (token !== 'good') {
       socket.write('HTTP/1.1 401 Unauthorized\r\nX-Reason: bad token\r\nConnection: close\r\n\r\n');
