@@ -12,7 +12,7 @@ const https = require('node:https');
 const net = require('node:net');
 
 const WebSocket = require('..');
-const { closeServer, findBin, listen, once, quietPeriod, selfSigned, startTinyproxy } = require('./helpers');
+const { closeServer, findBin, frame, listen, once, quietPeriod, selfSigned, startTinyproxy, upgradeRequest } = require('./helpers');
 const Ws = require('ws');
 
 async function echoOver(ws, payloads) {
@@ -112,13 +112,8 @@ test('server hand-over under load: 1,000 messages in flight behind the request, 
     }));
   });
   const port = await listen(server);
-  const key = crypto.randomBytes(16).toString('base64');
-  const parts = [Buffer.from(`GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`)];
-  for (let i = 0; i < 1000; i++) {
-    const payload = Buffer.from(`message ${i} `.padEnd(200, '.'));
-    const mask = crypto.randomBytes(4);
-    parts.push(Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 255]), mask, Buffer.from(payload.map((b, j) => b ^ mask[j & 3])));
-  }
+  const parts = [Buffer.from(upgradeRequest())];
+  for (let i = 0; i < 1000; i++) parts.push(frame({ opcode: 0x1, payload: `message ${i} `.padEnd(200, '.') }));
   const all = Buffer.concat(parts);
   const socket = net.connect(port, '127.0.0.1', () => {
     // Dribble the bytes so some arrive while the socket is being handed over.

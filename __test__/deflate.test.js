@@ -14,7 +14,7 @@ const zlib = require('node:zlib');
 const WebSocket = require(path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { engineHeap, startWss, upgradeRequest, waitFor } = require('./helpers');
+const { engineHeap, frame, rawWebSocket, startWss, switchingProtocols, upgradeRequest, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 60000 };
@@ -206,11 +206,7 @@ async function clientErrorFor(t, extensions, clientOptions) {
   const server = net.createServer((s) => {
     s.once('data', (req) => {
       const key = /Sec-WebSocket-Key: (.*)\r\n/i.exec(req.toString())[1];
-      const accept = crypto.createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
-      s.write(
-        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-          `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Extensions: ${extensions}\r\n\r\n`
-      );
+      s.write(switchingProtocols(key, `Sec-WebSocket-Extensions: ${extensions}\r\n`));
     });
     s.on('error', () => {});
   });
@@ -252,67 +248,14 @@ test("client: each bad answer gets ws's error", T, async (t) => {
 
 // --- raw frames on a negotiated connection -------------------------------------------------
 
-/** A raw client that negotiated permessage-deflate with `port`; returns the socket and a frame reader. */
+/**
+ * A raw client that negotiated permessage-deflate with `port`: the socket, the server's answer
+ * head, `readFrame()` for the server's frames and `send()` for masked frames of its own.
+ */
 async function rawDeflateClient(t, port, offer = 'permessage-deflate; client_max_window_bits') {
-  const s = net.connect(port, HOST);
-  s.on('error', () => {});
-  t.after(() => s.destroy());
-  let buf = Buffer.alloc(0);
-  let waiter = null;
-  s.on('data', (c) => {
-    buf = Buffer.concat([buf, c]);
-    if (waiter) waiter();
-  });
-  let closed = false;
-  s.on('close', () => {
-    closed = true;
-    if (waiter) waiter();
-  });
-  const need = async (n) => {
-    while (buf.length < n && !closed) await new Promise((r) => (waiter = r));
-    if (buf.length < n) throw new Error('closed');
-  };
-  s.write(upgradeRequest(`Sec-WebSocket-Extensions: ${offer}\r\n`));
-  while (buf.indexOf('\r\n\r\n') === -1) await need(buf.length + 1);
-  const end = buf.indexOf('\r\n\r\n') + 4;
-  const head = buf.subarray(0, end).toString();
-  buf = buf.subarray(end);
-  const readFrame = async () => {
-    await need(2);
-    let len = buf[1] & 0x7f;
-    let off = 2;
-    if (len === 126) {
-      await need(4);
-      len = buf.readUInt16BE(2);
-      off = 4;
-    } else if (len === 127) {
-      await need(10);
-      len = Number(buf.readBigUInt64BE(2));
-      off = 10;
-    }
-    await need(off + len);
-    const f = { fin: !!(buf[0] & 0x80), rsv1: !!(buf[0] & 0x40), opcode: buf[0] & 0x0f, payload: buf.subarray(off, off + len) };
-    buf = buf.subarray(off + len);
-    return f;
-  };
-  const send = (opcode, payload, { rsv1 = false, fin = true } = {}) => {
-    const mask = crypto.randomBytes(4);
-    const len = payload.length;
-    const header = len < 126 ? Buffer.alloc(2) : len < 65536 ? Buffer.alloc(4) : Buffer.alloc(10);
-    header[0] = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode;
-    if (len < 126) header[1] = 0x80 | len;
-    else if (len < 65536) {
-      header[1] = 0x80 | 126;
-      header.writeUInt16BE(len, 2);
-    } else {
-      header[1] = 0x80 | 127;
-      header.writeBigUInt64BE(BigInt(len), 2);
-    }
-    const masked = Buffer.from(payload);
-    for (let i = 0; i < masked.length; i++) masked[i] ^= mask[i & 3];
-    s.write(Buffer.concat([header, mask, masked]));
-  };
-  return { s, head, readFrame, send };
+  const { socket: s, head, reader } = await rawWebSocket(t, port, `Sec-WebSocket-Extensions: ${offer}\r\n`);
+  const send = (opcode, payload, { rsv1 = false, fin = true } = {}) => s.write(frame({ opcode, payload, fin, rsv: rsv1 ? 4 : 0 }));
+  return { s, head, readFrame: () => reader.next(), send };
 }
 
 const inflate = (p) =>

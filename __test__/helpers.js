@@ -11,6 +11,9 @@ const { spawn } = require('node:child_process');
 
 // The certificates: one maker, in fixtures/certs.js.
 const { hasOpenssl, makeCerts, selfSigned } = require('./fixtures/certs');
+// RFC 6455's GUID, from the package's constants (they load no addon: the tests run with
+// WS_IMPL=ws use this module too).
+const { GUID } = require('../lib/constants');
 
 /** Listens on an ephemeral port of 127.0.0.1; resolves with the port. */
 function listen(server) {
@@ -208,6 +211,120 @@ function upgradeRequest(extra = '') {
   );
 }
 
+/** The Sec-WebSocket-Accept value that answers Sec-WebSocket-Key `key`. */
+function acceptKey(key) {
+  return crypto.createHash('sha1').update(key + GUID).digest('base64');
+}
+
+/** A server's 101 answer to an upgrade request with `key`, with `extra` header lines (each ending in CRLF). */
+function switchingProtocols(key, extra = '') {
+  return (
+    'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+    `Sec-WebSocket-Accept: ${acceptKey(key)}\r\n${extra}\r\n`
+  );
+}
+
+/**
+ * Writes `bytes` on a new TCP connection to 127.0.0.1:`port` (with `bytes` null, writes nothing
+ * and ends its side) and resolves with everything that came back (latin1) once it has closed.
+ */
+function rawExchange(port, bytes) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => (bytes === null ? s.end() : s.write(bytes)));
+    const chunks = [];
+    s.on('data', (c) => chunks.push(c));
+    s.on('error', () => {});
+    s.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+  });
+}
+
+/**
+ * Parses the frames that arrive on `socket`, after an HTTP head when `head` is true (`head`
+ * then resolves with it, blank line included, or with null if the socket closes first).
+ * `next()` resolves with the next frame, `{ fin, rsv, rsv1, opcode, masked, payload, bytes }`
+ * (the payload unmasked, `bytes` the frame as it came), and rejects once the socket has closed
+ * without one.
+ */
+function frameReader(socket, { head = false } = {}) {
+  let buf = Buffer.alloc(0);
+  let headDone = !head;
+  let resolveHead = null;
+  const headText = head ? new Promise((resolve) => (resolveHead = resolve)) : null;
+  const frames = [];
+  const waiters = [];
+  let closed = false;
+  socket.on('data', (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    if (!headDone) {
+      const i = buf.indexOf('\r\n\r\n');
+      if (i === -1) return;
+      resolveHead(buf.subarray(0, i + 4).toString('latin1'));
+      buf = buf.subarray(i + 4);
+      headDone = true;
+    }
+    for (;;) {
+      if (buf.length < 2) break;
+      let len = buf[1] & 0x7f;
+      let off = 2;
+      if (len === 126) {
+        if (buf.length < 4) break;
+        len = buf.readUInt16BE(2);
+        off = 4;
+      } else if (len === 127) {
+        if (buf.length < 10) break;
+        len = Number(buf.readBigUInt64BE(2));
+        off = 10;
+      }
+      const masked = (buf[1] & 0x80) !== 0;
+      const keyOff = off;
+      if (masked) off += 4;
+      if (buf.length < off + len) break;
+      const payload = Buffer.from(buf.subarray(off, off + len));
+      if (masked) for (let i = 0; i < len; i++) payload[i] ^= buf[keyOff + (i & 3)];
+      const rsv = (buf[0] >> 4) & 7;
+      frames.push({
+        fin: (buf[0] & 0x80) !== 0,
+        rsv,
+        rsv1: (rsv & 4) !== 0,
+        opcode: buf[0] & 0x0f,
+        masked,
+        payload,
+        bytes: Buffer.from(buf.subarray(0, off + len))
+      });
+      buf = buf.subarray(off + len);
+    }
+    while (waiters.length && frames.length) waiters.shift().resolve(frames.shift());
+  });
+  socket.on('close', () => {
+    closed = true;
+    if (!headDone) resolveHead(null);
+    for (const w of waiters.splice(0)) w.reject(new Error('the socket closed before the next frame'));
+  });
+  return {
+    head: headText,
+    next() {
+      if (frames.length) return Promise.resolve(frames.shift());
+      if (closed) return Promise.reject(new Error('the socket closed before the next frame'));
+      return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
+    }
+  };
+}
+
+/**
+ * A raw TCP client of 127.0.0.1:`port` that sends a valid upgrade request (with `extra` header
+ * lines); destroyed after the test. Resolves once the answer's head has come, with the socket,
+ * the head and a frameReader of what follows.
+ */
+async function rawWebSocket(t, port, extra = '') {
+  const socket = net.connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  t.after(() => socket.destroy());
+  const reader = frameReader(socket, { head: true });
+  socket.write(upgradeRequest(extra));
+  const head = await reader.head;
+  return { socket, head, reader };
+}
+
 /**
  * Builds a frame. `len` overrides the 7-bit length (126/127 markers are then followed by
  * `ext`, raw extended-length bytes); otherwise the length is computed from the payload.
@@ -247,12 +364,15 @@ function frame({ fin = true, rsv = 0, opcode, mask = true, payload = Buffer.allo
 }
 
 module.exports = {
+  GUID,
+  acceptKey,
   bounded,
   closeServer,
   delay,
   engineHeap,
   findBin,
   frame,
+  frameReader,
   freePort,
   hasOpenssl,
   listen,
@@ -260,11 +380,14 @@ module.exports = {
   netServer,
   once,
   quietPeriod,
+  rawExchange,
+  rawWebSocket,
   selfSigned,
   settleHeap,
   silentServer,
   startTinyproxy,
   startWss,
+  switchingProtocols,
   upgradeRequest,
   waitFor,
   waitPort

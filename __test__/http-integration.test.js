@@ -11,7 +11,7 @@ const https = require('node:https');
 const net = require('node:net');
 
 const WebSocket = require('..');
-const { closeServer, listen, once, selfSigned } = require('./helpers');
+const { closeServer, frame, listen, once, rawExchange, selfSigned, upgradeRequest } = require('./helpers');
 const WsWebSocket = require('ws');
 const Ws = WsWebSocket;
 
@@ -32,16 +32,6 @@ async function roundTrip(url, message, opts) {
   ws.close();
   await once(ws, 'close');
   return data;
-}
-
-function rawRequest(port, request) {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1', () => socket.write(request));
-    const chunks = [];
-    socket.on('data', (d) => chunks.push(d));
-    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
-    socket.on('error', reject);
-  });
 }
 
 test('{ server }: an http server and ws-native share a port; other paths get 400', { timeout: 10000 }, async () => {
@@ -148,7 +138,7 @@ test('handleUpgrade refuses a bad request on the Node socket with ws\'s answer',
   const wss = new WebSocket.WebSocketServer({ noServer: true });
   server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => {}));
   const port = await listen(server);
-  const answer = await rawRequest(
+  const answer = await rawExchange(
     port,
     'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
       'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\n\r\n'
@@ -173,24 +163,9 @@ test('frames sent right behind the upgrade request are not lost in the fd handov
     });
   });
   const port = await listen(server);
-  const key = crypto.randomBytes(16).toString('base64');
-  const frames = [];
-  for (let i = 0; i < 50; i++) {
-    const payload = Buffer.from(`m${i}`);
-    const mask = crypto.randomBytes(4);
-    const masked = Buffer.from(payload.map((b, j) => b ^ mask[j & 3]));
-    frames.push(Buffer.from([0x81, 0x80 | payload.length]), mask, masked);
-  }
-  const socket = net.connect(port, '127.0.0.1', () => {
-    socket.write(
-      Buffer.concat([
-        Buffer.from(
-          `GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`
-        ),
-        ...frames
-      ])
-    );
-  });
+  const frames = Array.from({ length: 50 }, (_, i) => frame({ opcode: 0x1, payload: `m${i}` }));
+  // One write: the frames arrive with the request.
+  const socket = net.connect(port, '127.0.0.1', () => socket.write(Buffer.concat([Buffer.from(upgradeRequest()), ...frames])));
   await done;
   assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => `m${i}`));
   socket.destroy();

@@ -16,7 +16,7 @@ const { WebSocketServer } = require(path.join(__dirname, '..'));
 const WebSocket = require(path.join(__dirname, '..'));
 const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
 const Ws = require('ws');
-const { bounded, startWss, upgradeRequest, waitFor } = require('./helpers');
+const { bounded, rawExchange, startWss, upgradeRequest, waitFor } = require('./helpers');
 
 const T = { timeout: 20000 };
 const SLOT = 2 ** native.binding.wire().slotBits - 1;
@@ -275,16 +275,7 @@ test('a request that arrives after its server closed gets 503 and gives its slot
 
 test('connections the engine refuses or that leave before their request give their slots back', T, async (t) => {
   const wss = await startWss(t, WebSocketServer);
-  const port = wss.address().port;
-  /** Sends `bytes` on a raw socket (or nothing), then resolves with what came back once closed. */
-  const exchange = (bytes) =>
-    new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => (bytes === null ? s.end() : s.write(bytes)));
-      const got = [];
-      s.on('data', (d) => got.push(d));
-      s.on('error', () => {});
-      s.on('close', () => resolve(Buffer.concat(got).toString()));
-    });
+  const exchange = (bytes) => rawExchange(wss.address().port, bytes);
   for (let i = 0; i < 5; i++) {
     // Not an upgrade: the engine answers 426 without JS.
     assert.match(await exchange('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1.1 426 /);

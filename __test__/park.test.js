@@ -9,14 +9,13 @@
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const net = require('node:net');
 const path = require('node:path');
 const { once } = require('node:events');
 
 const WebSocket = require(path.join(__dirname, '..'));
 const PeerWebSocket = require('ws');
 const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
-const { quietPeriod, startWss, upgradeRequest, waitFor } = require('./helpers');
+const { quietPeriod, rawWebSocket, startWss, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 
@@ -88,11 +87,9 @@ describe('parked connections', { concurrency: true }, () => {
 
   it('a parked connection whose socket drops closes with 1006', async (t) => {
     const wss = await startWss(t, WebSocket.Server);
-    const socket = net.connect(wss.address().port, HOST);
-    socket.on('error', () => {});
-    socket.write(upgradeRequest());
-    const [server] = await once(wss, 'connection');
-    await once(socket, 'data');
+    const accepted = once(wss, 'connection');
+    const { socket } = await rawWebSocket(t, wss.address().port);
+    const [server] = await accepted;
     await parked(server);
     socket.destroy();
     const [code] = await once(server, 'close');

@@ -15,11 +15,10 @@ const path = require('node:path');
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { quietPeriod, waitFor } = require('./helpers');
+const { acceptKey, quietPeriod, rawExchange, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
-const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
 /** A ws-native server on 127.0.0.1:0, closed (with its clients) after the test. */
 async function startServer(t, options = {}) {
@@ -76,19 +75,6 @@ async function rawConnect(t, port) {
   t.after(() => socket.destroy());
   await once(socket, 'connect');
   return socket;
-}
-
-/** Sends raw bytes and resolves with everything received until the server ends. */
-async function rawExchange(t, port, text) {
-  const socket = await rawConnect(t, port);
-  const chunks = [];
-  socket.on('data', (c) => chunks.push(c));
-  socket.write(text);
-  await new Promise((resolve) => {
-    socket.on('end', resolve);
-    socket.on('close', resolve);
-  });
-  return Buffer.concat(chunks).toString('latin1');
 }
 
 function handshake({
@@ -205,7 +191,7 @@ test('path option: other paths get HTTP 400', T, async (t) => {
   const r = await failure(bad);
   assert.equal(r.err.message, 'Unexpected server response: 400');
 
-  const raw = await rawExchange(t, wss.address().port, handshake({ path: '/bar' }));
+  const raw = await rawExchange(wss.address().port, handshake({ path: '/bar' }));
   assert.equal(raw, abortResponse(400, 'Bad Request'));
 
   const conn = once(wss, 'connection');
@@ -223,7 +209,7 @@ test('verifyClient sync: false answers 401', T, async (t) => {
       return info.req.headers['x-allow'] === 'yes';
     }
   });
-  const raw = await rawExchange(t, wss.address().port, handshake({ extra: 'Origin: http://o.test\r\n' }));
+  const raw = await rawExchange(wss.address().port, handshake({ extra: 'Origin: http://o.test\r\n' }));
   assert.equal(raw, abortResponse(401, 'Unauthorized'));
   assert.equal(infos.length, 1);
   assert.equal(infos[0].origin, 'http://o.test');
@@ -243,7 +229,7 @@ test('verifyClient async: custom code, message and headers reach the HTTP answer
       }, 20);
     }
   });
-  const raw = await rawExchange(t, wss.address().port, handshake({ path: '/no' }));
+  const raw = await rawExchange(wss.address().port, handshake({ path: '/no' }));
   assert.equal(raw, abortResponse(403, 'Go away', 'X-Reason: nope\r\n'));
 
   // Without a code: 401.
@@ -263,7 +249,7 @@ test('verifyClient async: custom code, message and headers reach the HTTP answer
 
 test('verifyClient async: cb(false) defaults to 401', T, async (t) => {
   const wss = await startServer(t, { verifyClient: (info, cb) => cb(false) });
-  const raw = await rawExchange(t, wss.address().port, handshake());
+  const raw = await rawExchange(wss.address().port, handshake());
   assert.equal(raw, abortResponse(401, 'Unauthorized'));
 });
 
@@ -312,11 +298,7 @@ test('handleProtocols returning false: no subprotocol header', T, async (t) => {
 
 test('invalid Sec-WebSocket-Protocol header: 400', T, async (t) => {
   const wss = await startServer(t);
-  const raw = await rawExchange(
-    t,
-    wss.address().port,
-    handshake({ extra: 'Sec-WebSocket-Protocol: a,,b\r\n' })
-  );
+  const raw = await rawExchange(wss.address().port, handshake({ extra: 'Sec-WebSocket-Protocol: a,,b\r\n' }));
   assert.equal(raw, abortResponse(400, 'Invalid Sec-WebSocket-Protocol header'));
 });
 
@@ -346,7 +328,7 @@ test('headers event: mutation adds a header the client sees', T, async (t) => {
 test('the 101 answer has the right Sec-WebSocket-Accept', T, async (t) => {
   const wss = await startServer(t);
   const key = crypto.randomBytes(16).toString('base64');
-  const accept = crypto.createHash('sha1').update(key + GUID).digest('base64');
+  const accept = acceptKey(key);
   const raw = await rawConnect(t, wss.address().port);
   const chunks = [];
   raw.on('data', (c) => chunks.push(c));
@@ -375,7 +357,7 @@ test('wsClientError: bad Sec-WebSocket-Version', T, async (t) => {
       socket.end('HTTP/1.1 400 Bad Request\r\nX-Custom: 1\r\n\r\n');
     });
   });
-  const raw = rawExchange(t, wss.address().port, handshake({ version: '12' }));
+  const raw = rawExchange(wss.address().port, handshake({ version: '12' }));
   const { err, req } = await got;
   assert.ok(err instanceof Error);
   assert.equal(err.message, 'Missing or invalid Sec-WebSocket-Version header');
@@ -393,7 +375,7 @@ test('wsClientError: invalid method', T, async (t) => {
       socket.destroy();
     });
   });
-  const raw = rawExchange(t, wss.address().port, handshake({ method: 'POST' }));
+  const raw = rawExchange(wss.address().port, handshake({ method: 'POST' }));
   assert.equal((await got).message, 'Invalid HTTP method');
   assert.equal(await raw, '');
 });
@@ -414,13 +396,13 @@ test('non-upgrade GET gets 426 Upgrade Required', T, async (t) => {
 
 test('POST upgrade: 405 Invalid HTTP method', T, async (t) => {
   const wss = await startServer(t);
-  const raw = await rawExchange(t, wss.address().port, handshake({ method: 'POST' }));
+  const raw = await rawExchange(wss.address().port, handshake({ method: 'POST' }));
   assert.equal(raw, abortResponse(405, 'Invalid HTTP method'));
 });
 
 test('bad Upgrade header: 400 Invalid Upgrade header', T, async (t) => {
   const wss = await startServer(t);
-  const raw = await rawExchange(t, wss.address().port, handshake({ upgrade: 'foo' }));
+  const raw = await rawExchange(wss.address().port, handshake({ upgrade: 'foo' }));
   assert.equal(raw, abortResponse(400, 'Invalid Upgrade header'));
 });
 
@@ -428,8 +410,8 @@ test('missing/invalid Sec-WebSocket-Key: 400', T, async (t) => {
   const wss = await startServer(t);
   const port = wss.address().port;
   const expected = abortResponse(400, 'Missing or invalid Sec-WebSocket-Key header');
-  assert.equal(await rawExchange(t, port, handshake({ key: null })), expected);
-  assert.equal(await rawExchange(t, port, handshake({ key: 'abc' })), expected);
+  assert.equal(await rawExchange(port, handshake({ key: null })), expected);
+  assert.equal(await rawExchange(port, handshake({ key: 'abc' })), expected);
 });
 
 test('missing/invalid Sec-WebSocket-Version: 400 with Sec-WebSocket-Version: 13, 8', T, async (t) => {
@@ -440,8 +422,8 @@ test('missing/invalid Sec-WebSocket-Version: 400 with Sec-WebSocket-Version: 13,
     'Missing or invalid Sec-WebSocket-Version header',
     'Sec-WebSocket-Version: 13, 8\r\n'
   );
-  assert.equal(await rawExchange(t, port, handshake({ version: '12' })), expected);
-  assert.equal(await rawExchange(t, port, handshake({ version: null })), expected);
+  assert.equal(await rawExchange(port, handshake({ version: '12' })), expected);
+  assert.equal(await rawExchange(port, handshake({ version: null })), expected);
 });
 
 test('protocol version 8 is accepted', T, async (t) => {

@@ -10,12 +10,11 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const { once } = require('node:events');
-const net = require('node:net');
 const path = require('node:path');
 
 const Native = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const Ws = require('ws');
-const { delay, quietPeriod, waitFor: waitUntil } = require('./helpers');
+const { delay, frame, quietPeriod, rawWebSocket, waitFor: waitUntil } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 15000 };
@@ -513,33 +512,19 @@ for (const pair of PAIRS) {
 test("invalid UTF-8 from the peer: the stream emits the websocket's WS_ERR_INVALID_UTF8 error, a 1007 close frame is sent", T, async (t) => {
   const pair = PAIRS[0];
   const { wss } = await startServer(t, pair);
-  const socket = net.connect(wss.address().port, HOST);
-  socket.on('error', () => {});
-  t.after(() => socket.destroy());
-  await once(socket, 'connect');
-  let buf = Buffer.alloc(0);
-  socket.on('data', (chunk) => (buf = Buffer.concat([buf, chunk])));
   const conn = once(wss, 'connection');
-  socket.write(
-    `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-      `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\n` +
-      'Sec-WebSocket-Version: 13\r\n\r\n'
-  );
+  const { socket, head, reader } = await rawWebSocket(t, wss.address().port);
   const [server] = await conn;
   const s = pair.Server.createWebSocketStream(server);
   const sLog = record(s);
   const sClosed = closeOf(s);
-  await waitFor(() => buf.includes('\r\n\r\n'), 'the 101 response');
-  assert.match(buf.toString('latin1'), /^HTTP\/1\.1 101 /);
-  buf = buf.subarray(buf.indexOf('\r\n\r\n') + 4);
+  assert.match(head, /^HTTP\/1\.1 101 /);
 
   // A masked text frame carrying 0xff 0xfe.
-  const key = crypto.randomBytes(4);
-  const payload = Buffer.from([0xff ^ key[0], 0xfe ^ key[1]]);
-  socket.write(Buffer.concat([Buffer.from([0x81, 0x82]), key, payload]));
+  socket.write(frame({ opcode: 0x1, payload: Buffer.from([0xff, 0xfe]) }));
 
-  await waitFor(() => buf.length >= 4, 'the close frame');
-  assert.deepEqual(buf.subarray(0, 4), Buffer.from([0x88, 0x02, 0x03, 0xef]), 'close frame 1007');
+  const closeFrame = await reader.next();
+  assert.deepEqual(closeFrame.bytes, Buffer.from([0x88, 0x02, 0x03, 0xef]), 'close frame 1007');
   socket.end();
 
   await sClosed;
