@@ -12,33 +12,19 @@ const https = require('node:https');
 const net = require('node:net');
 
 const WebSocket = require('..');
-const { closeServer, findBin, frame, listen, once, quietPeriod, selfSigned, startTinyproxy, upgradeRequest } = require('./helpers');
+const { closeServer, echoBack, echoes, findBin, frame, listen, once, quietPeriod, selfSigned, startTinyproxy, upgradeRequest } = require('./helpers');
 const Ws = require('ws');
-
-async function echoOver(ws, payloads) {
-  await once(ws, 'open');
-  const got = [];
-  const done = new Promise((resolve) => {
-    ws.on('message', (data, isBinary) => {
-      got.push([Buffer.from(data), isBinary]);
-      if (got.length === payloads.length) resolve();
-    });
-  });
-  for (const p of payloads) ws.send(p);
-  await done;
-  return got;
-}
 
 test('wss:// client against ws on an https server (ca trusted, and rejectUnauthorized: false)', { timeout: 20000 }, async () => {
   const tls = selfSigned();
   const server = https.createServer(tls);
   const wss = new Ws.WebSocketServer({ server });
-  wss.on('connection', (ws) => ws.on('message', (d, b) => ws.send(d, { binary: b })));
+  echoBack(wss);
   const port = await listen(server);
 
   const trusted = new WebSocket(`wss://localhost:${port}/`, { ca: tls.cert });
   const big = crypto.randomBytes(3 * 1024 * 1024);
-  const got = await echoOver(trusted, ['hi', big]);
+  const got = await echoes(trusted, ['hi', big]);
   assert.equal(got[0][0].toString(), 'hi');
   assert.equal(got[0][1], false);
   assert.ok(got[1][0].equals(big));
@@ -54,7 +40,7 @@ test('wss:// client against ws on an https server (ca trusted, and rejectUnautho
   assert.equal((await closed)[0], 1006);
 
   const lax = new WebSocket(`wss://127.0.0.1:${port}/`, { rejectUnauthorized: false });
-  assert.equal((await echoOver(lax, ['x']))[0][0].toString(), 'x');
+  assert.equal((await echoes(lax, ['x']))[0][0].toString(), 'x');
   lax.terminate();
   await once(lax, 'close');
 
@@ -90,10 +76,10 @@ test('through https-proxy-agent and a real HTTP proxy (tinyproxy)', { timeout: 2
   const proxyPort = await startTinyproxy(t);
   const wss = new WebSocket.Server({ port: 0, host: '127.0.0.1' });
   await once(wss, 'listening');
-  wss.on('connection', (ws) => ws.on('message', (d, b) => ws.send(d, { binary: b })));
+  echoBack(wss);
   const agent = new HttpsProxyAgent(`http://127.0.0.1:${proxyPort}`);
   const ws = new WebSocket(`ws://127.0.0.1:${wss.address().port}/`, { agent });
-  const got = await echoOver(ws, ['through the proxy', Buffer.alloc(100000, 7)]);
+  const got = await echoes(ws, ['through the proxy', Buffer.alloc(100000, 7)]);
   assert.equal(got[0][0].toString(), 'through the proxy');
   assert.equal(got[1][0].length, 100000);
   ws.close();

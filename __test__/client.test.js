@@ -14,25 +14,13 @@ const path = require('node:path');
 
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const Ws = require('ws');
-const { freePort, netServer, quietPeriod, waitFor } = require('./helpers');
+const { closeAfter, echoBack, failure, freePort, netServer, quietPeriod, startWss, urlOf, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
 
 /** A real `ws` server on 127.0.0.1:0, closed (with its clients) after the test. */
-async function wsServer(t, options = {}) {
-  const wss = new Ws.WebSocketServer({ host: HOST, port: 0, ...options });
-  await once(wss, 'listening');
-  t.after(() => closeWsServer(wss));
-  return wss;
-}
-
-function closeWsServer(wss) {
-  return new Promise((resolve) => {
-    for (const c of wss.clients) c.terminate();
-    wss.close(() => resolve());
-  });
-}
+const wsServer = (t, options) => startWss(t, Ws.WebSocketServer, options);
 
 /** A plain http server on 127.0.0.1:0, closed after the test. */
 async function httpServer(t, handler) {
@@ -54,46 +42,36 @@ async function httpServer(t, handler) {
   return server;
 }
 
-const urlOf = (server, p = '/') => `ws://${HOST}:${server.address().port}${p}`;
-
-/** Terminates a client after the test and waits for its 'close'. */
-function track(t, ws) {
-  t.after(async () => {
-    if (ws.readyState === WebSocket.CLOSED) return;
-    const closed = new Promise((resolve) => ws.once('close', resolve));
-    ws.on('error', () => {});
-    ws.terminate();
-    await closed;
-  });
-  return ws;
+/** A `ws` server on a unix socket in a temporary directory, removed with it after the test. */
+async function unixServer(t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-'));
+  const socketPath = path.join(dir, 'sock');
+  const server = http.createServer();
+  const wss = new Ws.WebSocketServer({ server });
+  server.listen(socketPath);
+  await once(server, 'listening');
+  t.after(
+    () =>
+      new Promise((resolve) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close();
+        server.close(() => {
+          fs.rmSync(dir, { recursive: true, force: true });
+          resolve();
+        });
+      })
+  );
+  return { wss, socketPath };
 }
 
 /** Opens a ws-native client to a `ws` server and resolves with both ends. */
 async function connectPair(t, options = {}, serverOptions = {}) {
   const wss = await wsServer(t, serverOptions);
   const serverSide = once(wss, 'connection');
-  const ws = track(t, new WebSocket(urlOf(wss), options));
+  const ws = closeAfter(t, new WebSocket(urlOf(wss), options));
   await once(ws, 'open');
   const [peer, req] = await serverSide;
   return { wss, ws, peer, req };
-}
-
-/** Collects the 'error' and 'close' events of a failing client; resolves on 'close'. */
-function failure(ws) {
-  return new Promise((resolve) => {
-    const r = { events: [], err: undefined, stateAtError: undefined };
-    ws.on('error', (err) => {
-      r.events.push('error');
-      if (r.err === undefined) r.err = err;
-      r.stateAtError = ws.readyState;
-    });
-    ws.on('close', (code, reason) => {
-      r.events.push('close');
-      r.code = code;
-      r.reason = reason;
-      resolve(r);
-    });
-  });
 }
 
 // --- constructor validation -------------------------------------------------------------
@@ -147,7 +125,7 @@ test('unsupported protocolVersion throws RangeError', T, () => {
 
 test('http: URLs are converted to ws: (url property)', T, async (t) => {
   const wss = await wsServer(t);
-  const ws = track(t, new WebSocket(`http://${HOST}:${wss.address().port}/a?b=c`));
+  const ws = closeAfter(t, new WebSocket(`http://${HOST}:${wss.address().port}/a?b=c`));
   assert.equal(ws.url, `ws://${HOST}:${wss.address().port}/a?b=c`);
   await once(ws, 'open');
 });
@@ -166,7 +144,7 @@ test('readyState constants on the class and instances, read-only', T, async (t) 
   }
 
   const wss = await wsServer(t);
-  const ws = track(t, new WebSocket(urlOf(wss)));
+  const ws = closeAfter(t, new WebSocket(urlOf(wss)));
   for (const [name, value] of Object.entries(states)) {
     assert.equal(ws[name], value);
     assert.throws(() => {
@@ -191,7 +169,7 @@ test('readyState constants on the class and instances, read-only', T, async (t) 
 
 test('send() before open throws "WebSocket is not open: readyState 0 (CONNECTING)"', T, async (t) => {
   const wss = await wsServer(t);
-  const ws = track(t, new WebSocket(urlOf(wss)));
+  const ws = closeAfter(t, new WebSocket(urlOf(wss)));
   const expected = { name: 'Error', message: 'WebSocket is not open: readyState 0 (CONNECTING)' };
   assert.throws(() => ws.send('hi'), expected);
   assert.throws(() => ws.ping(), expected);
@@ -312,27 +290,10 @@ test('close() and terminate() before open abort the handshake', T, async (t) => 
 // --- IPC --------------------------------------------------------------------------------
 
 test('ws+unix: connects over a unix socket to a ws server', T, async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-'));
-  const socketPath = path.join(dir, 'sock');
-  const server = http.createServer();
-  const wss = new Ws.WebSocketServer({ server });
-  server.listen(socketPath);
-  await once(server, 'listening');
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close();
-        server.close(() => {
-          fs.rmSync(dir, { recursive: true, force: true });
-          resolve();
-        });
-      })
-  );
-
-  wss.on('connection', (peer) => peer.on('message', (d, b) => peer.send(d, { binary: b })));
+  const { wss, socketPath } = await unixServer(t);
+  echoBack(wss);
   const serverSide = once(wss, 'connection');
-  const ws = track(t, new WebSocket(`ws+unix:${socketPath}:/some/path?q=1`));
+  const ws = closeAfter(t, new WebSocket(`ws+unix:${socketPath}:/some/path?q=1`));
   await once(ws, 'open');
   const [, req] = await serverSide;
   assert.equal(req.url, '/some/path?q=1');
@@ -348,25 +309,9 @@ test('ws+unix: connects over a unix socket to a ws server', T, async (t) => {
 });
 
 test('ws+unix: without a request path uses "/"', T, async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-'));
-  const socketPath = path.join(dir, 'sock');
-  const server = http.createServer();
-  const wss = new Ws.WebSocketServer({ server });
-  server.listen(socketPath);
-  await once(server, 'listening');
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close();
-        server.close(() => {
-          fs.rmSync(dir, { recursive: true, force: true });
-          resolve();
-        });
-      })
-  );
+  const { wss, socketPath } = await unixServer(t);
   const serverSide = once(wss, 'connection');
-  const ws = track(t, new WebSocket(`ws+unix:${socketPath}`));
+  const ws = closeAfter(t, new WebSocket(`ws+unix:${socketPath}`));
   await once(ws, 'open');
   const [, req] = await serverSide;
   assert.equal(req.url, '/');
@@ -461,7 +406,7 @@ test('subprotocol negotiation', T, async (t) => {
     }
   });
   const serverSide = once(wss, 'connection');
-  const ws = track(t, new WebSocket(urlOf(wss), ['foo', 'bar']));
+  const ws = closeAfter(t, new WebSocket(urlOf(wss), ['foo', 'bar']));
   assert.equal(ws.protocol, '');
   await once(ws, 'open');
   const [peer, req] = await serverSide;
@@ -472,7 +417,7 @@ test('subprotocol negotiation', T, async (t) => {
 
 test('a single string subprotocol is sent', T, async (t) => {
   const wss = await wsServer(t);
-  const ws = track(t, new WebSocket(urlOf(wss), 'chat'));
+  const ws = closeAfter(t, new WebSocket(urlOf(wss), 'chat'));
   await once(ws, 'open');
   assert.equal(ws.protocol, 'chat');
 });
@@ -489,7 +434,7 @@ test('server choosing no subprotocol: error "Server sent no subprotocol"', T, as
 test('the upgrade event gets the 101 response', T, async (t) => {
   const wss = await wsServer(t);
   wss.on('headers', (headers) => headers.push('X-Extra: 1'));
-  const ws = track(t, new WebSocket(urlOf(wss)));
+  const ws = closeAfter(t, new WebSocket(urlOf(wss)));
   const events = [];
   ws.on('upgrade', () => events.push('upgrade'));
   const upgrade = once(ws, 'upgrade');
@@ -518,7 +463,7 @@ test('followRedirects follows a 302 and emits redirect', T, async (t) => {
   });
 
   const serverSide = once(wss, 'connection');
-  const ws = track(t, new WebSocket(urlOf(redirector, '/start'), { followRedirects: true }));
+  const ws = closeAfter(t, new WebSocket(urlOf(redirector, '/start'), { followRedirects: true }));
   const redirects = [];
   ws.on('redirect', (url, req) => {
     redirects.push(url);
@@ -540,7 +485,7 @@ test('followRedirects: relative Location', T, async (t) => {
         'Content-Length: 0\r\n\r\n'
     );
   });
-  const ws = track(t, new WebSocket(urlOf(redirector), { followRedirects: true }));
+  const ws = closeAfter(t, new WebSocket(urlOf(redirector), { followRedirects: true }));
   await once(ws, 'open');
   assert.equal(ws.url, urlOf(wss, '/abs'));
 });
@@ -646,7 +591,7 @@ test('onopen/onmessage/onclose: MessageEvent.data is a string for text', T, asyn
     peer.send(Buffer.from([1, 2]));
     peer.on('message', () => peer.close(4000, 'done'));
   });
-  const ws = track(t, new WebSocket(urlOf(wss)));
+  const ws = closeAfter(t, new WebSocket(urlOf(wss)));
   assert.equal(ws.onopen, null);
   assert.equal(ws.onmessage, null);
   const events = [];
@@ -839,7 +784,7 @@ test('bufferedAmount', T, async (t) => {
 
 test('pause()/resume()/isPaused', T, async (t) => {
   const wss = await wsServer(t);
-  const ws = track(t, new WebSocket(urlOf(wss)));
+  const ws = closeAfter(t, new WebSocket(urlOf(wss)));
   assert.equal(ws.isPaused, false);
   ws.pause(); // no-op while connecting
   assert.equal(ws.isPaused, false);

@@ -14,17 +14,15 @@ const zlib = require('node:zlib');
 const WebSocket = require(path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { engineHeap, frame, rawWebSocket, startWss, switchingProtocols, upgradeRequest, waitFor } = require('./helpers');
+const { echoBack, engineHeap, frame, rawWebSocket, startWss, switchingProtocols, upgradeRequest, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 60000 };
 
+/** An echo server of `Impl`, closed after the test; its connections' errors are ignored. */
 async function echoServer(t, Impl, options) {
-  const wss = await startWss(t, Impl.WebSocketServer, options);
-  wss.on('connection', (ws) => {
-    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
-    ws.on('error', () => {});
-  });
+  const wss = echoBack(await startWss(t, Impl.WebSocketServer, options));
+  wss.on('connection', (ws) => ws.on('error', () => {}));
   return wss;
 }
 
@@ -437,7 +435,7 @@ test('through Node http: an attached server (handed-over socket) and a client wh
   const http = require('node:http');
   const server = http.createServer();
   const wss = new WebSocketServer({ server, perMessageDeflate: { serverNoContextTakeover: true } });
-  wss.on('connection', (ws) => ws.on('message', (d, b) => ws.send(d, { binary: b })));
+  echoBack(wss);
   await new Promise((resolve) => server.listen(0, HOST, resolve));
   t.after(() => {
     for (const c of wss.clients) c.terminate();

@@ -1,7 +1,10 @@
 'use strict';
 
-// Small helpers shared by the tests.
+// The helpers the tests share: waiting (for a condition, or for a time during which nothing
+// must happen), servers and clients, raw sockets speaking the protocol by hand, certificates,
+// memory. One of each: a test file defines only what it alone needs.
 
+const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
@@ -25,9 +28,24 @@ function closeServer(server) {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 
-/** Resolves with the arguments of the next `event`. */
+/** Resolves with the arguments of the next `event` (never rejects: events.once rejects on 'error'). */
 function once(emitter, event) {
   return new Promise((resolve) => emitter.once(event, (...args) => resolve(args)));
+}
+
+/** The SHA-256 of `data`, in hex. */
+function sha256(data) {
+  return crypto.createHash('sha256').update(data).digest('hex');
+}
+
+// --- WebSocket servers and clients (ws-native's or ws's: the same API) ---------------------------
+
+/** Terminates the clients of a WebSocketServer (if it tracks them) and closes it. */
+function closeWss(wss) {
+  return new Promise((resolve) => {
+    if (wss.clients) for (const c of wss.clients) c.terminate();
+    wss.close(() => resolve());
+  });
 }
 
 /**
@@ -40,15 +58,93 @@ async function startWss(t, Server, options = {}) {
     wss.once('listening', resolve);
     wss.once('error', reject);
   });
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close(() => resolve());
-      })
-  );
+  t.after(() => closeWss(wss));
   return wss;
 }
+
+/** Makes every connection of `wss` send each message it gets back as it came. Returns `wss`. */
+function echoBack(wss) {
+  wss.on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })));
+  return wss;
+}
+
+/** The ws:// URL of a server listening on 127.0.0.1, with path `p`. */
+function urlOf(server, p = '/') {
+  return `ws://127.0.0.1:${server.address().port}${p}`;
+}
+
+/**
+ * Terminates client `ws` after the test (unless it has closed by then) and waits for its
+ * 'close'. Returns `ws`.
+ */
+function closeAfter(t, ws) {
+  t.after(async () => {
+    if (ws.readyState === ws.CLOSED) return;
+    const closed = new Promise((resolve) => ws.once('close', resolve));
+    ws.on('error', () => {});
+    ws.terminate();
+    await closed;
+  });
+  return ws;
+}
+
+/** Resolves with the first 'open' (as null) or 'error' (the error) of a client. */
+function outcome(ws) {
+  return new Promise((resolve) => {
+    ws.once('open', () => resolve(null));
+    ws.once('error', (err) => resolve(err));
+  });
+}
+
+/**
+ * Collects the 'error' and 'close' events of a failing client; resolves on 'close' with
+ * `{ events, err, stateAtError, code, reason }` (the first error, and the readyState then).
+ */
+function failure(ws) {
+  return new Promise((resolve) => {
+    const r = { events: [], err: undefined, stateAtError: undefined };
+    ws.on('error', (err) => {
+      r.events.push('error');
+      if (r.err === undefined) r.err = err;
+      r.stateAtError = ws.readyState;
+    });
+    ws.on('close', (code, reason) => {
+      r.events.push('close');
+      r.code = code;
+      r.reason = reason;
+      resolve(r);
+    });
+  });
+}
+
+/**
+ * Waits for client `ws` to open (fails with its error if it does not), sends `payloads` in order
+ * and resolves with what comes back, one `[data, isBinary]` per payload.
+ */
+async function echoes(ws, payloads) {
+  const err = await outcome(ws);
+  assert.equal(err, null, err && `${err.code}: ${err.message}`);
+  const got = [];
+  const done = new Promise((resolve) => {
+    ws.on('message', (data, isBinary) => {
+      got.push([Buffer.from(data), isBinary]);
+      if (got.length === payloads.length) resolve();
+    });
+  });
+  for (const p of payloads) ws.send(p);
+  await done;
+  return got;
+}
+
+/** echoes(ws, [payload]), then closes `ws` and waits for its 'close'; resolves with the echoed data. */
+async function echoOnce(ws, payload) {
+  const [[data]] = await echoes(ws, [payload]);
+  ws.close();
+  await once(ws, 'close');
+  return data;
+}
+
+// --- Waiting -------------------------------------------------------------------------------------
 
 /** Resolves after `ms`. Not a way to wait for an event: see waitFor and quietPeriod. */
 function delay(ms) {
@@ -91,22 +187,7 @@ function bounded(promise, ms) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/**
- * Full collections (run with --expose-gc) until `sample()`, a heap size, stops shrinking: at
- * least `minRounds`, at most `maxRounds`. Each is followed by `interval` ms for the finalizers
- * the collection queued (they free the native memory of collected objects), which no event
- * announces: the shrinking heap is the sign they ran.
- */
-async function settleHeap(sample, { minRounds = 1, maxRounds = 10, interval = 20 } = {}) {
-  let last = Infinity;
-  for (let i = 0; i < maxRounds; i++) {
-    global.gc();
-    await delay(interval);
-    const now = sample();
-    if (i + 1 >= minRounds && now >= last) break;
-    last = now;
-  }
-}
+// --- TCP servers, ports, proxies -----------------------------------------------------------------
 
 /** Whether something accepts TCP connections on 127.0.0.1:`port` now. */
 function accepts(port) {
@@ -191,14 +272,7 @@ async function startTinyproxy(t, auth) {
   return port;
 }
 
-/**
- * The C heap this process holds: glibc's bytes in use plus its mmapped blocks, and the pages of
- * the engine's slabs (the engine's memory, without the allocator's caches).
- */
-function engineHeap() {
-  const [used, , mapped, slabs] = require(path.join(__dirname, '..', 'lib', 'native.js')).binding.heapStats();
-  return used + mapped + slabs;
-}
+// --- The protocol by hand: requests, answers, frames ---------------------------------------------
 
 /**
  * A valid WebSocket upgrade request for a server on 127.0.0.1, with `extra` header lines (each
@@ -216,7 +290,10 @@ function acceptKey(key) {
   return crypto.createHash('sha1').update(key + GUID).digest('base64');
 }
 
-/** A server's 101 answer to an upgrade request with `key`, with `extra` header lines (each ending in CRLF). */
+/**
+ * A server's 101 answer to an upgrade request with `key`, with `extra` header lines (each ending
+ * in CRLF).
+ */
 function switchingProtocols(key, extra = '') {
   return (
     'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
@@ -363,13 +440,47 @@ function frame({ fin = true, rsv = 0, opcode, mask = true, payload = Buffer.allo
   return Buffer.concat(parts);
 }
 
+// --- Memory --------------------------------------------------------------------------------------
+
+/**
+ * The C heap this process holds: glibc's bytes in use plus its mmapped blocks, and the pages of
+ * the engine's slabs (the engine's memory, without the allocator's caches).
+ */
+function engineHeap() {
+  const [used, , mapped, slabs] = require(path.join(__dirname, '..', 'lib', 'native.js')).binding.heapStats();
+  return used + mapped + slabs;
+}
+
+/**
+ * Full collections (run with --expose-gc) until `sample()`, a heap size, stops shrinking: at
+ * least `minRounds`, at most `maxRounds`. Each is followed by `interval` ms for the finalizers
+ * the collection queued (they free the native memory of collected objects), which no event
+ * announces: the shrinking heap is the sign they ran.
+ */
+async function settleHeap(sample, { minRounds = 1, maxRounds = 10, interval = 20 } = {}) {
+  let last = Infinity;
+  for (let i = 0; i < maxRounds; i++) {
+    global.gc();
+    await delay(interval);
+    const now = sample();
+    if (i + 1 >= minRounds && now >= last) break;
+    last = now;
+  }
+}
+
 module.exports = {
   GUID,
   acceptKey,
   bounded,
+  closeAfter,
   closeServer,
+  closeWss,
   delay,
+  echoBack,
+  echoOnce,
+  echoes,
   engineHeap,
+  failure,
   findBin,
   frame,
   frameReader,
@@ -379,16 +490,19 @@ module.exports = {
   makeCerts,
   netServer,
   once,
+  outcome,
   quietPeriod,
   rawExchange,
   rawWebSocket,
   selfSigned,
   settleHeap,
+  sha256,
   silentServer,
   startTinyproxy,
   startWss,
   switchingProtocols,
   upgradeRequest,
+  urlOf,
   waitFor,
   waitPort
 };

@@ -7,18 +7,16 @@
 
 const { test, describe } = require('node:test');
 const assert = require('node:assert/strict');
-const crypto = require('node:crypto');
 const { once } = require('node:events');
 const path = require('node:path');
 
 const Native = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const Ws = require('ws');
-const { quietPeriod } = require('./helpers');
+const { quietPeriod, sha256 } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
 
-const sha = (data) => crypto.createHash('sha256').update(data).digest('hex');
 
 const SETUPS = [
   { name: 'ws-native client <-> ws server', Client: Native, Server: Ws.WebSocketServer },
@@ -79,7 +77,7 @@ async function transfer(from, to, data, binary) {
   const buf = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
   const expected = Buffer.isBuffer(data) ? data : Buffer.from(data);
   assert.equal(buf.length, expected.length, 'length');
-  assert.equal(sha(buf), sha(expected), 'content hash');
+  assert.equal(sha256(buf), sha256(expected), 'content hash');
   assert.ok((await sent) == null, 'send callback without error');
 }
 
@@ -320,14 +318,14 @@ for (const setup of SETUPS) {
         const other = side === 'client' ? ends.server : ends.client;
         const data = binaryOf(16 * 1024 * 1024);
         const received = [];
-        other.on('message', (d) => received.push(sha(d)));
+        other.on('message', (d) => received.push(sha256(d)));
         const a = closed(ends.client);
         const b = closed(ends.server);
         let sendErr = 'not called';
         ends[side].send(data, (err) => (sendErr = err));
         ends[side].close(1000, 'after data');
         const [ca, cb] = await Promise.all([a, b]);
-        assert.deepEqual(received, [sha(data)]);
+        assert.deepEqual(received, [sha256(data)]);
         assert.deepEqual([ca.code, ca.reason], [1000, 'after data']);
         assert.deepEqual([cb.code, cb.reason], [1000, 'after data']);
         assert.ok(sendErr == null, `send callback: ${sendErr}`);

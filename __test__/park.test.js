@@ -133,15 +133,7 @@ describe('parked connections', { concurrency: true }, () => {
   });
 
   it('a ws-native client parks too, and its server\'s messages bring it back', async (t) => {
-    const wss = new PeerWebSocket.Server({ host: HOST, port: 0 });
-    await once(wss, 'listening');
-    t.after(
-      () =>
-        new Promise((resolve) => {
-          for (const c of wss.clients) c.terminate();
-          wss.close(resolve);
-        })
-    );
+    const wss = await startWss(t, PeerWebSocket.Server);
     const client = new WebSocket(`ws://${HOST}:${wss.address().port}`);
     const [[peer]] = await Promise.all([once(wss, 'connection'), once(client, 'open')]);
     peer.on('message', (d) => peer.send(`echo ${d}`));

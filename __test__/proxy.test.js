@@ -11,7 +11,7 @@ const fs = require('node:fs');
 const { spawn } = require('node:child_process');
 
 const WebSocket = require('..');
-const { findBin, freePort, hasOpenssl, makeCerts, once, silentServer, startTinyproxy, waitPort } = require('./helpers');
+const { echoBack, echoes, findBin, freePort, hasOpenssl, makeCerts, once, outcome, silentServer, startTinyproxy, startWss, waitPort } = require('./helpers');
 
 const TINYPROXY = findBin(['tinyproxy']);
 const MICROSOCKS = findBin(['microsocks']);
@@ -34,40 +34,19 @@ async function startMicrosocks(t, auth) {
   return port;
 }
 
-/** Echo servers: plain and (when openssl is there) native TLS. */
+/** Echo servers, closed after the test: plain and (when openssl is there) native TLS. */
 async function echoServers(t) {
-  const servers = [];
-  const start = async (tls) => {
-    const s = new WebSocket.WebSocketServer({ port: 0, host: '127.0.0.1', tls });
-    await once(s, 'listening');
-    s.on('connection', (ws) => ws.on('message', (d, b) => ws.send(d, { binary: b })));
-    servers.push(s);
-    return s.address().port;
-  };
-  t.after(() => Promise.all(servers.map((s) => new Promise((resolve) => {
-    for (const ws of s.clients) ws.terminate();
-    s.close(() => resolve());
-  }))));
+  const start = async (tls) => echoBack(await startWss(t, WebSocket.WebSocketServer, { tls })).address().port;
   return { ws: await start(undefined), wss: certs ? await start(certs.server) : null };
 }
 
-function outcome(ws) {
-  return new Promise((resolve) => {
-    ws.once('open', () => resolve(null));
-    ws.once('error', (err) => resolve(err));
-  });
-}
-
+/** Opens `url` with `options` and checks that a text and a 200 kB message come back. */
 async function echoThrough(url, options) {
   const ws = new WebSocket(url, { handshakeTimeout: 10000, ...options });
-  const err = await outcome(ws);
-  assert.equal(err, null, err && `${err.code}: ${err.message}`);
-  ws.send('hello through ' + options.proxy);
-  const [data] = await once(ws, 'message');
-  assert.equal(data.toString(), 'hello through ' + options.proxy);
+  const text = 'hello through ' + options.proxy;
   const big = Buffer.alloc(200000, 5);
-  ws.send(big);
-  const [back] = await once(ws, 'message');
+  const [[data], [back]] = await echoes(ws, [text, big]);
+  assert.equal(data.toString(), text);
   assert.deepEqual(back, big);
   ws.close();
   await once(ws, 'close');

@@ -17,6 +17,7 @@ const { spawn, spawnSync } = require('node:child_process');
 const { once } = require('node:events');
 
 const WebSocket = require('..');
+const { closeAfter, startWss } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 30000 };
@@ -88,15 +89,7 @@ async function pythonServer(t) {
 
 /** Opens a ws-native client; closes it (terminate) at the end of the test if still open. */
 async function open(t, url, protocols) {
-  const ws = new WebSocket(url, protocols);
-  t.after(async () => {
-    if (ws.readyState !== WebSocket.CLOSED) {
-      ws.on('error', () => {});
-      const closed = once(ws, 'close');
-      ws.terminate();
-      await closed;
-    }
-  });
+  const ws = closeAfter(t, new WebSocket(url, protocols));
   await once(ws, 'open');
   return ws;
 }
@@ -233,16 +226,9 @@ describe('Python websockets interop', { timeout: 90000 }, () => {
   });
 
   test('Python client -> ws-native server', { ...T, skip }, async (t) => {
-    const wss = new WebSocket.WebSocketServer({
-      host: HOST,
-      port: 0,
+    const wss = await startWss(t, WebSocket.WebSocketServer, {
       maxPayload: 4 * 1024 * 1024,
       handleProtocols: (protocols) => (protocols.has('py.v1') ? 'py.v1' : false)
-    });
-    await once(wss, 'listening');
-    t.after(async () => {
-      for (const ws of wss.clients) ws.terminate();
-      await new Promise((resolve) => wss.close(resolve));
     });
 
     const seen = [];

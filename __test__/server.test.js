@@ -15,58 +15,16 @@ const path = require('node:path');
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { acceptKey, quietPeriod, rawExchange, waitFor } = require('./helpers');
+const { acceptKey, closeAfter, closeWss, echoBack, failure, quietPeriod, rawExchange, startWss, urlOf, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
 
 /** A ws-native server on 127.0.0.1:0, closed (with its clients) after the test. */
-async function startServer(t, options = {}) {
-  const wss = new WebSocketServer({ host: HOST, port: 0, ...options });
-  await once(wss, 'listening');
-  t.after(() => closeServer(wss));
-  return wss;
-}
-
-function closeServer(wss) {
-  return new Promise((resolve) => {
-    if (wss.clients) for (const c of wss.clients) c.terminate();
-    for (const c of wss.__extra || []) c.terminate();
-    wss.close(() => resolve());
-  });
-}
-
-const urlOf = (wss, p = '/') => `ws://${HOST}:${wss.address().port}${p}`;
+const startServer = (t, options) => startWss(t, WebSocketServer, options);
 
 /** A real ws client, terminated after the test. */
-function client(t, url, protocols, options) {
-  const ws = new Ws(url, protocols, options);
-  t.after(async () => {
-    if (ws.readyState === Ws.CLOSED) return;
-    const closed = new Promise((resolve) => ws.once('close', resolve));
-    ws.on('error', () => {});
-    ws.terminate();
-    await closed;
-  });
-  return ws;
-}
-
-/** Collects the 'error' and 'close' events of a client; resolves on 'close'. */
-function failure(ws) {
-  return new Promise((resolve) => {
-    const r = { events: [], err: undefined };
-    ws.on('error', (err) => {
-      r.events.push('error');
-      if (r.err === undefined) r.err = err;
-    });
-    ws.on('close', (code, reason) => {
-      r.events.push('close');
-      r.code = code;
-      r.reason = reason;
-      resolve(r);
-    });
-  });
-}
+const client = (t, url, protocols, options) => closeAfter(t, new Ws(url, protocols, options));
 
 /** Opens a raw TCP connection; destroyed after the test. */
 async function rawConnect(t, port) {
@@ -130,7 +88,7 @@ test('listening event, callback and address()', T, async (t) => {
   const wss = new WebSocketServer({ host: HOST, port: 0 }, () => {
     callbackCalled = true;
   });
-  t.after(() => closeServer(wss));
+  t.after(() => closeWss(wss));
   await once(wss, 'listening');
   assert.equal(callbackCalled, true);
   const addr = wss.address();
@@ -174,13 +132,20 @@ test('clientTracking: clients Set, removed on close', T, async (t) => {
 });
 
 test('clientTracking: false leaves clients undefined', T, async (t) => {
-  const wss = await startServer(t, { clientTracking: false });
+  const wss = new WebSocketServer({ host: HOST, port: 0, clientTracking: false });
+  await once(wss, 'listening');
+  // The server does not know its connection: it is terminated here, before the server closes
+  // (close() waits for it).
+  let peer = null;
+  t.after(() => {
+    if (peer) peer.terminate();
+    return closeWss(wss);
+  });
   assert.equal(wss.clients, undefined);
   const conn = once(wss, 'connection');
   const ws = client(t, urlOf(wss));
   await once(ws, 'open');
-  const [peer] = await conn;
-  (wss.__extra = []).push(peer);
+  [peer] = await conn;
   assert.equal(peer.readyState, WebSocket.OPEN);
   assert.ok(peer instanceof WebSocket);
 });
@@ -496,7 +461,7 @@ test('req fields: headers, rawHeaders, url, method, httpVersion, socket address'
 test('close(cb): existing clients stay connected; cb after they close', T, async (t) => {
   const wss = new WebSocketServer({ host: HOST, port: 0 });
   await once(wss, 'listening');
-  wss.on('connection', (peer) => peer.on('message', (d, b) => peer.send(d, { binary: b })));
+  echoBack(wss);
   const url = urlOf(wss);
   const ws = new Ws(url);
   t.after(() => ws.terminate());

@@ -28,7 +28,7 @@ const { once } = require('node:events');
 const Ws = require('ws');
 const WebSocket = require(path.join(__dirname, '..'));
 const { echoLoad, cycles, onceWithin } = require('./fixtures/soak-load.js');
-const { bounded, waitFor } = require('./helpers');
+const { bounded, echoBack, waitFor } = require('./helpers');
 
 const LONG = process.env.SOAK === 'long';
 const N = LONG
@@ -69,8 +69,7 @@ function startChild(t) {
 }
 
 function echoServer(t) {
-  const wss = new Ws.WebSocketServer({ host: '127.0.0.1', port: 0 });
-  wss.on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })));
+  const wss = echoBack(new Ws.WebSocketServer({ host: '127.0.0.1', port: 0 }));
   // A cleanup must never hang the run.
   t.after(() => bounded(new Promise((resolve) => (wss.clients.forEach((c) => c.terminate()), wss.close(resolve))), 5000));
   return once(wss, 'listening').then(() => `ws://127.0.0.1:${wss.address().port}`);

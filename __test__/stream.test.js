@@ -14,7 +14,7 @@ const path = require('node:path');
 
 const Native = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const Ws = require('ws');
-const { delay, frame, quietPeriod, rawWebSocket, waitFor: waitUntil } = require('./helpers');
+const { delay, frame, quietPeriod, rawWebSocket, sha256, waitFor: waitUntil } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 15000 };
@@ -27,7 +27,6 @@ const PAIRS = [
   { name: 'ws client <-> ws-native server', Client: Ws, Server: Native }
 ];
 
-const sha = (data) => crypto.createHash('sha256').update(data).digest('hex');
 
 /** Polls `pred` until it holds (fails after 10 s, naming `what`). */
 const waitFor = (pred, what) => waitUntil(pred, { timeout: 10000, interval: 5, what });
@@ -197,7 +196,7 @@ for (const pair of PAIRS) {
       });
       for (let off = 0; off < data.length; off += 10000) c.write(data.subarray(off, off + 10000));
       await waitFor(() => n === data.length, 'the echo');
-      assert.equal(sha(Buffer.concat(got)), sha(data));
+      assert.equal(sha256(Buffer.concat(got)), sha256(data));
 
       const bothClosed = Promise.all([closeOf(c), closeOf(s)]);
       c.end();
@@ -269,7 +268,7 @@ for (const pair of PAIRS) {
       });
       await Promise.all([once(s, 'end'), writer]);
       assert.equal(received, TOTAL);
-      assert.equal(sha(Buffer.concat(chunks)), sha(data), 'nothing lost or reordered');
+      assert.equal(sha256(Buffer.concat(chunks)), sha256(data), 'nothing lost or reordered');
       assert.ok(drains > 0, "'drain' fired");
     });
 
