@@ -14,7 +14,7 @@ const path = require('node:path');
 
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const Ws = require('ws');
-const { closeAfter, echoBack, failure, freePort, netServer, quietPeriod, startWss, urlOf, waitFor } = require('./helpers');
+const { closeAfter, echoBack, failure, freePort, netServer, openClient, quietPeriod, startWss, urlOf, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
@@ -67,10 +67,7 @@ async function unixServer(t) {
 /** Opens a ws-native client to a `ws` server and resolves with both ends. */
 async function connectPair(t, options = {}, serverOptions = {}) {
   const wss = await wsServer(t, serverOptions);
-  const serverSide = once(wss, 'connection');
-  const ws = closeAfter(t, new WebSocket(urlOf(wss), options));
-  await once(ws, 'open');
-  const [peer, req] = await serverSide;
+  const { client: ws, server: peer, req } = await openClient(t, wss, WebSocket, options);
   return { wss, ws, peer, req };
 }
 

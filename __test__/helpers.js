@@ -88,12 +88,36 @@ function closeAfter(t, ws) {
   return ws;
 }
 
+/**
+ * Opens a client of class `Client` (ws-native's or ws's WebSocket) to `wss` with `options`,
+ * terminated after the test. Resolves once both ends are open with `{ client, server, req }`
+ * (`server` is the server's WebSocket); rejects with the client's error if it does not open.
+ */
+async function openClient(t, wss, Client, options) {
+  const accepted = once(wss, 'connection');
+  const client = closeAfter(t, new Client(urlOf(wss), options));
+  const err = await outcome(client);
+  if (err) throw err;
+  const [server, req] = await accepted;
+  return { client, server, req };
+}
+
 /** Resolves with the first 'open' (as null) or 'error' (the error) of a client. */
 function outcome(ws) {
   return new Promise((resolve) => {
     ws.once('open', () => resolve(null));
     ws.once('error', (err) => resolve(err));
   });
+}
+
+/**
+ * Resolves on `ws`'s 'close' with `{ code, reason, errors }`: the reason as a string, and the
+ * 'error' events since the call (listened to, so none is thrown). Never rejects.
+ */
+function closeEvent(ws) {
+  const errors = [];
+  ws.on('error', (e) => errors.push(e));
+  return new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString(), errors })));
 }
 
 /**
@@ -473,6 +497,7 @@ module.exports = {
   acceptKey,
   bounded,
   closeAfter,
+  closeEvent,
   closeServer,
   closeWss,
   delay,
@@ -490,6 +515,7 @@ module.exports = {
   makeCerts,
   netServer,
   once,
+  openClient,
   outcome,
   quietPeriod,
   rawExchange,

@@ -16,7 +16,7 @@ const { WebSocketServer } = require(path.join(__dirname, '..'));
 const WebSocket = require(path.join(__dirname, '..'));
 const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
 const Ws = require('ws');
-const { bounded, rawExchange, startWss, upgradeRequest, waitFor } = require('./helpers');
+const { bounded, closeEvent, openClient, rawExchange, startWss, upgradeRequest, waitFor } = require('./helpers');
 
 const T = { timeout: 20000 };
 const SLOT = 2 ** native.binding.wire().slotBits - 1;
@@ -38,17 +38,11 @@ async function allFree() {
 }
 
 /** Opens a `ws` client to `wss`; resolves with the client and the server's WebSocket and req. */
-async function connect(wss) {
-  const accepted = once(wss, 'connection');
-  const client = new Ws(`ws://127.0.0.1:${wss.address().port}`);
-  await once(client, 'open');
-  const [ws, req] = await accepted;
-  return { client, ws, req };
-}
+const connect = (t, wss) => openClient(t, wss, Ws);
 
 /** Closes both ends; resolves once both emitted 'close'. */
-async function closeBoth({ client, ws }) {
-  const closed = Promise.all([once(ws, 'close'), once(client, 'close')]);
+async function closeBoth({ client, server }) {
+  const closed = Promise.all([once(server, 'close'), once(client, 'close')]);
   client.close();
   await closed;
 }
@@ -64,18 +58,18 @@ async function echo({ client }, text) {
 test('a closed connection\'s slot serves the next connection, under a new id', T, async (t) => {
   const wss = await startWss(t, WebSocketServer);
   wss.on('connection', (ws) => ws.on('message', (m) => ws.send(m)));
-  const first = await connect(wss);
-  const slot = first.ws._id & SLOT;
+  const first = await connect(t, wss);
+  const slot = first.server._id & SLOT;
   await closeBoth(first);
   let reused = null;
   for (let i = 0; i < 20 && reused === null; i++) {
-    const next = await connect(wss);
+    const next = await connect(t, wss);
     assert.equal(await echo(next, `m${i}`), `m${i}`);
-    if ((next.ws._id & SLOT) === slot) reused = next;
+    if ((next.server._id & SLOT) === slot) reused = next;
     else await closeBoth(next);
   }
   assert.ok(reused, 'the slot came back');
-  assert.notEqual(reused.ws._id, first.ws._id);
+  assert.notEqual(reused.server._id, first.server._id);
   await closeBoth(reused);
   await allFree();
 });
@@ -104,14 +98,14 @@ test('connections opened and closed one after another keep using the same few sl
 test('req.socket kept after its connection closed does not reach the next connection in its slot', T, async (t) => {
   const wss = await startWss(t, WebSocketServer);
   wss.on('connection', (ws) => ws.on('message', (m) => ws.send(m)));
-  const first = await connect(wss);
+  const first = await connect(t, wss);
   const stale = first.req.socket;
-  const slot = first.ws._id & SLOT;
+  const slot = first.server._id & SLOT;
   await closeBoth(first);
   let next = null;
   for (let i = 0; i < 20; i++) {
-    next = await connect(wss);
-    if ((next.ws._id & SLOT) === slot) break;
+    next = await connect(t, wss);
+    if ((next.server._id & SLOT) === slot) break;
     await closeBoth(next);
     next = null;
   }
@@ -122,7 +116,7 @@ test('req.socket kept after its connection closed does not reach the next connec
   // Whatever the stale socket queued goes to the engine in the flush that ends this tick,
   // before the echo's answer: had it reached the next connection, the echo would not come back.
   assert.equal(await echo(next, 'still here'), 'still here');
-  assert.equal(next.ws.readyState, WebSocket.OPEN);
+  assert.equal(next.server.readyState, WebSocket.OPEN);
   await closeBoth(next);
   await allFree();
 });
@@ -147,8 +141,8 @@ test('a request refused through wsClientError gives its slot back once its socke
   await allFree();
   let reused = false;
   for (let i = 0; i < 20 && !reused; i++) {
-    const next = await connect(wss);
-    reused = (next.ws._id & SLOT) === (id & SLOT);
+    const next = await connect(t, wss);
+    reused = (next.server._id & SLOT) === (id & SLOT);
     assert.equal(await echo(next, 'ok'), 'ok');
     await closeBoth(next);
   }
@@ -210,22 +204,20 @@ test('clients that fail, give up or get refused, and connections adopted from No
   const hostPort = await listen(host);
   t.after(() => closeServer(host));
 
-  // (events.once would reject on the 'error' these clients emit first.)
-  const closed = (ws) => new Promise((resolve) => ws.once('close', resolve));
   for (let i = 0; i < 5; i++) {
     // Refused with 403 (the engine's handshake fails).
     const refused = new WebSocket(`ws://127.0.0.1:${refusingPort}`);
     refused.on('error', () => {});
-    await closed(refused);
+    await closeEvent(refused);
     // Given up while connecting.
     const givenUp = new WebSocket(`ws://127.0.0.1:${refusingPort}`);
     givenUp.on('error', () => {});
     givenUp.terminate();
-    await closed(givenUp);
+    await closeEvent(givenUp);
     // Nothing listening.
     const nobody = new WebSocket('ws://127.0.0.1:1');
     nobody.on('error', () => {});
-    await closed(nobody);
+    await closeEvent(nobody);
     // Adopted by the engine on both sides (the server through handleUpgrade).
     const client = new WebSocket(`ws://127.0.0.1:${hostPort}`);
     await once(client, 'open');

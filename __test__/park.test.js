@@ -15,7 +15,7 @@ const { once } = require('node:events');
 const WebSocket = require(path.join(__dirname, '..'));
 const PeerWebSocket = require('ws');
 const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
-const { quietPeriod, rawWebSocket, startWss, waitFor } = require('./helpers');
+const { openClient, quietPeriod, rawWebSocket, startWss, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 
@@ -27,9 +27,7 @@ function parked(ws) {
 /** A ws-native server, a `ws` client, and the server side of their connection. */
 async function pair(t, serverOptions = {}, clientOptions = {}) {
   const wss = await startWss(t, WebSocket.Server, serverOptions);
-  const client = new PeerWebSocket(`ws://${HOST}:${wss.address().port}`, clientOptions);
-  const [[server]] = await Promise.all([once(wss, 'connection'), once(client, 'open')]);
-  t.after(() => client.terminate());
+  const { client, server } = await openClient(t, wss, PeerWebSocket, clientOptions);
   return { wss, client, server };
 }
 

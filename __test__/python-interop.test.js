@@ -17,7 +17,7 @@ const { spawn, spawnSync } = require('node:child_process');
 const { once } = require('node:events');
 
 const WebSocket = require('..');
-const { closeAfter, startWss } = require('./helpers');
+const { closeAfter, closeEvent, startWss } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 30000 };
@@ -105,9 +105,6 @@ function messages(ws) {
   return () => (queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => waiting.push(r)));
 }
 
-const closeEvent = (ws) =>
-  new Promise((resolve) => ws.once('close', (code, reason) => resolve([code, reason.toString()])));
-
 const text = (n) => {
   // Mixed 1-, 2-, 3- and 4-byte characters, cut at a character boundary near n bytes.
   const unit = 'ab\u00e9\u2713\u{1F30D}';
@@ -158,7 +155,7 @@ describe('Python websockets interop', { timeout: 90000 }, () => {
 
     const closed = closeEvent(ws);
     ws.close(1000);
-    assert.deepEqual(await closed, [1000, '']);
+    assert.deepEqual(await closed, { code: 1000, reason: '', errors: [] });
     const report = await py.next((o) => o.event === 'closed', 'the close report');
     assert.deepEqual(report, { event: 'closed', path: '/sizes', rcvd: [1000, ''], sent: [1000, ''] });
   });
@@ -195,7 +192,7 @@ describe('Python websockets interop', { timeout: 90000 }, () => {
     // Close from ws-native, with a code and a non-ASCII reason.
     const closed = closeEvent(ws);
     ws.close(4000, 'native bye \u2713');
-    assert.deepEqual(await closed, [4000, 'native bye \u2713']);
+    assert.deepEqual(await closed, { code: 4000, reason: 'native bye \u2713', errors: [] });
     assert.deepEqual(await py.next((o) => o.event === 'closed', 'close report 1'), {
       event: 'closed',
       path: '/pings?x=1',
@@ -207,7 +204,7 @@ describe('Python websockets interop', { timeout: 90000 }, () => {
     const ws2 = await open(t, `${py.url}/server-close`);
     const closed2 = closeEvent(ws2);
     ws2.send('cmd:close:4001:python bye \u00e9');
-    assert.deepEqual(await closed2, [4001, 'python bye \u00e9']);
+    assert.deepEqual(await closed2, { code: 4001, reason: 'python bye \u00e9', errors: [] });
     assert.deepEqual(await py.next((o) => o.event === 'closed', 'close report 2'), {
       event: 'closed',
       path: '/server-close',
@@ -219,7 +216,7 @@ describe('Python websockets interop', { timeout: 90000 }, () => {
     const ws3 = await open(t, `${py.url}/no-status`);
     const closed3 = closeEvent(ws3);
     ws3.close();
-    assert.deepEqual(await closed3, [1005, '']);
+    assert.deepEqual(await closed3, { code: 1005, reason: '', errors: [] });
     const report3 = await py.next((o) => o.event === 'closed', 'close report 3');
     // websockets reports a close frame with an empty body as code 1005.
     assert.deepEqual(report3.rcvd, [1005, '']);

@@ -15,7 +15,7 @@ const path = require('node:path');
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { acceptKey, closeAfter, closeWss, echoBack, failure, quietPeriod, rawExchange, startWss, urlOf, waitFor } = require('./helpers');
+const { acceptKey, closeAfter, closeWss, echoBack, failure, openClient, quietPeriod, rawExchange, startWss, urlOf, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
@@ -119,10 +119,7 @@ test('clientTracking: clients Set, removed on close', T, async (t) => {
   const wss = await startServer(t);
   assert.ok(wss.clients instanceof Set);
   assert.equal(wss.clients.size, 0);
-  const conn = once(wss, 'connection');
-  const ws = client(t, urlOf(wss));
-  await once(ws, 'open');
-  const [peer] = await conn;
+  const { client: ws, server: peer } = await openClient(t, wss, Ws);
   assert.equal(wss.clients.size, 1);
   assert.ok(wss.clients.has(peer));
   const peerClosed = once(peer, 'close');
@@ -393,10 +390,7 @@ test('missing/invalid Sec-WebSocket-Version: 400 with Sec-WebSocket-Version: 13,
 
 test('protocol version 8 is accepted', T, async (t) => {
   const wss = await startServer(t);
-  const conn = once(wss, 'connection');
-  const ws = client(t, urlOf(wss), { protocolVersion: 8 });
-  await once(ws, 'open');
-  const [, req] = await conn;
+  const { req } = await openClient(t, wss, Ws, { protocolVersion: 8 });
   assert.equal(req.headers['sec-websocket-version'], '8');
 });
 
@@ -512,10 +506,7 @@ test('close event is emitted once the server is closed', T, async (t) => {
 
 test('autoPong: false', T, async (t) => {
   const wss = await startServer(t, { autoPong: false });
-  const conn = once(wss, 'connection');
-  const ws = client(t, urlOf(wss));
-  await once(ws, 'open');
-  const [peer] = await conn;
+  const { client: ws, server: peer } = await openClient(t, wss, Ws);
   let pongs = 0;
   ws.on('pong', () => pongs++);
   const ping = once(peer, 'ping');
@@ -534,10 +525,7 @@ test('autoPong: false', T, async (t) => {
 
 test('autoPong default answers pings with the same payload', T, async (t) => {
   const wss = await startServer(t);
-  const conn = once(wss, 'connection');
-  const ws = client(t, urlOf(wss));
-  await once(ws, 'open');
-  const [peer] = await conn;
+  const { client: ws, server: peer } = await openClient(t, wss, Ws);
   const ping = once(peer, 'ping');
   const pong = once(ws, 'pong');
   ws.ping('abc');
@@ -547,10 +535,7 @@ test('autoPong default answers pings with the same payload', T, async (t) => {
 
 test('maxPayload: an oversize message closes with 1009', T, async (t) => {
   const wss = await startServer(t, { maxPayload: 16 });
-  const conn = once(wss, 'connection');
-  const ws = client(t, urlOf(wss));
-  await once(ws, 'open');
-  const [peer] = await conn;
+  const { client: ws, server: peer } = await openClient(t, wss, Ws);
   const peerEvents = failure(peer);
   const clientClosed = once(ws, 'close');
   const received = [];
