@@ -6,6 +6,7 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
+const { once } = require('node:events');
 const crypto = require('node:crypto');
 const net = require('node:net');
 const path = require('node:path');
@@ -24,13 +25,6 @@ async function echoServer(t, Impl, options) {
   const wss = echoBack(await startWss(t, Impl.WebSocketServer, options));
   wss.on('connection', (ws) => ws.on('error', () => {}));
   return wss;
-}
-
-function opened(ws) {
-  return new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
 }
 
 /** Sends each message (an array is sent as fragments) and resolves with the echoes. */
@@ -91,7 +85,7 @@ for (const [name, serverOpts, clientOpts] of COMBINATIONS) {
     ]) {
       const wss = await echoServer(t, S, { perMessageDeflate: serverOpts });
       const ws = new C(`ws://${HOST}:${wss.address().port}`, { perMessageDeflate: clientOpts });
-      await opened(ws);
+      await once(ws, 'open');
       assert.equal(ws.extensions, 'permessage-deflate');
       const got = await exchange(ws, MESSAGES);
       MESSAGES.forEach((m, i) => assert.deepEqual(got[i], expected(m), `message ${i}`));
@@ -109,7 +103,7 @@ test('interop: a 16 MiB text message and a 16 MiB binary message both ways', T, 
   ]) {
     const wss = await echoServer(t, S, { perMessageDeflate: true });
     const ws = new C(`ws://${HOST}:${wss.address().port}`);
-    await opened(ws);
+    await once(ws, 'open');
     const got = await exchange(ws, [text, bin]);
     assert.equal(got[0].data.toString(), text);
     assert.ok(got[1].data.equals(bin));
@@ -192,7 +186,7 @@ test('server with perMessageDeflate off ignores the offer; the client reports no
   const wss = await echoServer(t, WebSocket, {});
   assert.equal(extensionHeader(await rawUpgrade(wss.address().port, 'permessage-deflate; foo')), null);
   const ws = new WebSocket(`ws://${HOST}:${wss.address().port}`);
-  await opened(ws);
+  await once(ws, 'open');
   assert.equal(ws.extensions, '');
   const got = await exchange(ws, ['x'.repeat(5000)]);
   assert.equal(got[0].data.length, 5000);
@@ -365,7 +359,7 @@ test('without context takeover no zlib state stays alive between messages', T, a
       const ws = new WebSocket(`ws://${HOST}:${wss.address().port}`, { perMessageDeflate });
       clients.push(ws);
     }
-    await Promise.all(clients.map(opened));
+    await Promise.all(clients.map((ws) => once(ws, 'open')));
     // Warm up: the per-thread pools keep up to 8 reset contexts of each kind (a bounded
     // ~2.4 MiB, not per connection); fill them before measuring.
     await Promise.all(clients.slice(0, 20).map((ws) => exchange(ws, [json])));
@@ -396,7 +390,7 @@ test('with context takeover, idle connections give up their zlib contexts and ca
   const clients = [];
   for (let i = 0; i < N; i++) clients.push(i % 2 ? new Ws(url) : new WebSocket(url));
   t.after(() => clients.forEach((ws) => ws.terminate()));
-  await Promise.all(clients.map(opened));
+  await Promise.all(clients.map((ws) => once(ws, 'open')));
   const sent = [json, json.replace(/hello/g, 'howdy'), 'é€😀'.repeat(20000), crypto.randomBytes(5000)];
   const round = async (label) => {
     const got = await Promise.all(clients.map((ws) => exchange(ws, sent)));
@@ -443,7 +437,7 @@ test('through Node http: an attached server (handed-over socket) and a client wh
     server.close();
   });
   const a = new Ws(`ws://${HOST}:${server.address().port}`);
-  await opened(a);
+  await once(a, 'open');
   assert.equal(a.extensions, 'permessage-deflate');
   let got = await exchange(a, MESSAGES);
   MESSAGES.forEach((m, i) => assert.deepEqual(got[i], expected(m), `attached, message ${i}`));
@@ -455,7 +449,7 @@ test('through Node http: an attached server (handed-over socket) and a client wh
     createConnection: (opts) => net.connect(opts.port, opts.host)
   });
   const upgraded = new Promise((resolve) => b.once('upgrade', (res) => resolve(res.headers['sec-websocket-extensions'])));
-  await opened(b);
+  await once(b, 'open');
   assert.equal(await upgraded, 'permessage-deflate; client_max_window_bits=10');
   assert.equal(b.extensions, 'permessage-deflate');
   got = await exchange(b, MESSAGES);
@@ -472,7 +466,7 @@ test("a 'headers' listener sees the Sec-WebSocket-Extensions answer and the conn
   });
   const ws = new Ws(`ws://${HOST}:${wss.address().port}`);
   const res = new Promise((resolve) => ws.once('upgrade', resolve));
-  await opened(ws);
+  await once(ws, 'open');
   assert.equal(seen[seen.length - 1], 'Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover');
   assert.equal((await res).headers['x-extra'], '1');
   assert.equal(ws.extensions, 'permessage-deflate');
