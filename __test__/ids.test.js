@@ -137,7 +137,7 @@ test('a request refused through wsClientError gives its slot back once its socke
   raw.on('data', (d) => answer.push(d));
   await once(raw, 'close');
   assert.match(Buffer.concat(answer).toString(), /^HTTP\/1.1 400 Bad Request/);
-  // The engine's side of the refused connection ends too (it used to wait for a decision).
+  // The engine's side of the refused connection ends too, without waiting for a decision.
   await allFree();
   let reused = false;
   for (let i = 0; i < 20 && !reused; i++) {

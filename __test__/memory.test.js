@@ -123,13 +123,12 @@ async function idleCost(t, n, echo = 0) {
 test('an idle server connection costs under 800 bytes of engine memory, 350 once parked, and 600 of V8 objects', { timeout: 60000 }, async (t) => {
   const cost = await idleCost(t, 1000);
   t.diagnostic(`per idle connection: engine ${cost.engine.toFixed(0)} bytes (${cost.parked.toFixed(0)} parked), V8 ${cost.v8.toFixed(0)} bytes`);
-  // 2026-11-26: on its task, engine 700-720 (tokio's task 256 and I/O registration 256, the
-  // outbox 144, table entries; 510-600 when the warm-up's slab pages stayed in use and were
-  // not counted again), 1,052 with the build from before that day's changes; parked 280-310
-  // (the outbox, 48 bytes of parked state, table entries). V8 230-440 on Node 20, 22 and 24
-  // (the WebSocket 104, its listener table 40, the two listeners and their closure, the set
-  // and map entries, whose tables grow in steps): a loose bound; the test below pins the
-  // WebSocket's own fields.
+  // What the bounds cover. On its task, about 700 bytes of engine memory (510-600 when the
+  // warm-up's slab pages stay in use and are not counted again): tokio's task (256) and I/O
+  // registration (256), the outbox (144), table entries. Parked, 230-310: the outbox, 48 bytes
+  // of parked state, table entries. V8, 230-440 on Node 20, 22 and 24: the WebSocket (104),
+  // its listener table (40), the two listeners and their closure, the set and map entries,
+  // whose tables grow in steps; a loose bound: the test below pins the WebSocket's own fields.
   assert.ok(cost.engine < 800, `engine memory per idle connection: ${cost.engine} bytes`);
   assert.ok(cost.parked < 350, `engine memory per parked connection: ${cost.parked} bytes`);
   assert.ok(cost.v8 < 600, `V8 objects per idle connection: ${cost.v8} bytes`);
@@ -138,10 +137,10 @@ test('an idle server connection costs under 800 bytes of engine memory, 350 once
 test('a connection that echoed a 2 KiB message keeps no buffer of it once idle', { timeout: 60000 }, async (t) => {
   const cost = await idleCost(t, 1000, 2048);
   t.diagnostic(`per parked connection after a 2 KiB echo: engine ${cost.parked.toFixed(0)} bytes`);
-  // 2026-11-26: 540 bytes: the 280 of a connection that never spoke, and the events buffer
-  // the engine keeps for its next batch (up to 256 KiB in all, not per connection); 2,610
-  // before the outbox gave its write buffer back (the echo was written from JS directly,
-  // and the buffer kept its capacity for the next send).
+  // About 540 bytes: the 280 of a connection that never spoke, and the events buffer the
+  // engine keeps for its next batch (up to 256 KiB in all, not per connection). An outbox that
+  // kept its write buffer once idle would cost about 2,600 (the echo is written from JS
+  // directly, and the buffer would keep its capacity for the next send).
   assert.ok(cost.parked < 800, `engine memory per parked connection: ${cost.parked} bytes`);
 });
 

@@ -1,6 +1,6 @@
 'use strict';
 
-// Soak and leak tests (issue 8). A child process (fixtures/soak-child.js, run with
+// Soak and leak tests. A child process (fixtures/soak-child.js, run with
 // --expose-gc) hosts a ws-native echo server and ws-native clients; this process drives it
 // with `ws` clients and a `ws` echo server, and reads the child's RSS and open file
 // descriptors before and after.
@@ -14,11 +14,10 @@
 // grow by at most 64 MB (short) / 160 MB (long) while the allocators and V8 reach their
 // high-water marks; memory in use (the C heap in use, where the engine allocates, plus V8's
 // used heap after collections) by at most 8 MB (short) / 24 MB (long) in the second half of
-// the run (a leak grows as much in each half as in the first); open fds by at most 2. Measured on
-// 2026-11-26, short mode in the full suite: +32.5 MB then +5.6 MB; long mode: +86.8 MB in
-// the first half, +16.6 MB in the second, of which V8's
-// heapTotal was +16 MB (native memory flat); fds unchanged. The numbers are printed as
-// diagnostics (node --test shows them).
+// the run (a leak grows as much in each half as in the first); open fds by at most 2. Typical
+// RSS growth, short mode in the full suite: +32.5 MB then +5.6 MB; long mode: +86.8 MB in the
+// first half, +16.6 MB in the second, of which V8's heapTotal is +16 MB (native memory flat);
+// fds unchanged. The numbers are printed as diagnostics (node --test shows them).
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
