@@ -102,11 +102,22 @@ async function openClient(t, wss, Client, options) {
   return { client, server, req };
 }
 
-/** Resolves with the first 'open' (as null) or 'error' (the error) of a client. */
+/**
+ * Resolves with the first 'open' (as null) or 'error' (the error) of a client. Listens to
+ * neither after that: a later 'error' is the test's to handle.
+ */
 function outcome(ws) {
   return new Promise((resolve) => {
-    ws.once('open', () => resolve(null));
-    ws.once('error', (err) => resolve(err));
+    const onOpen = () => {
+      ws.off('error', onError);
+      resolve(null);
+    };
+    const onError = (err) => {
+      ws.off('open', onOpen);
+      resolve(err);
+    };
+    ws.once('open', onOpen);
+    ws.once('error', onError);
   });
 }
 
