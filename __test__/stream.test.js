@@ -14,7 +14,7 @@ const path = require('node:path');
 
 const Native = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const Ws = require('ws');
-const { delay, frame, quietPeriod, rawWebSocket, sha256, waitFor: waitUntil } = require('./helpers');
+const { delay, frame, quietPeriod, rawWebSocket, sha256, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 15000 };
@@ -27,9 +27,8 @@ const PAIRS = [
   { name: 'ws client <-> ws-native server', Client: Ws, Server: Native }
 ];
 
-
 /** Polls `pred` until it holds (fails after 10 s, naming `what`). */
-const waitFor = (pred, what) => waitUntil(pred, { timeout: 10000, interval: 5, what });
+const until = (pred, what) => waitFor(pred, { timeout: 10000, interval: 5, what });
 
 /** Starts a server of `pair.Server`; everything is closed after the test. */
 async function startServer(t, pair, serverOptions = {}) {
@@ -140,14 +139,14 @@ for (const pair of PAIRS) {
       c.write('héllo');
       c.write(bytes);
       c.write(new Uint8Array([1, 2, 3]));
-      await waitFor(() => atServer.length === 3, 'the messages at the server');
+      await until(() => atServer.length === 3, 'the messages at the server');
       assert.deepEqual(atServer, [
         [Buffer.from('héllo'), true],
         [bytes, true],
         [Buffer.from([1, 2, 3]), true]
       ]);
       const toServer = Buffer.concat([Buffer.from('héllo'), bytes, Buffer.from([1, 2, 3])]);
-      await waitFor(() => Buffer.concat(sChunks).length === toServer.length, 'the server stream');
+      await until(() => Buffer.concat(sChunks).length === toServer.length, 'the server stream');
       assert.ok(sChunks.every(Buffer.isBuffer), 'server stream chunks are Buffers');
       assert.deepEqual(Buffer.concat(sChunks), toServer);
 
@@ -160,7 +159,7 @@ for (const pair of PAIRS) {
       server.send(bytes);
       s.write(Buffer.from('via the stream'));
       const toClient = Buffer.concat([Buffer.from('wörld'), bytes, Buffer.from('via the stream')]);
-      await waitFor(() => Buffer.concat(cChunks).length === toClient.length, 'the client stream');
+      await until(() => Buffer.concat(cChunks).length === toClient.length, 'the client stream');
       assert.ok(cChunks.every(Buffer.isBuffer), 'client stream chunks are Buffers');
       assert.deepEqual(Buffer.concat(cChunks), toClient);
       assert.deepEqual(atClient, [false, true, true]);
@@ -173,7 +172,7 @@ for (const pair of PAIRS) {
       server.on('message', (data, isBinary) => got.push([data.toString(), isBinary]));
       c.write('text ✓');
       c.write(Buffer.from('binary'));
-      await waitFor(() => got.length === 2, 'the messages');
+      await until(() => got.length === 2, 'the messages');
       assert.deepEqual(got, [
         ['text ✓', false],
         ['binary', true]
@@ -195,7 +194,7 @@ for (const pair of PAIRS) {
         n += chunk.length;
       });
       for (let off = 0; off < data.length; off += 10000) c.write(data.subarray(off, off + 10000));
-      await waitFor(() => n === data.length, 'the echo');
+      await until(() => n === data.length, 'the echo');
       assert.equal(sha256(Buffer.concat(got)), sha256(data));
 
       const bothClosed = Promise.all([closeOf(c), closeOf(s)]);
@@ -279,7 +278,7 @@ for (const pair of PAIRS) {
       const msgs = Array.from({ length: N }, () => crypto.randomBytes(16 * KiB));
       for (const m of msgs) server.send(m);
 
-      await waitFor(() => client.isPaused, 'client.isPaused');
+      await until(() => client.isPaused, 'client.isPaused');
       await settle();
       assert.equal(client.isPaused, true, 'stays paused while nobody reads');
       const first = c.read();
@@ -293,7 +292,7 @@ for (const pair of PAIRS) {
         chunks.push(chunk);
         received += chunk.length;
       });
-      await waitFor(() => received === N * 16 * KiB, 'all the data');
+      await until(() => received === N * 16 * KiB, 'all the data');
       assert.deepEqual(Buffer.concat(chunks), Buffer.concat(msgs));
       await settle();
       assert.equal(client.isPaused, false);
@@ -439,7 +438,7 @@ for (const pair of PAIRS) {
       server.send('');
       server.send(Buffer.alloc(0));
       server.send('x');
-      await waitFor(() => chunks.length === 5, 'five chunks');
+      await until(() => chunks.length === 5, 'five chunks');
       assert.deepEqual(chunks, ['héllo', Buffer.from([1, 2, 3]), '', Buffer.alloc(0), 'x']);
       // The writable side stays in byte mode.
       assert.throws(() => c.write({ a: 1 }), { code: 'ERR_INVALID_ARG_TYPE' });
@@ -454,7 +453,7 @@ for (const pair of PAIRS) {
       c.on('data', (chunk) => chunks.push(chunk));
       server.send('héllo');
       server.send(Buffer.from([1, 2, 3]));
-      await waitFor(() => Buffer.concat(chunks).length === 9, 'the data');
+      await until(() => Buffer.concat(chunks).length === 9, 'the data');
       assert.ok(chunks.every(Buffer.isBuffer));
       assert.deepEqual(Buffer.concat(chunks), Buffer.from([...Buffer.from('héllo'), 1, 2, 3]));
     });
