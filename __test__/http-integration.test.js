@@ -153,7 +153,6 @@ test('frames sent right behind the upgrade request are not lost in the fd handov
   await closeServer(server);
 });
 
-
 test('https server with { server }: TLS sockets go through the bridge, several MiB each way', { timeout: 30000 }, async () => {
   const server = https.createServer(selfSigned());
   const wss = new WebSocket.Server({ server });
