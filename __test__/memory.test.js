@@ -125,7 +125,7 @@ test('an idle server connection costs under 800 bytes of engine memory, 350 once
   t.diagnostic(`per idle connection: engine ${cost.engine.toFixed(0)} bytes (${cost.parked.toFixed(0)} parked), V8 ${cost.v8.toFixed(0)} bytes`);
   // What the bounds cover. On its task, about 700 bytes of engine memory (510-600 when the
   // warm-up's slab pages stay in use and are not counted again): tokio's task (256) and I/O
-  // registration (256), the outbox (144), table entries. Parked, 230-310: the outbox, 48 bytes
+  // registration (256), the outbox (144), table entries. Parked, 220-310: the outbox, 48 bytes
   // of parked state, table entries. V8, 230-440 on Node 20, 22 and 24: the WebSocket (104),
   // its listener table (40), the two listeners and their closure, the set and map entries,
   // whose tables grow in steps; a loose bound: the test below pins the WebSocket's own fields.
