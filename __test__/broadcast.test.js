@@ -11,6 +11,7 @@ const { once } = require('node:events');
 
 const WebSocket = require(path.join(__dirname, '..'));
 const Ws = require('ws');
+const { waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 30000 };
@@ -98,7 +99,7 @@ test('broadcast to connections with and without permessage-deflate', T, async (t
     wss.close();
   });
   await Promise.all(clients.map((c) => once(c, 'open')));
-  while (wss.clients.size < 4) await new Promise((r) => setImmediate(r));
+  await waitFor(() => wss.clients.size === 4, { what: 'the four server connections' });
   const all = collect(clients, 2);
   const m = JSON.stringify({ n: 1, text: 'x'.repeat(3000) });
   wss.clients.forEach((c) => c.send(m));

@@ -7,46 +7,24 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const fs = require('node:fs');
 const http = require('node:http');
 const https = require('node:https');
 const net = require('node:net');
-const os = require('node:os');
-const path = require('node:path');
-const { spawn } = require('node:child_process');
 
 const WebSocket = require('..');
-const { closeServer, listen, once, selfSigned, waitPort } = require('./helpers');
+const { closeServer, echoBack, echoes, findBin, frame, listen, once, quietPeriod, selfSigned, startTinyproxy, upgradeRequest } = require('./helpers');
 const Ws = require('ws');
-
-
-
-
-
-async function echoOver(ws, payloads) {
-  await once(ws, 'open');
-  const got = [];
-  const done = new Promise((resolve) => {
-    ws.on('message', (data, isBinary) => {
-      got.push([Buffer.from(data), isBinary]);
-      if (got.length === payloads.length) resolve();
-    });
-  });
-  for (const p of payloads) ws.send(p);
-  await done;
-  return got;
-}
 
 test('wss:// client against ws on an https server (ca trusted, and rejectUnauthorized: false)', { timeout: 20000 }, async () => {
   const tls = selfSigned();
   const server = https.createServer(tls);
   const wss = new Ws.WebSocketServer({ server });
-  wss.on('connection', (ws) => ws.on('message', (d, b) => ws.send(d, { binary: b })));
+  echoBack(wss);
   const port = await listen(server);
 
   const trusted = new WebSocket(`wss://localhost:${port}/`, { ca: tls.cert });
   const big = crypto.randomBytes(3 * 1024 * 1024);
-  const got = await echoOver(trusted, ['hi', big]);
+  const got = await echoes(trusted, ['hi', big]);
   assert.equal(got[0][0].toString(), 'hi');
   assert.equal(got[0][1], false);
   assert.ok(got[1][0].equals(big));
@@ -62,7 +40,7 @@ test('wss:// client against ws on an https server (ca trusted, and rejectUnautho
   assert.equal((await closed)[0], 1006);
 
   const lax = new WebSocket(`wss://127.0.0.1:${port}/`, { rejectUnauthorized: false });
-  assert.equal((await echoOver(lax, ['x']))[0][0].toString(), 'x');
+  assert.equal((await echoes(lax, ['x']))[0][0].toString(), 'x');
   lax.terminate();
   await once(lax, 'close');
 
@@ -93,37 +71,15 @@ test('createConnection and finishRequest are used for the handshake', { timeout:
   await new Promise((resolve) => wss.close(resolve));
 });
 
-function findTinyproxy() {
-  for (const p of ['/usr/bin/tinyproxy', '/usr/sbin/tinyproxy']) if (fs.existsSync(p)) return p;
-  return null;
-}
-
-async function startTinyproxy(t) {
-  const bin = findTinyproxy();
-  const probe = net.createServer();
-  const port = await listen(probe);
-  await closeServer(probe);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-proxy-'));
-  const conf = path.join(dir, 'tinyproxy.conf');
-  fs.writeFileSync(conf, `Port ${port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 50\nLogLevel Critical\n`);
-  const proc = spawn(bin, ['-d', '-c', conf], { stdio: 'ignore' });
-  t.after(() => {
-    proc.kill();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  if (await waitPort(port)) return port;
-  throw new Error('tinyproxy did not start');
-}
-
-test('through https-proxy-agent and a real HTTP proxy (tinyproxy)', { timeout: 20000, skip: findTinyproxy() ? false : 'tinyproxy is not installed (.ci/run installs it)' }, async (t) => {
+test('through https-proxy-agent and a real HTTP proxy (tinyproxy)', { timeout: 20000, skip: findBin(['tinyproxy']) ? false : 'tinyproxy is not installed (.ci/run installs it)' }, async (t) => {
   const { HttpsProxyAgent } = require('https-proxy-agent');
   const proxyPort = await startTinyproxy(t);
   const wss = new WebSocket.Server({ port: 0, host: '127.0.0.1' });
   await once(wss, 'listening');
-  wss.on('connection', (ws) => ws.on('message', (d, b) => ws.send(d, { binary: b })));
+  echoBack(wss);
   const agent = new HttpsProxyAgent(`http://127.0.0.1:${proxyPort}`);
   const ws = new WebSocket(`ws://127.0.0.1:${wss.address().port}/`, { agent });
-  const got = await echoOver(ws, ['through the proxy', Buffer.alloc(100000, 7)]);
+  const got = await echoes(ws, ['through the proxy', Buffer.alloc(100000, 7)]);
   assert.equal(got[0][0].toString(), 'through the proxy');
   assert.equal(got[1][0].length, 100000);
   ws.close();
@@ -142,13 +98,8 @@ test('server hand-over under load: 1,000 messages in flight behind the request, 
     }));
   });
   const port = await listen(server);
-  const key = crypto.randomBytes(16).toString('base64');
-  const parts = [Buffer.from(`GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`)];
-  for (let i = 0; i < 1000; i++) {
-    const payload = Buffer.from(`message ${i} `.padEnd(200, '.'));
-    const mask = crypto.randomBytes(4);
-    parts.push(Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 255]), mask, Buffer.from(payload.map((b, j) => b ^ mask[j & 3])));
-  }
+  const parts = [Buffer.from(upgradeRequest())];
+  for (let i = 0; i < 1000; i++) parts.push(frame({ opcode: 0x1, payload: `message ${i} `.padEnd(200, '.') }));
   const all = Buffer.concat(parts);
   const socket = net.connect(port, '127.0.0.1', () => {
     // Dribble the bytes so some arrive while the socket is being handed over.
@@ -230,10 +181,12 @@ test('handleUpgrade: a socket destroyed during verifyClient, and a second call o
   const client = new Ws(`ws://127.0.0.1:${port}/`);
   client.on('error', () => {});
   const socket = await upgraded;
+  const socketClosed = once(socket, 'close');
   socket.destroy();
-  await new Promise((r) => setTimeout(r, 20));
+  await socketClosed;
   release();
-  await new Promise((r) => setTimeout(r, 20));
+  // No 'connection' may come for the destroyed socket in this time.
+  await quietPeriod(20);
   assert.equal(connections, 0);
 
   // ws throws when handleUpgrade completes twice for one socket.

@@ -6,6 +6,7 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
+const { once } = require('node:events');
 const crypto = require('node:crypto');
 const net = require('node:net');
 const path = require('node:path');
@@ -14,25 +15,16 @@ const zlib = require('node:zlib');
 const WebSocket = require(path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { engineHeap, startWss, upgradeRequest } = require('./helpers');
+const { echoBack, engineHeap, frame, rawWebSocket, startWss, switchingProtocols, upgradeRequest, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 60000 };
 
+/** An echo server of `Impl`, closed after the test; its connections' errors are ignored. */
 async function echoServer(t, Impl, options) {
-  const wss = await startWss(t, Impl.WebSocketServer, options);
-  wss.on('connection', (ws) => {
-    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
-    ws.on('error', () => {});
-  });
+  const wss = echoBack(await startWss(t, Impl.WebSocketServer, options));
+  wss.on('connection', (ws) => ws.on('error', () => {}));
   return wss;
-}
-
-function opened(ws) {
-  return new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
 }
 
 /** Sends each message (an array is sent as fragments) and resolves with the echoes. */
@@ -93,7 +85,7 @@ for (const [name, serverOpts, clientOpts] of COMBINATIONS) {
     ]) {
       const wss = await echoServer(t, S, { perMessageDeflate: serverOpts });
       const ws = new C(`ws://${HOST}:${wss.address().port}`, { perMessageDeflate: clientOpts });
-      await opened(ws);
+      await once(ws, 'open');
       assert.equal(ws.extensions, 'permessage-deflate');
       const got = await exchange(ws, MESSAGES);
       MESSAGES.forEach((m, i) => assert.deepEqual(got[i], expected(m), `message ${i}`));
@@ -111,7 +103,7 @@ test('interop: a 16 MiB text message and a 16 MiB binary message both ways', T, 
   ]) {
     const wss = await echoServer(t, S, { perMessageDeflate: true });
     const ws = new C(`ws://${HOST}:${wss.address().port}`);
-    await opened(ws);
+    await once(ws, 'open');
     const got = await exchange(ws, [text, bin]);
     assert.equal(got[0].data.toString(), text);
     assert.ok(got[1].data.equals(bin));
@@ -194,7 +186,7 @@ test('server with perMessageDeflate off ignores the offer; the client reports no
   const wss = await echoServer(t, WebSocket, {});
   assert.equal(extensionHeader(await rawUpgrade(wss.address().port, 'permessage-deflate; foo')), null);
   const ws = new WebSocket(`ws://${HOST}:${wss.address().port}`);
-  await opened(ws);
+  await once(ws, 'open');
   assert.equal(ws.extensions, '');
   const got = await exchange(ws, ['x'.repeat(5000)]);
   assert.equal(got[0].data.length, 5000);
@@ -206,11 +198,7 @@ async function clientErrorFor(t, extensions, clientOptions) {
   const server = net.createServer((s) => {
     s.once('data', (req) => {
       const key = /Sec-WebSocket-Key: (.*)\r\n/i.exec(req.toString())[1];
-      const accept = crypto.createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
-      s.write(
-        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-          `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Extensions: ${extensions}\r\n\r\n`
-      );
+      s.write(switchingProtocols(key, `Sec-WebSocket-Extensions: ${extensions}\r\n`));
     });
     s.on('error', () => {});
   });
@@ -252,67 +240,14 @@ test("client: each bad answer gets ws's error", T, async (t) => {
 
 // --- raw frames on a negotiated connection -------------------------------------------------
 
-/** A raw client that negotiated permessage-deflate with `port`; returns the socket and a frame reader. */
+/**
+ * A raw client that negotiated permessage-deflate with `port`: the socket, the server's answer
+ * head, `readFrame()` for the server's frames and `send()` for masked frames of its own.
+ */
 async function rawDeflateClient(t, port, offer = 'permessage-deflate; client_max_window_bits') {
-  const s = net.connect(port, HOST);
-  s.on('error', () => {});
-  t.after(() => s.destroy());
-  let buf = Buffer.alloc(0);
-  let waiter = null;
-  s.on('data', (c) => {
-    buf = Buffer.concat([buf, c]);
-    if (waiter) waiter();
-  });
-  let closed = false;
-  s.on('close', () => {
-    closed = true;
-    if (waiter) waiter();
-  });
-  const need = async (n) => {
-    while (buf.length < n && !closed) await new Promise((r) => (waiter = r));
-    if (buf.length < n) throw new Error('closed');
-  };
-  s.write(upgradeRequest(`Sec-WebSocket-Extensions: ${offer}\r\n`));
-  while (buf.indexOf('\r\n\r\n') === -1) await need(buf.length + 1);
-  const end = buf.indexOf('\r\n\r\n') + 4;
-  const head = buf.subarray(0, end).toString();
-  buf = buf.subarray(end);
-  const readFrame = async () => {
-    await need(2);
-    let len = buf[1] & 0x7f;
-    let off = 2;
-    if (len === 126) {
-      await need(4);
-      len = buf.readUInt16BE(2);
-      off = 4;
-    } else if (len === 127) {
-      await need(10);
-      len = Number(buf.readBigUInt64BE(2));
-      off = 10;
-    }
-    await need(off + len);
-    const f = { fin: !!(buf[0] & 0x80), rsv1: !!(buf[0] & 0x40), opcode: buf[0] & 0x0f, payload: buf.subarray(off, off + len) };
-    buf = buf.subarray(off + len);
-    return f;
-  };
-  const send = (opcode, payload, { rsv1 = false, fin = true } = {}) => {
-    const mask = crypto.randomBytes(4);
-    const len = payload.length;
-    const header = len < 126 ? Buffer.alloc(2) : len < 65536 ? Buffer.alloc(4) : Buffer.alloc(10);
-    header[0] = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode;
-    if (len < 126) header[1] = 0x80 | len;
-    else if (len < 65536) {
-      header[1] = 0x80 | 126;
-      header.writeUInt16BE(len, 2);
-    } else {
-      header[1] = 0x80 | 127;
-      header.writeBigUInt64BE(BigInt(len), 2);
-    }
-    const masked = Buffer.from(payload);
-    for (let i = 0; i < masked.length; i++) masked[i] ^= mask[i & 3];
-    s.write(Buffer.concat([header, mask, masked]));
-  };
-  return { s, head, readFrame, send };
+  const { socket: s, head, reader } = await rawWebSocket(t, port, `Sec-WebSocket-Extensions: ${offer}\r\n`);
+  const send = (opcode, payload, { rsv1 = false, fin = true } = {}) => s.write(frame({ opcode, payload, fin, rsv: rsv1 ? 4 : 0 }));
+  return { s, head, readFrame: () => reader.next(), send };
 }
 
 const inflate = (p) =>
@@ -382,7 +317,7 @@ test('a decompression bomb is stopped at maxPayload with 1009 and memory does no
   const after = engineHeap();
   assert.equal(f.opcode, 8);
   assert.equal(f.payload.readUInt16BE(0), 1009);
-  await new Promise((r) => setImmediate(r));
+  await waitFor(() => serverError, { what: "the server connection's 'error'" });
   assert.equal(serverError && serverError.code, 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH');
   assert.equal(serverError.message, 'Max payload size exceeded');
   // The engine's heap (in use + mmapped) grew by far less than the inflated gigabyte.
@@ -407,7 +342,7 @@ test('compressed frames with bad deflate data: Z_DATA_ERROR and 1007; RSV1 on a 
   c.send(0, Buffer.alloc(0), { rsv1: true });
   f = await c.readFrame();
   assert.deepEqual([f.opcode, f.payload.readUInt16BE(0)], [8, 1002]);
-  await new Promise((r) => setImmediate(r));
+  await waitFor(() => errors.length >= 3, { what: () => `three 'error' events (got ${errors.length})` });
   assert.deepEqual(
     errors.map((e) => e.code),
     ['Z_DATA_ERROR', 'WS_ERR_INVALID_UTF8', 'WS_ERR_UNEXPECTED_RSV_1']
@@ -424,7 +359,7 @@ test('without context takeover no zlib state stays alive between messages', T, a
       const ws = new WebSocket(`ws://${HOST}:${wss.address().port}`, { perMessageDeflate });
       clients.push(ws);
     }
-    await Promise.all(clients.map(opened));
+    await Promise.all(clients.map((ws) => once(ws, 'open')));
     // Warm up: the per-thread pools keep up to 8 reset contexts of each kind (a bounded
     // ~2.4 MiB, not per connection); fill them before measuring.
     await Promise.all(clients.slice(0, 20).map((ws) => exchange(ws, [json])));
@@ -455,25 +390,37 @@ test('with context takeover, idle connections give up their zlib contexts and ca
   const clients = [];
   for (let i = 0; i < N; i++) clients.push(i % 2 ? new Ws(url) : new WebSocket(url));
   t.after(() => clients.forEach((ws) => ws.terminate()));
-  await Promise.all(clients.map(opened));
+  await Promise.all(clients.map((ws) => once(ws, 'open')));
   const sent = [json, json.replace(/hello/g, 'howdy'), 'é€😀'.repeat(20000), crypto.randomBytes(5000)];
   const round = async (label) => {
     const got = await Promise.all(clients.map((ws) => exchange(ws, sent)));
     clients.forEach((ws) => ws.removeAllListeners('message'));
     got.forEach((g, i) => sent.forEach((m, k) => assert.deepEqual(g[k], expected(m), `${label}: client ${i}, message ${k}`)));
   };
-  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  // Each server connection holds a deflate (~370 KiB in zlib-rs) and an inflate (~42 KiB)
+  // context, and each ws-native client the same; once they are given up, what stays is at most
+  // a window of history. Resolves with the bytes freed per connection since `held`, once they
+  // pass 200 KiB (the connections have been idle long enough).
+  const contextsGivenUp = (held) => {
+    let freed = 0;
+    return waitFor(
+      () => {
+        freed = (held - engineHeap()) / N;
+        return freed > 200 * 1024 && freed;
+      },
+      {
+        timeout: 10000,
+        interval: 100,
+        what: () => `the idle connections to give up their contexts (freed ${Math.round(freed / 1024)} KiB per connection)`
+      }
+    );
+  };
 
   await round('first');
-  const held = engineHeap();
-  await sleep(2500);
-  const parked = engineHeap();
-  // Each server connection held a deflate (~370 KiB in zlib-rs) and an inflate (~42 KiB)
-  // context, and each ws-native client the same; what stays is at most a window of history.
-  const freed = (held - parked) / N;
+  const freed = await contextsGivenUp(engineHeap());
   assert.ok(freed > 200 * 1024, `freed ${Math.round(freed / 1024)} KiB per connection`);
   await round('after parking');
-  await sleep(2500);
+  await contextsGivenUp(engineHeap());
   await round('after parking again');
   assert.equal(wss.clients.size, N);
 });
@@ -482,7 +429,7 @@ test('through Node http: an attached server (handed-over socket) and a client wh
   const http = require('node:http');
   const server = http.createServer();
   const wss = new WebSocketServer({ server, perMessageDeflate: { serverNoContextTakeover: true } });
-  wss.on('connection', (ws) => ws.on('message', (d, b) => ws.send(d, { binary: b })));
+  echoBack(wss);
   await new Promise((resolve) => server.listen(0, HOST, resolve));
   t.after(() => {
     for (const c of wss.clients) c.terminate();
@@ -490,7 +437,7 @@ test('through Node http: an attached server (handed-over socket) and a client wh
     server.close();
   });
   const a = new Ws(`ws://${HOST}:${server.address().port}`);
-  await opened(a);
+  await once(a, 'open');
   assert.equal(a.extensions, 'permessage-deflate');
   let got = await exchange(a, MESSAGES);
   MESSAGES.forEach((m, i) => assert.deepEqual(got[i], expected(m), `attached, message ${i}`));
@@ -502,7 +449,7 @@ test('through Node http: an attached server (handed-over socket) and a client wh
     createConnection: (opts) => net.connect(opts.port, opts.host)
   });
   const upgraded = new Promise((resolve) => b.once('upgrade', (res) => resolve(res.headers['sec-websocket-extensions'])));
-  await opened(b);
+  await once(b, 'open');
   assert.equal(await upgraded, 'permessage-deflate; client_max_window_bits=10');
   assert.equal(b.extensions, 'permessage-deflate');
   got = await exchange(b, MESSAGES);
@@ -519,7 +466,7 @@ test("a 'headers' listener sees the Sec-WebSocket-Extensions answer and the conn
   });
   const ws = new Ws(`ws://${HOST}:${wss.address().port}`);
   const res = new Promise((resolve) => ws.once('upgrade', resolve));
-  await opened(ws);
+  await once(ws, 'open');
   assert.equal(seen[seen.length - 1], 'Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover');
   assert.equal((await res).headers['x-extra'], '1');
   assert.equal(ws.extensions, 'permessage-deflate');

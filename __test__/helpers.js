@@ -1,13 +1,22 @@
 'use strict';
 
-// Small helpers shared by the tests.
+// The helpers the tests share: waiting (for a condition, or for a time during which nothing
+// must happen), servers and clients, raw sockets speaking the protocol by hand, certificates,
+// memory. One of each: a test file defines only what it alone needs.
 
+const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
+
+// The certificates: one maker, in fixtures/certs.js.
+const { hasOpenssl, makeCerts, selfSigned } = require('./fixtures/certs');
+// RFC 6455's GUID, from the package's constants (they load no addon: the tests run with
+// WS_IMPL=ws use this module too).
+const { GUID } = require('../lib/constants');
 
 /** Listens on an ephemeral port of 127.0.0.1; resolves with the port. */
 function listen(server) {
@@ -19,23 +28,24 @@ function closeServer(server) {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 
-/** Resolves with the arguments of the next `event`. */
+/** Resolves with the arguments of the next `event` (never rejects: events.once rejects on 'error'). */
 function once(emitter, event) {
   return new Promise((resolve) => emitter.once(event, (...args) => resolve(args)));
 }
 
-/** A self-signed certificate for localhost and 127.0.0.1, made with openssl. */
-function selfSigned() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-tls-'));
-  const key = path.join(dir, 'key.pem');
-  const cert = path.join(dir, 'cert.pem');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert
-  ], { stdio: 'ignore' });
-  const out = { key: fs.readFileSync(key), cert: fs.readFileSync(cert) };
-  fs.rmSync(dir, { recursive: true, force: true });
-  return out;
+/** The SHA-256 of `data`, in hex. */
+function sha256(data) {
+  return crypto.createHash('sha256').update(data).digest('hex');
+}
+
+// --- WebSocket servers and clients (ws-native's or ws's: the same API) ---------------------------
+
+/** Terminates the clients of a WebSocketServer (if it tracks them) and closes it. */
+function closeWss(wss) {
+  return new Promise((resolve) => {
+    if (wss.clients) for (const c of wss.clients) c.terminate();
+    wss.close(() => resolve());
+  });
 }
 
 /**
@@ -48,52 +58,256 @@ async function startWss(t, Server, options = {}) {
     wss.once('listening', resolve);
     wss.once('error', reject);
   });
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close(() => resolve());
-      })
-  );
+  t.after(() => closeWss(wss));
   return wss;
 }
 
-/** Resolves once something accepts TCP connections on 127.0.0.1:`port` (tries for ~10 s). */
-async function waitPort(port) {
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (up) return true;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return false;
+/** Makes every connection of `wss` send each message it gets back as it came. Returns `wss`. */
+function echoBack(wss) {
+  wss.on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })));
+  return wss;
 }
 
-/** A TCP server that accepts and never answers; closed after the test. Resolves with its port. */
-async function silentServer(t) {
-  const sockets = [];
-  const silent = net.createServer((s) => sockets.push(s));
-  const port = await listen(silent);
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-    return closeServer(silent);
+/** The ws:// URL of a server listening on 127.0.0.1, with path `p`. */
+function urlOf(server, p = '/') {
+  return `ws://127.0.0.1:${server.address().port}${p}`;
+}
+
+/**
+ * Terminates client `ws` after the test (unless it has closed by then) and waits for its
+ * 'close'. Returns `ws`.
+ */
+function closeAfter(t, ws) {
+  t.after(async () => {
+    if (ws.readyState === ws.CLOSED) return;
+    const closed = new Promise((resolve) => ws.once('close', resolve));
+    ws.on('error', () => {});
+    ws.terminate();
+    await closed;
   });
+  return ws;
+}
+
+/**
+ * Opens a client of class `Client` (ws-native's or ws's WebSocket) to `wss` with `options`,
+ * terminated after the test. Resolves once both ends are open with `{ client, server, req }`
+ * (`server` is the server's WebSocket); rejects with the client's error if it does not open.
+ */
+async function openClient(t, wss, Client, options) {
+  const accepted = once(wss, 'connection');
+  const client = closeAfter(t, new Client(urlOf(wss), options));
+  const err = await outcome(client);
+  if (err) throw err;
+  const [server, req] = await accepted;
+  return { client, server, req };
+}
+
+/**
+ * Resolves with the first 'open' (as null) or 'error' (the error) of a client. Listens to
+ * neither after that: a later 'error' is the test's to handle.
+ */
+function outcome(ws) {
+  return new Promise((resolve) => {
+    const onOpen = () => {
+      ws.off('error', onError);
+      resolve(null);
+    };
+    const onError = (err) => {
+      ws.off('open', onOpen);
+      resolve(err);
+    };
+    ws.once('open', onOpen);
+    ws.once('error', onError);
+  });
+}
+
+/**
+ * Resolves on `ws`'s 'close' with `{ code, reason, errors }`: the reason as a string, and the
+ * 'error' events since the call (listened to, so none is thrown). Never rejects.
+ */
+function closeEvent(ws) {
+  const errors = [];
+  ws.on('error', (e) => errors.push(e));
+  return new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString(), errors })));
+}
+
+/**
+ * Collects the 'error' and 'close' events of a failing client; resolves on 'close' with
+ * `{ events, err, stateAtError, code, reason }` (the first error, and the readyState then).
+ */
+function failure(ws) {
+  return new Promise((resolve) => {
+    const r = { events: [], err: undefined, stateAtError: undefined };
+    ws.on('error', (err) => {
+      r.events.push('error');
+      if (r.err === undefined) r.err = err;
+      r.stateAtError = ws.readyState;
+    });
+    ws.on('close', (code, reason) => {
+      r.events.push('close');
+      r.code = code;
+      r.reason = reason;
+      resolve(r);
+    });
+  });
+}
+
+/**
+ * Waits for client `ws` to open (fails with its error if it does not), sends `payloads` in order
+ * and resolves with what comes back, one `[data, isBinary]` per payload.
+ */
+async function echoes(ws, payloads) {
+  const err = await outcome(ws);
+  assert.equal(err, null, err && `${err.code}: ${err.message}`);
+  const got = [];
+  const done = new Promise((resolve) => {
+    ws.on('message', (data, isBinary) => {
+      got.push([Buffer.from(data), isBinary]);
+      if (got.length === payloads.length) resolve();
+    });
+  });
+  for (const p of payloads) ws.send(p);
+  await done;
+  return got;
+}
+
+/** echoes(ws, [payload]), then closes `ws` and waits for its 'close'; resolves with the echoed data. */
+async function echoOnce(ws, payload) {
+  const [[data]] = await echoes(ws, [payload]);
+  ws.close();
+  await once(ws, 'close');
+  return data;
+}
+
+// --- Waiting -------------------------------------------------------------------------------------
+
+/** Resolves after `ms`. Not a way to wait for an event: see waitFor and quietPeriod. */
+function delay(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Checks `condition` (a function, which may return a promise) every `interval` ms until it
+ * gives a truthy value, and resolves with that value. Rejects after `timeout` ms, naming
+ * `what` (a string, or a function called then for one that tells the state).
+ */
+async function waitFor(condition, { timeout = 5000, interval = 10, what = 'the condition' } = {}) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const value = await condition();
+    if (value) return value;
+    if (Date.now() >= end) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${typeof what === 'function' ? what() : what}`);
+    }
+    await delay(interval);
+  }
+}
+
+/**
+ * Waits `ms` during which something must NOT happen (a message, a pong, a second callback, a
+ * close...). The wait itself is the check: no event says that nothing came. Each caller says
+ * in a comment what must stay away.
+ */
+function quietPeriod(ms) {
+  return delay(ms);
+}
+
+/**
+ * Resolves when `promise` does, or after `ms` at most, whichever comes first: for waits that
+ * must not hang the run (cleanups) or that give up on an event to let an assertion report.
+ */
+function bounded(promise, ms) {
+  let timer;
+  const timeout = new Promise((resolve) => (timer = setTimeout(resolve, ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// --- TCP servers, ports, proxies -----------------------------------------------------------------
+
+/** Whether something accepts TCP connections on 127.0.0.1:`port` now. */
+function accepts(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
+/** Resolves with true once something accepts TCP connections on 127.0.0.1:`port`, false after 10 s. */
+function waitPort(port) {
+  return waitFor(() => accepts(port), { timeout: 10000, interval: 100 }).then(
+    () => true,
+    () => false
+  );
+}
+
+/** A port of 127.0.0.1 where nothing listens: one the system hands out, closed again. */
+async function freePort() {
+  const probe = net.createServer();
+  const port = await listen(probe);
+  await closeServer(probe);
   return port;
 }
 
 /**
- * The C heap this process holds: glibc's bytes in use plus its mmapped blocks, and the pages of
- * the engine's slabs (the engine's memory, without the allocator's caches).
+ * A TCP server on 127.0.0.1:0 that runs `onSocket` (if given) for each connection; after the
+ * test its sockets are destroyed and it is closed.
  */
-function engineHeap() {
-  const [used, , mapped, slabs] = require(path.join(__dirname, '..', 'lib', 'native.js')).binding.heapStats();
-  return used + mapped + slabs;
+async function netServer(t, onSocket) {
+  const sockets = new Set();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+    s.on('close', () => sockets.delete(s));
+    if (onSocket) onSocket(s);
+  });
+  await listen(server);
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+    return closeServer(server);
+  });
+  return server;
 }
+
+/** A TCP server that accepts and never answers; closed after the test. Resolves with its port. */
+async function silentServer(t) {
+  return (await netServer(t)).address().port;
+}
+
+/** The path of the first of the programs `names` found in the usual directories, or null. */
+function findBin(names) {
+  for (const n of names) {
+    for (const d of ['/usr/bin', '/usr/sbin', '/usr/local/bin']) {
+      const p = path.join(d, n);
+      if (fs.existsSync(p)) return p;
+    }
+  }
+  return null;
+}
+
+/**
+ * Starts tinyproxy (an HTTP CONNECT proxy) on a free port of 127.0.0.1, with Basic auth when
+ * `auth` is [user, password]; it is stopped after the test. Resolves with its port.
+ */
+async function startTinyproxy(t, auth) {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-proxy-'));
+  const conf = path.join(dir, 'tinyproxy.conf');
+  let text = `Port ${port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 50\nLogLevel Critical\n`;
+  if (auth) text += `BasicAuth ${auth[0]} ${auth[1]}\n`;
+  fs.writeFileSync(conf, text);
+  const proc = spawn(findBin(['tinyproxy']), ['-d', '-c', conf], { stdio: 'ignore' });
+  t.after(() => {
+    proc.kill();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  if (!(await waitPort(port))) throw new Error(`tinyproxy does not listen on ${port}`);
+  return port;
+}
+
+// --- The protocol by hand: requests, answers, frames ---------------------------------------------
 
 /**
  * A valid WebSocket upgrade request for a server on 127.0.0.1, with `extra` header lines (each
@@ -104,6 +318,123 @@ function upgradeRequest(extra = '') {
     'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
     `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`
   );
+}
+
+/** The Sec-WebSocket-Accept value that answers Sec-WebSocket-Key `key`. */
+function acceptKey(key) {
+  return crypto.createHash('sha1').update(key + GUID).digest('base64');
+}
+
+/**
+ * A server's 101 answer to an upgrade request with `key`, with `extra` header lines (each ending
+ * in CRLF).
+ */
+function switchingProtocols(key, extra = '') {
+  return (
+    'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+    `Sec-WebSocket-Accept: ${acceptKey(key)}\r\n${extra}\r\n`
+  );
+}
+
+/**
+ * Writes `bytes` on a new TCP connection to 127.0.0.1:`port` (with `bytes` null, writes nothing
+ * and ends its side) and resolves with everything that came back (latin1) once it has closed.
+ */
+function rawExchange(port, bytes) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => (bytes === null ? s.end() : s.write(bytes)));
+    const chunks = [];
+    s.on('data', (c) => chunks.push(c));
+    s.on('error', () => {});
+    s.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+  });
+}
+
+/**
+ * Parses the frames that arrive on `socket`, after an HTTP head when `head` is true (`head`
+ * then resolves with it, blank line included, or with null if the socket closes first).
+ * `next()` resolves with the next frame, `{ fin, rsv, rsv1, opcode, masked, payload, bytes }`
+ * (the payload unmasked, `bytes` the frame as it came), and rejects once the socket has closed
+ * without one.
+ */
+function frameReader(socket, { head = false } = {}) {
+  let buf = Buffer.alloc(0);
+  let headDone = !head;
+  let resolveHead = null;
+  const headText = head ? new Promise((resolve) => (resolveHead = resolve)) : null;
+  const frames = [];
+  const waiters = [];
+  let closed = false;
+  socket.on('data', (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    if (!headDone) {
+      const i = buf.indexOf('\r\n\r\n');
+      if (i === -1) return;
+      resolveHead(buf.subarray(0, i + 4).toString('latin1'));
+      buf = buf.subarray(i + 4);
+      headDone = true;
+    }
+    for (;;) {
+      if (buf.length < 2) break;
+      let len = buf[1] & 0x7f;
+      let off = 2;
+      if (len === 126) {
+        if (buf.length < 4) break;
+        len = buf.readUInt16BE(2);
+        off = 4;
+      } else if (len === 127) {
+        if (buf.length < 10) break;
+        len = Number(buf.readBigUInt64BE(2));
+        off = 10;
+      }
+      const masked = (buf[1] & 0x80) !== 0;
+      const keyOff = off;
+      if (masked) off += 4;
+      if (buf.length < off + len) break;
+      const payload = Buffer.from(buf.subarray(off, off + len));
+      if (masked) for (let i = 0; i < len; i++) payload[i] ^= buf[keyOff + (i & 3)];
+      const rsv = (buf[0] >> 4) & 7;
+      frames.push({
+        fin: (buf[0] & 0x80) !== 0,
+        rsv,
+        rsv1: (rsv & 4) !== 0,
+        opcode: buf[0] & 0x0f,
+        masked,
+        payload,
+        bytes: Buffer.from(buf.subarray(0, off + len))
+      });
+      buf = buf.subarray(off + len);
+    }
+    while (waiters.length && frames.length) waiters.shift().resolve(frames.shift());
+  });
+  socket.on('close', () => {
+    closed = true;
+    if (!headDone) resolveHead(null);
+    for (const w of waiters.splice(0)) w.reject(new Error('the socket closed before the next frame'));
+  });
+  return {
+    head: headText,
+    next() {
+      if (frames.length) return Promise.resolve(frames.shift());
+      if (closed) return Promise.reject(new Error('the socket closed before the next frame'));
+      return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
+    }
+  };
+}
+
+/**
+ * A raw TCP client of 127.0.0.1:`port` that sends a valid upgrade request (with `extra` header
+ * lines); destroyed after the test. Resolves once the answer's head has come, with the socket,
+ * the head and a frameReader of what follows.
+ */
+async function rawWebSocket(t, port, extra = '') {
+  const socket = net.connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  t.after(() => socket.destroy());
+  const reader = frameReader(socket, { head: true });
+  socket.write(upgradeRequest(extra));
+  const head = await reader.head;
+  return { socket, head, reader };
 }
 
 /**
@@ -144,4 +475,71 @@ function frame({ fin = true, rsv = 0, opcode, mask = true, payload = Buffer.allo
   return Buffer.concat(parts);
 }
 
-module.exports = { closeServer, engineHeap, frame, listen, once, selfSigned, silentServer, startWss, upgradeRequest, waitPort };
+// --- Memory --------------------------------------------------------------------------------------
+
+/**
+ * The C heap this process holds: glibc's bytes in use plus its mmapped blocks, and the pages of
+ * the engine's slabs (the engine's memory, without the allocator's caches).
+ */
+function engineHeap() {
+  const [used, , mapped, slabs] = require(path.join(__dirname, '..', 'lib', 'native.js')).binding.heapStats();
+  return used + mapped + slabs;
+}
+
+/**
+ * Full collections (run with --expose-gc) until `sample()`, a heap size, stops shrinking: at
+ * least `minRounds`, at most `maxRounds`. Each is followed by `interval` ms for the finalizers
+ * the collection queued (they free the native memory of collected objects), which no event
+ * announces: the shrinking heap is the sign they ran.
+ */
+async function settleHeap(sample, { minRounds = 1, maxRounds = 10, interval = 20 } = {}) {
+  let last = Infinity;
+  for (let i = 0; i < maxRounds; i++) {
+    global.gc();
+    await delay(interval);
+    const now = sample();
+    if (i + 1 >= minRounds && now >= last) break;
+    last = now;
+  }
+}
+
+module.exports = {
+  GUID,
+  acceptKey,
+  bounded,
+  closeAfter,
+  closeEvent,
+  closeServer,
+  closeWss,
+  delay,
+  echoBack,
+  echoOnce,
+  echoes,
+  engineHeap,
+  failure,
+  findBin,
+  frame,
+  frameReader,
+  freePort,
+  hasOpenssl,
+  listen,
+  makeCerts,
+  netServer,
+  once,
+  openClient,
+  outcome,
+  quietPeriod,
+  rawExchange,
+  rawWebSocket,
+  selfSigned,
+  settleHeap,
+  sha256,
+  silentServer,
+  startTinyproxy,
+  startWss,
+  switchingProtocols,
+  upgradeRequest,
+  urlOf,
+  waitFor,
+  waitPort
+};

@@ -11,43 +11,13 @@ const https = require('node:https');
 const net = require('node:net');
 
 const WebSocket = require('..');
-const { closeServer, listen, once, selfSigned } = require('./helpers');
-const WsWebSocket = require('ws');
-const Ws = WsWebSocket;
-
-
-
-
-function echo(wss) {
-  wss.on('connection', (ws) => {
-    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
-  });
-}
-
-async function roundTrip(url, message, opts) {
-  const ws = new WsWebSocket(url, opts);
-  await once(ws, 'open');
-  ws.send(message);
-  const [data] = await once(ws, 'message');
-  ws.close();
-  await once(ws, 'close');
-  return data;
-}
-
-function rawRequest(port, request) {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1', () => socket.write(request));
-    const chunks = [];
-    socket.on('data', (d) => chunks.push(d));
-    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
-    socket.on('error', reject);
-  });
-}
+const { closeServer, echoBack, echoOnce, frame, listen, once, rawExchange, selfSigned, sha256, upgradeRequest } = require('./helpers');
+const Ws = require('ws');
 
 test('{ server }: an http server and ws-native share a port; other paths get 400', { timeout: 10000 }, async () => {
   const server = http.createServer((req, res) => res.end('plain http'));
   const wss = new WebSocket.Server({ server, path: '/ws' });
-  echo(wss);
+  echoBack(wss);
   const port = await listen(server);
 
   const body = await new Promise((resolve) => http.get(`http://127.0.0.1:${port}/`, (res) => {
@@ -57,7 +27,7 @@ test('{ server }: an http server and ws-native share a port; other paths get 400
   }));
   assert.equal(body, 'plain http');
 
-  assert.equal((await roundTrip(`ws://127.0.0.1:${port}/ws`, 'hello')).toString(), 'hello');
+  assert.equal((await echoOnce(new Ws(`ws://127.0.0.1:${port}/ws`), 'hello')).toString(), 'hello');
 
   const native = new WebSocket(`ws://127.0.0.1:${port}/ws`);
   await once(native, 'open');
@@ -68,7 +38,7 @@ test('{ server }: an http server and ws-native share a port; other paths get 400
   native.close(1000);
   await once(native, 'close');
 
-  const other = new WsWebSocket(`ws://127.0.0.1:${port}/elsewhere`);
+  const other = new Ws(`ws://127.0.0.1:${port}/elsewhere`);
   const [err] = await once(other, 'error');
   assert.equal(err.message, 'Unexpected server response: 400');
 
@@ -113,9 +83,10 @@ test('noServer: two WebSocketServers on one http server, routed by path', { time
 test('handleUpgrade after an async auth check that rejects with 401 and custom headers', { timeout: 10000 }, async () => {
   const server = http.createServer();
   const wss = new WebSocket.WebSocketServer({ noServer: true });
-  echo(wss);
+  echoBack(wss);
   server.on('upgrade', async (req, socket, head) => {
     const token = new URL(req.url, 'http://x').searchParams.get('token');
+    // The check takes a moment (as a lookup would): the upgrade goes on in a later tick.
     await new Promise((r) => setTimeout(r, 5));
     if (token !== 'good') {
       socket.write('HTTP/1.1 401 Unauthorized\r\nX-Reason: bad token\r\nConnection: close\r\n\r\n');
@@ -137,7 +108,7 @@ test('handleUpgrade after an async auth check that rejects with 401 and custom h
   assert.equal(err.message, 'WebSocket was closed before the connection was established');
   assert.equal((await closed)[0], 1006);
 
-  assert.equal((await roundTrip(`ws://127.0.0.1:${port}/?token=good`, 'ok')).toString(), 'ok');
+  assert.equal((await echoOnce(new Ws(`ws://127.0.0.1:${port}/?token=good`), 'ok')).toString(), 'ok');
   wss.close();
   await closeServer(server);
 });
@@ -147,7 +118,7 @@ test('handleUpgrade refuses a bad request on the Node socket with ws\'s answer',
   const wss = new WebSocket.WebSocketServer({ noServer: true });
   server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => {}));
   const port = await listen(server);
-  const answer = await rawRequest(
+  const answer = await rawExchange(
     port,
     'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
       'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\n\r\n'
@@ -172,24 +143,9 @@ test('frames sent right behind the upgrade request are not lost in the fd handov
     });
   });
   const port = await listen(server);
-  const key = crypto.randomBytes(16).toString('base64');
-  const frames = [];
-  for (let i = 0; i < 50; i++) {
-    const payload = Buffer.from(`m${i}`);
-    const mask = crypto.randomBytes(4);
-    const masked = Buffer.from(payload.map((b, j) => b ^ mask[j & 3]));
-    frames.push(Buffer.from([0x81, 0x80 | payload.length]), mask, masked);
-  }
-  const socket = net.connect(port, '127.0.0.1', () => {
-    socket.write(
-      Buffer.concat([
-        Buffer.from(
-          `GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`
-        ),
-        ...frames
-      ])
-    );
-  });
+  const frames = Array.from({ length: 50 }, (_, i) => frame({ opcode: 0x1, payload: `m${i}` }));
+  // One write: the frames arrive with the request.
+  const socket = net.connect(port, '127.0.0.1', () => socket.write(Buffer.concat([Buffer.from(upgradeRequest()), ...frames])));
   await done;
   assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => `m${i}`));
   socket.destroy();
@@ -197,13 +153,12 @@ test('frames sent right behind the upgrade request are not lost in the fd handov
   await closeServer(server);
 });
 
-
 test('https server with { server }: TLS sockets go through the bridge, several MiB each way', { timeout: 30000 }, async () => {
   const server = https.createServer(selfSigned());
   const wss = new WebSocket.Server({ server });
-  echo(wss);
+  echoBack(wss);
   const port = await listen(server);
-  const ws = new WsWebSocket(`wss://127.0.0.1:${port}/`, { rejectUnauthorized: false });
+  const ws = new Ws(`wss://127.0.0.1:${port}/`, { rejectUnauthorized: false });
   await once(ws, 'open');
   const big = crypto.randomBytes(6 * 1024 * 1024);
   const text = 'ü'.repeat(1024 * 1024);
@@ -211,7 +166,7 @@ test('https server with { server }: TLS sockets go through the bridge, several M
   ws.send(text);
   const [a, aBinary] = await once(ws, 'message');
   assert.equal(aBinary, true);
-  assert.equal(crypto.createHash('sha256').update(a).digest('hex'), crypto.createHash('sha256').update(big).digest('hex'));
+  assert.equal(sha256(a), sha256(big));
   const [b, bBinary] = await once(ws, 'message');
   assert.equal(bBinary, false);
   assert.equal(b.toString(), text);

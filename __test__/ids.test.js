@@ -16,7 +16,7 @@ const { WebSocketServer } = require(path.join(__dirname, '..'));
 const WebSocket = require(path.join(__dirname, '..'));
 const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
 const Ws = require('ws');
-const { startWss, upgradeRequest } = require('./helpers');
+const { bounded, closeEvent, openClient, rawExchange, startWss, upgradeRequest, waitFor } = require('./helpers');
 
 const T = { timeout: 20000 };
 const SLOT = 2 ** native.binding.wire().slotBits - 1;
@@ -27,27 +27,22 @@ const SLOT = 2 ** native.binding.wire().slotBits - 1;
  */
 async function allFree() {
   let stats;
-  for (let i = 0; i < 40; i++) {
-    stats = native.binding.slotStats();
-    const [made, free, registered] = stats;
-    if (registered === 0 && free === made) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  assert.fail(`slots made, free, registered: ${stats}`);
+  await waitFor(
+    () => {
+      stats = native.binding.slotStats();
+      const [made, free, registered] = stats;
+      return registered === 0 && free === made;
+    },
+    { timeout: 2000, interval: 50, what: () => `every slot to be free (slots made, free, registered: ${stats})` }
+  );
 }
 
 /** Opens a `ws` client to `wss`; resolves with the client and the server's WebSocket and req. */
-async function connect(wss) {
-  const accepted = once(wss, 'connection');
-  const client = new Ws(`ws://127.0.0.1:${wss.address().port}`);
-  await once(client, 'open');
-  const [ws, req] = await accepted;
-  return { client, ws, req };
-}
+const connect = (t, wss) => openClient(t, wss, Ws);
 
 /** Closes both ends; resolves once both emitted 'close'. */
-async function closeBoth({ client, ws }) {
-  const closed = Promise.all([once(ws, 'close'), once(client, 'close')]);
+async function closeBoth({ client, server }) {
+  const closed = Promise.all([once(server, 'close'), once(client, 'close')]);
   client.close();
   await closed;
 }
@@ -63,18 +58,18 @@ async function echo({ client }, text) {
 test('a closed connection\'s slot serves the next connection, under a new id', T, async (t) => {
   const wss = await startWss(t, WebSocketServer);
   wss.on('connection', (ws) => ws.on('message', (m) => ws.send(m)));
-  const first = await connect(wss);
-  const slot = first.ws._id & SLOT;
+  const first = await connect(t, wss);
+  const slot = first.server._id & SLOT;
   await closeBoth(first);
   let reused = null;
   for (let i = 0; i < 20 && reused === null; i++) {
-    const next = await connect(wss);
+    const next = await connect(t, wss);
     assert.equal(await echo(next, `m${i}`), `m${i}`);
-    if ((next.ws._id & SLOT) === slot) reused = next;
+    if ((next.server._id & SLOT) === slot) reused = next;
     else await closeBoth(next);
   }
   assert.ok(reused, 'the slot came back');
-  assert.notEqual(reused.ws._id, first.ws._id);
+  assert.notEqual(reused.server._id, first.server._id);
   await closeBoth(reused);
   await allFree();
 });
@@ -103,14 +98,14 @@ test('connections opened and closed one after another keep using the same few sl
 test('req.socket kept after its connection closed does not reach the next connection in its slot', T, async (t) => {
   const wss = await startWss(t, WebSocketServer);
   wss.on('connection', (ws) => ws.on('message', (m) => ws.send(m)));
-  const first = await connect(wss);
+  const first = await connect(t, wss);
   const stale = first.req.socket;
-  const slot = first.ws._id & SLOT;
+  const slot = first.server._id & SLOT;
   await closeBoth(first);
   let next = null;
   for (let i = 0; i < 20; i++) {
-    next = await connect(wss);
-    if ((next.ws._id & SLOT) === slot) break;
+    next = await connect(t, wss);
+    if ((next.server._id & SLOT) === slot) break;
     await closeBoth(next);
     next = null;
   }
@@ -118,9 +113,10 @@ test('req.socket kept after its connection closed does not reach the next connec
   stale.write('HTTP/1.1 400 Bad Request\r\n\r\n');
   stale.end();
   stale.destroy();
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  // Whatever the stale socket queued goes to the engine in the flush that ends this tick,
+  // before the echo's answer: had it reached the next connection, the echo would not come back.
   assert.equal(await echo(next, 'still here'), 'still here');
-  assert.equal(next.ws.readyState, WebSocket.OPEN);
+  assert.equal(next.server.readyState, WebSocket.OPEN);
   await closeBoth(next);
   await allFree();
 });
@@ -141,12 +137,12 @@ test('a request refused through wsClientError gives its slot back once its socke
   raw.on('data', (d) => answer.push(d));
   await once(raw, 'close');
   assert.match(Buffer.concat(answer).toString(), /^HTTP\/1.1 400 Bad Request/);
-  // The engine's side of the refused connection ends too (it used to wait for a decision).
+  // The engine's side of the refused connection ends too, without waiting for a decision.
   await allFree();
   let reused = false;
   for (let i = 0; i < 20 && !reused; i++) {
-    const next = await connect(wss);
-    reused = (next.ws._id & SLOT) === (id & SLOT);
+    const next = await connect(t, wss);
+    reused = (next.server._id & SLOT) === (id & SLOT);
     assert.equal(await echo(next, 'ok'), 'ok');
     await closeBoth(next);
   }
@@ -176,14 +172,19 @@ test('requests refused by verifyClient give their slots back', T, async (t) => {
 });
 
 test('a request whose server closed before JS answered gives its slot back', T, async (t) => {
-  // An async verifyClient still pending when the server closes: ws answers 503.
-  const wss = await startWss(t, WebSocketServer, { verifyClient: (info, cb) => setTimeout(cb, 200, true) });
+  // An async verifyClient still pending when the server closes: ws answers 503. Its callback
+  // comes after that answer.
+  let asked;
+  const pending = new Promise((resolve) => (asked = resolve));
+  const wss = await startWss(t, WebSocketServer, { verifyClient: (info, cb) => asked(cb) });
   const client = new Ws(`ws://127.0.0.1:${wss.address().port}`);
   client.on('error', () => {});
   const response = once(client, 'unexpected-response');
-  setTimeout(() => wss.close(), 50);
+  const verified = await pending;
+  wss.close();
   const [, res] = await response;
   assert.equal(res.statusCode, 503);
+  verified(true);
   client.terminate();
   await allFree();
 });
@@ -203,22 +204,20 @@ test('clients that fail, give up or get refused, and connections adopted from No
   const hostPort = await listen(host);
   t.after(() => closeServer(host));
 
-  // (events.once would reject on the 'error' these clients emit first.)
-  const closed = (ws) => new Promise((resolve) => ws.once('close', resolve));
   for (let i = 0; i < 5; i++) {
     // Refused with 403 (the engine's handshake fails).
     const refused = new WebSocket(`ws://127.0.0.1:${refusingPort}`);
     refused.on('error', () => {});
-    await closed(refused);
+    await closeEvent(refused);
     // Given up while connecting.
     const givenUp = new WebSocket(`ws://127.0.0.1:${refusingPort}`);
     givenUp.on('error', () => {});
     givenUp.terminate();
-    await closed(givenUp);
+    await closeEvent(givenUp);
     // Nothing listening.
     const nobody = new WebSocket('ws://127.0.0.1:1');
     nobody.on('error', () => {});
-    await closed(nobody);
+    await closeEvent(nobody);
     // Adopted by the engine on both sides (the server through handleUpgrade).
     const client = new WebSocket(`ws://127.0.0.1:${hostPort}`);
     await once(client, 'open');
@@ -256,7 +255,8 @@ test('a request that arrives after its server closed gets 503 and gives its slot
   raw.on('data', (d) => answer.push(d));
   raw.write(upgradeRequest());
   // Keep JS busy while the engine reads the request and queues it for JS; the server closes
-  // before JS gets to it.
+  // before JS gets to it. A busy loop, not a wait: JS must not run meanwhile, so no event or
+  // condition can end it (300 ms is far more than the engine needs to read the request).
   const until = Date.now() + 300;
   while (Date.now() < until);
   wss.close();
@@ -267,16 +267,7 @@ test('a request that arrives after its server closed gets 503 and gives its slot
 
 test('connections the engine refuses or that leave before their request give their slots back', T, async (t) => {
   const wss = await startWss(t, WebSocketServer);
-  const port = wss.address().port;
-  /** Sends `bytes` on a raw socket (or nothing), then resolves with what came back once closed. */
-  const exchange = (bytes) =>
-    new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => (bytes === null ? s.end() : s.write(bytes)));
-      const got = [];
-      s.on('data', (d) => got.push(d));
-      s.on('error', () => {});
-      s.on('close', () => resolve(Buffer.concat(got).toString()));
-    });
+  const exchange = (bytes) => rawExchange(wss.address().port, bytes);
   for (let i = 0; i < 5; i++) {
     // Not an upgrade: the engine answers 426 without JS.
     assert.match(await exchange('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1.1 426 /);
@@ -349,7 +340,10 @@ test('a Worker that exits while requests keep arriving leaves no connection behi
     if (i % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
   }
   await exiting;
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  // Each socket closes once the engine is done with its request (refused or answered, or ended
+  // with the Worker's server). Whatever is still open after 5 s is destroyed here, and
+  // allFree() says whether a connection stayed registered.
+  await bounded(Promise.all(sockets.map((s) => new Promise((resolve) => (s.destroyed ? resolve() : s.once('close', resolve))))), 5000);
   for (const s of sockets) s.destroy();
   await allFree();
 });

@@ -7,18 +7,14 @@
 
 const { test, describe } = require('node:test');
 const assert = require('node:assert/strict');
-const crypto = require('node:crypto');
 const { once } = require('node:events');
 const path = require('node:path');
 
 const Native = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const Ws = require('ws');
+const { closeEvent, openClient, quietPeriod, sha256, startWss } = require('./helpers');
 
-const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
-
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const sha = (data) => crypto.createHash('sha256').update(data).digest('hex');
 
 const SETUPS = [
   { name: 'ws-native client <-> ws server', Client: Native, Server: Ws.WebSocketServer },
@@ -27,34 +23,9 @@ const SETUPS = [
 
 /** Opens a connection; resolves with { client, server } (the two WebSocket ends). */
 async function connect(t, setup, serverOptions = {}, clientOptions = {}) {
-  const wss = new setup.Server({ host: HOST, port: 0, ...serverOptions });
-  await once(wss, 'listening');
-  const conn = once(wss, 'connection');
-  const client = new setup.Client(`ws://${HOST}:${wss.address().port}/`, clientOptions);
-  t.after(async () => {
-    const pending = [];
-    for (const ws of [client, ...wss.clients]) {
-      if (ws.readyState !== ws.CLOSED) {
-        pending.push(new Promise((resolve) => ws.once('close', resolve)));
-        ws.on('error', () => {});
-        ws.terminate();
-      }
-    }
-    await Promise.all(pending);
-    await new Promise((resolve) => wss.close(() => resolve()));
-  });
-  await once(client, 'open');
-  const [server] = await conn;
+  const wss = await startWss(t, setup.Server, serverOptions);
+  const { client, server } = await openClient(t, wss, setup.Client, clientOptions);
   return { client, server, wss };
-}
-
-/** Resolves with [code, reason, events] when `ws` emits 'close'; records errors. */
-function closed(ws) {
-  const errors = [];
-  ws.on('error', (e) => errors.push(e));
-  return new Promise((resolve) =>
-    ws.once('close', (code, reason) => resolve({ code, reason: reason.toString(), errors }))
-  );
 }
 
 function textOf(size) {
@@ -79,7 +50,7 @@ async function transfer(from, to, data, binary) {
   const buf = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
   const expected = Buffer.isBuffer(data) ? data : Buffer.from(data);
   assert.equal(buf.length, expected.length, 'length');
-  assert.equal(sha(buf), sha(expected), 'content hash');
+  assert.equal(sha256(buf), sha256(expected), 'content hash');
   assert.ok((await sent) == null, 'send callback without error');
 }
 
@@ -259,7 +230,8 @@ for (const setup of SETUPS) {
         const ping = once(to, 'ping');
         from.ping('x');
         await ping;
-        await delay(100);
+        // No pong may come back in this time.
+        await quietPeriod(100);
         from.off('pong', onPong);
         assert.equal(pongs, 0);
       }
@@ -270,8 +242,8 @@ for (const setup of SETUPS) {
     for (const side of ['client', 'server']) {
       test(`close() from the ${side} without a code: 1005 on both sides`, T, async (t) => {
         const ends = await connect(t, setup);
-        const a = closed(ends.client);
-        const b = closed(ends.server);
+        const a = closeEvent(ends.client);
+        const b = closeEvent(ends.server);
         ends[side].close();
         assert.equal(ends[side].readyState, Native.CLOSING);
         const [ca, cb] = await Promise.all([a, b]);
@@ -281,8 +253,8 @@ for (const setup of SETUPS) {
 
       test(`close(code, reason) from the ${side}: both sides see them`, T, async (t) => {
         const ends = await connect(t, setup);
-        const a = closed(ends.client);
-        const b = closed(ends.server);
+        const a = closeEvent(ends.client);
+        const b = closeEvent(ends.server);
         ends[side].close(4000 + (side === 'client' ? 1 : 2), `${side} says bye ✓`);
         const [ca, cb] = await Promise.all([a, b]);
         const code = 4000 + (side === 'client' ? 1 : 2);
@@ -292,8 +264,8 @@ for (const setup of SETUPS) {
 
       test(`close(1000) from the ${side} without a reason`, T, async (t) => {
         const ends = await connect(t, setup);
-        const a = closed(ends.client);
-        const b = closed(ends.server);
+        const a = closeEvent(ends.client);
+        const b = closeEvent(ends.server);
         ends[side].close(1000);
         const [ca, cb] = await Promise.all([a, b]);
         assert.deepEqual([ca.code, ca.reason], [1000, '']);
@@ -302,8 +274,8 @@ for (const setup of SETUPS) {
 
       test(`terminate() from the ${side}: the other side sees 1006`, T, async (t) => {
         const ends = await connect(t, setup);
-        const a = closed(ends.client);
-        const b = closed(ends.server);
+        const a = closeEvent(ends.client);
+        const b = closeEvent(ends.server);
         ends[side].terminate();
         const [ca, cb] = await Promise.all([a, b]);
         assert.equal(ca.code, 1006);
@@ -319,14 +291,14 @@ for (const setup of SETUPS) {
         const other = side === 'client' ? ends.server : ends.client;
         const data = binaryOf(16 * 1024 * 1024);
         const received = [];
-        other.on('message', (d) => received.push(sha(d)));
-        const a = closed(ends.client);
-        const b = closed(ends.server);
+        other.on('message', (d) => received.push(sha256(d)));
+        const a = closeEvent(ends.client);
+        const b = closeEvent(ends.server);
         let sendErr = 'not called';
         ends[side].send(data, (err) => (sendErr = err));
         ends[side].close(1000, 'after data');
         const [ca, cb] = await Promise.all([a, b]);
-        assert.deepEqual(received, [sha(data)]);
+        assert.deepEqual(received, [sha256(data)]);
         assert.deepEqual([ca.code, ca.reason], [1000, 'after data']);
         assert.deepEqual([cb.code, cb.reason], [1000, 'after data']);
         assert.ok(sendErr == null, `send callback: ${sendErr}`);
@@ -335,8 +307,8 @@ for (const setup of SETUPS) {
       test(`messages sent after close() by the ${side} fail, the peer's still arrive`, T, async (t) => {
         const ends = await connect(t, setup);
         const other = side === 'client' ? ends.server : ends.client;
-        const a = closed(ends.client);
-        const b = closed(ends.server);
+        const a = closeEvent(ends.client);
+        const b = closeEvent(ends.server);
         const got = [];
         ends[side].on('message', (d) => got.push(d.toString()));
         other.send('before close');
@@ -350,8 +322,8 @@ for (const setup of SETUPS) {
 
     test('the receiver closes while a large message is in flight', T, async (t) => {
       const { client, server } = await connect(t, setup);
-      const a = closed(client);
-      const b = closed(server);
+      const a = closeEvent(client);
+      const b = closeEvent(server);
       client.send(binaryOf(16 * 1024 * 1024));
       server.close(4321, 'enough');
       const [ca, cb] = await Promise.all([a, b]);
@@ -361,8 +333,8 @@ for (const setup of SETUPS) {
 
     test('both sides close at the same time', T, async (t) => {
       const { client, server } = await connect(t, setup);
-      const a = closed(client);
-      const b = closed(server);
+      const a = closeEvent(client);
+      const b = closeEvent(server);
       client.close(4100, 'c');
       server.close(4200, 's');
       const [ca, cb] = await Promise.all([a, b]);
@@ -375,8 +347,8 @@ for (const setup of SETUPS) {
       const { client, server } = await connect(t, setup);
       const got = [];
       server.on('message', (d) => got.push(d.toString()));
-      const b = closed(server);
-      const a = closed(client);
+      const b = closeEvent(server);
+      const a = closeEvent(client);
       for (let i = 0; i < 100; i++) client.send(`m${i}`);
       client.close(1000);
       await Promise.all([a, b]);

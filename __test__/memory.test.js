@@ -11,7 +11,7 @@ const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { once } = require('node:events');
 
-const { frame, startWss, upgradeRequest } = require('./helpers');
+const { frame, startWss, upgradeRequest, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 
@@ -78,11 +78,16 @@ async function idleCost(t, n, echo = 0) {
   child.stdout.setEncoding('utf8');
   t.after(() => child.kill());
   const port = Number((await ask(child, null, 'PORT ')).split(' ')[1]);
+  const count = async (cmd, prefix) => Number((await ask(child, cmd, prefix)).split(' ')[1]);
 
   // Warm up (slabs, tables, buffers made once), close, then count fresh connections.
   const warm = await connect(port, 200, echo);
   for (const s of warm) s.destroy();
-  await new Promise((r) => setTimeout(r, 300));
+  await waitFor(async () => (await count('clients', 'CLIENTS ')) === 0, {
+    timeout: 10000,
+    interval: 20,
+    what: 'the server to close the warm-up connections'
+  });
   await ask(child, 'mark', 'MARKED');
   const sockets = await connect(port, n, echo);
   t.after(() => sockets.forEach((s) => s.destroy()));
@@ -90,11 +95,23 @@ async function idleCost(t, n, echo = 0) {
 
   // Idle for one to two seconds, each connection leaves its task (src/engine/park.rs).
   let parked = 0;
-  for (let i = 0; i < 100 && parked < n; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    parked = Number((await ask(child, 'parked', 'PARKED ')).split(' ')[1]);
-  }
-  const [, engineParked] = (await ask(child, 'measure', 'COST ')).split(' ').map(Number);
+  await waitFor(async () => (parked = await count('parked', 'PARKED ')) >= n, {
+    timeout: 10000,
+    interval: 100,
+    what: () => `every idle connection to park (${parked} of ${n})`
+  });
+  // The engine frees the tasks the connections left a little after they count as parked:
+  // measure until the engine's heap stops shrinking.
+  let engineParked = Infinity;
+  await waitFor(
+    async () => {
+      const [, now] = (await ask(child, 'measure', 'COST ')).split(' ').map(Number);
+      const settled = now >= engineParked;
+      engineParked = now;
+      return settled;
+    },
+    { timeout: 10000, interval: 100, what: "the parked connections' memory to settle" }
+  );
   child.stdin.write('exit\n');
   await once(child, 'exit');
 
@@ -106,13 +123,12 @@ async function idleCost(t, n, echo = 0) {
 test('an idle server connection costs under 800 bytes of engine memory, 350 once parked, and 600 of V8 objects', { timeout: 60000 }, async (t) => {
   const cost = await idleCost(t, 1000);
   t.diagnostic(`per idle connection: engine ${cost.engine.toFixed(0)} bytes (${cost.parked.toFixed(0)} parked), V8 ${cost.v8.toFixed(0)} bytes`);
-  // 2026-11-26: on its task, engine 700-720 (tokio's task 256 and I/O registration 256, the
-  // outbox 144, table entries; 510-600 when the warm-up's slab pages stayed in use and were
-  // not counted again), 1,052 with the build from before that day's changes; parked 280-310
-  // (the outbox, 48 bytes of parked state, table entries). V8 230-440 on Node 20, 22 and 24
-  // (the WebSocket 104, its listener table 40, the two listeners and their closure, the set
-  // and map entries, whose tables grow in steps): a loose bound; the test below pins the
-  // WebSocket's own fields.
+  // What the bounds cover. On its task, about 700 bytes of engine memory (510-600 when the
+  // warm-up's slab pages stay in use and are not counted again): tokio's task (256) and I/O
+  // registration (256), the outbox (144), table entries. Parked, 220-310: the outbox, 48 bytes
+  // of parked state, table entries. V8, 230-440 on Node 20, 22 and 24: the WebSocket (104),
+  // its listener table (40), the two listeners and their closure, the set and map entries,
+  // whose tables grow in steps; a loose bound: the test below pins the WebSocket's own fields.
   assert.ok(cost.engine < 800, `engine memory per idle connection: ${cost.engine} bytes`);
   assert.ok(cost.parked < 350, `engine memory per parked connection: ${cost.parked} bytes`);
   assert.ok(cost.v8 < 600, `V8 objects per idle connection: ${cost.v8} bytes`);
@@ -121,10 +137,10 @@ test('an idle server connection costs under 800 bytes of engine memory, 350 once
 test('a connection that echoed a 2 KiB message keeps no buffer of it once idle', { timeout: 60000 }, async (t) => {
   const cost = await idleCost(t, 1000, 2048);
   t.diagnostic(`per parked connection after a 2 KiB echo: engine ${cost.parked.toFixed(0)} bytes`);
-  // 2026-11-26: 540 bytes: the 280 of a connection that never spoke, and the events buffer
-  // the engine keeps for its next batch (up to 256 KiB in all, not per connection); 2,610
-  // before the outbox gave its write buffer back (the echo was written from JS directly,
-  // and the buffer kept its capacity for the next send).
+  // About 540 bytes: the 280 of a connection that never spoke, and the events buffer the
+  // engine keeps for its next batch (up to 256 KiB in all, not per connection). An outbox that
+  // kept its write buffer once idle would cost about 2,600 (the echo is written from JS
+  // directly, and the buffer would keep its capacity for the next send).
   assert.ok(cost.parked < 800, `engine memory per parked connection: ${cost.parked} bytes`);
 });
 

@@ -9,32 +9,25 @@
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const net = require('node:net');
 const path = require('node:path');
 const { once } = require('node:events');
 
 const WebSocket = require(path.join(__dirname, '..'));
 const PeerWebSocket = require('ws');
 const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
-const { startWss, upgradeRequest } = require('./helpers');
+const { openClient, quietPeriod, rawWebSocket, startWss, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 
 /** Resolves once engine connection `ws` is parked (fails after 6 s). */
-async function parked(ws) {
-  const end = Date.now() + 6000;
-  while (!native.binding.parked(ws._id)) {
-    if (Date.now() > end) throw new Error(`connection ${ws._id} did not park`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+function parked(ws) {
+  return waitFor(() => native.binding.parked(ws._id), { timeout: 6000, interval: 50, what: `connection ${ws._id} to park` });
 }
 
 /** A ws-native server, a `ws` client, and the server side of their connection. */
 async function pair(t, serverOptions = {}, clientOptions = {}) {
   const wss = await startWss(t, WebSocket.Server, serverOptions);
-  const client = new PeerWebSocket(`ws://${HOST}:${wss.address().port}`, clientOptions);
-  const [[server]] = await Promise.all([once(wss, 'connection'), once(client, 'open')]);
-  t.after(() => client.terminate());
+  const { client, server } = await openClient(t, wss, PeerWebSocket, clientOptions);
   return { wss, client, server };
 }
 
@@ -92,11 +85,9 @@ describe('parked connections', { concurrency: true }, () => {
 
   it('a parked connection whose socket drops closes with 1006', async (t) => {
     const wss = await startWss(t, WebSocket.Server);
-    const socket = net.connect(wss.address().port, HOST);
-    socket.on('error', () => {});
-    socket.write(upgradeRequest());
-    const [server] = await once(wss, 'connection');
-    await once(socket, 'data');
+    const accepted = once(wss, 'connection');
+    const { socket } = await rawWebSocket(t, wss.address().port);
+    const [server] = await accepted;
     await parked(server);
     socket.destroy();
     const [code] = await once(server, 'close');
@@ -129,7 +120,9 @@ describe('parked connections', { concurrency: true }, () => {
     const got = [];
     server.on('message', (d) => got.push(d.toString()));
     client.send('held');
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    // Longer than an idle connection takes to park: in this time the paused connection must
+    // neither emit the message nor park.
+    await quietPeriod(2500);
     assert.deepEqual(got, []);
     assert.equal(native.binding.parked(server._id), 0);
     server.resume();
@@ -138,15 +131,7 @@ describe('parked connections', { concurrency: true }, () => {
   });
 
   it('a ws-native client parks too, and its server\'s messages bring it back', async (t) => {
-    const wss = new PeerWebSocket.Server({ host: HOST, port: 0 });
-    await once(wss, 'listening');
-    t.after(
-      () =>
-        new Promise((resolve) => {
-          for (const c of wss.clients) c.terminate();
-          wss.close(resolve);
-        })
-    );
+    const wss = await startWss(t, PeerWebSocket.Server);
     const client = new WebSocket(`ws://${HOST}:${wss.address().port}`);
     const [[peer]] = await Promise.all([once(wss, 'connection'), once(client, 'open')]);
     peer.on('message', (d) => peer.send(`echo ${d}`));

@@ -7,21 +7,16 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const crypto = require('node:crypto');
 const { once } = require('node:events');
-const net = require('node:net');
 const path = require('node:path');
 
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { frame, startWss } = require('./helpers');
+const { frame, frameReader, netServer, rawWebSocket, startWss, switchingProtocols, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
-const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const closePayload = (code, reason = Buffer.alloc(0)) => {
   const b = Buffer.alloc(2);
@@ -29,67 +24,12 @@ const closePayload = (code, reason = Buffer.alloc(0)) => {
   return Buffer.concat([b, Buffer.from(reason)]);
 };
 
-/** Incremental parser of the frames a peer receives. */
-function frameReader(socket, skipHead) {
-  let buf = Buffer.alloc(0);
-  let headDone = !skipHead;
-  const frames = [];
-  const waiters = [];
-  socket.on('data', (chunk) => {
-    buf = Buffer.concat([buf, chunk]);
-    if (!headDone) {
-      const i = buf.indexOf('\r\n\r\n');
-      if (i === -1) return;
-      buf = buf.subarray(i + 4);
-      headDone = true;
-    }
-    for (;;) {
-      if (buf.length < 2) break;
-      let len = buf[1] & 0x7f;
-      let off = 2;
-      if (len === 126) {
-        if (buf.length < 4) break;
-        len = buf.readUInt16BE(2);
-        off = 4;
-      } else if (len === 127) {
-        if (buf.length < 10) break;
-        len = Number(buf.readBigUInt64BE(2));
-        off = 10;
-      }
-      const masked = (buf[1] & 0x80) !== 0;
-      const keyOff = off;
-      if (masked) off += 4;
-      if (buf.length < off + len) break;
-      const payload = Buffer.from(buf.subarray(off, off + len));
-      if (masked) for (let i = 0; i < len; i++) payload[i] ^= buf[keyOff + (i & 3)];
-      frames.push({ fin: (buf[0] & 0x80) !== 0, opcode: buf[0] & 0x0f, masked, payload });
-      buf = buf.subarray(off + len);
-    }
-    while (waiters.length && frames.length) waiters.shift()(frames.shift());
-  });
-  return {
-    next() {
-      if (frames.length) return Promise.resolve(frames.shift());
-      return new Promise((resolve) => waiters.push(resolve));
-    }
-  };
-}
-
 const startServer = (t, options) => startWss(t, WebSocketServer, options);
 
 /** Raw client: handshake with the server, resolves with the socket, reader and server ws. */
 async function rawClient(t, wss) {
-  const socket = net.connect(wss.address().port, HOST);
-  socket.on('error', () => {});
-  t.after(() => socket.destroy());
-  await once(socket, 'connect');
-  const reader = frameReader(socket, true);
-  const key = crypto.randomBytes(16).toString('base64');
   const conn = once(wss, 'connection');
-  socket.write(
-    `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`
-  );
+  const { socket, reader } = await rawWebSocket(t, wss.address().port);
   const [ws] = await conn;
   return { socket, reader, ws };
 }
@@ -336,7 +276,7 @@ test('frames split byte by byte are still parsed; a 125-byte ping is fine', T, a
   const pong = await reader.next();
   assert.equal(pong.opcode, 0xa);
   assert.deepEqual(pong.payload, pingData);
-  while (messages.length < 2) await delay(10);
+  await waitFor(() => messages.length >= 2, { what: 'the two messages' });
   assert.deepEqual(messages, [
     [5, false],
     [300, true]
@@ -382,38 +322,19 @@ test('skipUTF8Validation (server): invalid UTF-8 text is accepted', T, async (t)
 // --- client side ------------------------------------------------------------------------
 
 /** A raw TCP server that completes the handshake, then runs `after(socket, reader)`. */
-async function rawServer(t, after) {
-  const sockets = new Set();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('error', () => {});
-    socket.on('close', () => sockets.delete(socket));
+function rawServer(t, after) {
+  return netServer(t, (socket) => {
     let head = '';
     const onData = (chunk) => {
       head += chunk.toString('latin1');
       const end = head.indexOf('\r\n\r\n');
       if (end === -1) return;
       socket.removeListener('data', onData);
-      const key = /sec-websocket-key:\s*(\S+)/i.exec(head)[1];
-      const accept = crypto.createHash('sha1').update(key + GUID).digest('base64');
-      socket.write(
-        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-          `Sec-WebSocket-Accept: ${accept}\r\n\r\n`
-      );
-      after(socket, frameReader(socket, false));
+      socket.write(switchingProtocols(/sec-websocket-key:\s*(\S+)/i.exec(head)[1]));
+      after(socket, frameReader(socket));
     };
     socket.on('data', onData);
   });
-  server.listen(0, HOST);
-  await once(server, 'listening');
-  t.after(
-    () =>
-      new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      })
-  );
-  return server;
 }
 
 async function expectClientError(t, bytes, { code, message, status, ctor = RangeError, options }) {

@@ -8,61 +8,21 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const net = require('node:net');
-const os = require('node:os');
-const path = require('node:path');
-const { spawn, execFileSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 
 const WebSocket = require('..');
-const { closeServer, listen, once, silentServer, waitPort } = require('./helpers');
-const { makeCerts } = require('./fixtures/certs');
-
-function findBin(names) {
-  for (const n of names) for (const d of ['/usr/bin', '/usr/sbin', '/usr/local/bin']) {
-    const p = path.join(d, n);
-    if (fs.existsSync(p)) return p;
-  }
-  return null;
-}
+const { echoBack, echoes, findBin, freePort, hasOpenssl, makeCerts, once, outcome, silentServer, startTinyproxy, startWss, waitPort } = require('./helpers');
 
 const TINYPROXY = findBin(['tinyproxy']);
 const MICROSOCKS = findBin(['microsocks']);
 const skipHttp = TINYPROXY ? false : 'tinyproxy is not installed (.ci/run installs it)';
 const skipSocks = MICROSOCKS ? false : 'microsocks is not installed (.ci/run installs it)';
 
-let certs = null;
-try {
-  execFileSync('openssl', ['version'], { stdio: 'ignore' });
-  certs = makeCerts();
-} catch {
-  certs = null;
-}
+// The wss:// cases need the certificates (made with openssl); without it they are left out.
+const certs = hasOpenssl() ? makeCerts() : null;
 test.after(() => {
   if (certs) fs.rmSync(certs.dir, { recursive: true, force: true });
 });
-
-async function freePort() {
-  const probe = net.createServer();
-  const port = await listen(probe);
-  await closeServer(probe);
-  return port;
-}
-
-async function startTinyproxy(t, auth) {
-  const port = await freePort();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-proxy-'));
-  const conf = path.join(dir, 'tinyproxy.conf');
-  let text = `Port ${port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 50\nLogLevel Critical\n`;
-  if (auth) text += `BasicAuth ${auth[0]} ${auth[1]}\n`;
-  fs.writeFileSync(conf, text);
-  const proc = spawn(TINYPROXY, ['-d', '-c', conf], { stdio: 'ignore' });
-  t.after(() => {
-    proc.kill();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  if (!(await waitPort(port))) throw new Error(`nothing listens on ${port}`);
-  return port;
-}
 
 async function startMicrosocks(t, auth) {
   const port = await freePort();
@@ -74,48 +34,22 @@ async function startMicrosocks(t, auth) {
   return port;
 }
 
-/** Echo servers: plain and (when openssl is there) native TLS. */
+/** Echo servers, closed after the test: plain and (when openssl is there) native TLS. */
 async function echoServers(t) {
-  const servers = [];
-  const start = async (tls) => {
-    const s = new WebSocket.WebSocketServer({ port: 0, host: '127.0.0.1', tls });
-    await once(s, 'listening');
-    s.on('connection', (ws) => ws.on('message', (d, b) => ws.send(d, { binary: b })));
-    servers.push(s);
-    return s.address().port;
-  };
-  t.after(() => Promise.all(servers.map((s) => new Promise((resolve) => {
-    for (const ws of s.clients) ws.terminate();
-    s.close(() => resolve());
-  }))));
+  const start = async (tls) => echoBack(await startWss(t, WebSocket.WebSocketServer, { tls })).address().port;
   return { ws: await start(undefined), wss: certs ? await start(certs.server) : null };
 }
 
-function outcome(ws) {
-  return new Promise((resolve) => {
-    ws.once('open', () => resolve(null));
-    ws.once('error', (err) => resolve(err));
-  });
-}
-
+/** Opens `url` with `options` and checks that a text and a 200 kB message come back. */
 async function echoThrough(url, options) {
   const ws = new WebSocket(url, { handshakeTimeout: 10000, ...options });
-  const err = await outcome(ws);
-  assert.equal(err, null, err && `${err.code}: ${err.message}`);
-  ws.send('hello through ' + options.proxy);
-  const [data] = await once(ws, 'message');
-  assert.equal(data.toString(), 'hello through ' + options.proxy);
+  const text = 'hello through ' + options.proxy;
   const big = Buffer.alloc(200000, 5);
-  ws.send(big);
-  const [back] = await once(ws, 'message');
+  const [[data], [back]] = await echoes(ws, [text, big]);
+  assert.equal(data.toString(), text);
   assert.deepEqual(back, big);
   ws.close();
   await once(ws, 'close');
-}
-
-/** A port where nothing listens. */
-async function deadPort() {
-  return freePort();
 }
 
 test('HTTP CONNECT proxy (tinyproxy): ws:// and wss:// through it; refused targets are the proxy\'s answer', { skip: skipHttp, timeout: 30000 }, async (t) => {
@@ -126,7 +60,7 @@ test('HTTP CONNECT proxy (tinyproxy): ws:// and wss:// through it; refused targe
   await echoThrough(`ws://localhost:${ports.ws}/`, { proxy });
   if (ports.wss) await echoThrough(`wss://localhost:${ports.wss}/`, { proxy, ca: certs.ca });
   // Nothing listens behind the proxy: the proxy reports it, and the error names the proxy.
-  const err = await outcome(new WebSocket(`ws://127.0.0.1:${await deadPort()}/`, { proxy }));
+  const err = await outcome(new WebSocket(`ws://127.0.0.1:${await freePort()}/`, { proxy }));
   assert.equal(err.code, 'ERR_PROXY_TUNNEL');
   assert.match(err.message, new RegExp(`^Proxy http://127\\.0\\.0\\.1:${proxyPort} refused the tunnel to 127\\.0\\.0\\.1:\\d+: 5\\d\\d`));
 });
@@ -154,7 +88,7 @@ test('SOCKS5 proxy (microsocks): socks5:// and socks5h://, ws and wss; a refused
     await echoThrough(`wss://localhost:${ports.wss}/`, { proxy: `socks5://127.0.0.1:${proxyPort}`, ca: certs.ca });
     await echoThrough(`wss://localhost:${ports.wss}/`, { proxy: `socks5h://127.0.0.1:${proxyPort}`, ca: certs.ca });
   }
-  const err = await outcome(new WebSocket(`ws://127.0.0.1:${await deadPort()}/`, { proxy: `socks5://127.0.0.1:${proxyPort}` }));
+  const err = await outcome(new WebSocket(`ws://127.0.0.1:${await freePort()}/`, { proxy: `socks5://127.0.0.1:${proxyPort}` }));
   assert.equal(err.code, 'ERR_PROXY_TUNNEL');
   assert.match(err.message, new RegExp(`^Proxy socks5://127\\.0\\.0\\.1:${proxyPort} could not connect to 127\\.0\\.0\\.1:\\d+: connection refused \\(SOCKS5 reply 5\\)`));
 });
@@ -173,7 +107,7 @@ test('SOCKS5 proxy with user/password (RFC 1929)', { skip: skipSocks, timeout: 3
 });
 
 test('a proxy that refuses the connection, and invalid proxy options', { timeout: 20000 }, async () => {
-  const port = await deadPort();
+  const port = await freePort();
   for (const scheme of ['http', 'socks5']) {
     const err = await outcome(new WebSocket('ws://127.0.0.1:9/', { proxy: `${scheme}://127.0.0.1:${port}` }));
     assert.equal(err.code, 'ECONNREFUSED');
@@ -217,7 +151,7 @@ test('proxy: \'env\' reads HTTP_PROXY / HTTPS_PROXY / ALL_PROXY and honours NO_P
     }
   });
   const ports = await echoServers(t);
-  const dead = await deadPort();
+  const dead = await freePort();
   const url = `ws://127.0.0.1:${ports.ws}/`;
 
   // A dead proxy in the environment: used with proxy: 'env' only.

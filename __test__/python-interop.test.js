@@ -17,6 +17,7 @@ const { spawn, spawnSync } = require('node:child_process');
 const { once } = require('node:events');
 
 const WebSocket = require('..');
+const { closeAfter, closeEvent, startWss } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 30000 };
@@ -88,15 +89,7 @@ async function pythonServer(t) {
 
 /** Opens a ws-native client; closes it (terminate) at the end of the test if still open. */
 async function open(t, url, protocols) {
-  const ws = new WebSocket(url, protocols);
-  t.after(async () => {
-    if (ws.readyState !== WebSocket.CLOSED) {
-      ws.on('error', () => {});
-      const closed = once(ws, 'close');
-      ws.terminate();
-      await closed;
-    }
-  });
+  const ws = closeAfter(t, new WebSocket(url, protocols));
   await once(ws, 'open');
   return ws;
 }
@@ -111,9 +104,6 @@ function messages(ws) {
   });
   return () => (queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => waiting.push(r)));
 }
-
-const closeEvent = (ws) =>
-  new Promise((resolve) => ws.once('close', (code, reason) => resolve([code, reason.toString()])));
 
 const text = (n) => {
   // Mixed 1-, 2-, 3- and 4-byte characters, cut at a character boundary near n bytes.
@@ -165,7 +155,7 @@ describe('Python websockets interop', { timeout: 90000 }, () => {
 
     const closed = closeEvent(ws);
     ws.close(1000);
-    assert.deepEqual(await closed, [1000, '']);
+    assert.deepEqual(await closed, { code: 1000, reason: '', errors: [] });
     const report = await py.next((o) => o.event === 'closed', 'the close report');
     assert.deepEqual(report, { event: 'closed', path: '/sizes', rcvd: [1000, ''], sent: [1000, ''] });
   });
@@ -202,7 +192,7 @@ describe('Python websockets interop', { timeout: 90000 }, () => {
     // Close from ws-native, with a code and a non-ASCII reason.
     const closed = closeEvent(ws);
     ws.close(4000, 'native bye \u2713');
-    assert.deepEqual(await closed, [4000, 'native bye \u2713']);
+    assert.deepEqual(await closed, { code: 4000, reason: 'native bye \u2713', errors: [] });
     assert.deepEqual(await py.next((o) => o.event === 'closed', 'close report 1'), {
       event: 'closed',
       path: '/pings?x=1',
@@ -214,7 +204,7 @@ describe('Python websockets interop', { timeout: 90000 }, () => {
     const ws2 = await open(t, `${py.url}/server-close`);
     const closed2 = closeEvent(ws2);
     ws2.send('cmd:close:4001:python bye \u00e9');
-    assert.deepEqual(await closed2, [4001, 'python bye \u00e9']);
+    assert.deepEqual(await closed2, { code: 4001, reason: 'python bye \u00e9', errors: [] });
     assert.deepEqual(await py.next((o) => o.event === 'closed', 'close report 2'), {
       event: 'closed',
       path: '/server-close',
@@ -226,23 +216,16 @@ describe('Python websockets interop', { timeout: 90000 }, () => {
     const ws3 = await open(t, `${py.url}/no-status`);
     const closed3 = closeEvent(ws3);
     ws3.close();
-    assert.deepEqual(await closed3, [1005, '']);
+    assert.deepEqual(await closed3, { code: 1005, reason: '', errors: [] });
     const report3 = await py.next((o) => o.event === 'closed', 'close report 3');
     // websockets reports a close frame with an empty body as code 1005.
     assert.deepEqual(report3.rcvd, [1005, '']);
   });
 
   test('Python client -> ws-native server', { ...T, skip }, async (t) => {
-    const wss = new WebSocket.WebSocketServer({
-      host: HOST,
-      port: 0,
+    const wss = await startWss(t, WebSocket.WebSocketServer, {
       maxPayload: 4 * 1024 * 1024,
       handleProtocols: (protocols) => (protocols.has('py.v1') ? 'py.v1' : false)
-    });
-    await once(wss, 'listening');
-    t.after(async () => {
-      for (const ws of wss.clients) ws.terminate();
-      await new Promise((resolve) => wss.close(resolve));
     });
 
     const seen = [];

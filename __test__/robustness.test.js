@@ -12,24 +12,12 @@ const { execFile } = require('node:child_process');
 const { once } = require('node:events');
 
 const WebSocket = require(path.join(__dirname, '..'));
-const { engineHeap, startWss, upgradeRequest } = require('./helpers');
+const { bounded, engineHeap, frame, rawExchange, startWss, upgradeRequest, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 60000 };
 
 const server = (t, options) => startWss(t, WebSocket.WebSocketServer, options);
-
-/** Writes `text` on a raw connection and resolves with everything the server answers. */
-function rawAnswer(port, text) {
-  return new Promise((resolve) => {
-    const s = net.connect(port, HOST);
-    const chunks = [];
-    s.on('data', (c) => chunks.push(c));
-    s.on('error', () => {});
-    s.on('close', () => resolve(Buffer.concat(chunks).toString()));
-    s.write(text);
-  });
-}
 
 test('a panic in one connection closes it with 1011 and an error; the process and the others carry on', T, async () => {
   const out = await new Promise((resolve, reject) => {
@@ -74,18 +62,16 @@ test('a ping flood from a peer that does not read our pongs does not grow memory
   s.write(upgradeRequest());
   await once(s, 'data'); // the 101; from now on nothing is read
   s.pause();
-  const payload = crypto.randomBytes(125);
-  const mask = Buffer.from([1, 2, 3, 4]);
-  const masked = Buffer.from(payload.map((b, i) => b ^ mask[i & 3]));
-  const frame = Buffer.concat([Buffer.from([0x89, 0x80 | 125]), mask, masked]);
-  const batch = Buffer.concat(Array(1000).fill(frame)); // 131 KB of pings
+  const ping = frame({ opcode: 0x9, payload: crypto.randomBytes(125) });
+  const batch = Buffer.concat(Array(1000).fill(ping)); // 131 KB of pings
   const before = engineHeap();
   const N = 200; // 200,000 pings: 26 MB in, 25 MB of pongs if all were answered
   for (let i = 0; i < N; i++) {
-    if (!s.write(batch)) await Promise.race([once(s, 'drain'), new Promise((r) => setTimeout(r, 200))]);
+    // 'drain', but no more than 200 ms: a server that stopped reading must fail the count
+    // below, not hang the writer.
+    if (!s.write(batch)) await bounded(once(s, 'drain'), 200);
   }
-  const deadline = Date.now() + 10000;
-  while (pings < N * 1000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => pings >= N * 1000, { timeout: 10000, interval: 20, what: () => `every ping to reach JS (${pings} of ${N * 1000})` });
   const after = engineHeap();
   assert.equal(pings, N * 1000, 'every ping reached JS');
   const grown = after - before;
@@ -120,7 +106,7 @@ test('the default handshake timeout is 60 s, as Node\'s headersTimeout; maxBuffe
 
 test('oversize request heads get 431, whether by size or by number of header lines', T, async (t) => {
   const wss = await server(t);
-  const ask = (text) => rawAnswer(wss.address().port, text);
+  const ask = (text) => rawExchange(wss.address().port, text);
   const big = `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20000)}\r\n\r\n`;
   const many = `GET / HTTP/1.1\r\n${Array.from({ length: 200 }, (_, i) => `X-${i}: v`).join('\r\n')}\r\n\r\n`;
   assert.match(await ask(big), /^HTTP\/1.1 431 /);
@@ -133,7 +119,7 @@ test('oversize request heads get 431, whether by size or by number of header lin
 
 test('maxHeaderSize and maxHeadersCount set the head limits (431 beyond them)', T, async (t) => {
   const wss = await server(t, { maxHeaderSize: 1024, maxHeadersCount: 10 });
-  const ask = (text) => rawAnswer(wss.address().port, text);
+  const ask = (text) => rawExchange(wss.address().port, text);
   const upgrade = upgradeRequest();
   assert.match(await ask(upgrade.replace('\r\n\r\n', `\r\nX-Big: ${'a'.repeat(1100)}\r\n\r\n`)), /^HTTP\/1.1 431 /);
   const lines = Array.from({ length: 6 }, (_, i) => `X-${i}: v`).join('\r\n');

@@ -15,60 +15,16 @@ const path = require('node:path');
 const WebSocket = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
+const { acceptKey, closeAfter, closeWss, echoBack, failure, openClient, quietPeriod, rawExchange, startWss, urlOf, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 10000 };
-const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A ws-native server on 127.0.0.1:0, closed (with its clients) after the test. */
-async function startServer(t, options = {}) {
-  const wss = new WebSocketServer({ host: HOST, port: 0, ...options });
-  await once(wss, 'listening');
-  t.after(() => closeServer(wss));
-  return wss;
-}
-
-function closeServer(wss) {
-  return new Promise((resolve) => {
-    if (wss.clients) for (const c of wss.clients) c.terminate();
-    for (const c of wss.__extra || []) c.terminate();
-    wss.close(() => resolve());
-  });
-}
-
-const urlOf = (wss, p = '/') => `ws://${HOST}:${wss.address().port}${p}`;
+const startServer = (t, options) => startWss(t, WebSocketServer, options);
 
 /** A real ws client, terminated after the test. */
-function client(t, url, protocols, options) {
-  const ws = new Ws(url, protocols, options);
-  t.after(async () => {
-    if (ws.readyState === Ws.CLOSED) return;
-    const closed = new Promise((resolve) => ws.once('close', resolve));
-    ws.on('error', () => {});
-    ws.terminate();
-    await closed;
-  });
-  return ws;
-}
-
-/** Collects the 'error' and 'close' events of a client; resolves on 'close'. */
-function failure(ws) {
-  return new Promise((resolve) => {
-    const r = { events: [], err: undefined };
-    ws.on('error', (err) => {
-      r.events.push('error');
-      if (r.err === undefined) r.err = err;
-    });
-    ws.on('close', (code, reason) => {
-      r.events.push('close');
-      r.code = code;
-      r.reason = reason;
-      resolve(r);
-    });
-  });
-}
+const client = (t, url, protocols, options) => closeAfter(t, new Ws(url, protocols, options));
 
 /** Opens a raw TCP connection; destroyed after the test. */
 async function rawConnect(t, port) {
@@ -77,19 +33,6 @@ async function rawConnect(t, port) {
   t.after(() => socket.destroy());
   await once(socket, 'connect');
   return socket;
-}
-
-/** Sends raw bytes and resolves with everything received until the server ends. */
-async function rawExchange(t, port, text) {
-  const socket = await rawConnect(t, port);
-  const chunks = [];
-  socket.on('data', (c) => chunks.push(c));
-  socket.write(text);
-  await new Promise((resolve) => {
-    socket.on('end', resolve);
-    socket.on('close', resolve);
-  });
-  return Buffer.concat(chunks).toString('latin1');
 }
 
 function handshake({
@@ -145,7 +88,7 @@ test('listening event, callback and address()', T, async (t) => {
   const wss = new WebSocketServer({ host: HOST, port: 0 }, () => {
     callbackCalled = true;
   });
-  t.after(() => closeServer(wss));
+  t.after(() => closeWss(wss));
   await once(wss, 'listening');
   assert.equal(callbackCalled, true);
   const addr = wss.address();
@@ -176,10 +119,7 @@ test('clientTracking: clients Set, removed on close', T, async (t) => {
   const wss = await startServer(t);
   assert.ok(wss.clients instanceof Set);
   assert.equal(wss.clients.size, 0);
-  const conn = once(wss, 'connection');
-  const ws = client(t, urlOf(wss));
-  await once(ws, 'open');
-  const [peer] = await conn;
+  const { client: ws, server: peer } = await openClient(t, wss, Ws);
   assert.equal(wss.clients.size, 1);
   assert.ok(wss.clients.has(peer));
   const peerClosed = once(peer, 'close');
@@ -189,13 +129,20 @@ test('clientTracking: clients Set, removed on close', T, async (t) => {
 });
 
 test('clientTracking: false leaves clients undefined', T, async (t) => {
-  const wss = await startServer(t, { clientTracking: false });
+  const wss = new WebSocketServer({ host: HOST, port: 0, clientTracking: false });
+  await once(wss, 'listening');
+  // The server does not know its connection: it is terminated here, before the server closes
+  // (close() waits for it).
+  let peer = null;
+  t.after(() => {
+    if (peer) peer.terminate();
+    return closeWss(wss);
+  });
   assert.equal(wss.clients, undefined);
   const conn = once(wss, 'connection');
   const ws = client(t, urlOf(wss));
   await once(ws, 'open');
-  const [peer] = await conn;
-  (wss.__extra = []).push(peer);
+  [peer] = await conn;
   assert.equal(peer.readyState, WebSocket.OPEN);
   assert.ok(peer instanceof WebSocket);
 });
@@ -206,7 +153,7 @@ test('path option: other paths get HTTP 400', T, async (t) => {
   const r = await failure(bad);
   assert.equal(r.err.message, 'Unexpected server response: 400');
 
-  const raw = await rawExchange(t, wss.address().port, handshake({ path: '/bar' }));
+  const raw = await rawExchange(wss.address().port, handshake({ path: '/bar' }));
   assert.equal(raw, abortResponse(400, 'Bad Request'));
 
   const conn = once(wss, 'connection');
@@ -224,7 +171,7 @@ test('verifyClient sync: false answers 401', T, async (t) => {
       return info.req.headers['x-allow'] === 'yes';
     }
   });
-  const raw = await rawExchange(t, wss.address().port, handshake({ extra: 'Origin: http://o.test\r\n' }));
+  const raw = await rawExchange(wss.address().port, handshake({ extra: 'Origin: http://o.test\r\n' }));
   assert.equal(raw, abortResponse(401, 'Unauthorized'));
   assert.equal(infos.length, 1);
   assert.equal(infos[0].origin, 'http://o.test');
@@ -244,7 +191,7 @@ test('verifyClient async: custom code, message and headers reach the HTTP answer
       }, 20);
     }
   });
-  const raw = await rawExchange(t, wss.address().port, handshake({ path: '/no' }));
+  const raw = await rawExchange(wss.address().port, handshake({ path: '/no' }));
   assert.equal(raw, abortResponse(403, 'Go away', 'X-Reason: nope\r\n'));
 
   // Without a code: 401.
@@ -264,7 +211,7 @@ test('verifyClient async: custom code, message and headers reach the HTTP answer
 
 test('verifyClient async: cb(false) defaults to 401', T, async (t) => {
   const wss = await startServer(t, { verifyClient: (info, cb) => cb(false) });
-  const raw = await rawExchange(t, wss.address().port, handshake());
+  const raw = await rawExchange(wss.address().port, handshake());
   assert.equal(raw, abortResponse(401, 'Unauthorized'));
 });
 
@@ -305,7 +252,7 @@ test('handleProtocols returning false: no subprotocol header', T, async (t) => {
   raw.write(handshake({ extra: 'Sec-WebSocket-Protocol: a, b\r\n' }));
   const [peer] = await conn;
   assert.equal(peer.protocol, '');
-  await delay(50);
+  await waitFor(() => Buffer.concat(chunks).includes('\r\n\r\n'), { what: 'the whole 101 head' });
   const text = Buffer.concat(chunks).toString();
   assert.match(text, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
   assert.doesNotMatch(text, /Sec-WebSocket-Protocol/i);
@@ -313,11 +260,7 @@ test('handleProtocols returning false: no subprotocol header', T, async (t) => {
 
 test('invalid Sec-WebSocket-Protocol header: 400', T, async (t) => {
   const wss = await startServer(t);
-  const raw = await rawExchange(
-    t,
-    wss.address().port,
-    handshake({ extra: 'Sec-WebSocket-Protocol: a,,b\r\n' })
-  );
+  const raw = await rawExchange(wss.address().port, handshake({ extra: 'Sec-WebSocket-Protocol: a,,b\r\n' }));
   assert.equal(raw, abortResponse(400, 'Invalid Sec-WebSocket-Protocol header'));
 });
 
@@ -347,14 +290,14 @@ test('headers event: mutation adds a header the client sees', T, async (t) => {
 test('the 101 answer has the right Sec-WebSocket-Accept', T, async (t) => {
   const wss = await startServer(t);
   const key = crypto.randomBytes(16).toString('base64');
-  const accept = crypto.createHash('sha1').update(key + GUID).digest('base64');
+  const accept = acceptKey(key);
   const raw = await rawConnect(t, wss.address().port);
   const chunks = [];
   raw.on('data', (c) => chunks.push(c));
   const conn = once(wss, 'connection');
   raw.write(handshake({ key }));
   await conn;
-  await delay(50);
+  await waitFor(() => Buffer.concat(chunks).includes('\r\n\r\n'), { what: 'the whole 101 head' });
   assert.equal(
     Buffer.concat(chunks).toString(),
     'HTTP/1.1 101 Switching Protocols\r\n' +
@@ -376,7 +319,7 @@ test('wsClientError: bad Sec-WebSocket-Version', T, async (t) => {
       socket.end('HTTP/1.1 400 Bad Request\r\nX-Custom: 1\r\n\r\n');
     });
   });
-  const raw = rawExchange(t, wss.address().port, handshake({ version: '12' }));
+  const raw = rawExchange(wss.address().port, handshake({ version: '12' }));
   const { err, req } = await got;
   assert.ok(err instanceof Error);
   assert.equal(err.message, 'Missing or invalid Sec-WebSocket-Version header');
@@ -394,7 +337,7 @@ test('wsClientError: invalid method', T, async (t) => {
       socket.destroy();
     });
   });
-  const raw = rawExchange(t, wss.address().port, handshake({ method: 'POST' }));
+  const raw = rawExchange(wss.address().port, handshake({ method: 'POST' }));
   assert.equal((await got).message, 'Invalid HTTP method');
   assert.equal(await raw, '');
 });
@@ -415,13 +358,13 @@ test('non-upgrade GET gets 426 Upgrade Required', T, async (t) => {
 
 test('POST upgrade: 405 Invalid HTTP method', T, async (t) => {
   const wss = await startServer(t);
-  const raw = await rawExchange(t, wss.address().port, handshake({ method: 'POST' }));
+  const raw = await rawExchange(wss.address().port, handshake({ method: 'POST' }));
   assert.equal(raw, abortResponse(405, 'Invalid HTTP method'));
 });
 
 test('bad Upgrade header: 400 Invalid Upgrade header', T, async (t) => {
   const wss = await startServer(t);
-  const raw = await rawExchange(t, wss.address().port, handshake({ upgrade: 'foo' }));
+  const raw = await rawExchange(wss.address().port, handshake({ upgrade: 'foo' }));
   assert.equal(raw, abortResponse(400, 'Invalid Upgrade header'));
 });
 
@@ -429,8 +372,8 @@ test('missing/invalid Sec-WebSocket-Key: 400', T, async (t) => {
   const wss = await startServer(t);
   const port = wss.address().port;
   const expected = abortResponse(400, 'Missing or invalid Sec-WebSocket-Key header');
-  assert.equal(await rawExchange(t, port, handshake({ key: null })), expected);
-  assert.equal(await rawExchange(t, port, handshake({ key: 'abc' })), expected);
+  assert.equal(await rawExchange(port, handshake({ key: null })), expected);
+  assert.equal(await rawExchange(port, handshake({ key: 'abc' })), expected);
 });
 
 test('missing/invalid Sec-WebSocket-Version: 400 with Sec-WebSocket-Version: 13, 8', T, async (t) => {
@@ -441,16 +384,13 @@ test('missing/invalid Sec-WebSocket-Version: 400 with Sec-WebSocket-Version: 13,
     'Missing or invalid Sec-WebSocket-Version header',
     'Sec-WebSocket-Version: 13, 8\r\n'
   );
-  assert.equal(await rawExchange(t, port, handshake({ version: '12' })), expected);
-  assert.equal(await rawExchange(t, port, handshake({ version: null })), expected);
+  assert.equal(await rawExchange(port, handshake({ version: '12' })), expected);
+  assert.equal(await rawExchange(port, handshake({ version: null })), expected);
 });
 
 test('protocol version 8 is accepted', T, async (t) => {
   const wss = await startServer(t);
-  const conn = once(wss, 'connection');
-  const ws = client(t, urlOf(wss), { protocolVersion: 8 });
-  await once(ws, 'open');
-  const [, req] = await conn;
+  const { req } = await openClient(t, wss, Ws, { protocolVersion: 8 });
   assert.equal(req.headers['sec-websocket-version'], '8');
 });
 
@@ -515,7 +455,7 @@ test('req fields: headers, rawHeaders, url, method, httpVersion, socket address'
 test('close(cb): existing clients stay connected; cb after they close', T, async (t) => {
   const wss = new WebSocketServer({ host: HOST, port: 0 });
   await once(wss, 'listening');
-  wss.on('connection', (peer) => peer.on('message', (d, b) => peer.send(d, { binary: b })));
+  echoBack(wss);
   const url = urlOf(wss);
   const ws = new Ws(url);
   t.after(() => ws.terminate());
@@ -530,7 +470,8 @@ test('close(cb): existing clients stay connected; cb after they close', T, async
       resolve();
     })
   );
-  await delay(50);
+  // The callback must not be called in this time: a client is still connected.
+  await quietPeriod(50);
   assert.equal(closeCalled, false, 'not called while a client is connected');
   assert.equal(ws.readyState, Ws.OPEN);
   ws.send('still here');
@@ -565,17 +506,15 @@ test('close event is emitted once the server is closed', T, async (t) => {
 
 test('autoPong: false', T, async (t) => {
   const wss = await startServer(t, { autoPong: false });
-  const conn = once(wss, 'connection');
-  const ws = client(t, urlOf(wss));
-  await once(ws, 'open');
-  const [peer] = await conn;
+  const { client: ws, server: peer } = await openClient(t, wss, Ws);
   let pongs = 0;
   ws.on('pong', () => pongs++);
   const ping = once(peer, 'ping');
   ws.ping('hello');
   const [data] = await ping;
   assert.equal(data.toString(), 'hello');
-  await delay(200);
+  // No pong may reach the client in this time.
+  await quietPeriod(200);
   assert.equal(pongs, 0);
 
   // The application can answer itself.
@@ -586,10 +525,7 @@ test('autoPong: false', T, async (t) => {
 
 test('autoPong default answers pings with the same payload', T, async (t) => {
   const wss = await startServer(t);
-  const conn = once(wss, 'connection');
-  const ws = client(t, urlOf(wss));
-  await once(ws, 'open');
-  const [peer] = await conn;
+  const { client: ws, server: peer } = await openClient(t, wss, Ws);
   const ping = once(peer, 'ping');
   const pong = once(ws, 'pong');
   ws.ping('abc');
@@ -599,16 +535,13 @@ test('autoPong default answers pings with the same payload', T, async (t) => {
 
 test('maxPayload: an oversize message closes with 1009', T, async (t) => {
   const wss = await startServer(t, { maxPayload: 16 });
-  const conn = once(wss, 'connection');
-  const ws = client(t, urlOf(wss));
-  await once(ws, 'open');
-  const [peer] = await conn;
+  const { client: ws, server: peer } = await openClient(t, wss, Ws);
   const peerEvents = failure(peer);
   const clientClosed = once(ws, 'close');
   const received = [];
   peer.on('message', (d) => received.push(d.toString()));
   ws.send('a'.repeat(16));
-  await delay(50);
+  await waitFor(() => received.length >= 1, { what: 'the 16-byte message' });
   assert.deepEqual(received, ['a'.repeat(16)]);
   ws.send('b'.repeat(17));
   const r = await peerEvents;

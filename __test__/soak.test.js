@@ -1,6 +1,6 @@
 'use strict';
 
-// Soak and leak tests (issue 8). A child process (fixtures/soak-child.js, run with
+// Soak and leak tests. A child process (fixtures/soak-child.js, run with
 // --expose-gc) hosts a ws-native echo server and ws-native clients; this process drives it
 // with `ws` clients and a `ws` echo server, and reads the child's RSS and open file
 // descriptors before and after.
@@ -14,11 +14,10 @@
 // grow by at most 64 MB (short) / 160 MB (long) while the allocators and V8 reach their
 // high-water marks; memory in use (the C heap in use, where the engine allocates, plus V8's
 // used heap after collections) by at most 8 MB (short) / 24 MB (long) in the second half of
-// the run (a leak grows as much in each half as in the first); open fds by at most 2. Measured on
-// 2026-11-26, short mode in the full suite: +32.5 MB then +5.6 MB; long mode: +86.8 MB in
-// the first half, +16.6 MB in the second, of which V8's
-// heapTotal was +16 MB (native memory flat); fds unchanged. The numbers are printed as
-// diagnostics (node --test shows them).
+// the run (a leak grows as much in each half as in the first); open fds by at most 2. Typical
+// RSS growth, short mode in the full suite: +32.5 MB then +5.6 MB; long mode: +86.8 MB in the
+// first half, +16.6 MB in the second, of which V8's heapTotal is +16 MB (native memory flat);
+// fds unchanged. The numbers are printed as diagnostics (node --test shows them).
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
@@ -27,7 +26,8 @@ const path = require('node:path');
 const { once } = require('node:events');
 const Ws = require('ws');
 const WebSocket = require(path.join(__dirname, '..'));
-const { echoLoad, cycles, waitFor } = require('./fixtures/soak-load.js');
+const { echoLoad, cycles, onceWithin } = require('./fixtures/soak-load.js');
+const { bounded, echoBack, waitFor } = require('./helpers');
 
 const LONG = process.env.SOAK === 'long';
 const N = LONG
@@ -35,9 +35,6 @@ const N = LONG
   : { messages: 50_000, cycles: 1_000, clientMessages: 10_000, clientCycles: 300, rssMB: 64, halfMB: 8 };
 const FD_SLACK = 2;
 const MB = 1024 * 1024;
-
-/** Resolves when `p` does, or after `ms` at most (cleanup must never hang the run). */
-const bounded = (p, ms = 5000) => Promise.race([p, new Promise((resolve) => setTimeout(resolve, ms).unref())]);
 
 function startChild(t) {
   const child = fork(path.join(__dirname, 'fixtures', 'soak-child.js'), [], {
@@ -67,13 +64,13 @@ function startChild(t) {
       });
       child.send({ id, cmd, args });
     });
-  return waitFor(child, 'message', 10000).then(() => call);
+  return onceWithin(child, 'message', 10000).then(() => call);
 }
 
 function echoServer(t) {
-  const wss = new Ws.WebSocketServer({ host: '127.0.0.1', port: 0 });
-  wss.on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })));
-  t.after(() => bounded(new Promise((resolve) => (wss.clients.forEach((c) => c.terminate()), wss.close(resolve)))));
+  const wss = echoBack(new Ws.WebSocketServer({ host: '127.0.0.1', port: 0 }));
+  // A cleanup must never hang the run.
+  t.after(() => bounded(new Promise((resolve) => (wss.clients.forEach((c) => c.terminate()), wss.close(resolve))), 5000));
   return once(wss, 'listening').then(() => `ws://127.0.0.1:${wss.address().port}`);
 }
 
@@ -127,7 +124,7 @@ test(`soak: ${N.messages} messages and ${N.cycles} connect/close cycles, RSS and
 
 test('terminate() under load, on both sides, leaves the server serving', { timeout: 60_000 }, async (t) => {
   const wss = new WebSocket.WebSocketServer({ host: '127.0.0.1', port: 0 });
-  t.after(() => bounded(new Promise((resolve) => (wss.clients.forEach((c) => c.terminate()), wss.close(resolve)))));
+  t.after(() => bounded(new Promise((resolve) => (wss.clients.forEach((c) => c.terminate()), wss.close(resolve))), 5000));
   await once(wss, 'listening');
   const url = `ws://127.0.0.1:${wss.address().port}`;
   const big = Buffer.alloc(128 * 1024, 7);
@@ -151,24 +148,24 @@ test('terminate() under load, on both sides, leaves the server serving', { timeo
     Array.from({ length: rounds }, async (_, i) => {
       const ws = new WebSocket(url);
       ws.on('error', () => {});
-      await waitFor(ws, 'open');
+      await onceWithin(ws, 'open');
       ws.send(i % 2 ? 'client-terminates' : 'server-terminates');
       for (let k = 0; k < 50; k++) ws.send(big);
       // Odd rounds: the client terminates while both directions are busy.
       if (i % 2 === 1) setTimeout(() => ws.terminate(), 3 + (i % 5));
-      const [code] = await waitFor(ws, 'close', 20000);
+      const [code] = await onceWithin(ws, 'close', 20000);
       codes.push(code);
     })
   );
   assert.equal(codes.length, rounds);
   assert.ok(codes.every((c) => c === 1006), `close codes: ${[...new Set(codes)]}`);
-  for (let i = 0; i < 100 && wss.clients.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => wss.clients.size === 0, { timeout: 2000, interval: 20, what: () => `the server to drop its ${wss.clients.size} clients` });
   assert.equal(wss.clients.size, 0);
   // Still serving.
   const ws = new Ws(url);
-  await waitFor(ws, 'open');
+  await onceWithin(ws, 'open');
   ws.send('still here');
-  const [data] = await waitFor(ws, 'message');
+  const [data] = await onceWithin(ws, 'message');
   assert.ok(data.length > 0);
   ws.terminate();
 });

@@ -10,11 +10,11 @@ const { test, describe } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const { once } = require('node:events');
-const net = require('node:net');
 const path = require('node:path');
 
 const Native = require(process.env.WS_IMPL === 'ws' ? 'ws' : path.join(__dirname, '..'));
 const Ws = require('ws');
+const { delay, frame, quietPeriod, rawWebSocket, sha256, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 15000 };
@@ -27,17 +27,8 @@ const PAIRS = [
   { name: 'ws client <-> ws-native server', Client: Ws, Server: Native }
 ];
 
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const sha = (data) => crypto.createHash('sha256').update(data).digest('hex');
-
-/** Polls `pred` until it holds. */
-async function waitFor(pred, what, ms = 10000) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await delay(5);
-  }
-}
+/** Polls `pred` until it holds (fails after 10 s, naming `what`). */
+const until = (pred, what) => waitFor(pred, { timeout: 10000, interval: 5, what });
 
 /** Starts a server of `pair.Server`; everything is closed after the test. */
 async function startServer(t, pair, serverOptions = {}) {
@@ -123,8 +114,8 @@ const closeOf = (stream, ms = 3000) =>
     });
   });
 
-/** A few turns of the event loop, for events that must NOT come. */
-const settle = () => delay(50);
+/** A few turns of the event loop, during which the events the caller names must NOT come. */
+const settle = () => quietPeriod(50);
 
 for (const pair of PAIRS) {
   const clientStream = (ws, options) => pair.Client.createWebSocketStream(ws, options);
@@ -148,14 +139,14 @@ for (const pair of PAIRS) {
       c.write('héllo');
       c.write(bytes);
       c.write(new Uint8Array([1, 2, 3]));
-      await waitFor(() => atServer.length === 3, 'the messages at the server');
+      await until(() => atServer.length === 3, 'the messages at the server');
       assert.deepEqual(atServer, [
         [Buffer.from('héllo'), true],
         [bytes, true],
         [Buffer.from([1, 2, 3]), true]
       ]);
       const toServer = Buffer.concat([Buffer.from('héllo'), bytes, Buffer.from([1, 2, 3])]);
-      await waitFor(() => Buffer.concat(sChunks).length === toServer.length, 'the server stream');
+      await until(() => Buffer.concat(sChunks).length === toServer.length, 'the server stream');
       assert.ok(sChunks.every(Buffer.isBuffer), 'server stream chunks are Buffers');
       assert.deepEqual(Buffer.concat(sChunks), toServer);
 
@@ -168,7 +159,7 @@ for (const pair of PAIRS) {
       server.send(bytes);
       s.write(Buffer.from('via the stream'));
       const toClient = Buffer.concat([Buffer.from('wörld'), bytes, Buffer.from('via the stream')]);
-      await waitFor(() => Buffer.concat(cChunks).length === toClient.length, 'the client stream');
+      await until(() => Buffer.concat(cChunks).length === toClient.length, 'the client stream');
       assert.ok(cChunks.every(Buffer.isBuffer), 'client stream chunks are Buffers');
       assert.deepEqual(Buffer.concat(cChunks), toClient);
       assert.deepEqual(atClient, [false, true, true]);
@@ -181,7 +172,7 @@ for (const pair of PAIRS) {
       server.on('message', (data, isBinary) => got.push([data.toString(), isBinary]));
       c.write('text ✓');
       c.write(Buffer.from('binary'));
-      await waitFor(() => got.length === 2, 'the messages');
+      await until(() => got.length === 2, 'the messages');
       assert.deepEqual(got, [
         ['text ✓', false],
         ['binary', true]
@@ -203,8 +194,8 @@ for (const pair of PAIRS) {
         n += chunk.length;
       });
       for (let off = 0; off < data.length; off += 10000) c.write(data.subarray(off, off + 10000));
-      await waitFor(() => n === data.length, 'the echo');
-      assert.equal(sha(Buffer.concat(got)), sha(data));
+      await until(() => n === data.length, 'the echo');
+      assert.equal(sha256(Buffer.concat(got)), sha256(data));
 
       const bothClosed = Promise.all([closeOf(c), closeOf(s)]);
       c.end();
@@ -242,7 +233,9 @@ for (const pair of PAIRS) {
       })();
 
       // Nobody reads: the writer must stall (kernel buffers + one stream buffer on each side,
-      // far less than 64 MiB) instead of queuing everything in memory.
+      // far less than 64 MiB) instead of queuing everything in memory. A stall is only seen over
+      // time: this checks every 50 ms until the writer, waiting for 'drain', has made no
+      // progress for 300 ms (and fails if it gets to the end instead).
       let last = -1;
       let since = Date.now();
       for (;;) {
@@ -274,7 +267,7 @@ for (const pair of PAIRS) {
       });
       await Promise.all([once(s, 'end'), writer]);
       assert.equal(received, TOTAL);
-      assert.equal(sha(Buffer.concat(chunks)), sha(data), 'nothing lost or reordered');
+      assert.equal(sha256(Buffer.concat(chunks)), sha256(data), 'nothing lost or reordered');
       assert.ok(drains > 0, "'drain' fired");
     });
 
@@ -285,7 +278,7 @@ for (const pair of PAIRS) {
       const msgs = Array.from({ length: N }, () => crypto.randomBytes(16 * KiB));
       for (const m of msgs) server.send(m);
 
-      await waitFor(() => client.isPaused, 'client.isPaused');
+      await until(() => client.isPaused, 'client.isPaused');
       await settle();
       assert.equal(client.isPaused, true, 'stays paused while nobody reads');
       const first = c.read();
@@ -299,7 +292,7 @@ for (const pair of PAIRS) {
         chunks.push(chunk);
         received += chunk.length;
       });
-      await waitFor(() => received === N * 16 * KiB, 'all the data');
+      await until(() => received === N * 16 * KiB, 'all the data');
       assert.deepEqual(Buffer.concat(chunks), Buffer.concat(msgs));
       await settle();
       assert.equal(client.isPaused, false);
@@ -445,7 +438,7 @@ for (const pair of PAIRS) {
       server.send('');
       server.send(Buffer.alloc(0));
       server.send('x');
-      await waitFor(() => chunks.length === 5, 'five chunks');
+      await until(() => chunks.length === 5, 'five chunks');
       assert.deepEqual(chunks, ['héllo', Buffer.from([1, 2, 3]), '', Buffer.alloc(0), 'x']);
       // The writable side stays in byte mode.
       assert.throws(() => c.write({ a: 1 }), { code: 'ERR_INVALID_ARG_TYPE' });
@@ -460,7 +453,7 @@ for (const pair of PAIRS) {
       c.on('data', (chunk) => chunks.push(chunk));
       server.send('héllo');
       server.send(Buffer.from([1, 2, 3]));
-      await waitFor(() => Buffer.concat(chunks).length === 9, 'the data');
+      await until(() => Buffer.concat(chunks).length === 9, 'the data');
       assert.ok(chunks.every(Buffer.isBuffer));
       assert.deepEqual(Buffer.concat(chunks), Buffer.from([...Buffer.from('héllo'), 1, 2, 3]));
     });
@@ -517,33 +510,19 @@ for (const pair of PAIRS) {
 test("invalid UTF-8 from the peer: the stream emits the websocket's WS_ERR_INVALID_UTF8 error, a 1007 close frame is sent", T, async (t) => {
   const pair = PAIRS[0];
   const { wss } = await startServer(t, pair);
-  const socket = net.connect(wss.address().port, HOST);
-  socket.on('error', () => {});
-  t.after(() => socket.destroy());
-  await once(socket, 'connect');
-  let buf = Buffer.alloc(0);
-  socket.on('data', (chunk) => (buf = Buffer.concat([buf, chunk])));
   const conn = once(wss, 'connection');
-  socket.write(
-    `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-      `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\n` +
-      'Sec-WebSocket-Version: 13\r\n\r\n'
-  );
+  const { socket, head, reader } = await rawWebSocket(t, wss.address().port);
   const [server] = await conn;
   const s = pair.Server.createWebSocketStream(server);
   const sLog = record(s);
   const sClosed = closeOf(s);
-  await waitFor(() => buf.includes('\r\n\r\n'), 'the 101 response');
-  assert.match(buf.toString('latin1'), /^HTTP\/1\.1 101 /);
-  buf = buf.subarray(buf.indexOf('\r\n\r\n') + 4);
+  assert.match(head, /^HTTP\/1\.1 101 /);
 
   // A masked text frame carrying 0xff 0xfe.
-  const key = crypto.randomBytes(4);
-  const payload = Buffer.from([0xff ^ key[0], 0xfe ^ key[1]]);
-  socket.write(Buffer.concat([Buffer.from([0x81, 0x82]), key, payload]));
+  socket.write(frame({ opcode: 0x1, payload: Buffer.from([0xff, 0xfe]) }));
 
-  await waitFor(() => buf.length >= 4, 'the close frame');
-  assert.deepEqual(buf.subarray(0, 4), Buffer.from([0x88, 0x02, 0x03, 0xef]), 'close frame 1007');
+  const closeFrame = await reader.next();
+  assert.deepEqual(closeFrame.bytes, Buffer.from([0x88, 0x02, 0x03, 0xef]), 'close frame 1007');
   socket.end();
 
   await sClosed;

@@ -8,53 +8,22 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const https = require('node:https');
-const { execFileSync } = require('node:child_process');
 
 const WebSocket = require('..');
 const Ws = require('ws');
-const { closeServer, listen, once, silentServer } = require('./helpers');
-const { makeCerts } = require('./fixtures/certs');
+const { closeServer, echoBack, echoOnce, hasOpenssl, listen, makeCerts, once, outcome, silentServer, startWss, waitFor } = require('./helpers');
 
-let openssl = true;
-try {
-  execFileSync('openssl', ['version'], { stdio: 'ignore' });
-} catch {
-  openssl = false;
-}
+const openssl = hasOpenssl();
 const skip = openssl ? false : 'the openssl CLI is not installed (it makes the test certificates)';
 const certs = openssl ? makeCerts() : null;
 test.after(() => {
   if (certs) fs.rmSync(certs.dir, { recursive: true, force: true });
 });
 
-/** A native TLS echo server; resolves with it and its port. */
+/** A native TLS echo server, closed after the test; resolves with it and its port. */
 async function tlsServer(t, tls) {
-  const wss = new WebSocket.WebSocketServer({ port: 0, host: '127.0.0.1', tls });
-  await once(wss, 'listening');
-  wss.on('connection', (ws) => ws.on('message', (d, b) => ws.send(d, { binary: b })));
-  t.after(() => new Promise((resolve) => {
-    for (const ws of wss.clients) ws.terminate();
-    wss.close(() => resolve());
-  }));
+  const wss = echoBack(await startWss(t, WebSocket.WebSocketServer, { tls }));
   return { wss, port: wss.address().port };
-}
-
-/** Resolves with the first 'open' (as null) or 'error' (the error) of a client. */
-function outcome(ws) {
-  return new Promise((resolve) => {
-    ws.once('open', () => resolve(null));
-    ws.once('error', (err) => resolve(err));
-  });
-}
-
-async function echoOnce(ws, payload) {
-  const err = await outcome(ws);
-  assert.equal(err, null, err && `${err.code}: ${err.message}`);
-  ws.send(payload);
-  const [data] = await once(ws, 'message');
-  ws.close();
-  await once(ws, 'close');
-  return data;
 }
 
 test('trusted server: ca as a string, a Buffer and an array; req.socket.encrypted', { skip, timeout: 20000 }, async (t) => {
@@ -163,7 +132,7 @@ test('interop: ws\'s client against the native TLS server', { skip, timeout: 200
   const got = [];
   ws.on('message', (d) => got.push(Buffer.from(d)));
   for (const p of payloads) ws.send(p);
-  for (let i = 0; i < 200 && got.length < payloads.length; i++) await new Promise((r) => setTimeout(r, 10));
+  await waitFor(() => got.length >= payloads.length, { timeout: 2000, what: () => `the three echoes (got ${got.length})` });
   assert.equal(got.length, 3);
   assert.equal(got[0].toString(), 'text');
   assert.equal(got[1].length, 70000);
@@ -175,12 +144,9 @@ test('interop: ws\'s client against the native TLS server', { skip, timeout: 200
 
 test('interop: the native wss:// client against ws on a Node https server', { skip, timeout: 20000 }, async () => {
   const server = https.createServer(certs.server);
-  const wss = new Ws.WebSocketServer({ server });
+  const wss = echoBack(new Ws.WebSocketServer({ server }));
   const seen = [];
-  wss.on('connection', (ws, req) => {
-    seen.push(req.headers.host);
-    ws.on('message', (d, b) => ws.send(d, { binary: b }));
-  });
+  wss.on('connection', (ws, req) => seen.push(req.headers.host));
   const port = await listen(server);
   const ws = new WebSocket(`wss://localhost:${port}/x?y=1`, { ca: [certs.ca] });
   assert.equal((await echoOnce(ws, 'to ws')).toString(), 'to ws');

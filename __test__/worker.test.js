@@ -1,6 +1,6 @@
 'use strict';
 
-// ws-native in worker_threads (issue 8): a Worker loads the addon, serves a connection and
+// ws-native in worker_threads: a Worker loads the addon, serves a connection and
 // exits. Each scenario runs in its own process (fixtures/worker-serve.js), so a failure
 // cannot take the test runner down.
 
