@@ -7,11 +7,11 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const net = require('node:net');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 
 const WebSocket = require('..');
+const { freePort, once } = require('./helpers');
 
 /** Starts the two-worker cluster; resolves with its port once both workers listen. */
 function startCluster(t, port, mode) {
@@ -42,16 +42,6 @@ function pidOf(port) {
   });
 }
 
-/** A port nothing listens on now. */
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 async function workersServing(port) {
   const pids = new Set();
   for (let i = 0; i < 40 && pids.size < 2; i++) {
@@ -77,25 +67,25 @@ test('two servers on one port outside a cluster: the second fails with EADDRINUS
   const port = await freePort();
   const a = new WebSocket.Server({ port, host: '127.0.0.1' });
   t.after(() => a.close());
-  await new Promise((resolve) => a.once('listening', resolve));
+  await once(a, 'listening');
   const b = new WebSocket.Server({ port, host: '127.0.0.1' });
-  const [err] = await new Promise((resolve) => b.once('error', (...args) => resolve(args)));
+  const [err] = await once(b, 'error');
   assert.equal(err.code, 'EADDRINUSE');
   b.close();
 
   const port2 = await freePort();
   const c = new WebSocket.Server({ port: port2, host: '127.0.0.1', reusePort: true });
   t.after(() => c.close());
-  await new Promise((resolve) => c.once('listening', resolve));
+  await once(c, 'listening');
   const d = new WebSocket.Server({ port: port2, host: '127.0.0.1', reusePort: true });
   t.after(() => d.close());
-  await new Promise((resolve) => d.once('listening', resolve));
+  await once(d, 'listening');
   assert.equal(d.address().port, port2);
 });
 
 test('address() is null once the server is closed, as in ws', async () => {
   const wss = new WebSocket.Server({ port: 0, host: '127.0.0.1' });
-  await new Promise((resolve) => wss.once('listening', resolve));
+  await once(wss, 'listening');
   assert.equal(typeof wss.address().port, 'number');
   await new Promise((resolve) => wss.close(resolve));
   assert.equal(wss.address(), null);

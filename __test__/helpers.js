@@ -503,6 +503,24 @@ async function settleHeap(sample, { minRounds = 1, maxRounds = 10, interval = 20
   }
 }
 
+/**
+ * Runs `scenario(impl, log)` on ws and on ws-native (`impl` is the package) and asserts that
+ * both logged the same: what a program can observe, such as events in order and their
+ * arguments. Errors are logged as `code:message`. Resolves with ws's log.
+ */
+async function differential(scenario) {
+  const logs = [];
+  for (const impl of [require('ws'), require('..')]) {
+    const log = [];
+    await scenario(impl, (...args) => log.push(args.map((a) => (a instanceof Error ? `${a.code || ''}:${a.message}` : a))));
+    // Callbacks queued with process.nextTick by the scenario's last step land in the log too.
+    await new Promise((resolve) => setImmediate(resolve));
+    logs.push(log);
+  }
+  require('node:assert/strict').deepEqual(logs[1], logs[0]);
+  return logs[0];
+}
+
 module.exports = {
   GUID,
   acceptKey,
@@ -512,6 +530,7 @@ module.exports = {
   closeServer,
   closeWss,
   delay,
+  differential,
   echoBack,
   echoOnce,
   echoes,

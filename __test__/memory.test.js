@@ -88,6 +88,18 @@ async function idleCost(t, n, echo = 0) {
     interval: 20,
     what: 'the server to close the warm-up connections'
   });
+  // The engine frees the warm-up connections' memory as their tasks end, a little after JS
+  // hears of their close: mark once its heap stops shrinking.
+  let heap = Infinity;
+  await waitFor(
+    async () => {
+      const now = await count('heap', 'HEAP ');
+      const settled = now >= heap;
+      heap = now;
+      return settled;
+    },
+    { timeout: 10000, interval: 100, what: "the warm-up connections' memory to settle" }
+  );
   await ask(child, 'mark', 'MARKED');
   const sockets = await connect(port, n, echo);
   t.after(() => sockets.forEach((s) => s.destroy()));

@@ -52,7 +52,9 @@ test('without the hidden switch the trigger text is an ordinary message', T, asy
 });
 
 test('a ping flood from a peer that does not read our pongs does not grow memory', T, async (t) => {
-  const wss = await server(t);
+  // Without ws's limit on pending auto-pongs (below, the default, which ends such a peer):
+  // pongs are skipped while 1 MiB of output waits.
+  const wss = await server(t, { maxPendingAutoPongs: 0 });
   let pings = 0;
   wss.on('connection', (ws) => ws.on('ping', () => pings++));
   const s = net.connect(wss.address().port, HOST);
@@ -76,6 +78,21 @@ test('a ping flood from a peer that does not read our pongs does not grow memory
   assert.equal(pings, N * 1000, 'every ping reached JS');
   const grown = after - before;
   assert.ok(grown < 8 * 1024 * 1024, `engine heap grew by ${grown} bytes`);
+});
+
+test('with the default maxPendingAutoPongs, a ping flood from a peer that does not read ends its connection, as in ws', T, async (t) => {
+  const wss = await server(t);
+  const closed = new Promise((resolve) => wss.on('connection', (ws) => ws.on('close', resolve)));
+  const s = net.connect(wss.address().port, HOST);
+  s.on('error', () => {});
+  t.after(() => s.destroy());
+  await once(s, 'connect');
+  s.write(upgradeRequest());
+  await once(s, 'data');
+  s.pause();
+  const ping = frame({ opcode: 0x9, payload: crypto.randomBytes(125) });
+  s.write(Buffer.concat(Array(1000).fill(ping)));
+  assert.equal(await closed, 1006);
 });
 
 test('a client that trickles its request is cut off after handshakeTimeout (server option)', T, async (t) => {
