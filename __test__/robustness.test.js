@@ -115,7 +115,7 @@ test('a client that trickles its request is cut off after handshakeTimeout (serv
 
 test('the default handshake timeout is 60 s, as Node\'s headersTimeout; maxBufferedChunks is accepted', T, async (t) => {
   const wss = await server(t, { maxBufferedChunks: 16 });
-  assert.equal(wss._connOptions().handshakeTimeout, 60000);
+  assert.equal(wss._conn.handshakeTimeout, 60000);
   const ws = new WebSocket(`ws://${HOST}:${wss.address().port}`, { maxBufferedChunks: 16 });
   await once(ws, 'open');
   ws.close();

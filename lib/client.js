@@ -17,7 +17,7 @@ const { adoptSocket } = require('./adopt');
 const { CLOSE_TIMEOUT, EMPTY_BUFFER, READY_STATE } = require('./constants');
 const { parseExtensionNames } = require('./extension');
 const { requestStub } = require('./http-shims');
-const { engineDeflate } = require('./permessage-deflate');
+const { engineOptions } = require('./engine-options');
 const { clientTls } = require('./tls-options');
 const { isValidSubprotocol } = require('./validation');
 
@@ -39,6 +39,7 @@ const ENGINE_OPTIONS = new Set([
   // http.request's and net.connect's that the engine honours
   'auth', 'defaultPort', 'family', 'localAddress', 'localPort', 'setHost',
   // ws-native's
+  'closeOnBackpressureLimit', 'heartbeat', 'highWaterMark', 'lowWaterMark', 'maxBackpressure',
   'maxHeaderSize', 'maxHeadersCount', 'proxy'
 ]);
 
@@ -398,18 +399,7 @@ function initAsClient(websocket, address, protocols, options) {
     if (websocket._readyState !== CONNECTING) return;
   }
 
-  const conn = {
-    maxPayload: opts.maxPayload,
-    maxFragments: opts.maxFragments,
-    skipUtf8Validation: !!opts.skipUTF8Validation,
-    autoPong: !!opts.autoPong,
-    maxPendingAutoPongs: opts.maxPendingAutoPongs,
-    closeTimeout: opts.closeTimeout,
-    handshakeTimeout: opts.handshakeTimeout,
-    deflate: engineDeflate(opts.perMessageDeflate),
-    maxHeaderSize: opts.maxHeaderSize,
-    maxHeadersCount: opts.maxHeadersCount
-  };
+  const conn = engineOptions(opts, opts.handshakeTimeout);
 
   const p = { opts, isSecure, isIpcUrl, host, port, urlPort: parsedUrl.port, path, socketPath, list, autoHost, protocols, conn };
   if (nodeOption(opts, isSecure) !== null) {

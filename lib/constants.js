@@ -27,8 +27,15 @@ module.exports = {
     WRITE_ENDED: 64,
     CLOSED_WHILE_PAUSED: 128,
     BINARY_TYPE: 256 | 512,
-    BINARY_TYPE_SHIFT: 8
+    BINARY_TYPE_SHIFT: 8,
+    // The engine reported buffered output past the high-water mark (a 'drain' follows), and
+    // past `maxBackpressure` (sends are dropped until then).
+    BACKPRESSURED: 1024,
+    OVER_LIMIT: 2048
   },
+  // `highWaterMark` and `lowWaterMark` (the 'drain' event's marks) when not given.
+  HIGH_WATER_MARK: 64 * 1024,
+  LOW_WATER_MARK: 16 * 1024,
   NOOP: () => {},
   // `readyState` values, as ws defines them on WebSocket.
   READY_STATE: { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 }

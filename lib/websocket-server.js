@@ -15,7 +15,8 @@ const net = require('net');
 
 const native = require('./native');
 const { CLOSE_TIMEOUT } = require('./constants');
-const { engineDeflate, extensionName } = require('./permessage-deflate');
+const { engineOptions } = require('./engine-options');
+const { extensionName } = require('./permessage-deflate');
 const { EngineLink, NodeLink } = require('./server-links');
 const { IncomingRequest } = require('./server-request');
 const { serverTls } = require('./tls-options');
@@ -88,8 +89,10 @@ class WebSocketServer extends EventEmitter {
 
     this.options = options;
     // The engine's permessage-deflate settings (undefined when disabled).
-    this._deflate = engineDeflate(options.perMessageDeflate);
-    this._conn = undefined;
+    // The per-connection options the engine applies (the same for every connection).
+    // `handshakeTimeout`, an addition over ws: how long a client may take to send its upgrade
+    // request (a slow or trickling client is disconnected), as Node's `headersTimeout` (60 s).
+    this._conn = engineOptions(options, options.handshakeTimeout === undefined ? 60000 : options.handshakeTimeout);
     this._state = RUNNING;
     this._pending = new Map();
     this._connections = 0;
@@ -113,33 +116,6 @@ class WebSocketServer extends EventEmitter {
         }
       });
     }
-  }
-
-  /**
-   * The per-connection options the engine applies.
-   *
-   * @private
-   */
-  _connOptions() {
-    // Made once: every accepted connection passes them, and the options do not change.
-    if (this._conn !== undefined) return this._conn;
-    const o = this.options;
-    this._conn = {
-      maxPayload: o.maxPayload,
-      maxFragments: o.maxFragments,
-      skipUtf8Validation: !!o.skipUTF8Validation,
-      autoPong: !!o.autoPong,
-      maxPendingAutoPongs: o.maxPendingAutoPongs,
-      closeTimeout: o.closeTimeout,
-      // An addition over ws: how long a client may take to send its upgrade request (a
-      // slow or trickling client is disconnected), as Node's `headersTimeout` (60 s).
-      handshakeTimeout: o.handshakeTimeout === undefined ? 60000 : o.handshakeTimeout,
-      // Limits on the request head, with the names of Node's http server options.
-      maxHeaderSize: o.maxHeaderSize,
-      maxHeadersCount: o.maxHeadersCount,
-      deflate: this._deflate
-    };
-    return this._conn;
   }
 
   /**
@@ -170,7 +146,7 @@ class WebSocketServer extends EventEmitter {
       port,
       backlog: options.backlog == null ? undefined : options.backlog,
       reusePort: !!options.reusePort,
-      conn: this._connOptions(),
+      conn: this._conn,
       tls
     });
     throwBadOptions(r);
@@ -219,7 +195,7 @@ class WebSocketServer extends EventEmitter {
    * @private
    */
   _listenShared(options, port, tls) {
-    const r = native.binding.attachServer({ conn: this._connOptions(), tls });
+    const r = native.binding.attachServer({ conn: this._conn, tls });
     throwBadOptions(r);
     this._tls = tls ? { authorized: tls.requestCert && tls.rejectUnauthorized } : null;
     this._id = r.id;
@@ -337,7 +313,7 @@ class WebSocketServer extends EventEmitter {
     const v = native.binding.checkUpgrade(
       String(req.method),
       req.rawHeaders || rawFromHeaders(req.headers),
-      this._deflate
+      this._conn.deflate
     );
     const link = new NodeLink(socket, head);
     if (v.status !== 0) {
@@ -467,7 +443,7 @@ class WebSocketServer extends EventEmitter {
     link.upgraded = true;
     ws._agree(protocol, extensions ? { [extensionName]: true } : null);
     const ext = extensions || undefined;
-    link.accept(response, accept, protocol ? String(protocol) : undefined, ext, this._connOptions(), this, ws, req, cb);
+    link.accept(response, accept, protocol ? String(protocol) : undefined, ext, this._conn, this, ws, req, cb);
   }
 
   /**

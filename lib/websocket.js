@@ -12,7 +12,7 @@ const { abortHandshake, emitErrorAndClose, handleResponse, initAsClient, retryWi
 const { EngineSocket, HeldBy } = require('./engine-socket');
 const { EventTarget, defineEventAttributes } = require('./event-target');
 const { addEventListener, removeEventListener } = EventTarget;
-const { BINARY_TYPES, EMPTY_BUFFER, STATE, kWriteEnded } = require('./constants');
+const { BINARY_TYPES, EMPTY_BUFFER, HIGH_WATER_MARK, STATE, kWriteEnded } = require('./constants');
 const { parseExtensionNames } = require('./extension');
 const { requestStub, responseFromFields } = require('./http-shims');
 const { fields } = require('./records');
@@ -20,7 +20,8 @@ const { isBlob, isValidStatusCode, toBuffer } = require('./validation');
 
 const { CLOSE_RECEIVED, CLOSE_SENT, ERROR_EMITTED, PAUSED, DRAINING_BLOBS, REPLAY_SCHEDULED, WRITE_ENDED, CLOSED_WHILE_PAUSED } =
   STATE;
-const { BINARY_TYPE, BINARY_TYPE_SHIFT } = STATE;
+const { BINARY_TYPE, BINARY_TYPE_SHIFT, BACKPRESSURED, OVER_LIMIT } = STATE;
+const ERROR_ENDS = native.wire.errorEnds;
 const readyStates = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
 // `_socket.destroy()` was called; and a message went to compression since.
 const DESTROYED = 1;
@@ -147,6 +148,18 @@ class WebSocket extends Emitter {
    */
   get isPaused() {
     return (this._state & PAUSED) !== 0;
+  }
+
+  /**
+   * Whether the buffered output is past the high-water mark (`highWaterMark`, 64 KiB by
+   * default): 'drain' follows once it is back at the low-water mark. An addition over ws.
+   *
+   * @type {Boolean}
+   */
+  get isBackpressured() {
+    if ((this._state & BACKPRESSURED) !== 0) return true;
+    // Sent in this tick, not handed to the engine yet.
+    return this._epoch === native.currentEpoch() && this._unflushed > highWaterMark(this);
   }
 
   /**
@@ -458,6 +471,11 @@ class WebSocket extends Emitter {
       this._failAfterDestroy(op, flags, cb);
       return;
     }
+    if ((this._state & OVER_LIMIT) !== 0 && op === OP.SEND) {
+      // Past `maxBackpressure` (without closeOnBackpressureLimit): dropped until the drain.
+      if (cb) process.nextTick(cb, backpressureLimitError());
+      return;
+    }
     if (cb) {
       flags |= FLAG.ACK;
       (this._callbacks || (this._callbacks = [])).push(cb);
@@ -592,7 +610,7 @@ class WebSocket extends Emitter {
    */
   _onNative(kind, payload) {
     const q = pausedQueue(this);
-    if (q !== null && kind !== EVENT.WRITTEN) {
+    if (q !== null && kind !== EVENT.WRITTEN && kind !== EVENT.BACKPRESSURE && kind !== EVENT.DRAIN) {
       // Paused: nothing is emitted; what the engine had already read waits here, in order.
       q.push(kind, payload);
       if (kind === EVENT.CLOSED) {
@@ -643,6 +661,13 @@ class WebSocket extends Emitter {
         break;
       case EVENT.WRITTEN:
         this._written(payload.readUInt32LE(0));
+        break;
+      case EVENT.BACKPRESSURE:
+        this._state |= BACKPRESSURED | (payload[0] === 1 ? OVER_LIMIT : 0);
+        break;
+      case EVENT.DRAIN:
+        this._state &= ~(BACKPRESSURED | OVER_LIMIT);
+        this.emit('drain');
         break;
       case EVENT.CLOSE_FRAME: {
         this._state |= CLOSE_RECEIVED;
@@ -728,12 +753,21 @@ class WebSocket extends Emitter {
 
   /** @private */
   _onError(f) {
-    const Ctor = ERROR_CTORS[f[0][0]] || Error;
+    const Ctor = ERROR_CTORS[f[0][0] & ~ERROR_ENDS] || Error;
     const err = new Ctor(f[2].toString());
     err.code = f[1].toString();
     const statusCode = f[3].readUInt16BE(0);
     Object.defineProperty(err, Symbol.for('status-code'), { value: statusCode });
-    this.close(statusCode);
+    if ((f[0][0] & ERROR_ENDS) !== 0) {
+      // The engine ends the connection itself (the heartbeat's timeout, maxBackpressure):
+      // 'close' follows with the error's code.
+      const rare = rareOf(this);
+      rare.closeCode = statusCode;
+      rare.closeMessage = EMPTY_BUFFER;
+      this._readyState = WebSocket.CLOSING;
+    } else {
+      this.close(statusCode);
+    }
     if ((this._state & ERROR_EMITTED) === 0) {
       this._state |= ERROR_EMITTED;
       this.emit('error', err);
@@ -800,6 +834,7 @@ Object.defineProperty(WebSocket.prototype, 'CLOSED', { enumerable: true, value: 
   'binaryType',
   'bufferedAmount',
   'extensions',
+  'isBackpressured',
   'isPaused',
   'protocol',
   'readyState',
@@ -840,6 +875,26 @@ class Rare {
     /** `_socket.destroy()` was called: 0, `DESTROYED`, or `DESTROYED_WHILE_COMPRESSING`. */
     this.socketDestroyed = 0;
   }
+}
+
+/**
+ * The error of a send dropped past `maxBackpressure`.
+ *
+ * @return {Error} The error
+ */
+function backpressureLimitError() {
+  const err = new Error('The buffered output is past maxBackpressure: the message was dropped');
+  err.code = 'WS_ERR_BACKPRESSURE_LIMIT';
+  return err;
+}
+
+/**
+ * @param {WebSocket} websocket The socket
+ * @return {Number} Its `highWaterMark`
+ */
+function highWaterMark(websocket) {
+  const opts = websocket._server !== null ? websocket._server.options : websocket._options;
+  return (opts && opts.highWaterMark) || HIGH_WATER_MARK;
 }
 
 /**

@@ -85,6 +85,8 @@ pub struct Wire {
     pub slot_bits: u32,
     /// The HANDSHAKE_FAILED code of a TLS handshake the engine leaves to Node's TLS.
     pub tls_needs_node: String,
+    /// The ERROR record's flag for an error after which the engine ends the connection.
+    pub error_ends: u32,
 }
 
 #[napi(catch_unwind)]
@@ -98,6 +100,7 @@ pub fn wire() -> Wire {
         header_len: wire::HEADER_LEN as u32,
         slot_bits: registry::SLOT_BITS,
         tls_needs_node: tls::NEEDS_NODE.to_owned(),
+        error_ends: wire::ERROR_ENDS as u32,
     }
 }
 

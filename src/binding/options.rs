@@ -7,7 +7,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::engine::config::ConnConfig;
+use crate::engine::config::{BackpressureLimit, ConnConfig, Heartbeat, WaterMarks};
 use crate::engine::events::Sink;
 use crate::protocol::deflate::{BitsOption, DeflateOptions};
 use crate::protocol::handshake::HeadLimits;
@@ -28,6 +28,15 @@ pub struct ConnOptions {
     /// Most bytes and header lines in the handshake head we receive (Node's names).
     pub max_header_size: Option<f64>,
     pub max_headers_count: Option<f64>,
+    /// The built-in heartbeat, milliseconds; absent when off.
+    pub heartbeat_interval: Option<f64>,
+    pub heartbeat_timeout: Option<f64>,
+    /// Bytes: the `drain` event's marks.
+    pub high_water_mark: Option<f64>,
+    pub low_water_mark: Option<f64>,
+    /// Bytes; absent when unlimited.
+    pub max_backpressure: Option<f64>,
+    pub close_on_backpressure_limit: Option<bool>,
 }
 
 /// ws's `perMessageDeflate` object, with JS truthiness already applied by lib/.
@@ -107,6 +116,17 @@ pub fn conn_config(o: &ConnOptions, is_server: bool, sink: std::sync::Arc<Sink>)
             max_size: count(o.max_header_size, 1e9).unwrap_or(head_defaults.max_size),
             max_headers: count(o.max_headers_count, 1e6).unwrap_or(head_defaults.max_headers),
         },
+        heartbeat: match (o.heartbeat_interval, o.heartbeat_timeout) {
+            (Some(i), Some(t)) if i.is_finite() && i > 0.0 && t.is_finite() && t > 0.0 => Some(Heartbeat { interval: ms(i), timeout: ms(t) }),
+            _ => None,
+        },
+        water_marks: {
+            let d = WaterMarks::default();
+            let high = count(o.high_water_mark, 1e15).map_or(d.high, |v| v as u64);
+            let low = o.low_water_mark.filter(|v| v.is_finite() && *v >= 0.0).map_or(d.low.min(high), |v| (v as u64).min(high));
+            WaterMarks { high, low }
+        },
+        backpressure_limit: count(o.max_backpressure, 1e15).map(|bytes| BackpressureLimit { bytes: bytes as u64, close: o.close_on_backpressure_limit.unwrap_or(false) }),
     }
 }
 

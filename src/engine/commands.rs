@@ -79,7 +79,7 @@ pub fn apply(cmds: &[u8], external: &[&[u8]]) {
     drop(reg);
     for shared in direct {
         let mut out = shared.lock();
-        write_direct(&shared, &mut out);
+        shared.write_direct(&mut out);
         if !out.drained() {
             if let Some(w) = out.take_waker() {
                 wake.push(w);
@@ -138,32 +138,5 @@ fn apply_one(shared: &Shared, out: &mut super::state::Outbox, c: &Command<'_>, c
         op::RAW_WRITE if !out.is_open() => out.raw(c.payload),
         op::RAW_END if !out.is_open() => out.raw_end(c.payload),
         _ => {}
-    }
-}
-
-/// Writes the outbox's bytes to the socket from this (the JS) thread when the connection's
-/// task is idle (see `Outbox::direct_write` for when). What is left is for the task.
-#[cfg(not(unix))]
-fn write_direct(_: &Shared, _: &mut super::state::Outbox) {}
-
-#[cfg(unix)]
-fn write_direct(shared: &Shared, out: &mut super::state::Outbox) {
-    use std::io::Write;
-    use std::os::fd::FromRawFd;
-    let Some((fd, bytes)) = out.direct_write() else { return };
-    // SAFETY: `fd` is the socket of a live connection (on its task or parked): the connection
-    // clears it under this lock before its socket is closed (its `Owner` drops first), and we
-    // hold the lock. ManuallyDrop: not ours to close.
-    let sock = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
-    let mut done = 0;
-    while done < bytes.len() {
-        match (&*sock).write(&bytes[done..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => done += n,
-        }
-    }
-    if done > 0 {
-        shared.wrote(done);
-        out.written_directly(done);
     }
 }

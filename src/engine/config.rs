@@ -27,4 +27,39 @@ pub struct ConnConfig {
     pub sink: Arc<Sink>,
     /// Limits on the request (server) or response (client) head.
     pub head_limits: HeadLimits,
+    /// The built-in heartbeat (`heartbeat: { interval, timeout }`); None: off, as in ws.
+    pub heartbeat: Option<Heartbeat>,
+    /// Buffered output past `high` bytes makes a DRAIN record follow once it is back at `low`.
+    pub water_marks: WaterMarks,
+    /// `maxBackpressure`: most bytes a connection may have buffered; past it a send is
+    /// dropped, or with `close` (`closeOnBackpressureLimit`) the connection ends. None: no
+    /// limit, as in ws.
+    pub backpressure_limit: Option<BackpressureLimit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// A connection silent this long is pinged.
+    pub interval: Duration,
+    /// A connection still silent this long after the ping is terminated.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaterMarks {
+    pub high: u64,
+    pub low: u64,
+}
+
+impl Default for WaterMarks {
+    /// 64 KiB and 16 KiB.
+    fn default() -> Self {
+        WaterMarks { high: 64 * 1024, low: 16 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackpressureLimit {
+    pub bytes: u64,
+    pub close: bool,
 }

@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod heartbeat;
 pub mod net;
 #[cfg(unix)]
 pub mod park;

@@ -20,8 +20,9 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use tokio::net::TcpStream;
 
 use super::connection::{Connection, Idle, Transport};
-use super::state::Shared;
-use super::{registry, runtime};
+use super::state::{Shared, HEARTBEAT_PING};
+use super::{events, registry, runtime};
+use crate::protocol::frame::{only_pings_and_pongs, OP_PING};
 
 /// A parked connection: an idle one with its socket off tokio's reactor.
 type Parked = Idle<std::net::TcpStream>;
@@ -69,7 +70,11 @@ impl Table {
     }
 
     fn contains(&self, id: u32) -> bool {
-        self.slots.get(registry::slot(id)).is_some_and(|e| e.as_ref().is_some_and(|p| p.id() == id))
+        self.get(id).is_some()
+    }
+
+    fn get(&self, id: u32) -> Option<&Parked> {
+        self.slots.get(registry::slot(id))?.as_deref().filter(|p| p.id() == id)
     }
 }
 
@@ -109,9 +114,52 @@ fn watch(mut poll: Poll) {
             continue;
         }
         for e in events.iter() {
-            unpark(e.token().0 as u32);
+            let id = e.token().0 as u32;
+            if !pings_and_pongs(id) {
+                unpark(id);
+            }
         }
     }
+}
+
+/// Handles what a parked socket received when it is only pings and pongs (a heartbeat's, or
+/// ws's pattern of `ping()` and 'pong'), so that the connection stays parked: an auto-pong
+/// is written from here and JS gets the 'ping' and 'pong' events (but for the pongs to the
+/// engine's own heartbeat). False when the socket holds anything else (or its end, or an
+/// error): the connection's task must read it.
+fn pings_and_pongs(id: u32) -> bool {
+    let Some(lot) = lot() else { return false };
+    let mut buf = [0u8; 512];
+    // Under the table's lock, which keeps the connection parked and so its socket open.
+    let (shared, cfg, n, frames) = {
+        let table = lock(lot);
+        let Some(parked) = table.get(id) else { return false };
+        let shared = parked.shared().clone();
+        let n = match parked.io().peek(&mut buf) {
+            Ok(n) if n > 0 => n,
+            _ => return false,
+        };
+        let Some(frames) = only_pings_and_pongs(&buf[..n], !shared.is_client) else { return false };
+        // The bytes peeked are there: this takes exactly them.
+        if std::io::Read::read(&mut parked.io(), &mut buf[..n]).ok() != Some(n) {
+            return false;
+        }
+        (shared, parked.cfg().clone(), n, frames)
+    };
+    shared.read(n);
+    let mut task_needed = false;
+    let _entered = events::enter(&cfg.sink);
+    for (opcode, payload) in frames {
+        if opcode == OP_PING && cfg.auto_pong {
+            task_needed |= !shared.pong_directly(&payload);
+        }
+        if opcode == OP_PING {
+            events::with_batch(|b| b.ping(id, &payload));
+        } else if payload != HEARTBEAT_PING {
+            events::with_batch(|b| b.pong(id, &payload));
+        }
+    }
+    !task_needed
 }
 
 /// Parked connections' memory goes back to the system: their tasks' buffers were freed into

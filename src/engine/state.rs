@@ -13,7 +13,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
-use crate::protocol::frame::{encode_frame, header_len, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PONG, OP_TEXT};
+use super::config::{BackpressureLimit, WaterMarks};
+use crate::protocol::frame::{encode_frame, header_len, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
+
+/// The payload of the heartbeat's pings: the pongs that carry it are the engine's, and JS
+/// does not hear of them (ws has no heartbeat to emit them); other pings and pongs are
+/// reported as in ws.
+pub const HEARTBEAT_PING: &[u8] = b"ws-native:heartbeat";
+
+/// What the buffered output's size means for JS (see `Shared::pressure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pressure {
+    /// It passed the high-water mark; `over_limit`: past `maxBackpressure` too (JS then
+    /// drops sends until the drain).
+    Backpressure { over_limit: bool },
+    /// It is back at the low-water mark after a `Backpressure`.
+    Drain,
+    /// It passed `maxBackpressure` with `closeOnBackpressureLimit`: the connection ends.
+    Close,
+}
 
 /// Work for the connection's task, in call order.
 pub enum JobKind {
@@ -114,9 +132,14 @@ mod bit {
     pub const TASK_BUSY: u16 = 1 << 9;
     /// JS may write the connection's frames to `fd` directly (a plain TCP socket).
     pub const DIRECT: u16 = 1 << 10;
-    /// JS decided about the upgrade request: it accepted it, or (without `ACCEPTED`) refused.
+    /// JS decided about the upgrade request: it accepted it (`OPEN` set too), or refused.
     pub const DECIDED: u16 = 1 << 11;
-    pub const ACCEPTED: u16 = 1 << 12;
+    /// Buffered output passed the high-water mark (JS got BACKPRESSURE), and past
+    /// `maxBackpressure` too: a DRAIN record follows once it is back at the low-water mark.
+    pub const ABOVE_HIGH: u16 = 1 << 12;
+    pub const ABOVE_LIMIT: u16 = 1 << 13;
+    /// The heartbeat found the peer silent: the connection ends with its error.
+    pub const HEARTBEAT_TIMEOUT: u16 = 1 << 14;
 }
 
 /// Bytes and requests waiting for the connection task.
@@ -255,7 +278,6 @@ impl Shared {
             let accept = decision == Decision::Accept;
             out.set(bit::OPEN, accept);
             out.set(bit::DECIDED, true);
-            out.set(bit::ACCEPTED, accept);
             out.waker.take()
         };
         if let Some(w) = waker {
@@ -274,6 +296,107 @@ impl Shared {
             w.wake();
         }
     }
+
+    /// What the buffered output's size means now (called by the connection's task as its
+    /// output changes): a record for JS, or the end of the connection.
+    pub fn pressure(&self, out: &mut Outbox, marks: WaterMarks, limit: Option<BackpressureLimit>) -> Option<Pressure> {
+        let buffered = self.buffered_in(out);
+        if let Some(l) = limit {
+            if buffered > l.bytes {
+                if l.close {
+                    return Some(Pressure::Close);
+                }
+                if !out.has(bit::ABOVE_LIMIT) {
+                    out.set(bit::ABOVE_LIMIT | bit::ABOVE_HIGH, true);
+                    return Some(Pressure::Backpressure { over_limit: true });
+                }
+            }
+        }
+        if buffered > marks.high && !out.has(bit::ABOVE_HIGH) {
+            out.set(bit::ABOVE_HIGH, true);
+            return Some(Pressure::Backpressure { over_limit: false });
+        }
+        if buffered <= marks.low && out.has(bit::ABOVE_HIGH) {
+            out.set(bit::ABOVE_HIGH | bit::ABOVE_LIMIT, false);
+            return Some(Pressure::Drain);
+        }
+        None
+    }
+
+    /// The heartbeat's ping, when the connection is open: written from this thread when the
+    /// socket takes it (a parked connection stays parked), else by the connection's task.
+    pub fn heartbeat_ping(&self) {
+        let waker = {
+            let mut out = self.lock();
+            if !out.can_send() {
+                return;
+            }
+            let mask = self.is_client.then(mask_key);
+            out.frame(OP_PING, true, HEARTBEAT_PING, mask);
+            self.write_direct(&mut out);
+            if out.drained() {
+                return;
+            }
+            out.take_waker()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// An auto-pong for a parked connection, written from the park thread. False when the
+    /// socket did not take it all (the connection's task writes the rest).
+    pub fn pong_directly(&self, payload: &[u8]) -> bool {
+        let mut out = self.lock();
+        if !out.can_send() {
+            return true;
+        }
+        let mask = self.is_client.then(mask_key);
+        out.frame(OP_PONG, true, payload, mask);
+        self.write_direct(&mut out);
+        out.drained()
+    }
+
+    /// The heartbeat found the peer silent: the connection ends, with the heartbeat's error.
+    pub fn heartbeat_timed_out(&self) {
+        let waker = {
+            let mut out = self.lock();
+            out.set(bit::TERMINATE | bit::HEARTBEAT_TIMEOUT, true);
+            out.take_waker()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Writes the outbox's bytes to the socket from this thread (JS's, or the heartbeat's)
+    /// when the connection's task is idle: a send then costs no thread wake-up, which is most
+    /// of a round trip's latency (see `Outbox::direct_write` for when). What is left is for
+    /// the task.
+    #[cfg(unix)]
+    pub fn write_direct(&self, out: &mut Outbox) {
+        use std::io::Write;
+        use std::os::fd::FromRawFd;
+        let Some((fd, bytes)) = out.direct_write() else { return };
+        // SAFETY: `fd` is the socket of a live connection (on its task or parked): the
+        // connection clears it under this lock before its socket is closed (its `Owner` drops
+        // first), and we hold the lock. ManuallyDrop: not ours to close.
+        let sock = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+        let mut done = 0;
+        while done < bytes.len() {
+            match (&*sock).write(&bytes[done..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => done += n,
+            }
+        }
+        if done > 0 {
+            self.wrote(done);
+            out.written_directly(done);
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub fn write_direct(&self, _: &mut Outbox) {}
 
     /// Answers a ping; `pending` auto-pongs wait to be written since the output was last all
     /// written. With `max` (not 0) of them waiting, the connection is terminated instead, as
@@ -321,7 +444,7 @@ impl Outbox {
     // What JS asked for, read by the connection's task.
 
     pub fn decision(&self) -> Option<Decision> {
-        match (self.has(bit::DECIDED), self.has(bit::ACCEPTED)) {
+        match (self.has(bit::DECIDED), self.has(bit::OPEN)) {
             (false, _) => None,
             (true, true) => Some(Decision::Accept),
             (true, false) => Some(Decision::Reject),
@@ -343,6 +466,11 @@ impl Outbox {
 
     pub fn paused(&self) -> bool {
         self.has(bit::PAUSED)
+    }
+
+    /// The connection ends because the heartbeat found its peer silent.
+    pub fn heartbeat_timeout(&self) -> bool {
+        self.has(bit::HEARTBEAT_TIMEOUT)
     }
 
     /// Sends wait for their callbacks.

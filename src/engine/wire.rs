@@ -15,6 +15,10 @@ use crate::protocol::receiver::Payload;
 /// Bytes of a record's header.
 pub const HEADER_LEN: usize = 10;
 
+/// In an ERROR record's constructor byte: the engine ends the connection itself (a protocol
+/// error leaves the close to JS, as in ws).
+pub const ERROR_ENDS: u8 = 0x80;
+
 /// Declares a set of wire numbers as constants and as a `(name, value)` table for JS.
 macro_rules! numbers {
     ($(#[$doc:meta])* $set:ident { $($(#[$m:meta])* $name:ident = $v:expr,)* }) => {
@@ -44,8 +48,9 @@ numbers! {
         /// frames and how many behind a compression (both never written); the bytes queued
         /// and never written. Last record for an id.
         CLOSED = 7,
-        /// A protocol error: fields constructor (`[u8]`: 0 Error, 1 RangeError, 2 SyntaxError),
-        /// code, message, close code (`[u16 BE]`).
+        /// An error: fields constructor (`[u8]`: 0 Error, 1 RangeError, 2 SyntaxError, with
+        /// `ERROR_ENDS` when the engine ends the connection itself), code, message, close code
+        /// (`[u16 BE]`: what JS closes with, or, with `ERROR_ENDS`, the code its 'close' reports).
         ERROR = 8,
         /// `[count u32 LE]` more sends that asked for a callback were written to the socket.
         WRITTEN = 9,
@@ -62,6 +67,11 @@ numbers! {
         /// Client: the server answered with another status than 101: fields status, reason
         /// phrase, header list, body (what arrived of it, bounded). Last record for an id.
         UNEXPECTED_RESPONSE = 15,
+        /// The buffered output passed the high-water mark: `[over_limit u8]`, 1 when past
+        /// `maxBackpressure` too (JS drops sends until the DRAIN).
+        BACKPRESSURE = 16,
+        /// The buffered output is back at the low-water mark after a BACKPRESSURE.
+        DRAIN = 17,
     }
 }
 
@@ -335,6 +345,14 @@ impl Records {
         let lines = nul_pairs(headers);
         let status = status.to_string();
         self.fields(kind::UNEXPECTED_RESPONSE, id, &[status.as_bytes(), reason.as_bytes(), &lines, body]);
+    }
+
+    pub fn backpressure(&mut self, id: u32, over_limit: bool) {
+        self.bytes(kind::BACKPRESSURE, id, &[over_limit as u8]);
+    }
+
+    pub fn drain(&mut self, id: u32) {
+        self.bytes(kind::DRAIN, id, &[]);
     }
 
     pub fn bridge_out(&mut self, id: u32, bytes: &[u8]) {

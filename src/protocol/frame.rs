@@ -135,9 +135,51 @@ pub fn parse_header(buf: &[u8]) -> HeaderParse {
     )
 }
 
+/// The pings and pongs `buf` holds, if it holds whole ones and nothing else: each frame's
+/// opcode and unmasked payload, and the bytes they take (all of `buf`). None when `buf` holds
+/// anything else or a part of a frame: that is for the connection's receiver to read. `masked`:
+/// whether the peer must mask its frames (it is a client).
+pub fn only_pings_and_pongs(buf: &[u8], masked: bool) -> Option<Vec<(u8, Vec<u8>)>> {
+    let mut frames = Vec::new();
+    let mut pos = 0;
+    while pos < buf.len() {
+        let HeaderParse::Complete(h, n) = parse_header(&buf[pos..]) else { return None };
+        let control = h.opcode == OP_PING || h.opcode == OP_PONG;
+        if !control || !h.fin || h.rsv1 || h.rsv2 || h.rsv3 || h.payload_len > 125 || h.mask.is_some() != masked {
+            return None;
+        }
+        let end = pos + n + h.payload_len as usize;
+        let mut payload = buf.get(pos + n..end)?.to_vec();
+        if let Some(m) = h.mask {
+            apply_mask(&mut payload, m, 0);
+        }
+        frames.push((h.opcode, payload));
+        pos = end;
+    }
+    (!frames.is_empty()).then_some(frames)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pings_and_pongs_alone_are_recognised() {
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, OP_PING, true, false, b"a", Some([1, 2, 3, 4]));
+        encode_frame(&mut buf, OP_PONG, true, false, b"", Some([5, 6, 7, 8]));
+        assert_eq!(only_pings_and_pongs(&buf, true), Some(vec![(OP_PING, b"a".to_vec()), (OP_PONG, Vec::new())]));
+        // Unmasked from a client, a part of a frame, a data frame after: for the receiver.
+        assert_eq!(only_pings_and_pongs(&buf, false), None);
+        assert_eq!(only_pings_and_pongs(&buf[..buf.len() - 1], true), None);
+        let mut more = buf.clone();
+        encode_frame(&mut more, OP_TEXT, true, false, b"x", Some([1, 1, 1, 1]));
+        assert_eq!(only_pings_and_pongs(&more, true), None);
+        let mut close = Vec::new();
+        encode_frame(&mut close, OP_CLOSE, true, false, b"", None);
+        assert_eq!(only_pings_and_pongs(&close, false), None);
+        assert_eq!(only_pings_and_pongs(&[], false), None);
+    }
 
     #[test]
     fn roundtrip_lengths() {

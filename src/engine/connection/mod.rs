@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 use super::config::ConnConfig;
 use super::events;
 use super::registry::{self, unregister};
-use super::state::{mask_key, Decision, Shared};
+use super::state::{mask_key, Decision, Pressure, Shared, HEARTBEAT_PING};
 use crate::protocol::close::ABNORMAL;
 use crate::protocol::deflate::DeflateParams;
 use crate::protocol::error::ProtocolError;
@@ -57,7 +57,18 @@ enum End {
     HandshakeFailed(String, String),
     /// A server connection that never reached JS, or was refused.
     Silent,
+    /// The engine ended an open connection: JS gets this error (code, message, the close
+    /// code it reports), then CLOSED.
+    Ended(&'static str, &'static str, u16),
 }
+
+/// The ERROR record's flag for an error that ends the connection (JS closes nothing).
+const ERROR_ENDS: u8 = super::wire::ERROR_ENDS;
+
+/// The heartbeat found the peer silent.
+const HEARTBEAT_TIMEOUT: End = End::Ended("WS_ERR_HEARTBEAT_TIMEOUT", "The peer did not answer the heartbeat's ping in time", 1006);
+/// The buffered output passed `maxBackpressure` with `closeOnBackpressureLimit`.
+const BACKPRESSURE_LIMIT: End = End::Ended("WS_ERR_BACKPRESSURE_LIMIT", "The buffered output passed maxBackpressure", 1008);
 
 enum ReadOutcome {
     Pending,
@@ -132,12 +143,22 @@ pub struct Connection<T> {
     shutdown_done: bool,
     /// The park thread found the connection idle and asks it to park (see `engine::park`).
     park_asked: bool,
+    /// JS got a BACKPRESSURE record and waits for the DRAIN.
+    above_high: bool,
     timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// Puts a connection under the built-in heartbeat, if its configuration has one.
+fn watch_heartbeat(shared: &Arc<Shared>, cfg: &ConnConfig) {
+    if let Some(hb) = cfg.heartbeat {
+        super::heartbeat::watch(shared.clone(), hb);
+    }
 }
 
 impl<T: Transport> Connection<T> {
     /// A server connection that starts by reading the upgrade request.
     pub fn server(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, peer: PeerInfo) -> Self {
+        watch_heartbeat(&shared, &cfg);
         let mut c = Self::new(io, id, Owner(shared), cfg, Phase::ServerHead);
         // Made on the runtime (the accept loop): tokio's timers need its context.
         c.timer = c.cfg.handshake_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
@@ -148,6 +169,7 @@ impl<T: Transport> Connection<T> {
     /// A connection whose handshake Node's http server received: open from the start, with
     /// the 101 answer already in the outbox and `early` holding bytes read after the request.
     pub fn adopted(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, early: Vec<u8>, pmd: Option<DeflateParams>) -> Self {
+        watch_heartbeat(&shared, &cfg);
         let mut c = Self::new(io, id, Owner(shared), cfg, Phase::Open);
         c.timer = None;
         c.pmd = pmd;
@@ -164,6 +186,7 @@ impl<T: Transport> Connection<T> {
     /// A client connection whose request is already in the outbox. `deadline` bounds the
     /// handshake, including the connect that came before.
     pub fn client(io: T, id: u32, shared: Arc<Shared>, cfg: Arc<ConnConfig>, hs: ClientHandshake, deadline: Option<Instant>) -> Self {
+        watch_heartbeat(&shared, &cfg);
         let mut c = Self::new(io, id, Owner(shared), cfg, Phase::ClientHead);
         c.hs = Some(Handshake::client(hs));
         c.timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
@@ -202,6 +225,7 @@ impl<T: Transport> Connection<T> {
                 Phase::ClientHead => {
                     End::HandshakeFailed("WebSocket was closed before the connection was established".into(), String::new())
                 }
+                Phase::Open if out.heartbeat_timeout() => HEARTBEAT_TIMEOUT,
                 Phase::Open => End::Closed,
                 _ => End::Silent,
             });
@@ -228,6 +252,25 @@ impl<T: Transport> Connection<T> {
         self.acks_pending = out.has_acks();
         // Seen by the park thread's sweep: this connection is not idle.
         self.park_asked |= out.polled(cx.waker());
+        let pressure = (self.phase == Phase::Open).then(|| self.shared.pressure(&mut out, self.cfg.water_marks, self.cfg.backpressure_limit)).flatten();
+        drop(out);
+        self.report_pressure(pressure)
+    }
+
+    /// Tells JS what the buffered output's size means (`Shared::pressure`); the end of the
+    /// connection when it passed `maxBackpressure` with `closeOnBackpressureLimit`.
+    fn report_pressure(&mut self, pressure: Option<Pressure>) -> Option<End> {
+        match pressure? {
+            Pressure::Close => return Some(BACKPRESSURE_LIMIT),
+            Pressure::Backpressure { over_limit } => {
+                self.above_high = true;
+                events::with_batch(|b| b.backpressure(self.id, over_limit))
+            }
+            Pressure::Drain => {
+                self.above_high = false;
+                events::with_batch(|b| b.drain(self.id))
+            }
+        }
         None
     }
 
@@ -268,6 +311,11 @@ impl<T: Transport> Connection<T> {
                 drop(out);
                 events::with_batch(|b| b.written(self.id, done as u32));
             }
+        }
+        if progressed && self.above_high {
+            // Writes only lower the buffered output: a DRAIN, when it reached the low mark.
+            let pressure = self.shared.pressure(&mut self.shared.lock(), self.cfg.water_marks, self.cfg.backpressure_limit);
+            self.report_pressure(pressure);
         }
         Ok(progressed)
     }
@@ -441,6 +489,8 @@ impl<T: Transport> Connection<T> {
                     count(batch_bytes, p.len() + CONTROL_COST);
                     b.ping(id, p);
                 }
+                // The heartbeat's own pongs are proof of life, not events.
+                Incoming::Pong(p) if p == HEARTBEAT_PING => {}
                 Incoming::Pong(p) => {
                     count(batch_bytes, p.len() + CONTROL_COST);
                     b.pong(id, p)
@@ -553,6 +603,14 @@ impl<S> Idle<S> {
         &self.io
     }
 
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn cfg(&self) -> &Arc<ConnConfig> {
+        &self.cfg
+    }
+
     pub fn id(&self) -> u32 {
         self.id
     }
@@ -632,6 +690,7 @@ impl<T> Connection<T> {
             want_shutdown: false,
             shutdown_done: false,
             park_asked: false,
+            above_high: false,
             timer: None,
         }
     }
@@ -694,8 +753,11 @@ impl<T> Connection<T> {
             End::Silent if self.phase == Phase::Open || self.shared.lock().decision() == Some(Decision::Accept) => End::Closed,
             e => e,
         };
+        if let End::Ended(code, message, close_code) = end {
+            events::with_batch(|b| b.error(id, ERROR_ENDS, code, message, close_code));
+        }
         match end {
-            End::Closed => {
+            End::Closed | End::Ended(..) => {
                 let (code, reason) = self.peer_close.take().map_or((ABNORMAL, Vec::new()), |c| *c);
                 let (callbacks, unsent) = {
                     let out = self.shared.lock();
