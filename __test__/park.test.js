@@ -15,7 +15,7 @@ const { once } = require('node:events');
 const WebSocket = require(path.join(__dirname, '..'));
 const PeerWebSocket = require('ws');
 const native = require(path.join(__dirname, '..', 'lib', 'native.js'));
-const { openClient, quietPeriod, rawWebSocket, startWss, waitFor } = require('./helpers');
+const { frame, openClient, quietPeriod, rawWebSocket, startWss, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 
@@ -71,6 +71,34 @@ describe('parked connections', { concurrency: true }, () => {
     const [pong] = await once(client, 'pong');
     assert.equal(pingData.toString(), 'are you there');
     assert.equal(pong.toString(), 'are you there');
+  });
+
+  it('ws\'s heartbeat pattern keeps a connection parked: its pings go out, the pongs come back as events', async (t) => {
+    const { server } = await pair(t);
+    await parked(server);
+    let pongs = 0;
+    server.on('pong', () => pongs++);
+    for (let i = 1; i <= 6; i++) {
+      server.ping();
+      await waitFor(() => pongs === i, { timeout: 5000, what: `pong ${i}` });
+      assert.equal(native.binding.parked(server._id), 1, `parked after pong ${i}`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  });
+
+  it('a ping and messages in the first bytes a parked connection reads all arrive, in order', async (t) => {
+    const wss = await startWss(t, WebSocket.Server);
+    const connected = once(wss, 'connection');
+    const { socket } = await rawWebSocket(t, wss.address().port);
+    const [server] = await connected;
+    await parked(server);
+    const got = [];
+    server.on('ping', (d) => got.push(`ping ${d}`));
+    server.on('message', (d) => got.push(`message ${d}`));
+    // One write: a ping, then two text frames; the park thread reads them all at once.
+    socket.write(Buffer.concat([frame({ opcode: 0x9, payload: 'p' }), frame({ opcode: 0x1, payload: 'one' }), frame({ opcode: 0x1, payload: 'two' })]));
+    await waitFor(() => got.length === 3, { timeout: 5000, what: 'three events' });
+    assert.deepEqual(got, ['ping p', 'message one', 'message two']);
   });
 
   it('the peer\'s close reaches a parked connection', async (t) => {

@@ -4,13 +4,16 @@
 //! and the pongs that answer them are not reported to JS.
 //!
 //! One sweep for all connections, not a timer each: a task on the engine's runtime wakes every
-//! `period` (a quarter of the shortest interval or timeout in use, between 10 ms and 1 s) and
+//! `period` (a sixteenth of the shortest interval or timeout in use, between 10 ms and 1 s) and
 //! looks at each watched connection's count of bytes read, which its task keeps anyway
 //! (`Shared::read_total`): a connection whose count moved has been heard from. A sweep costs
 //! one atomic load per connection (and a ping where one is due: written from the sweep's
 //! thread when the socket takes it, so a parked connection stays parked; its peer's pong is
 //! read by the park thread, see `engine::park`). A watch takes 40 bytes; timing is exact to
-//! within a period.
+//! within a period. The short period spreads the pings: connections are pinged in the
+//! sixteenth of the interval in which they were last heard from, so connections that came
+//! over a few seconds are pinged in sixteen small waves per interval rather than in one,
+//! which would hold both the CPU and the peers' answers up for the time of the whole wave.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -22,6 +25,8 @@ use super::state::Shared;
 
 const MIN_PERIOD: Duration = Duration::from_millis(10);
 const MAX_PERIOD: Duration = Duration::from_secs(1);
+/// Sweeps per interval (or timeout, if shorter).
+const PERIODS: u32 = 16;
 
 /// One watched connection. Times are milliseconds since the sweeps started.
 struct Watch {
@@ -59,7 +64,7 @@ fn millis(d: Duration) -> u32 {
 /// Watches a connection with the heartbeat `hb` (from now, as if just heard from).
 pub fn watch(shared: Arc<Shared>, hb: Heartbeat) {
     let s = sweeper();
-    let period = (hb.interval.min(hb.timeout) / 4).clamp(MIN_PERIOD, MAX_PERIOD).as_millis() as u64;
+    let period = (hb.interval.min(hb.timeout) / PERIODS).clamp(MIN_PERIOD, MAX_PERIOD).as_millis() as u64;
     let before = s.period_ms.fetch_min(period, Ordering::AcqRel);
     let now = now_ms(s);
     let seen = shared.read_total();

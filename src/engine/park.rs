@@ -37,6 +37,9 @@ impl Transport for TcpStream {
 /// How often idle connections are asked to park.
 const SWEEP: Duration = Duration::from_secs(1);
 
+/// How long the thread lets a wave of pings and pongs gather before reading on.
+const COALESCE: Duration = Duration::from_millis(1);
+
 /// The parked connections and the epoll set their sockets are in.
 struct Lot {
     registry: Registry,
@@ -98,7 +101,7 @@ fn lock(lot: &Lot) -> MutexGuard<'_, Table> {
 /// The lot's thread: a parked socket that becomes readable (data, end of stream, error)
 /// brings its connection back; every `SWEEP`, idle connections are asked to park.
 fn watch(mut poll: Poll) {
-    let mut events = Events::with_capacity(256);
+    let mut events = Events::with_capacity(1024);
     let mut next_sweep = Instant::now() + SWEEP;
     let mut trimmed_at = 0;
     loop {
@@ -113,40 +116,53 @@ fn watch(mut poll: Poll) {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
+        let mut inline = false;
         for e in events.iter() {
             let id = e.token().0 as u32;
-            if !pings_and_pongs(id) {
+            if take_input(id) {
+                inline = true;
+            } else {
                 unpark(id);
             }
+        }
+        // Pings and pongs come in waves (a heartbeat round, a `ping()` to every client): a
+        // wave's frames are read a few hundred per wake rather than a few, which spares the
+        // thread a sleep and a wake for each. What else comes in meanwhile waits as long.
+        if inline {
+            std::thread::sleep(COALESCE);
         }
     }
 }
 
-/// Handles what a parked socket received when it is only pings and pongs (a heartbeat's, or
-/// ws's pattern of `ping()` and 'pong'), so that the connection stays parked: an auto-pong
-/// is written from here and JS gets the 'ping' and 'pong' events (but for the pongs to the
-/// engine's own heartbeat). False when the socket holds anything else (or its end, or an
-/// error): the connection's task must read it.
-fn pings_and_pongs(id: u32) -> bool {
+/// Reads what a parked socket received. When it is only pings and pongs (a heartbeat's, or
+/// ws's pattern of `ping()` and 'pong'), the connection stays parked: an auto-pong is written
+/// from here and JS gets the 'ping' and 'pong' events (but for the pongs to the engine's own
+/// heartbeat). Anything else (or an answer the socket did not take) brings the connection
+/// back on a task, which gets the bytes read. The end of the stream, or an error, is left
+/// for the task to read. True when the connection stays parked.
+fn take_input(id: u32) -> bool {
     let Some(lot) = lot() else { return false };
-    let mut buf = [0u8; 512];
+    let mut buf = [0u8; 1024];
     // Under the table's lock, which keeps the connection parked and so its socket open.
-    let (shared, cfg, n, frames) = {
-        let table = lock(lot);
-        let Some(parked) = table.get(id) else { return false };
-        let shared = parked.shared().clone();
-        let n = match parked.io().peek(&mut buf) {
+    let (shared, cfg, frames) = {
+        let mut table = lock(lot);
+        let Some(parked) = table.get(id) else { return true };
+        let n = match std::io::Read::read(&mut parked.io(), &mut buf) {
             Ok(n) if n > 0 => n,
-            _ => return false,
+            Ok(_) | Err(_) => return false,
         };
-        let Some(frames) = only_pings_and_pongs(&buf[..n], !shared.is_client) else { return false };
-        // The bytes peeked are there: this takes exactly them.
-        if std::io::Read::read(&mut parked.io(), &mut buf[..n]).ok() != Some(n) {
-            return false;
+        let shared = parked.shared().clone();
+        shared.read(n);
+        match only_pings_and_pongs(&buf[..n], !shared.is_client) {
+            Some(frames) => (shared, parked.cfg().clone(), frames),
+            None => {
+                let Some(parked) = table.remove(id) else { return true };
+                drop(table);
+                resume(lot, parked, &mut buf[..n]);
+                return true;
+            }
         }
-        (shared, parked.cfg().clone(), n, frames)
     };
-    shared.read(n);
     let mut task_needed = false;
     let _entered = events::enter(&cfg.sink);
     for (opcode, payload) in frames {
@@ -238,6 +254,12 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
 pub fn unpark(id: u32) {
     let Some(lot) = lot() else { return };
     let Some(parked) = lock(lot).remove(id) else { return };
+    resume(lot, parked, &mut []);
+}
+
+/// Puts a connection taken off the table back on a task, with the bytes already read from its
+/// socket (decoded first: their events come before anything the task reads).
+fn resume(lot: &Lot, parked: Box<Parked>, input: &mut [u8]) {
     let _ = lot.registry.deregister(&mut SourceFd(&parked.io().as_raw_fd()));
     // The engine stopped (Node is exiting): nothing to come back to.
     let Some(handle) = runtime::current() else { return };
@@ -245,7 +267,13 @@ pub fn unpark(id: u32) {
     let _guard = handle.enter();
     match (*parked).convert(TcpStream::from_std) {
         Ok(idle) => {
-            handle.spawn(idle.resume().run());
+            let mut conn = idle.resume();
+            if !input.is_empty() {
+                let sink = conn.cfg().sink.clone();
+                let _entered = events::enter(&sink);
+                conn.input(input);
+            }
+            handle.spawn(conn.run());
         }
         Err(lost) => lost.lost(),
     }

@@ -122,8 +122,10 @@ mod bit {
     /// The handshake is over and frames may be queued.
     pub const OPEN: u16 = 1 << 4;
     pub const RAW_END: u16 = 1 << 5;
-    /// The connection's task ran since the park thread's last sweep.
-    pub const POLLED: u16 = 1 << 6;
+    /// The connection opened or read a message (or close frame) since the park thread's
+    /// last sweep. Pings and pongs do not count: the park thread handles them for a parked
+    /// connection, which they keep parked.
+    pub const ACTIVE: u16 = 1 << 6;
     /// The park thread asks the connection to park (it was idle for a whole sweep).
     pub const PARK_ASKED: u16 = 1 << 7;
     /// The connection is parked.
@@ -508,10 +510,9 @@ impl Outbox {
 
     // The connection's task.
 
-    /// The task runs: the park thread's sweep sees it busy, and the outbox wakes `waker` for
-    /// what JS queues next. Returns whether the park thread asked the connection to park.
+    /// The task runs: the outbox wakes `waker` for what JS queues next. Returns whether the
+    /// park thread asked the connection to park.
     pub fn polled(&mut self, waker: &Waker) -> bool {
-        self.set(bit::POLLED, true);
         self.set(bit::PARKED, false);
         match &self.waker {
             Some(w) if w.will_wake(waker) => {}
@@ -582,10 +583,16 @@ impl Outbox {
 
     // Parking (see `engine::park`).
 
-    /// The sweep's question: if the task did not run since the last sweep and nothing waits
-    /// for it, the connection is asked to park; returns the waker that tells its task.
+    /// The connection opened, or read a message or a close frame: the park thread's next
+    /// sweep leaves it on its task.
+    pub fn active(&mut self) {
+        self.set(bit::ACTIVE, true);
+    }
+
+    /// The sweep's question: if the connection was not active since the last sweep and
+    /// nothing waits for its task, it is asked to park; returns the waker that tells its task.
     pub fn ask_to_park(&mut self) -> Option<Waker> {
-        if self.take(bit::POLLED) || self.has(bit::PARKED | bit::PARK_ASKED) || !self.has(bit::DIRECT) || !self.quiet() {
+        if self.take(bit::ACTIVE) || self.has(bit::PARKED | bit::PARK_ASKED) || !self.has(bit::DIRECT) || !self.quiet() {
             return None;
         }
         self.set(bit::PARK_ASKED, true);

@@ -201,6 +201,7 @@ impl<T: Transport> Connection<T> {
         if self.phase == Phase::ServerDecision {
             match out.decision() {
                 Some(Decision::Accept) => {
+                    out.active();
                     self.phase = Phase::Open;
                     self.zlib = self.open_codec();
                     self.timer = None;
@@ -250,7 +251,6 @@ impl<T: Transport> Connection<T> {
         }
         self.paused = out.paused();
         self.acks_pending = out.has_acks();
-        // Seen by the park thread's sweep: this connection is not idle.
         self.park_asked |= out.polled(cx.waker());
         let pressure = (self.phase == Phase::Open).then(|| self.shared.pressure(&mut out, self.cfg.water_marks, self.cfg.backpressure_limit)).flatten();
         drop(out);
@@ -412,6 +412,7 @@ impl<T: Transport> Connection<T> {
                 {
                     let mut out = self.shared.lock();
                     out.open();
+                    out.active();
                     if let Some(p) = &self.pmd {
                         compression::enable(&mut out, p, &self.cfg, self.shared.is_client);
                     }
@@ -442,6 +443,12 @@ impl<T: Transport> Connection<T> {
         End::Silent
     }
 
+    /// Bytes read from the socket before the connection's task runs (by the park thread):
+    /// decoded as the task decodes what it reads.
+    pub fn input(&mut self, data: &mut [u8]) {
+        self.feed(data);
+    }
+
     /// Decodes frames and appends their events to the batch. The receiver is made for the
     /// read and dropped after it unless it holds part of a frame or message: between
     /// messages a connection keeps only what `Receiver::new` would give back, and is smaller
@@ -464,6 +471,7 @@ impl<T: Transport> Connection<T> {
         let max_pongs = self.cfg.max_pending_auto_pongs;
         let pending_pongs = &mut self.pending_pongs;
         let mut close: Option<(u16, Vec<u8>)> = None;
+        let mut active = false;
         let (batch_epoch, batch_bytes) = (&mut self.batch_epoch, &mut self.batch_bytes);
         let result = events::with_batch(|b| {
             if b.epoch as u16 != *batch_epoch {
@@ -472,6 +480,7 @@ impl<T: Transport> Connection<T> {
             }
             receiver.feed_inflating(data, inflater, |item| match item {
                 Incoming::Message { binary, data, fragments } => {
+                    active = true;
                     count(batch_bytes, data.as_slice().len());
                     #[cfg(feature = "diagnostics")]
                     if !binary && data.as_slice() == PANIC_TRIGGER && TEST_PANIC.load(std::sync::atomic::Ordering::Relaxed) {
@@ -496,6 +505,7 @@ impl<T: Transport> Connection<T> {
                     b.pong(id, p)
                 }
                 Incoming::Close { code, reason } => {
+                    active = true;
                     b.close_frame(id, code, reason);
                     close = Some((code, reason.to_vec()));
                 }
@@ -503,6 +513,10 @@ impl<T: Transport> Connection<T> {
         });
         if receiver.is_idle() && !receiver.is_done() {
             self.receiver = None;
+        }
+        if active {
+            // Seen by the park thread's sweep: this connection is not idle.
+            self.shared.lock().active();
         }
         if let Err(e) = result {
             self.on_protocol_error(e);
@@ -708,6 +722,10 @@ impl<T> Connection<T> {
     pub fn into_idle(self) -> Idle<T> {
         let Connection { shared, io, id, cfg, zlib, pmd, .. } = self;
         Idle { shared, io, cfg, zlib, pmd, id }
+    }
+
+    pub fn cfg(&self) -> &Arc<ConnConfig> {
+        &self.cfg
     }
 
     /// The connection runs on its own task, which may park it when idle.
