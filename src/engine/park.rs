@@ -158,7 +158,7 @@ fn take_input(id: u32) -> bool {
             None => {
                 let Some(parked) = table.remove(id) else { return true };
                 drop(table);
-                resume(lot, parked, &mut buf[..n]);
+                resume(lot, *parked, &mut buf[..n]);
                 return true;
             }
         }
@@ -254,18 +254,18 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
 pub fn unpark(id: u32) {
     let Some(lot) = lot() else { return };
     let Some(parked) = lock(lot).remove(id) else { return };
-    resume(lot, parked, &mut []);
+    resume(lot, *parked, &mut []);
 }
 
 /// Puts a connection taken off the table back on a task, with the bytes already read from its
 /// socket (decoded first: their events come before anything the task reads).
-fn resume(lot: &Lot, parked: Box<Parked>, input: &mut [u8]) {
+fn resume(lot: &Lot, parked: Parked, input: &mut [u8]) {
     let _ = lot.registry.deregister(&mut SourceFd(&parked.io().as_raw_fd()));
     // The engine stopped (Node is exiting): nothing to come back to.
     let Some(handle) = runtime::current() else { return };
     // Back on tokio's reactor, which needs the runtime's context.
     let _guard = handle.enter();
-    match (*parked).convert(TcpStream::from_std) {
+    match parked.convert(TcpStream::from_std) {
         Ok(idle) => {
             let mut conn = idle.resume();
             if !input.is_empty() {
