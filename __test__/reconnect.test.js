@@ -120,7 +120,8 @@ test('a server killed with SIGKILL and restarted on its port: the client reconne
   // Each failed attempt: an error (the refused connection) and a close, then the next wait.
   const start = log.findIndex((e) => e[0] === 'reconnecting');
   const failed = log.slice(start, log.findIndex((e, i) => i > start && e[0] === 'open'));
-  assert.ok(failed.length >= 9, JSON.stringify(log));
+  // At least three waits and the two failed attempts between them.
+  assert.ok(failed.length >= 7, JSON.stringify(log));
   for (const e of failed) {
     assert.ok(['reconnecting', 'error', 'close'].includes(e[0]), JSON.stringify(e));
     if (e[0] === 'error') assert.equal(e[1], 'ECONNREFUSED');
@@ -475,6 +476,36 @@ test('the WebSocket API across connections: on* handlers, addEventListener, bina
   // After the last close, reconnect() starts again.
   rws.reconnect();
   await waitFor(() => onmessage.length === 3, { what: 'a third connection' });
+});
+
+test("reconnect() during the wait connects at once; close() in a 'close' listener stops it", T, async (t) => {
+  let requests = 0;
+  const wss = await startWss(t, WebSocketServer, {
+    // The first upgrade is refused (401): a failed attempt, then a wait of 60 s.
+    verifyClient: () => ++requests > 1
+  });
+  const rws = closeAfter(t, new ReconnectingWebSocket(urlOf(wss), NEVER));
+  const log = record(rws);
+  await waitFor(() => count(log, 'reconnecting') === 1, { what: 'the first wait' });
+  rws.reconnect();
+  await waitFor(() => count(log, 'open') === 1, { what: "'open'" });
+  assert.deepEqual(log, [
+    ['error', 'Unexpected server response: 401'],
+    ['close', 1006, true],
+    ['reconnecting', 1],
+    ['reconnecting', 0],
+    ['open']
+  ]);
+
+  // The server drops the connection; the 'close' listener closes the socket: no attempt follows.
+  rws.once('close', () => rws.close());
+  for (const ws of wss.clients) ws.terminate();
+  await waitFor(() => count(log, 'close') === 2, { what: "the second 'close'" });
+  // Longer than the retry that would follow reconnect()'s reset count (none is scheduled).
+  await quietPeriod(100);
+  assert.deepEqual(log.slice(5), [['close', 1006, true]]);
+  assert.equal(rws.readyState, WebSocket.CLOSED);
+  assert.equal(rws.shouldReconnect, false);
 });
 
 test('startClosed: no connection until reconnect()', T, async (t) => {
