@@ -421,7 +421,9 @@ class ReconnectingWebSocket extends WebSocket {
   /**
    * Whether a close() or terminate() call comes from ws's own code rather than the user's:
    * the answer to the server's close frame (the first call after it arrived: nothing else
-   * runs in between), or the close that `_onError` makes before user code runs.
+   * runs in between), or the close that `_onError` makes before user code runs. Code in
+   * lib/websocket.js that ends a connection elsewhere must call `WebSocket.prototype.close`
+   * or `terminate` directly, or the reconnecting socket takes it for the user's and stops.
    *
    * @return {Boolean}
    * @private
