@@ -49,6 +49,9 @@ declare namespace WebSocket {
     > = CJS.ServerOptions<U, V>;
     type AddressInfo = CJS.AddressInfo;
     type ServerTlsOptions = CJS.ServerTlsOptions;
+    type ReconnectingOptions = CJS.ReconnectingOptions;
+    type UrlProvider = CJS.UrlProvider;
+    type ProtocolsProvider = CJS.ProtocolsProvider;
 }
 
 export type AddressInfo = WebSocket.AddressInfo;
@@ -70,6 +73,9 @@ export type ServerOptions<
 export type VerifyClientCallbackAsync = WebSocket.VerifyClientCallbackAsync;
 export type VerifyClientCallbackSync = WebSocket.VerifyClientCallbackSync;
 export type ServerTlsOptions = WebSocket.ServerTlsOptions;
+export type ReconnectingOptions = WebSocket.ReconnectingOptions;
+export type UrlProvider = WebSocket.UrlProvider;
+export type ProtocolsProvider = WebSocket.ProtocolsProvider;
 
 export type Server<
     T extends typeof CJS.WebSocket = typeof CJS.WebSocket,
@@ -83,6 +89,9 @@ export type WebSocketServer<
 > = CJS.WebSocketServer<T, U>;
 
 export const createWebSocketStream: typeof CJS.createWebSocketStream;
+
+export const ReconnectingWebSocket: typeof CJS.ReconnectingWebSocket;
+export type ReconnectingWebSocket = CJS.ReconnectingWebSocket;
 
 export default WebSocket;
 export { WebSocket };

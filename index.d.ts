@@ -644,6 +644,158 @@ declare namespace WebSocket {
         callback: (res: boolean, code?: number, message?: string, headers?: OutgoingHttpHeaders) => void,
     ) => boolean | void;
 
+    /**
+     * Options of `new ReconnectingWebSocket(url, protocols?, options?)`: reconnecting-websocket's
+     * (same names and defaults), ws-native's queue bound and `stopOnClose`, and every
+     * WebSocket option, passed to each connection. See docs/reconnect.md.
+     */
+    interface ReconnectingOptions extends ClientOptions {
+        /** The longest wait between attempts (ms). Defaults to 10000. */
+        maxReconnectionDelay?: number | undefined;
+        /** The first wait (ms). Defaults to 1000 plus a random part up to 4000, drawn per socket. */
+        minReconnectionDelay?: number | undefined;
+        /** How much each wait grows over the previous one. Defaults to 1.3. */
+        reconnectionDelayGrowFactor?: number | undefined;
+        /** How long (ms) a connection must stay up for the waits to start over. Defaults to 5000. */
+        minUptime?: number | undefined;
+        /** How long (ms) an attempt may take, `url` and `protocols` functions included. Defaults to 4000. */
+        connectionTimeout?: number | undefined;
+        /** Failed attempts in a row after which it gives up (`WS_ERR_RECONNECT_RETRIES`). Defaults to `Infinity`. */
+        maxRetries?: number | undefined;
+        /** The most messages queued while disconnected. Defaults to `Infinity`. */
+        maxEnqueuedMessages?: number | undefined;
+        /** The most bytes queued while disconnected. Defaults to 16 MiB (16777216). */
+        maxEnqueuedBytes?: number | undefined;
+        /** Do not connect until `reconnect()` is called. Defaults to `false`. */
+        startClosed?: boolean | undefined;
+        /** Log what the reconnect loop does. Defaults to `false`. */
+        debug?: boolean | undefined;
+        /** Where `debug` logs (partysocket's option). Defaults to `console.log`. */
+        debugLogger?: ((...args: any[]) => void) | undefined;
+        /** reconnecting-websocket's choice of WebSocket class: accepted, and not used. */
+        WebSocket?: any;
+        /**
+         * Whether a close code from the server ends the reconnecting. Defaults to
+         * `ReconnectingWebSocket.defaultStopOnClose`: 1000, 1001 and 4000-4999.
+         */
+        stopOnClose?: ((code: number, reason: string) => boolean) | undefined;
+    }
+
+    /** The URL of each attempt: a value, or a function (possibly async) called before each attempt. */
+    type UrlProvider = string | URL | (() => string | URL | Promise<string | URL>);
+    /** The subprotocols of each attempt: a value, or a function (possibly async) called before each attempt. */
+    type ProtocolsProvider =
+        | string
+        | string[]
+        | (() => string | string[] | null | undefined | Promise<string | string[] | null | undefined>);
+
+    /**
+     * A client that reconnects by itself, with reconnecting-websocket's options and events.
+     * It is a `WebSocket`: each connection runs on the same object.
+     */
+    class ReconnectingWebSocket extends WebSocketAlias {
+        /** The default of the `stopOnClose` option: 1000, 1001 and 4000-4999 stop the reconnecting. */
+        static defaultStopOnClose(code: number): boolean;
+
+        /**
+         * @param url The URL, or a function (possibly async) called before each attempt
+         * @param protocols The subprotocols, or a function (possibly async) called before each attempt
+         * @param options reconnecting-websocket's options and any WebSocket option
+         */
+        constructor(
+            url: UrlProvider,
+            protocols?: ProtocolsProvider,
+            options?: ReconnectingOptions | (ReconnectingOptions & ClientRequestArgs),
+        );
+        constructor(url: UrlProvider, options?: ReconnectingOptions | (ReconnectingOptions & ClientRequestArgs));
+
+        /** Failed attempts since the last connection that stayed up `minUptime`. */
+        readonly retryCount: number;
+        /** Whether another connection follows when the current one closes. */
+        readonly shouldReconnect: boolean;
+
+        /**
+         * Close the current connection (with a close handshake if open) and connect again at
+         * once, the retry count reset; after the last close, start again.
+         */
+        reconnect(code?: number, reason?: string | Buffer): void;
+
+        on(event: "close", listener: (this: ReconnectingWebSocket, code: number, reason: Buffer) => void): this;
+        on(event: "error", listener: (this: ReconnectingWebSocket, error: Error) => void): this;
+        on(event: "upgrade", listener: (this: ReconnectingWebSocket, request: IncomingMessage) => void): this;
+        on(event: "message", listener: (this: ReconnectingWebSocket, data: WebSocket.RawData, isBinary: boolean) => void): this;
+        on(event: "open", listener: (this: ReconnectingWebSocket) => void): this;
+        on(event: "ping" | "pong", listener: (this: ReconnectingWebSocket, data: Buffer) => void): this;
+        on(event: "redirect", listener: (this: ReconnectingWebSocket, url: string, request: ClientRequest) => void): this;
+        on(
+            event: "unexpected-response",
+            listener: (this: ReconnectingWebSocket, request: ClientRequest, response: IncomingMessage) => void,
+        ): this;
+        on(event: "reconnecting", listener: (this: ReconnectingWebSocket, attempt: number, delay: number) => void): this;
+        on(event: "reconnect", listener: (this: ReconnectingWebSocket, attempt: number) => void): this;
+        on(event: string | symbol, listener: (this: ReconnectingWebSocket, ...args: any[]) => void): this;
+
+        once(event: "close", listener: (this: ReconnectingWebSocket, code: number, reason: Buffer) => void): this;
+        once(event: "error", listener: (this: ReconnectingWebSocket, error: Error) => void): this;
+        once(event: "upgrade", listener: (this: ReconnectingWebSocket, request: IncomingMessage) => void): this;
+        once(event: "message", listener: (this: ReconnectingWebSocket, data: WebSocket.RawData, isBinary: boolean) => void): this;
+        once(event: "open", listener: (this: ReconnectingWebSocket) => void): this;
+        once(event: "ping" | "pong", listener: (this: ReconnectingWebSocket, data: Buffer) => void): this;
+        once(event: "redirect", listener: (this: ReconnectingWebSocket, url: string, request: ClientRequest) => void): this;
+        once(
+            event: "unexpected-response",
+            listener: (this: ReconnectingWebSocket, request: ClientRequest, response: IncomingMessage) => void,
+        ): this;
+        once(event: "reconnecting", listener: (this: ReconnectingWebSocket, attempt: number, delay: number) => void): this;
+        once(event: "reconnect", listener: (this: ReconnectingWebSocket, attempt: number) => void): this;
+        once(event: string | symbol, listener: (this: ReconnectingWebSocket, ...args: any[]) => void): this;
+
+        off(event: "close", listener: (this: ReconnectingWebSocket, code: number, reason: Buffer) => void): this;
+        off(event: "error", listener: (this: ReconnectingWebSocket, error: Error) => void): this;
+        off(event: "upgrade", listener: (this: ReconnectingWebSocket, request: IncomingMessage) => void): this;
+        off(event: "message", listener: (this: ReconnectingWebSocket, data: WebSocket.RawData, isBinary: boolean) => void): this;
+        off(event: "open", listener: (this: ReconnectingWebSocket) => void): this;
+        off(event: "ping" | "pong", listener: (this: ReconnectingWebSocket, data: Buffer) => void): this;
+        off(event: "redirect", listener: (this: ReconnectingWebSocket, url: string, request: ClientRequest) => void): this;
+        off(
+            event: "unexpected-response",
+            listener: (this: ReconnectingWebSocket, request: ClientRequest, response: IncomingMessage) => void,
+        ): this;
+        off(event: "reconnecting", listener: (this: ReconnectingWebSocket, attempt: number, delay: number) => void): this;
+        off(event: "reconnect", listener: (this: ReconnectingWebSocket, attempt: number) => void): this;
+        off(event: string | symbol, listener: (this: ReconnectingWebSocket, ...args: any[]) => void): this;
+
+        addListener(event: "close", listener: (code: number, reason: Buffer) => void): this;
+        addListener(event: "error", listener: (error: Error) => void): this;
+        addListener(event: "upgrade", listener: (request: IncomingMessage) => void): this;
+        addListener(event: "message", listener: (data: WebSocket.RawData, isBinary: boolean) => void): this;
+        addListener(event: "open", listener: () => void): this;
+        addListener(event: "ping" | "pong", listener: (data: Buffer) => void): this;
+        addListener(event: "redirect", listener: (url: string, request: ClientRequest) => void): this;
+        addListener(
+            event: "unexpected-response",
+            listener: (request: ClientRequest, response: IncomingMessage) => void,
+        ): this;
+        addListener(event: "reconnecting", listener: (attempt: number, delay: number) => void): this;
+        addListener(event: "reconnect", listener: (attempt: number) => void): this;
+        addListener(event: string | symbol, listener: (...args: any[]) => void): this;
+
+        removeListener(event: "close", listener: (code: number, reason: Buffer) => void): this;
+        removeListener(event: "error", listener: (error: Error) => void): this;
+        removeListener(event: "upgrade", listener: (request: IncomingMessage) => void): this;
+        removeListener(event: "message", listener: (data: WebSocket.RawData, isBinary: boolean) => void): this;
+        removeListener(event: "open", listener: () => void): this;
+        removeListener(event: "ping" | "pong", listener: (data: Buffer) => void): this;
+        removeListener(event: "redirect", listener: (url: string, request: ClientRequest) => void): this;
+        removeListener(
+            event: "unexpected-response",
+            listener: (request: ClientRequest, response: IncomingMessage) => void,
+        ): this;
+        removeListener(event: "reconnecting", listener: (attempt: number, delay: number) => void): this;
+        removeListener(event: "reconnect", listener: (attempt: number) => void): this;
+        removeListener(event: string | symbol, listener: (...args: any[]) => void): this;
+    }
+
     interface ClientOptions {
         /**
          * Duration in milliseconds to wait for the closing handshake to finish

@@ -7,6 +7,7 @@ const WebSocket = require('./lib/websocket');
 
 WebSocket.createWebSocketStream = require('./lib/stream');
 WebSocket.Server = require('./lib/websocket-server');
+WebSocket.ReconnectingWebSocket = require('./lib/reconnecting-websocket');
 
 WebSocket.WebSocket = WebSocket;
 WebSocket.WebSocketServer = WebSocket.Server;

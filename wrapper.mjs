@@ -3,7 +3,7 @@
 // name whose property is not (yet) defined is exported as `undefined`).
 import WebSocket from './index.js';
 
-export const { createWebSocketStream, Receiver, Sender, WebSocketServer } =
+export const { createWebSocketStream, ReconnectingWebSocket, Receiver, Sender, WebSocketServer } =
   WebSocket;
 
 export { WebSocket };

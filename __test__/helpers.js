@@ -222,6 +222,74 @@ function bounded(promise, ms) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+// --- Child processes -----------------------------------------------------------------------------
+
+/**
+ * Runs `node <script> ...args` with its stdout piped (stderr inherited), killed with SIGKILL
+ * after the test if still running. Returns `{ child, lines, line(re, ms), exited }`: `lines`
+ * are its stdout lines so far, `line` resolves with the match of the first line (already
+ * printed or to come) matching `re` and rejects after `ms` (10 s by default) or if the
+ * process exits first, and `exited` resolves with `{ code, signal }` when it has exited.
+ */
+function nodeChild(t, script, args = [], { env } = {}) {
+  const child = spawn(process.execPath, [script, ...args.map(String)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: env ? { ...process.env, ...env } : process.env
+  });
+  const lines = [];
+  const waiters = new Set();
+  let rest = '';
+  let done = null;
+  const exited = new Promise((resolve) =>
+    child.on('exit', (code, signal) => {
+      done = { code, signal };
+      for (const w of waiters) w.fail();
+      resolve(done);
+    })
+  );
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (chunk) => {
+    rest += chunk;
+    let i;
+    while ((i = rest.indexOf('\n')) >= 0) {
+      const l = rest.slice(0, i);
+      rest = rest.slice(i + 1);
+      lines.push(l);
+      for (const w of waiters) w.check(l);
+    }
+  });
+  t.after(() => {
+    if (done === null) child.kill('SIGKILL');
+    return exited;
+  });
+  function line(re, ms = 10000) {
+    for (const l of lines) {
+      const m = re.exec(l);
+      if (m) return Promise.resolve(m);
+    }
+    return new Promise((resolve, reject) => {
+      const w = {
+        check(l) {
+          const m = re.exec(l);
+          if (m) finish(() => resolve(m));
+        },
+        fail() {
+          finish(() => reject(new Error(`${script} exited (${JSON.stringify(done)}) before printing a line matching ${re}`)));
+        }
+      };
+      const timer = setTimeout(() => finish(() => reject(new Error(`no line matching ${re} from ${script} within ${ms} ms`))), ms);
+      function finish(settle) {
+        clearTimeout(timer);
+        waiters.delete(w);
+        settle();
+      }
+      waiters.add(w);
+      if (done !== null) w.fail();
+    });
+  }
+  return { child, lines, line, exited };
+}
+
 // --- TCP servers, ports, proxies -----------------------------------------------------------------
 
 /** Whether something accepts TCP connections on 127.0.0.1:`port` now. */
@@ -544,6 +612,7 @@ module.exports = {
   listen,
   makeCerts,
   netServer,
+  nodeChild,
   once,
   openClient,
   outcome,

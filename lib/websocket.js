@@ -110,6 +110,27 @@ class WebSocket extends Emitter {
   }
 
   /**
+   * Gives the fields of one connection the values the constructor gives a client (the
+   * binaryType stays), so that a closed client can run another connection on the same
+   * object: lib/reconnecting-websocket.js calls it before each new attempt. A field added to
+   * the constructor for one connection's state is reset here too.
+   *
+   * @private
+   */
+  _resetConnection() {
+    this._readyState = WebSocket.CONNECTING;
+    this._id = 0;
+    this._unflushed = 0;
+    this._epoch = -1;
+    this._callbacks = null;
+    this._state &= BINARY_TYPE;
+    this._rare = null;
+    this._redirects = 0;
+    this._req = null;
+    this._handshake = null;
+  }
+
+  /**
    * For historical reasons, the custom "nodebuffer" type is used by the default
    * instead of "blob".
    *

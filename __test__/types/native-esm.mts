@@ -2,8 +2,8 @@
 // WebSocket class with its readyState constants, and WebSocketServer and
 // createWebSocketStream are named exports. Never executed.
 
-import WebSocket, { WebSocketServer, createWebSocketStream } from 'ws-native';
-import type { ServerOptions } from 'ws-native';
+import WebSocket, { ReconnectingWebSocket, WebSocketServer, createWebSocketStream } from 'ws-native';
+import type { ReconnectingOptions, ServerOptions } from 'ws-native';
 
 const server: WebSocketServer = new WebSocketServer({ noServer: true, closeTimeout: 100 });
 const options: ServerOptions = { port: 0, reusePort: true, tls: { pfx: Buffer.alloc(0), passphrase: 'x' } };
@@ -15,3 +15,9 @@ console.log(server, options, stream, WebSocket.OPEN);
 new WebSocket.WebSocket('ws://127.0.0.1');
 // @ts-expect-error nor Server
 new WebSocket.Server({ noServer: true });
+
+// ReconnectingWebSocket is a named export, with its options type.
+const rwsOptions: ReconnectingOptions = { maxRetries: 3, maxEnqueuedBytes: 1024, perMessageDeflate: false };
+const rws: ReconnectingWebSocket = new ReconnectingWebSocket('ws://127.0.0.1', rwsOptions);
+const base: WebSocket = rws;
+console.log(base, rws.shouldReconnect);

@@ -1,7 +1,7 @@
 // ws-native-specific typings (additions to what @types/ws 8.18.1 declares).
 // Only type-checked against ws-native (tsconfig.json). Never executed.
 
-import WebSocket, { WebSocketServer, type ClientOptions, type ServerOptions } from 'ws-native';
+import WebSocket, { ReconnectingWebSocket, WebSocketServer, type ClientOptions, type ServerOptions } from 'ws-native';
 import WebSocketCjs = require('ws-native');
 import { IncomingMessage } from 'node:http';
 
@@ -91,3 +91,36 @@ new WebSocketServer({
     // @ts-expect-error verifyClient must not return a string
     verifyClient: () => 'yes',
 });
+
+// ReconnectingWebSocket: reconnecting-websocket's options, WebSocket options, url and
+// protocols functions, its events, and the WebSocket API it inherits.
+const rws = new ReconnectingWebSocket('ws://127.0.0.1', ['chat'], {
+    minReconnectionDelay: 100,
+    maxReconnectionDelay: 1000,
+    reconnectionDelayGrowFactor: 2,
+    minUptime: 1000,
+    connectionTimeout: 2000,
+    maxRetries: 10,
+    maxEnqueuedMessages: 100,
+    maxEnqueuedBytes: 1 << 20,
+    startClosed: false,
+    debug: false,
+    stopOnClose: (code, reason) => code === 4401 || reason === 'banned' || ReconnectingWebSocket.defaultStopOnClose(code),
+    headers: { authorization: 'Bearer x' },
+    proxy: 'env',
+});
+new ReconnectingWebSocket(async () => 'ws://127.0.0.1', async () => ['v2']);
+new ReconnectingWebSocket(() => new URL('ws://127.0.0.1'), { maxRetries: Infinity, lookup: undefined });
+rws.on('reconnecting', (attempt, delay) => console.log(attempt.toFixed(), delay.toFixed()));
+rws.on('reconnect', function (attempt) { console.log(attempt.toFixed(), this.retryCount, this.shouldReconnect); });
+rws.on('close', (code, reason) => console.log(code.toFixed(), reason.length));
+rws.onmessage = (event) => console.log(event.data);
+rws.send('queued while disconnected', (err) => console.log(err?.message));
+rws.reconnect(4000, 'again');
+rws.close(1000);
+const asWebSocket: WebSocket = rws;
+console.log(asWebSocket.readyState === ReconnectingWebSocket.OPEN);
+// @ts-expect-error minUptime is a number
+new ReconnectingWebSocket('ws://127.0.0.1', { minUptime: '5s' });
+// @ts-expect-error retryCount is read-only
+rws.retryCount = 0;
