@@ -146,7 +146,8 @@ pub struct LinkConfig {
     pub prefix: String,
     /// Messages accepted and not yet acknowledged by Redis, at most. Default 10,000.
     pub max_buffered_messages: usize,
-    /// Their bytes (topic, prefix and envelope included), at most. Default 16 MiB.
+    /// Their bytes (topic, prefix and envelope included), at most: a single larger message
+    /// is always `Lost`. Default 16 MiB.
     pub max_buffered_bytes: usize,
     /// The first reconnection delay; each failure doubles it, up to `backoff_max`. Each delay
     /// is drawn between half and all of the current value. Default 100 ms.
@@ -182,8 +183,9 @@ impl LinkConfig {
     }
 }
 
-/// Called with `(topic, payload, binary)` for each message of another process. A text
-/// payload is valid UTF-8.
+/// Called with `(topic, payload, binary)` for each message of another process, on the
+/// runtime's thread: it must not block (the fan-out to local sockets, not a wait on JS). A
+/// text payload is valid UTF-8.
 pub type Deliver = Arc<dyn Fn(&str, &[u8], bool) + Send + Sync>;
 /// Called on each change of the link's state.
 pub type OnEvent = Arc<dyn Fn(LinkEvent) + Send + Sync>;
@@ -311,6 +313,7 @@ impl Link {
         Ok(())
     }
 
+    /// A snapshot of the link (takes the link's state lock briefly).
     pub fn status(&self) -> LinkStatus {
         let ctx = &self.ctx;
         let s = ctx.lock();
