@@ -4,7 +4,8 @@
 //! Files depend on each other in one direction only (checked by `layering_tests.rs`):
 //! `wire`, `net` and `state` are at the bottom; `events` carries `wire`'s records; `registry` maps ids to
 //! `state`; `connection` runs a connection on a transport; `park` holds idle connections;
-//! `commands` applies JS's commands; `server` and `client` start connections.
+//! `commands` applies JS's commands; `server` and `client` start connections. `scaleout`, the
+//! link to Redis, stands apart: it uses only `runtime`.
 
 #[cfg(unix)]
 pub mod alloc;
@@ -24,6 +25,7 @@ pub mod park;
 pub mod proxy;
 pub mod registry;
 pub mod runtime;
+pub mod scaleout;
 pub mod server;
 pub mod state;
 pub mod tls;
