@@ -69,7 +69,13 @@ const IMPLS = {
   'ws-native-other': { label: 'ws-native (other checkout)', env: { WS_IMPL: process.env.WS_NATIVE_OTHER || ROOT }, nativeTls: true, optional: true },
   // The engine with two I/O threads (WS_NATIVE_THREADS=2): only with --impls.
   'ws-native-t2': { label: 'ws-native (2 threads)', env: { WS_IMPL: ROOT, WS_NATIVE_THREADS: '2' }, nativeTls: true, optional: true },
+  // Topics: every connection subscribes to one topic and each message goes out with
+  // wss.publish() (servers/ws-echo.js --publish) instead of the clients.forEach loop. It has
+  // no meaning for the other workloads, so it runs for the broadcast workloads only.
+  'ws-native+publish': { label: 'ws-native (wss.publish)', env: { WS_IMPL: ROOT }, args: ['--publish'], broadcastOnly: true },
 };
+/** whether implementation `n` runs workload `w` */
+const implRuns = (n, w) => !IMPLS[n].broadcastOnly || w.kind === 'broadcast';
 const BASELINE = 'ws';
 
 // ---------------------------------------------------------------------------
@@ -114,7 +120,7 @@ const WORKLOADS = [
   {
     id: 'broadcast16', alias: ['5'], title: '5 broadcast: 1000 conns, 64 B, 16 broadcasts in flight',
     kind: 'broadcast', p: { conns: 1000, inflight: 16, size: 64 },
-    metrics: [['deliveries_per_sec', 'deliveries/s', HI], ['fanout_p99_us', 'fan-out p99 µs', LO]],
+    metrics: [['deliveries_per_sec', 'deliveries/s', HI], ['fanout_p50_us', 'fan-out p50 µs', LO], ['fanout_p99_us', 'fan-out p99 µs', LO]],
   },
   {
     id: 'connections', alias: ['6', 'connect'], title: '6 connections: 10,000 clients connect, idle, close',
@@ -633,7 +639,8 @@ function cpuTable(summary, implNames) {
   for (const w of summary) {
     const cells = implNames.map((n) => {
       const s = w.impls[n];
-      if (!s || s.error) return 'n/a';
+      if (!s) return '';
+      if (s.error) return 'n/a';
       const f = (k) => (Number.isFinite(s.median[k]) ? Math.round(s.median[k]) : '–');
       const lg = w.kind === 'connect' ? f('connect_cpu_pct') : f('cpu_pct');
       return `${lg} / ${f('server_cpu_pct')} / ${f('other_cpu_pct')}`;
@@ -716,7 +723,7 @@ async function main() {
     // the columns: implementations, or for the deflate workloads the variants of the allowed implementations
     const units = w.variants
       ? w.variants.filter((v) => opts.impls.includes(v.impl)).map((v) => ({ key: v.name, impl: v.impl, variant: v }))
-      : implNames.map((n) => ({ key: n, impl: n, variant: null }));
+      : implNames.filter((n) => implRuns(n, w)).map((n) => ({ key: n, impl: n, variant: null }));
     const unitNames = units.map((u) => u.key);
     const runs = Object.fromEntries(unitNames.map((n) => [n, []]));
     if (w.variants) {
@@ -778,13 +785,15 @@ async function main() {
   const plain = summary.filter((w) => !w.variants);
   const variantW = summary.filter((w) => w.variants);
   if (plain.length) {
-    md.push(table(plain, implNames));
+    // columns: the implementations that ran at least one of these workloads
+    const cols = implNames.filter((n) => plain.some((w) => w.impls[n]));
+    md.push(table(plain, cols));
     md.push('');
     md.push('CPU % during the measured window (median): load generator / server / rest of the machine ' +
       '(100 = one core; for `client` the load is the Node client and the server is rust-echo; for `connections` ' +
       'all figures cover the connect phase):');
     md.push('');
-    md.push(cpuTable(plain, implNames));
+    md.push(cpuTable(plain, cols));
   }
   for (const w of variantW) {
     md.push('');
@@ -804,6 +813,13 @@ async function main() {
       const oc = s && s.median && s.median.other_cpu_pct;
       if (Number.isFinite(oc) && oc > 25) notes.push(`- ${w.id} / ${n}: the rest of the machine (other processes, softirq) used ${Math.round(oc)}% CPU during the run — numbers may be noisy`);
     }
+  }
+  for (const w of summary) {
+    // topics against ws-native's own forEach loop, in the same rounds
+    const a = w.impls['ws-native+publish'];
+    const b = w.impls['ws-native'];
+    const r = a && b && !a.error && !b.error ? ratio(a.median.deliveries_per_sec, b.median.deliveries_per_sec, HI) : null;
+    if (r) notes.push(`- ${w.id}: ws-native+publish delivers ${r.toFixed(2)}× the rate of ws-native with the clients.forEach loop.`);
   }
   if (implNames.includes('rust-echo') && workloads.some((w) => w.kind === 'client')) {
     notes.push('- client: the rust-echo column is the Rust load generator itself as the client (reference).');

@@ -3,9 +3,20 @@
 
 // Echo / broadcast server on the `ws` API.
 //
-//   node bench/servers/ws-echo.js --port P [--host 127.0.0.1] [--broadcast] [--attach]
+//   node bench/servers/ws-echo.js --port P [--host 127.0.0.1] [--broadcast [--publish] [--redis URL]] [--attach]
 //                                 [--deflate | --deflate-no-context-takeover]
 //                                 [--tls native|https --cert-dir D]
+//
+// --broadcast: every message goes to every client with ws's idiomatic loop,
+// `wss.clients.forEach((c) => c.send(data))`.
+// --publish (with --broadcast, ws-native only): every connection subscribes to one topic and
+// every message is sent with `wss.publish(topic, data, { binary })`, which frames it once in the
+// engine and queues it on every subscriber with no JavaScript per recipient.
+// --redis URL (with --publish): the `redis` server option, so that a publication also reaches
+// the subscribers of every other server process on that Redis. LISTENING is printed once the
+// server listens and its Redis link is up (the `redis` event `connect`), so that a load started
+// on that line loses no publication to a link still connecting; `redis` events go to stderr as
+// `REDIS <json>`.
 //
 // --deflate: `perMessageDeflate: true`, i.e. ws's defaults (context takeover both ways, zlib
 // level 6, threshold 1024, concurrencyLimit 10). With context takeover ws compresses every
@@ -38,19 +49,25 @@ function parseArgs(argv) {
     if (a === '--port') o.port = Number(argv[++i]);
     else if (a === '--host') o.host = argv[++i];
     else if (a === '--broadcast') o.broadcast = true;
+    else if (a === '--publish') o.publish = true;
+    else if (a === '--redis') o.redis = argv[++i];
     else if (a === '--attach') o.attach = true;
     else if (a === '--deflate') o.deflate = true;
     else if (a === '--deflate-no-context-takeover') o.deflate = { serverNoContextTakeover: true, clientNoContextTakeover: true };
     else if (a === '--tls') o.tls = argv[++i];
     else if (a === '--cert-dir') o.certDir = argv[++i];
     else {
-      console.error(`usage: ws-echo.js --port P [--host H] [--broadcast] [--attach] [--deflate | --deflate-no-context-takeover] ` +
+      console.error(`usage: ws-echo.js --port P [--host H] [--broadcast [--publish] [--redis URL]] [--attach] [--deflate | --deflate-no-context-takeover] ` +
         `[--tls native|https --cert-dir D] (unknown ${a})`);
       process.exit(2);
     }
   }
   if (o.tls !== undefined && ((o.tls !== 'native' && o.tls !== 'https') || !o.certDir)) {
     console.error('--tls takes native or https, and needs --cert-dir D (with cert.pem and key.pem)');
+    process.exit(2);
+  }
+  if ((o.publish && !o.broadcast) || (o.redis !== undefined && !o.publish)) {
+    console.error('--publish needs --broadcast, and --redis needs --publish');
     process.exit(2);
   }
   if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) {
@@ -65,6 +82,10 @@ const impl = process.env.WS_IMPL || 'ws';
 const WebSocket = require(impl);
 const Server = WebSocket.Server || WebSocket.WebSocketServer;
 const OPEN = WebSocket.OPEN === undefined ? 1 : WebSocket.OPEN;
+if (opts.publish && typeof Server.prototype.publish !== 'function') {
+  console.error(`--publish: ${impl} has no WebSocketServer#publish`);
+  process.exit(2);
+}
 
 function describe() {
   let resolved = impl;
@@ -86,7 +107,8 @@ function describe() {
   } catch (_) {
     helpers = 'bufferutil=no';
   }
-  return `INFO impl=${resolved} mode=${opts.broadcast ? 'broadcast' : 'echo'} ${helpers} ` +
+  const mode = opts.publish ? `publish${opts.redis ? '+redis' : ''}` : opts.broadcast ? 'broadcast' : 'echo';
+  return `INFO impl=${resolved} mode=${mode} ${helpers} ` +
     `perMessageDeflate=${JSON.stringify(perMessageDeflate)} tls=${opts.tls || 'no'} node=${process.version} pid=${process.pid}`;
 }
 
@@ -98,6 +120,8 @@ const perMessageDeflate =
   opts.deflate && deflateLevel !== undefined
     ? { ...(opts.deflate === true ? {} : opts.deflate), zlibDeflateOptions: { level: Number(deflateLevel) } }
     : opts.deflate || false;
+// --redis: the scale-out option, given to every server form below.
+const scaleOut = opts.redis ? { redis: opts.redis } : {};
 let httpServer = null;
 let wss;
 const tlsFiles = opts.tls && {
@@ -105,17 +129,17 @@ const tlsFiles = opts.tls && {
   key: require('fs').readFileSync(path.join(opts.certDir, 'key.pem'))
 };
 if (opts.tls === 'native') {
-  wss = new Server({ port: opts.port, host: opts.host, perMessageDeflate, tls: tlsFiles });
+  wss = new Server({ port: opts.port, host: opts.host, perMessageDeflate, tls: tlsFiles, ...scaleOut });
 } else if (opts.tls === 'https') {
   httpServer = require('https').createServer(tlsFiles, (req, res) => res.end('https'));
-  wss = new Server({ server: httpServer, perMessageDeflate });
+  wss = new Server({ server: httpServer, perMessageDeflate, ...scaleOut });
   httpServer.listen(opts.port, opts.host);
 } else if (opts.attach) {
   httpServer = require('http').createServer((req, res) => res.end('http'));
-  wss = new Server({ server: httpServer, perMessageDeflate });
+  wss = new Server({ server: httpServer, perMessageDeflate, ...scaleOut });
   httpServer.listen(opts.port, opts.host);
 } else {
-  wss = new Server({ port: opts.port, host: opts.host, perMessageDeflate });
+  wss = new Server({ port: opts.port, host: opts.host, perMessageDeflate, ...scaleOut });
 }
 
 wss.on('error', (err) => {
@@ -123,17 +147,46 @@ wss.on('error', (err) => {
   process.exit(1);
 });
 
+// LISTENING once the server listens and, with --redis, its Redis link is up.
+let listeningPort = null;
+let redisUp = !opts.redis;
+let announced = false;
+function announce() {
+  if (announced || listeningPort === null || !redisUp) return;
+  announced = true;
+  console.error(describe());
+  process.stdout.write(`LISTENING ${listeningPort}\n`);
+}
+
 wss.on('listening', () => {
   let port = opts.port;
   try {
     const a = httpServer ? httpServer.address() : wss.address();
     if (a && typeof a === 'object' && a.port) port = a.port;
   } catch (_) { /* implementation without address(): use the requested port */ }
-  console.error(describe());
-  process.stdout.write(`LISTENING ${port}\n`);
+  listeningPort = port;
+  announce();
 });
 
-if (opts.broadcast) {
+if (opts.redis) {
+  wss.on('redis', (event) => {
+    console.error(`REDIS ${JSON.stringify(event)}`);
+    if (event && event.type === 'connect') {
+      redisUp = true;
+      announce();
+    }
+  });
+}
+
+if (opts.publish) {
+  // one topic for all: the engine frames each message once and queues it on every subscriber
+  const TOPIC = 'bench';
+  wss.on('connection', (ws) => {
+    ws.on('error', () => {});
+    ws.subscribe(TOPIC);
+    ws.on('message', (data, isBinary) => wss.publish(TOPIC, data, { binary: isBinary }));
+  });
+} else if (opts.broadcast) {
   // the idiomatic ws broadcast (ws README): forward to every client
   wss.on('connection', (ws) => {
     ws.on('error', () => {});
