@@ -5,7 +5,8 @@
 //!
 //!   loadgen echo      --url ws://127.0.0.1:P/ --conns N --inflight K --size B [--binary|--text]
 //!                     --duration S --warmup S
-//!   loadgen broadcast --url ... --conns 1000 --size 64 --inflight 1 --duration S --warmup S
+//!   loadgen broadcast --url ... [--url2 ws://127.0.0.1:P2/] --conns 1000 --size 64 --inflight 1
+//!                     --duration S --warmup S
 //!   loadgen connect   --url ... --conns 10000 --idle S --concurrency 256
 //!   loadgen codec     --size B [--json] [--deflate-level L] --duration S   (no network)
 //!
@@ -15,6 +16,9 @@
 //! --deflate (offer permessage-deflate and compress / inflate messages), --json (echo mode and
 //! connect --send-one: the payloads are JSON objects padded to --size), --send-one (connect mode:
 //! every connection echoes one message before the idle period).
+//! --url2 (broadcast mode): half the subscribers (conns / 2) connect to this second server, the
+//! others and the publisher to --url; for servers that relay publications to each other
+//! (through Redis), a broadcast then completes when it reached the subscribers of both.
 //! One JSON line of results goes to stdout; progress lines go to stderr:
 //!   `PHASE measure` (warm-up over), `PHASE done`, and in connect mode `IDLE <n>` / `CLOSING`.
 //!
@@ -243,6 +247,7 @@ impl Json {
 struct Args {
     mode: String,
     url: String,
+    url2: Option<String>,
     conns: usize,
     inflight: usize,
     size: usize,
@@ -262,9 +267,10 @@ struct Args {
 }
 
 const USAGE: &str = "usage: loadgen <echo|broadcast|connect|codec> --url ws[s]://127.0.0.1:PORT/ \
-[--conns N] [--inflight K] [--size BYTES] [--binary|--text] [--duration SECS] [--warmup SECS] \
+[--url2 ws://127.0.0.1:PORT2/] [--conns N] [--inflight K] [--size BYTES] [--binary|--text] [--duration SECS] [--warmup SECS] \
 [--idle SECS] [--concurrency N] [--threads T] [--connect-timeout SECS] [--spin] \
 [--deflate [--deflate-level L]] [--json [--json-variants N]] [--send-one]\n\
+--url2 (broadcast mode): conns / 2 of the subscribers connect to this server instead of --url.\n\
 --spin (echo mode): busy-poll the sockets instead of sleeping in epoll, so the\n\
 generator's own wake-up latency is not part of the measured round trip (ws:// only).\n\
 wss:// (echo and connect modes): TLS with rustls, any server certificate accepted.\n\
@@ -292,6 +298,7 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         mode,
         url: "ws://127.0.0.1:8080/".into(),
+        url2: None,
         conns: d_conns,
         inflight: 1,
         size: d_size,
@@ -321,6 +328,7 @@ fn parse_args() -> Result<Args, String> {
         }
         match k {
             "--url" => a.url = val()?,
+            "--url2" => a.url2 = Some(val()?),
             "--conns" => a.conns = num(k, val()?)?,
             "--inflight" => a.inflight = num(k, val()?)?,
             "--size" => a.size = num(k, val()?)?,
@@ -369,6 +377,14 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.mode == "broadcast" && a.url.starts_with("wss://") {
         return Err("wss:// is for echo and connect modes (broadcast mode speaks plain ws:// only)".into());
+    }
+    if let Some(u) = &a.url2 {
+        if a.mode != "broadcast" || u.starts_with("wss://") {
+            return Err("--url2 is for broadcast mode, with a ws:// URL".into());
+        }
+        if a.conns < 2 {
+            return Err("--url2 needs --conns >= 2".into());
+        }
     }
     if a.json {
         if a.mode == "broadcast" {
@@ -1840,8 +1856,26 @@ impl Handler for PubH {
 }
 
 async fn mode_broadcast(a: Args, t: Arc<Target>) -> String {
-    // N subscribers first, then the publisher (so every subscriber is registered)
-    let c = connect_many(t.clone(), a.conns, a.concurrency, a.connect_timeout, a.deflate).await;
+    // N subscribers first, then the publisher (so every subscriber is registered); with
+    // --url2, the last conns / 2 subscribers on the second server
+    let t2 = match a.url2.as_deref().map(parse_url) {
+        None => None,
+        Some(Ok(t2)) => Some(Arc::new(t2)),
+        Some(Err(e)) => return error_json(&a, &e),
+    };
+    let n2 = if t2.is_some() { a.conns / 2 } else { 0 };
+    let mut c = connect_many(t.clone(), a.conns - n2, a.concurrency, a.connect_timeout, a.deflate).await;
+    let mut connected2 = 0;
+    if let Some(t2) = t2 {
+        let c2 = connect_many(t2, n2, a.concurrency, a.connect_timeout, a.deflate).await;
+        connected2 = c2.ok;
+        c.conns.extend(c2.conns);
+        c.ok += c2.ok;
+        c.errors += c2.errors;
+        if c.first_error.is_none() {
+            c.first_error = c2.first_error;
+        }
+    }
     if c.ok == 0 {
         return error_json(&a, &format!("no connection: {}", c.first_error.unwrap_or_default()));
     }
@@ -1915,6 +1949,7 @@ async fn mode_broadcast(a: Args, t: Arc<Target>) -> String {
     j.str("mode", "broadcast")
         .int("conns", a.conns as u64)
         .int("connected", c.ok as u64)
+        .int("connected_url2", connected2 as u64)
         .int("inflight", a.inflight as u64)
         .int("size", a.size as u64)
         .num("warmup_s", a.warmup)
