@@ -589,6 +589,148 @@ async function differential(scenario) {
   return logs[0];
 }
 
+// --- Redis -----------------------------------------------------------------------------------------
+
+/** The path of program `name` in a directory of the PATH, or null. */
+function onPath(name) {
+  for (const d of (process.env.PATH || '').split(path.delimiter)) {
+    if (!d) continue;
+    const p = path.join(d, name);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      if (fs.statSync(p).isFile()) return p;
+    } catch {
+      // Not in this directory.
+    }
+  }
+  return null;
+}
+
+/**
+ * Reads one RESP (Redis protocol) reply from the start of `buf`: resolves to `{ value, end }`,
+ * or null when `buf` does not hold a whole reply yet. Errors are returned as Error values.
+ */
+function parseResp(buf, at = 0) {
+  const eol = buf.indexOf('\r\n', at);
+  if (eol === -1) return null;
+  const type = String.fromCharCode(buf[at]);
+  const text = buf.toString('utf8', at + 1, eol);
+  const next = eol + 2;
+  switch (type) {
+    case '+':
+      return { value: text, end: next };
+    case '-':
+      return { value: new Error(text), end: next };
+    case ':':
+      return { value: Number(text), end: next };
+    case '$': {
+      const len = Number(text);
+      if (len < 0) return { value: null, end: next };
+      if (buf.length < next + len + 2) return null;
+      return { value: buf.toString('utf8', next, next + len), end: next + len + 2 };
+    }
+    case '*': {
+      const n = Number(text);
+      if (n < 0) return { value: null, end: next };
+      const items = [];
+      let pos = next;
+      for (let i = 0; i < n; i++) {
+        const item = parseResp(buf, pos);
+        if (item === null) return null;
+        items.push(item.value);
+        pos = item.end;
+      }
+      return { value: items, end: pos };
+    }
+    default:
+      throw new Error(`unexpected RESP reply type ${JSON.stringify(type)}`);
+  }
+}
+
+/**
+ * Sends one command (`args`, strings) to the Redis on 127.0.0.1:`port` over a new connection
+ * and resolves with its reply (an Error value for an error reply); rejects if the connection
+ * fails or gives no whole reply within `timeout` ms.
+ */
+function redisCommand(port, args, { timeout = 2000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let buf = Buffer.alloc(0);
+    let settled = false;
+    const finish = (fn, v) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      s.destroy();
+      fn(v);
+    };
+    const timer = setTimeout(() => finish(reject, new Error(`no reply from Redis on ${port} to ${args[0]} within ${timeout} ms`)), timeout);
+    s.on('connect', () => {
+      const parts = [`*${args.length}\r\n`];
+      for (const a of args) parts.push(`$${Buffer.byteLength(String(a))}\r\n${a}\r\n`);
+      s.write(parts.join(''));
+    });
+    s.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      const reply = parseResp(buf);
+      if (reply !== null) finish(resolve, reply.value);
+    });
+    s.on('error', (err) => finish(reject, err));
+    s.on('close', () => finish(reject, new Error(`Redis on ${port} closed the connection before replying to ${args[0]}`)));
+  });
+}
+
+/** Whether a Redis answers PING on 127.0.0.1:`port` now. */
+async function redisAnswers(port) {
+  try {
+    return (await redisCommand(port, ['PING'], { timeout: 1000 })) === 'PONG';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts redis-server (found on the PATH) on 127.0.0.1:`port` (a free port when not given),
+ * without persistence, and resolves once it answers PING (rejects if it exits first or does
+ * not answer within 10 s). It is killed after the test if still running. Resolves with
+ * `{ port, url, proc, exited, stop(signal = 'SIGTERM') }`: `stop` kills it and resolves once
+ * it has exited. Another call with the same `port` after `stop` starts it again there.
+ */
+async function startRedis(t, { port } = {}) {
+  const bin = onPath('redis-server');
+  if (!bin) throw new Error('redis-server is not on the PATH');
+  if (!port) port = await freePort();
+  // Its working directory: a Redis started without persistence still writes nothing there,
+  // but a stray dump file would land in a temporary directory, not the repository.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-redis-'));
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning'];
+  const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  let done = null;
+  const exited = new Promise((resolve) =>
+    proc.on('exit', (code, signal) => {
+      done = { code, signal };
+      resolve(done);
+    })
+  );
+  proc.on('error', () => {});
+  const stop = (signal = 'SIGTERM') => {
+    if (done === null) proc.kill(signal);
+    return exited;
+  };
+  t.after(async () => {
+    await bounded(stop('SIGKILL'), 5000);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  await waitFor(
+    async () => {
+      if (done !== null) throw new Error(`redis-server on port ${port} exited (${JSON.stringify(done)}) before answering PING`);
+      return redisAnswers(port);
+    },
+    { timeout: 10000, interval: 25, what: `redis-server on port ${port} to answer PING` }
+  );
+  return { port, url: `redis://127.0.0.1:${port}`, proc, exited, stop };
+}
+
 module.exports = {
   GUID,
   acceptKey,
@@ -614,15 +756,19 @@ module.exports = {
   netServer,
   nodeChild,
   once,
+  onPath,
   openClient,
   outcome,
   quietPeriod,
   rawExchange,
   rawWebSocket,
+  redisAnswers,
+  redisCommand,
   selfSigned,
   settleHeap,
   sha256,
   silentServer,
+  startRedis,
   startTinyproxy,
   startWss,
   switchingProtocols,
