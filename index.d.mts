@@ -50,6 +50,12 @@ declare namespace WebSocket {
     type AddressInfo = CJS.AddressInfo;
     type ServerTlsOptions = CJS.ServerTlsOptions;
     type ReconnectingOptions = CJS.ReconnectingOptions;
+    type HeartbeatOptions = CJS.HeartbeatOptions;
+    type PublishData = CJS.PublishData;
+    type PublishOptions = CJS.PublishOptions;
+    type RedisOptions = CJS.RedisOptions;
+    type RedisEvent = CJS.RedisEvent;
+    type RedisStatus = CJS.RedisStatus;
     type UrlProvider = CJS.UrlProvider;
     type ProtocolsProvider = CJS.ProtocolsProvider;
 }
@@ -76,6 +82,12 @@ export type ServerTlsOptions = WebSocket.ServerTlsOptions;
 export type ReconnectingOptions = WebSocket.ReconnectingOptions;
 export type UrlProvider = WebSocket.UrlProvider;
 export type ProtocolsProvider = WebSocket.ProtocolsProvider;
+export type HeartbeatOptions = WebSocket.HeartbeatOptions;
+export type PublishData = WebSocket.PublishData;
+export type PublishOptions = WebSocket.PublishOptions;
+export type RedisOptions = WebSocket.RedisOptions;
+export type RedisEvent = WebSocket.RedisEvent;
+export type RedisStatus = WebSocket.RedisStatus;
 
 export type Server<
     T extends typeof CJS.WebSocket = typeof CJS.WebSocket,

@@ -285,6 +285,39 @@ declare class WebSocket extends EventEmitter {
 declare const WebSocketAlias: typeof WebSocket;
 interface WebSocketAlias extends WebSocket {} // eslint-disable-line @typescript-eslint/no-empty-interface
 
+// ws-native additions to the WebSocket class (merged into the class above).
+interface WebSocket {
+    /**
+     * Whether the buffered output is past the high-water mark (`highWaterMark`, 64 KiB by
+     * default); `'drain'` follows once it is back at the low-water mark.
+     */
+    readonly isBackpressured: boolean;
+    /**
+     * Subscribe to `topic`: what is published to it on this socket's server
+     * (`wss.publish()`, or another socket's `publish()`) is sent to this socket. Does
+     * nothing unless the socket is open.
+     */
+    subscribe(topic: string | ArrayBufferView): void;
+    unsubscribe(topic: string | ArrayBufferView): void;
+    isSubscribed(topic: string | ArrayBufferView): boolean;
+    /** The topics this socket is subscribed to, in subscription order. */
+    readonly topics: string[];
+    /** Publish to every subscriber of `topic` on this socket's server but this socket. */
+    publish(topic: string | ArrayBufferView, data: WebSocket.PublishData, cb?: (err: Error | null) => void): void;
+    publish(
+        topic: string | ArrayBufferView,
+        data: WebSocket.PublishData,
+        options: WebSocket.PublishOptions,
+        cb?: (err: Error | null) => void,
+    ): void;
+
+    on(event: "drain", listener: (this: WebSocket) => void): this;
+    once(event: "drain", listener: (this: WebSocket) => void): this;
+    off(event: "drain", listener: (this: WebSocket) => void): this;
+    addListener(event: "drain", listener: () => void): this;
+    removeListener(event: "drain", listener: () => void): this;
+}
+
 declare namespace WebSocket {
     /**
      * Data represents the raw message payload received over the WebSocket.
@@ -833,6 +866,93 @@ declare namespace WebSocket {
         proxy?: string | URL | undefined;
         /** The TLS server name (SNI, and the name the certificate must match); `''` sends no SNI. */
         servername?: string | undefined;
+        /** The built-in heartbeat (off by default). See `HeartbeatOptions`. */
+        heartbeat?: HeartbeatOptions | undefined;
+        /** Buffered output past this many bytes makes `isBackpressured` true. Defaults to 65536. */
+        highWaterMark?: number | undefined;
+        /** `'drain'` fires once the buffered output is back at this many bytes. Defaults to 16384. */
+        lowWaterMark?: number | undefined;
+    }
+
+    /**
+     * The built-in heartbeat, run by the engine with no JS timer: a connection silent for
+     * `interval` ms is pinged, and terminated if it is still silent `timeout` ms later
+     * (`'error'` with code `'WS_ERR_HEARTBEAT_TIMEOUT'`, then `'close'` with 1006). Any
+     * frame from the peer counts as life; the heartbeat's own pongs are not `'pong'` events.
+     */
+    interface HeartbeatOptions {
+        interval: number;
+        timeout: number;
+    }
+
+    /** What `publish()` takes: what `send()` takes, but a Blob. */
+    type PublishData = string | Buffer | ArrayBuffer | ArrayBufferView | number;
+
+    /** `publish()`'s options, as `send()`'s. */
+    interface PublishOptions {
+        /** Defaults to `true` for anything but a string. */
+        binary?: boolean | undefined;
+        /** Compressed for subscribers that agreed permessage-deflate. Defaults to `true`. */
+        compress?: boolean | undefined;
+    }
+
+    /**
+     * The `redis` server option: `publish()` then reaches the subscribers of every server
+     * process sharing this Redis (and prefix). See docs/pubsub.md.
+     */
+    interface RedisOptions {
+        /** `redis://[[user]:password@]host[:port][/db]`. */
+        url: string | URL;
+        /** Channels are this prefix plus the topic. Defaults to `'ws-native:'`. */
+        prefix?: string | undefined;
+        /** Publishes buffered while Redis is unreachable, at most. Defaults to 10000. */
+        maxBufferedMessages?: number | undefined;
+        /** Their bytes, at most. Defaults to 16 MiB. */
+        maxBufferedBytes?: number | undefined;
+        /** Reconnection backoff (ms): from `backoffMin` (100) doubling up to `backoffMax` (5000). */
+        backoffMin?: number | undefined;
+        backoffMax?: number | undefined;
+        /** How long (ms) a reconnected server waits for the others to resubscribe. Defaults to 6000. */
+        rejoinWait?: number | undefined;
+    }
+
+    /** What the `'redis'` server event reports. */
+    type RedisEvent =
+        | { type: "connect" }
+        | { type: "disconnect" | "error"; error: Error }
+        | { type: "lost"; topic: string; error: Error };
+
+    /** `wss.redisStatus()`. */
+    interface RedisStatus {
+        connected: boolean;
+        bufferedMessages: number;
+        bufferedBytes: number;
+        lost: number;
+        missed: number;
+        lastError?: string | undefined;
+    }
+
+    interface Server<
+        T extends typeof WebSocket.WebSocket = typeof WebSocket.WebSocket,
+        U extends typeof IncomingMessage = typeof IncomingMessage,
+    > {
+        /**
+         * Publish to every subscriber of `topic` on this server (and, with `redis`, on every
+         * server process sharing that Redis). `cb(err)` once the engine took it; `err` (code
+         * `'WS_ERR_PUBLISH_LOST'`) when the Redis buffer was full.
+         */
+        publish(topic: string | ArrayBufferView, data: PublishData, cb?: (err: Error | null) => void): void;
+        publish(topic: string | ArrayBufferView, data: PublishData, options: PublishOptions, cb?: (err: Error | null) => void): void;
+        /** How many of this server's sockets are subscribed to `topic`. */
+        subscriberCount(topic: string | ArrayBufferView): number;
+        /** The state of the link to Redis; null without the `redis` option. */
+        redisStatus(): RedisStatus | null;
+
+        on(event: "redis", cb: (this: Server<T>, event: RedisEvent) => void): this;
+        once(event: "redis", cb: (this: Server<T>, event: RedisEvent) => void): this;
+        off(event: "redis", cb: (this: Server<T>, event: RedisEvent) => void): this;
+        addListener(event: "redis", cb: (event: RedisEvent) => void): this;
+        removeListener(event: "redis", cb: (event: RedisEvent) => void): this;
     }
 
     /**
@@ -918,6 +1038,22 @@ declare namespace WebSocket {
          * the extra lines instead).
          */
         maxHeadersCount?: number | undefined;
+        /** The built-in heartbeat of accepted connections (off by default). */
+        heartbeat?: HeartbeatOptions | undefined;
+        /** Buffered output past this many bytes makes `isBackpressured` true. Defaults to 65536. */
+        highWaterMark?: number | undefined;
+        /** `'drain'` fires once the buffered output is back at this many bytes. Defaults to 16384. */
+        lowWaterMark?: number | undefined;
+        /**
+         * The most bytes a connection may have buffered: past it, sends fail with
+         * `'WS_ERR_BACKPRESSURE_LIMIT'` and publishes skip it until it drains. No limit by
+         * default, as in ws.
+         */
+        maxBackpressure?: number | undefined;
+        /** With `maxBackpressure`: terminate such a connection instead (close code 1008). */
+        closeOnBackpressureLimit?: boolean | undefined;
+        /** Link the server's topics to other processes through Redis. */
+        redis?: string | URL | RedisOptions | undefined;
     }
 }
 

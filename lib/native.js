@@ -98,6 +98,10 @@ class Connections {
 const connections = new Connections();
 /** Server id -> object with `_onUpgrade(id, request)` (see `upgradeRecord` in records.js). */
 const servers = new TrackedMap();
+/** Hub id -> the server linked to Redis through it, with `_onRedis(payload)`. */
+const hubs = new Map();
+/** For the batch being built: what runs once the engine took each PUBLISH with `ACK`. */
+let published = [];
 
 let commands = Buffer.allocUnsafe(COMMANDS_SIZE);
 let length = 0;
@@ -147,6 +151,9 @@ function dispatch(buf) {
           binding.reject(id, 503, 'Service Unavailable', []);
           release(id);
         }
+      } else if (kind === EVENT.REDIS) {
+        const server = hubs.get(id);
+        if (server !== undefined) server._onRedis(payload);
       } else {
         const target = connections.get(id);
         if (target !== undefined) target._onNative(kind, payload);
@@ -272,8 +279,23 @@ function flush() {
   external = null;
   lastData = null;
   epoch++;
-  binding.flush(cmds, ext || undefined);
+  const lost = binding.flush(cmds, ext || undefined);
   if (commands.length > 4 * COMMANDS_SIZE) commands = Buffer.allocUnsafe(COMMANDS_SIZE);
+  if (published.length !== 0) {
+    const done = published;
+    published = [];
+    for (let i = 0; i < done.length; i++) process.nextTick(done[i], lost !== null && lost !== undefined && lost[i] === true);
+  }
+}
+
+/**
+ * Runs `fn(lost)` on the next tick once the engine took the PUBLISH command queued next
+ * (with `FLAG.ACK`); `lost`: the link to Redis refused it.
+ *
+ * @param {Function} fn The function
+ */
+function afterFlush(fn) {
+  published.push(fn);
 }
 
 /** The current flush epoch. */
@@ -282,6 +304,8 @@ function currentEpoch() {
 }
 
 module.exports = {
+  afterFlush,
+  hubs,
   wire,
   EVENT,
   OP,

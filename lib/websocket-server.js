@@ -20,6 +20,7 @@ const { extensionName } = require('./permessage-deflate');
 const { EngineLink, NodeLink } = require('./server-links');
 const { IncomingRequest } = require('./server-request');
 const { serverTls } = require('./tls-options');
+const topics = require('./topics');
 const WebSocket = require('./websocket');
 
 const NO_PROTOCOLS = new Set();
@@ -102,6 +103,11 @@ class WebSocketServer extends EventEmitter {
     this._address = null;
     this._removeListeners = null;
     this._emitConnection = this.emit.bind(this, 'connection');
+    // Pub/sub: the engine's hub of this server's topics (0 until first used), and whether it
+    // is linked to Redis (see lib/topics.js).
+    this._hub = 0;
+    this._redis = false;
+    if (options.redis !== undefined && options.redis !== null) topics.linkServer(this, options.redis);
 
     if (options.port != null) {
       if (callback) this.once('listening', callback);
@@ -279,6 +285,55 @@ class WebSocketServer extends EventEmitter {
     } else {
       this._shouldEmitClose = true;
     }
+  }
+
+  /**
+   * Publishes `data` to every subscriber of `topic` (`ws.subscribe(topic)`) on this server,
+   * and, with the `redis` option, on every server process sharing that Redis. The message
+   * is framed once and fanned out by the engine. An addition over ws, as in uWebSockets.js
+   * and Bun.
+   *
+   * @param {(String|Buffer)} topic The topic
+   * @param {*} data The message, as for `ws.send()`
+   * @param {Object} [options] `binary`, `compress`, as for `ws.send()`
+   * @param {Function} [cb] `cb(err)` once the engine took the message; `err`
+   *     (`WS_ERR_PUBLISH_LOST`) when the Redis buffer was full and other processes will not
+   *     get it
+   * @public
+   */
+  publish(topic, data, options, cb) {
+    topics.publish(topics.serverHub(this), this, 0, [topic, data, options, cb]);
+  }
+
+  /**
+   * How many of this server's sockets are subscribed to `topic`.
+   *
+   * @param {(String|Buffer)} topic The topic
+   * @return {Number}
+   * @public
+   */
+  subscriberCount(topic) {
+    return topics.subscriberCount(this, topic);
+  }
+
+  /**
+   * The state of the link to Redis (`redis` option): `{ connected, bufferedMessages,
+   * bufferedBytes, lost, missed, lastError }`; null without one.
+   *
+   * @return {(Object|null)}
+   * @public
+   */
+  redisStatus() {
+    return this._redis && this._hub !== 0 ? native.binding.redisStatus(this._hub) : null;
+  }
+
+  /**
+   * A REDIS record: the link connected, dropped or failed.
+   *
+   * @private
+   */
+  _onRedis(payload) {
+    topics.onRedisRecord(this, payload);
   }
 
   /**
@@ -521,6 +576,7 @@ function throwBadOptions(r) {
  */
 function emitClose(server) {
   server._state = CLOSED;
+  topics.closeServerHub(server);
   server.emit('close');
 }
 

@@ -16,6 +16,7 @@ const { BINARY_TYPES, EMPTY_BUFFER, HIGH_WATER_MARK, STATE, kWriteEnded } = requ
 const { parseExtensionNames } = require('./extension');
 const { requestStub, responseFromFields } = require('./http-shims');
 const { fields } = require('./records');
+const topics = require('./topics');
 const { isBlob, isValidStatusCode, toBuffer } = require('./validation');
 
 const { CLOSE_RECEIVED, CLOSE_SENT, ERROR_EMITTED, PAUSED, DRAINING_BLOBS, REPLAY_SCHEDULED, WRITE_ENDED, CLOSED_WHILE_PAUSED } =
@@ -479,6 +480,58 @@ class WebSocket extends Emitter {
     } else {
       this._enqueue(OP.SEND, flags, data === undefined || data === null ? EMPTY_BUFFER : toBuffer(data), cb);
     }
+  }
+
+  /**
+   * Subscribes to `topic`: what is published to it on this socket's server (`wss.publish`,
+   * or another socket's `publish`) is sent to this socket. An addition over ws, as in
+   * uWebSockets.js and Bun. Does nothing unless the socket is open.
+   *
+   * @param {(String|Buffer)} topic The topic
+   * @public
+   */
+  subscribe(topic) {
+    topics.subscribe(this, topic);
+  }
+
+  /**
+   * @param {(String|Buffer)} topic The topic
+   * @public
+   */
+  unsubscribe(topic) {
+    topics.unsubscribe(this, topic);
+  }
+
+  /**
+   * @param {(String|Buffer)} topic The topic
+   * @return {Boolean}
+   * @public
+   */
+  isSubscribed(topic) {
+    return topics.isSubscribed(this, topic);
+  }
+
+  /**
+   * The topics this socket is subscribed to, in subscription order.
+   *
+   * @type {String[]}
+   */
+  get topics() {
+    return topics.topicsOf(this);
+  }
+
+  /**
+   * Publishes `data` to every subscriber of `topic` on this socket's server but this socket.
+   *
+   * @param {(String|Buffer)} topic The topic
+   * @param {*} data The message, as for `send()`
+   * @param {Object} [options] `binary`, `compress`, as for `send()`
+   * @param {Function} [cb] Called once the message was handed out (see `wss.publish`)
+   * @public
+   */
+  publish(topic, data, options, cb) {
+    const server = this._server;
+    topics.publish(topics.socketHub(this), server, this._id, [topic, data, options, cb]);
   }
 
   /**

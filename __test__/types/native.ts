@@ -124,3 +124,32 @@ console.log(asWebSocket.readyState === ReconnectingWebSocket.OPEN);
 new ReconnectingWebSocket('ws://127.0.0.1', { minUptime: '5s' });
 // @ts-expect-error retryCount is read-only
 rws.retryCount = 0;
+
+// Liveness: the built-in heartbeat, flow control and its limits
+new WebSocketServer({ port: 0, heartbeat: { interval: 30000, timeout: 10000 }, highWaterMark: 1 << 20, lowWaterMark: 1 << 16, maxBackpressure: 1 << 24, closeOnBackpressureLimit: true });
+new WebSocket('ws://127.0.0.1', { heartbeat: { interval: 1000, timeout: 1000 }, highWaterMark: 1024 });
+// @ts-expect-error the heartbeat takes both interval and timeout
+new WebSocketServer({ port: 0, heartbeat: { interval: 1000 } });
+const backpressured: boolean = ws.isBackpressured;
+ws.on('drain', function () { this.send('more'); });
+
+// Pub/sub topics and the Redis scale-out
+ws.subscribe('news');
+ws.subscribe(Buffer.from('bytes'));
+ws.unsubscribe('news');
+const subscribed: boolean = ws.isSubscribed('news');
+const topics: string[] = ws.topics;
+ws.publish('news', 'hello');
+ws.publish('news', Buffer.from('x'), { binary: true, compress: false }, (err) => err && err.message);
+wss.publish('news', new Uint8Array(2));
+wss.publish('news', 'x', (err: Error | null) => {});
+const n: number = wss.subscriberCount('news');
+const status: WebSocketCjs.RedisStatus | null = wss.redisStatus();
+new WebSocketServer({ port: 0, redis: 'redis://127.0.0.1:6379' });
+new WebSocketServer({ noServer: true, redis: { url: 'redis://127.0.0.1:6379', prefix: 'chat:', maxBufferedMessages: 100, maxBufferedBytes: 1 << 20 } });
+wss.on('redis', (event) => {
+    if (event.type === 'lost') console.log(event.topic, event.error.message);
+    else if (event.type !== 'connect') console.log(event.error.message);
+});
+// @ts-expect-error publish does not take a Blob
+wss.publish('news', new Blob(['x']));

@@ -68,3 +68,16 @@ pub fn arm_test_panic() {
         crate::engine::connection::TEST_PANIC.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Topics and subscriptions over every hub.
+#[napi(object)]
+pub struct TopicStats {
+    pub topics: u32,
+    pub subscriptions: u32,
+}
+
+#[napi(catch_unwind)]
+pub fn topic_stats() -> TopicStats {
+    let (topics, subscriptions) = crate::engine::topics::stats();
+    TopicStats { topics: topics as u32, subscriptions: subscriptions as u32 }
+}

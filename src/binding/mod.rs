@@ -20,6 +20,7 @@ mod batch;
 #[cfg(feature = "diagnostics")]
 mod diagnostics;
 mod options;
+mod pubsub;
 
 use batch::Batch;
 use options::{bufs, conn_config, deflate_options, pairs, ClientTlsOptions, ConnOptions, DeflateJs, ServerTlsOptions};
@@ -29,6 +30,8 @@ thread_local! {
     static SINK: RefCell<Option<Arc<events::Sink>>> = const { RefCell::new(None) };
     /// The servers this environment listens with, closed when it goes away.
     static SERVERS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// The hubs (servers' topics and links to Redis) this environment opened, likewise.
+    static HUBS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// This environment's sink (a sink nobody reads before `init`, which lib/native.js calls first).
@@ -61,6 +64,9 @@ pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
         for id in SERVERS.with(|s| std::mem::take(&mut *s.borrow_mut())) {
             server::close(id);
         }
+        for id in HUBS.with(|h| std::mem::take(&mut *h.borrow_mut())) {
+            crate::engine::topics::close(id);
+        }
         registry::terminate_sink(sink.id);
         runtime::release();
     })?;
@@ -81,6 +87,8 @@ pub struct Wire {
     pub event_flag: HashMap<String, u32>,
     pub op: HashMap<String, u32>,
     pub flag: HashMap<String, u32>,
+    /// What a REDIS record reports.
+    pub redis_event: HashMap<String, u32>,
     pub header_len: u32,
     pub slot_bits: u32,
     /// The HANDSHAKE_FAILED code of a TLS handshake the engine leaves to Node's TLS.
@@ -97,6 +105,7 @@ pub fn wire() -> Wire {
         event_flag: table(wire::record_flag::ALL),
         op: table(wire::op::ALL),
         flag: table(wire::flag::ALL),
+        redis_event: table(wire::redis_event::ALL),
         header_len: wire::HEADER_LEN as u32,
         slot_bits: registry::SLOT_BITS,
         tls_needs_node: tls::NEEDS_NODE.to_owned(),
@@ -465,14 +474,17 @@ pub fn connect(opts: ConnectOptions) -> Result<u32> {
 
 /// Applies one tick's commands. Large payloads come as separate buffers.
 #[napi(catch_unwind)]
-pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) {
-    match external {
+/// Returns, when the batch published with `ACK`, whether the link to Redis refused each such
+/// publish, in order.
+pub fn flush(commands: &[u8], external: Option<Vec<Buffer>>) -> Option<Vec<bool>> {
+    let lost = match external {
         Some(ext) => {
             let slices: Vec<&[u8]> = ext.iter().map(|b| b.as_ref()).collect();
-            commands::apply(commands, &slices);
+            commands::apply(commands, &slices)
         }
         None => commands::apply(commands, &[]),
-    }
+    };
+    (!lost.is_empty()).then_some(lost)
 }
 
 /// What `ws._socket` reports of the engine's socket.

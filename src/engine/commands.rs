@@ -8,10 +8,9 @@
 //! trip's latency.
 
 use std::sync::Arc;
-use std::task::Waker;
 
-use super::registry;
-use super::state::{mask_key, Shared};
+use super::state::{mask_key, Shared, Writes};
+use super::{registry, topics};
 use super::wire::{flag, op, Command, Commands};
 use crate::protocol::frame::{encode_frame, OP_PING, OP_PONG};
 
@@ -24,13 +23,16 @@ struct FrameCache {
 }
 
 /// Applies a batch of commands from JS. `external` holds the large payloads, in order.
-pub fn apply(cmds: &[u8], external: &[&[u8]]) {
-    let mut wake: Vec<Waker> = Vec::new();
-    // Connections whose frames may go out directly from this thread, after the batch.
-    let mut direct: Vec<Arc<Shared>> = Vec::new();
+/// Returns, for the PUBLISH commands that asked (`ACK`), in order, whether the link to Redis
+/// refused them.
+pub fn apply(cmds: &[u8], external: &[&[u8]]) -> Vec<bool> {
+    let mut writes = Writes::default();
     // JS's RELEASEs, applied after the batch (they are the last commands for their ids).
     let mut released: Vec<u32> = Vec::new();
     let mut cache = FrameCache::default();
+    // The hub and topic named by the last TOPIC command.
+    let mut topic: Option<(Arc<topics::Hub>, &[u8])> = None;
+    let mut lost: Vec<bool> = Vec::new();
     let mut reg = registry::lock();
     let mut last: Option<(u32, &Arc<Shared>)> = None;
     for c in Commands::new(cmds, external) {
@@ -41,13 +43,26 @@ pub fn apply(cmds: &[u8], external: &[&[u8]]) {
             op::BRIDGE_IN | op::BRIDGE_EOF => {
                 if let Some(inbox) = super::bridge::lookup(c.id) {
                     if let Some(w) = inbox.push(c.payload, c.op == op::BRIDGE_EOF) {
-                        wake.push(w);
+                        writes.wake(w);
                     }
                 }
                 continue;
             }
             op::RELEASE => {
                 released.push(c.id);
+                continue;
+            }
+            op::TOPIC => {
+                topic = topics::hub(c.id).map(|h| (h, c.payload));
+                continue;
+            }
+            op::PUBLISH => {
+                let Some((hub, name)) = topic.as_ref() else { continue };
+                let msg = topics::Message { binary: c.has(flag::BINARY), compress: c.has(flag::COMPRESS), data: c.payload };
+                let p = hub.publish(name, &msg, c.id, &mut writes);
+                if c.has(flag::ACK) {
+                    lost.push(p.lost);
+                }
                 continue;
             }
             _ => {}
@@ -62,33 +77,36 @@ pub fn apply(cmds: &[u8], external: &[&[u8]]) {
                 None => continue,
             },
         };
+        match c.op {
+            op::SUBSCRIBE | op::UNSUBSCRIBE => {
+                if let Some((hub, name)) = topic.as_ref() {
+                    if c.op == op::UNSUBSCRIBE {
+                        hub.unsubscribe(c.id, name);
+                    } else if shared.lock().can_send() {
+                        hub.subscribe(c.id, shared, name);
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
         let mut out = shared.lock();
         apply_one(shared, &mut out, &c, &mut cache);
-        let frames_only = matches!(c.op, op::SEND | op::PING | op::PONG) && !c.has(flag::ACK);
-        if frames_only && out.direct() {
-            if !direct.last().is_some_and(|d| Arc::ptr_eq(d, shared)) {
-                direct.push(shared.clone());
-            }
+        if matches!(c.op, op::SEND | op::PING | op::PONG) && !c.has(flag::ACK) {
+            writes.queued(shared, &mut out);
         } else if let Some(w) = out.take_waker() {
-            wake.push(w);
+            writes.wake(w);
         }
     }
-    for id in released {
+    for &id in &released {
         reg.release(id);
     }
     drop(reg);
-    for shared in direct {
-        let mut out = shared.lock();
-        shared.write_direct(&mut out);
-        if !out.drained() {
-            if let Some(w) = out.take_waker() {
-                wake.push(w);
-            }
-        }
+    for id in released {
+        topics::leave_all(id);
     }
-    for w in wake {
-        w.wake();
-    }
+    writes.finish();
+    lost
 }
 
 /// One command on its connection's outbox (locked).
@@ -125,6 +143,10 @@ fn apply_one(shared: &Shared, out: &mut super::state::Outbox, c: &Command<'_>, c
                 if ack {
                     out.ack_last(queued);
                 }
+            }
+            if c.op == op::SEND && c.has(flag::FIN) {
+                // Frames published to it while its message was half sent follow it.
+                topics::fragmented_message_sent(c.id, out);
             }
         }
         op::CLOSE if out.can_send() => {

@@ -4,8 +4,9 @@
 //! Files depend on each other in one direction only (checked by `layering_tests.rs`):
 //! `wire`, `net` and `state` are at the bottom; `events` carries `wire`'s records; `registry` maps ids to
 //! `state`; `connection` runs a connection on a transport; `park` holds idle connections;
-//! `commands` applies JS's commands; `server` and `client` start connections. `scaleout`, the
-//! link to Redis, stands apart: it uses only `runtime`.
+//! `commands` applies JS's commands; `topics` holds the servers' topics and fans publishes
+//! out; `server` and `client` start connections. `scaleout`, the link to Redis, stands apart:
+//! it uses only `runtime` (`topics` gives it the publishes and takes the other processes').
 
 #[cfg(unix)]
 pub mod alloc;
@@ -29,4 +30,5 @@ pub mod scaleout;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod topics;
 pub mod wire;

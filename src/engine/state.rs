@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
 use super::config::{BackpressureLimit, WaterMarks};
+use crate::protocol::deflate::DeflateParams;
 use crate::protocol::frame::{encode_frame, header_len, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 
 /// The payload of the heartbeat's pings: the pongs that carry it are the engine's, and JS
@@ -47,6 +48,64 @@ pub struct Job {
     pub ack: bool,
 }
 
+/// The connections that got frames during a batch of commands (or a publish), to write
+/// from this thread once it is done, and the tasks to wake: a connection's frames go out in
+/// one write however many the batch gave it.
+#[derive(Default)]
+pub struct Writes {
+    direct: Vec<Arc<Shared>>,
+    wake: Vec<Waker>,
+}
+
+impl Writes {
+    /// Frames were queued on `shared` (whose outbox `out` is locked): its bytes are written
+    /// after the batch if JS may write them directly, else its task is woken.
+    pub fn queued(&mut self, shared: &Arc<Shared>, out: &mut Outbox) {
+        if out.has(bit::DIRECT) {
+            if !out.has(bit::LISTED) {
+                out.set(bit::LISTED, true);
+                self.direct.push(shared.clone());
+            }
+        } else if let Some(w) = out.take_waker() {
+            self.wake.push(w);
+        }
+    }
+
+    /// A task to wake after the batch.
+    pub fn wake(&mut self, w: Waker) {
+        self.wake.push(w);
+    }
+
+    /// Writes what the listed connections' sockets take; wakes the tasks (and those of the
+    /// connections whose bytes were not all written).
+    pub fn finish(mut self) {
+        for shared in std::mem::take(&mut self.direct) {
+            let mut out = shared.lock();
+            out.set(bit::LISTED, false);
+            shared.write_direct(&mut out);
+            if !out.drained() {
+                if let Some(w) = out.take_waker() {
+                    self.wake.push(w);
+                }
+            }
+        }
+        for w in self.wake {
+            w.wake();
+        }
+    }
+}
+
+/// How a published message goes to one subscriber (`Outbox::publish_mode`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PublishMode {
+    /// Uncompressed: the frame made once for all.
+    Plain,
+    /// Compressed without context takeover: the compressed frame made once per `Sending`.
+    Shared(Sending),
+    /// Compressed with the connection's own context (takeover), by its task.
+    Own,
+}
+
 /// What the server's JS decided about an upgrade request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -68,6 +127,17 @@ struct Compression {
     deflating: bool,
     /// Bytes of queued jobs, for `bufferedAmount`.
     pending_bytes: u64,
+    /// How our side compresses (negotiated parameters and level): a publish compresses once
+    /// for every subscriber that compresses alike without context takeover.
+    sending: Option<Sending>,
+}
+
+/// How a connection compresses what it sends.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Sending {
+    pub params: DeflateParams,
+    pub is_server: bool,
+    pub level: i32,
 }
 
 impl Compression {
@@ -142,6 +212,8 @@ mod bit {
     pub const ABOVE_LIMIT: u16 = 1 << 13;
     /// The heartbeat found the peer silent: the connection ends with its error.
     pub const HEARTBEAT_TIMEOUT: u16 = 1 << 14;
+    /// The connection is on a `Writes` list: its bytes go out once, after the batch.
+    pub const LISTED: u16 = 1 << 15;
 }
 
 /// Bytes and requests waiting for the connection task.
@@ -547,8 +619,21 @@ impl Outbox {
 
     /// permessage-deflate was agreed: sends asked to be compressed are, as ws's sender decides
     /// per message (`threshold`: see `Compression`).
-    pub fn enable_compression(&mut self, threshold: Option<u64>) {
-        self.deflate = Some(Box::new(Compression { threshold, ..Compression::default() }));
+    pub fn enable_compression(&mut self, threshold: Option<u64>, sending: Sending) {
+        self.deflate = Some(Box::new(Compression { threshold, sending: Some(sending), ..Compression::default() }));
+    }
+
+    /// For a publish: how an unmasked message of `len` bytes asked to be compressed goes out.
+    pub fn publish_mode(&self, compress: bool, len: usize) -> PublishMode {
+        match self.deflate.as_deref() {
+            Some(d) if compress && !self.has(bit::FRAGMENTING) => match (d.threshold, d.sending) {
+                // No context takeover: the same compressed bytes serve every such subscriber.
+                (Some(t), Some(sending)) if len as u64 >= t => PublishMode::Shared(sending),
+                (Some(_), _) => PublishMode::Plain,
+                (None, _) => PublishMode::Own,
+            },
+            _ => PublishMode::Plain,
+        }
     }
 
     /// The compression jobs queued so far, for the task to run (later frames keep queueing
@@ -722,6 +807,25 @@ impl Outbox {
         encode_frame(&mut self.buf, opcode, fin, false, payload, mask);
         self.queued_total += (self.buf.len() - before) as u64;
         true
+    }
+
+    /// A data message is half sent (its last fragment is still to come).
+    pub fn fragmenting(&self) -> bool {
+        self.has(bit::FRAGMENTING)
+    }
+
+    /// The buffered output passed `maxBackpressure` (the task said so to JS): sends and
+    /// publishes are dropped until it drains.
+    pub fn over_limit(&self) -> bool {
+        self.has(bit::ABOVE_LIMIT)
+    }
+
+    /// Frames already encoded, queued behind the compression jobs waiting.
+    pub fn raw_frames(&mut self, bytes: Vec<u8>) {
+        if let Some(d) = self.deflate.as_mut() {
+            d.pending_bytes += bytes.len() as u64;
+            d.jobs.push_back(Job { kind: JobKind::Bytes(bytes), ack: false });
+        }
     }
 
     /// Appends a frame already encoded (a broadcast's, encoded once); false when it must

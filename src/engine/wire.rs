@@ -72,6 +72,19 @@ numbers! {
         BACKPRESSURE = 16,
         /// The buffered output is back at the low-water mark after a BACKPRESSURE.
         DRAIN = 17,
+        /// A server's link to Redis (the id is its hub's): `[event u8][message]`, the event
+        /// one of `redis_event`.
+        REDIS = 18,
+    }
+}
+
+numbers! {
+    /// What a REDIS record reports.
+    redis_event {
+        CONNECT = 1,
+        /// The message says why.
+        DISCONNECT = 2,
+        ERROR = 3,
     }
 }
 
@@ -104,6 +117,17 @@ numbers! {
         BRIDGE_EOF = 11,
         /// JS is done with the id: its last command for it (see `engine::registry`).
         RELEASE = 12,
+        /// Names the topic of the SUBSCRIBE, UNSUBSCRIBE and PUBLISH commands that follow in
+        /// the batch: the id is the hub's (a server's topics; 0: client sockets'), the
+        /// payload the topic.
+        TOPIC = 13,
+        /// Connection `id` subscribes to the current topic.
+        SUBSCRIBE = 14,
+        UNSUBSCRIBE = 15,
+        /// Publishes the payload to the current topic's subscribers but connection `id` (0:
+        /// none). `BINARY` and `COMPRESS` as for SEND; `ACK`: `flush` reports whether the link
+        /// to Redis refused it.
+        PUBLISH = 16,
     }
 }
 
@@ -269,6 +293,13 @@ impl Records {
             Payload::Owned(v) => self.bytes(k, id, &v),
             Payload::Borrowed(s) => self.bytes(k, id, s),
         }
+    }
+
+    /// `event`: one of `redis_event`.
+    pub fn redis(&mut self, hub: u32, event: u8, message: &str) {
+        self.header(kind::REDIS, 0, hub, 1 + message.len());
+        self.buf.push(event);
+        self.buf.extend_from_slice(message.as_bytes());
     }
 
     pub fn ping(&mut self, id: u32, payload: &[u8]) {

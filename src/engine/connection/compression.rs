@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use crate::engine::config::ConnConfig;
-use crate::engine::state::{JobKind, Outbox, Shared};
+use crate::engine::state::{JobKind, Outbox, Sending, Shared};
 use crate::protocol::deflate::DeflateParams;
 use crate::protocol::zlib::{Deflater, Inflater};
 use crate::protocol::frame::encode_frame;
@@ -26,7 +26,8 @@ const ZLIB_PARK_AFTER: Duration = Duration::from_secs(1);
 pub(super) fn enable(out: &mut Outbox, p: &DeflateParams, cfg: &ConnConfig, is_client: bool) {
     let Some(opts) = cfg.deflate.as_ref() else { return };
     let our_no_takeover = if is_client { p.client_no_context_takeover } else { p.server_no_context_takeover };
-    out.enable_compression(our_no_takeover.then_some(opts.threshold));
+    let sending = Sending { params: *p, is_server: !is_client, level: opts.level };
+    out.enable_compression(our_no_takeover.then_some(opts.threshold), sending);
 }
 
 /// permessage-deflate: both sides' contexts (the receiver inflates through `inflater`), and
