@@ -201,6 +201,36 @@ test("drain: a reader that stops reading makes the output pass the high mark; 'd
   assert.equal(drained, 1);
 });
 
+test("drain: sends that pass the high mark within one tick make isBackpressured true, and 'drain' follows", T, async (t) => {
+  // The writer loop of the README: send while not backpressured, go on at 'drain'. The socket
+  // takes each tick's bytes at once (a reading peer on loopback), so the engine itself never
+  // holds more than the high mark: the 'drain' is owed for what JS counted.
+  const wss = await startWss(t, WebSocket.Server, { highWaterMark: 64 * 1024, lowWaterMark: 16 * 1024 });
+  const total = 2000;
+  let drains = 0;
+  wss.on('connection', (ws) => {
+    let left = total;
+    const chunk = Buffer.alloc(1024, 7);
+    const pump = () => {
+      while (left > 0 && !ws.isBackpressured) {
+        ws.send(chunk);
+        left--;
+      }
+    };
+    ws.on('drain', () => {
+      drains++;
+      pump();
+    });
+    pump();
+  });
+  const client = new Ws(urlOf(wss));
+  t.after(() => client.terminate());
+  let got = 0;
+  client.on('message', () => got++);
+  await waitFor(() => got === total, { timeout: 10000, what: () => `all ${total} messages (${got})` });
+  assert.ok(drains >= 1, `drains: ${drains}`);
+});
+
 test('maxBackpressure: past it sends fail with WS_ERR_BACKPRESSURE_LIMIT until the drain', T, async (t) => {
   const wss = await startWss(t, WebSocket.WebSocketServer, { maxBackpressure: 512 * 1024 });
   const connected = once(wss, 'connection');

@@ -31,7 +31,10 @@ module.exports = {
     // The engine reported buffered output past the high-water mark (a 'drain' follows), and
     // past `maxBackpressure` (sends are dropped until then).
     BACKPRESSURED: 1024,
-    OVER_LIMIT: 2048
+    OVER_LIMIT: 2048,
+    // isBackpressured counted the sends of this tick past the high-water mark: the engine
+    // was asked for a 'drain'.
+    DRAIN_WANTED: 4096
   },
   // `highWaterMark` and `lowWaterMark` (the 'drain' event's marks) when not given.
   HIGH_WATER_MARK: 64 * 1024,

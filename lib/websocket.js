@@ -21,7 +21,7 @@ const { isBlob, isValidStatusCode, toBuffer } = require('./validation');
 
 const { CLOSE_RECEIVED, CLOSE_SENT, ERROR_EMITTED, PAUSED, DRAINING_BLOBS, REPLAY_SCHEDULED, WRITE_ENDED, CLOSED_WHILE_PAUSED } =
   STATE;
-const { BINARY_TYPE, BINARY_TYPE_SHIFT, BACKPRESSURED, OVER_LIMIT } = STATE;
+const { BINARY_TYPE, BINARY_TYPE_SHIFT, BACKPRESSURED, DRAIN_WANTED, OVER_LIMIT } = STATE;
 const ERROR_ENDS = native.wire.errorEnds;
 const readyStates = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
 // `_socket.destroy()` was called; and a message went to compression since.
@@ -180,8 +180,13 @@ class WebSocket extends Emitter {
    */
   get isBackpressured() {
     if ((this._state & BACKPRESSURED) !== 0) return true;
-    // Sent in this tick, not handed to the engine yet.
-    return this._epoch === native.currentEpoch() && this._unflushed > highWaterMark(this);
+    // Sent in this tick, not handed to the engine yet: the engine owes a 'drain' for it.
+    if (this._epoch !== native.currentEpoch() || this._unflushed <= highWaterMark(this)) return false;
+    if ((this._state & DRAIN_WANTED) === 0 && this._readyState === WebSocket.OPEN) {
+      this._state |= DRAIN_WANTED;
+      native.queue(OP.WANT_DRAIN, 0, this._id, null);
+    }
+    return true;
   }
 
   /**
@@ -740,7 +745,7 @@ class WebSocket extends Emitter {
         this._state |= BACKPRESSURED | (payload[0] === 1 ? OVER_LIMIT : 0);
         break;
       case EVENT.DRAIN:
-        this._state &= ~(BACKPRESSURED | OVER_LIMIT);
+        this._state &= ~(BACKPRESSURED | OVER_LIMIT | DRAIN_WANTED);
         this.emit('drain');
         break;
       case EVENT.CLOSE_FRAME: {

@@ -155,6 +155,7 @@ fn apply_one(shared: &Shared, out: &mut super::state::Outbox, c: &Command<'_>, c
             out.close(code, reason, mask);
         }
         op::TERMINATE => out.terminate(),
+        op::WANT_DRAIN if out.can_send() => out.want_drain(),
         op::PAUSE => out.pause(true),
         op::RESUME => out.pause(false),
         op::RAW_WRITE if !out.is_open() => out.raw(c.payload),

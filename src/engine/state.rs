@@ -820,6 +820,17 @@ impl Outbox {
         self.has(bit::ABOVE_LIMIT)
     }
 
+    /// JS saw its sends pass the high-water mark before the engine had them: a DRAIN is owed
+    /// once the buffered output is at the low-water mark (as after a BACKPRESSURE).
+    pub fn want_drain(&mut self) {
+        self.set(bit::ABOVE_HIGH, true);
+    }
+
+    /// A DRAIN is owed (see `Shared::pressure`).
+    pub fn above_high(&self) -> bool {
+        self.has(bit::ABOVE_HIGH)
+    }
+
     /// Frames already encoded, queued behind the compression jobs waiting.
     pub fn raw_frames(&mut self, bytes: Vec<u8>) {
         if let Some(d) = self.deflate.as_mut() {

@@ -128,6 +128,10 @@ numbers! {
         /// none). `BINARY` and `COMPRESS` as for SEND; `ACK`: `flush` reports whether the link
         /// to Redis refused it.
         PUBLISH = 16,
+        /// JS counted more than the high-water mark sent in one tick (`isBackpressured` was
+        /// true before the engine had the bytes): a DRAIN follows once the buffered output is
+        /// at the low-water mark.
+        WANT_DRAIN = 17,
     }
 }
 

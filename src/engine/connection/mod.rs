@@ -252,6 +252,8 @@ impl<T: Transport> Connection<T> {
         self.paused = out.paused();
         self.acks_pending = out.has_acks();
         self.park_asked |= out.polled(cx.waker());
+        // A DRAIN is owed (JS may have asked for one): the writes below check for it too.
+        self.above_high |= out.above_high();
         let pressure = (self.phase == Phase::Open).then(|| self.shared.pressure(&mut out, self.cfg.water_marks, self.cfg.backpressure_limit)).flatten();
         drop(out);
         self.report_pressure(pressure)
