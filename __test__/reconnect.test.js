@@ -434,6 +434,41 @@ test('an error then an abnormal close (as a heartbeat timeout gives) reconnects'
   assert.equal(connections, 2);
 });
 
+test('the built-in heartbeat: a server that stops answering times the connection out, and the client reconnects', T, async (t) => {
+  // The first connection goes to a server that completes the handshake and then reads
+  // nothing (no pong ever comes back); the second to one that answers.
+  let connections = 0;
+  const server = await netServer(t, (socket) => {
+    const n = ++connections;
+    let head = '';
+    socket.on('data', (chunk) => {
+      if (head.endsWith('\r\n\r\n')) return;
+      head += chunk.toString('latin1');
+      if (!head.endsWith('\r\n\r\n')) return;
+      const key = /sec-websocket-key: *(\S+)/i.exec(head)[1];
+      socket.write(switchingProtocols(key));
+      if (n === 1) socket.pause();
+      else socket.on('data', (d) => {
+        // A masked ping from the client (0x89): answer with an unmasked pong of its payload.
+        if (d[0] === 0x89) {
+          const len = d[1] & 0x7f;
+          const mask = d.subarray(2, 6);
+          const payload = Buffer.from(d.subarray(6, 6 + len)).map((b, i) => b ^ mask[i & 3]);
+          socket.write(Buffer.concat([Buffer.from([0x8a, len]), payload]));
+        }
+      });
+    });
+  });
+  const rws = closeAfter(t, new ReconnectingWebSocket(`ws://127.0.0.1:${server.address().port}`, { ...FAST, heartbeat: { interval: 100, timeout: 100 } }));
+  const log = record(rws);
+  await waitFor(() => count(log, 'reconnect') === 1, { what: "'reconnect'" });
+  assert.deepEqual(log.slice(0, 3), [['open'], ['error', 'WS_ERR_HEARTBEAT_TIMEOUT'], ['close', 1006, true]]);
+  // The second connection answers the heartbeat's pings: it stays up over several intervals.
+  await quietPeriod(600);
+  assert.equal(connections, 2);
+  assert.equal(rws.readyState, WebSocket.OPEN);
+});
+
 test('the WebSocket API across connections: on* handlers, addEventListener, binaryType, protocol, url; reconnect() and terminate()', T, async (t) => {
   const wss = await startWss(t, WebSocketServer, { handleProtocols: (set) => [...set][0] });
   const server = [];
