@@ -1,0 +1,476 @@
+'use strict';
+
+// Pub/sub scale-out through a real Redis (redis-server, started on a free port of 127.0.0.1
+// for each test): server processes sharing a Redis get each other's publications, each once
+// and in order, across a Redis that dies and comes back, and a Redis that is not there yet;
+// the buffer's bounds; the 'redis' events and redisStatus(). The server processes run
+// fixtures/pubsub-redis-server.js; the subscribers are `ws` clients of this process.
+//
+// Two waits are the design's, and bound how long the deliveries below can take: a process
+// that reconnects waits until its peers have resubscribed (at most about 6 s), and one whose
+// Redis has just started gives the peers up to about 6 s to subscribe before its first
+// flush. Every test starts a fresh Redis, so its first publications wait out the second.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const { fork } = require('node:child_process');
+
+const WebSocket = require('..');
+const Ws = require('ws');
+const { closeAfter, delay, freePort, onPath, openClient, quietPeriod, redisCommand, startRedis, startWss, waitFor } = require('./helpers');
+
+const FIXTURE = path.join(__dirname, 'fixtures', 'pubsub-redis-server.js');
+const REDIS_SERVER = onPath('redis-server');
+const T = { timeout: 60000 };
+// The longest a delivery through a Redis that just started or came back may take: the
+// rejoin wait, the backoff and some slack for a loaded machine.
+const DELIVERY = 20000;
+
+/** Skips the test (with the reason) when redis-server is not installed; true if it can run. */
+function needsRedis(t) {
+  if (REDIS_SERVER) return true;
+  t.skip('redis-server is not on the PATH: install it (apt-get install redis-server) to run the scale-out tests');
+  return false;
+}
+
+/**
+ * Starts a server process (the fixture) with `config`, killed after the test. Resolves once
+ * it listens with `{ port, events, errors, request, status, exit }`: `events` are its 'redis'
+ * events so far, `errors` its 'error' events, `request(cmd)` sends a command and resolves with
+ * its reply (rejects after `timeout` ms or if the process exits), `exit()` its exit
+ * (`{ code, signal }`) or null while it runs.
+ */
+async function serverProcess(t, config, name) {
+  const child = fork(FIXTURE, [JSON.stringify(config)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  let exit = null;
+  const exited = new Promise((resolve) =>
+    child.on('exit', (code, signal) => {
+      exit = { code, signal };
+      resolve(exit);
+    })
+  );
+  t.after(async () => {
+    if (exit === null) child.kill('SIGKILL');
+    await exited;
+  });
+  const events = [];
+  const errors = [];
+  const replies = new Map();
+  let port = null;
+  child.on('message', (m) => {
+    if (m.type === 'ready') port = m.port;
+    else if (m.type === 'redis') events.push(m.event);
+    else if (m.type === 'error') errors.push(m.error);
+    else if (m.type === 'reply') replies.set(m.id, m);
+  });
+  const running = (what) => {
+    if (exit !== null) throw new Error(`server process ${name} exited (${JSON.stringify(exit)}) while waiting for ${what}`);
+  };
+  let nextId = 1;
+  async function request(cmd, timeout = 10000) {
+    const id = nextId++;
+    running(`to send ${cmd.cmd}`);
+    child.send({ ...cmd, id });
+    const what = `server process ${name} to answer ${JSON.stringify(cmd)}`;
+    const reply = await waitFor(
+      () => {
+        running(what);
+        return replies.get(id);
+      },
+      { timeout, interval: 10, what }
+    );
+    replies.delete(id);
+    return reply;
+  }
+  await waitFor(
+    () => {
+      running('it to listen');
+      return port !== null;
+    },
+    { timeout: 10000, what: `server process ${name} to listen` }
+  );
+  return {
+    name,
+    port,
+    events,
+    errors,
+    request,
+    status: async () => (await request({ cmd: 'status' })).status,
+    exit: () => exit
+  };
+}
+
+/**
+ * A `ws` client of server process `proc`, subscribed there to `topics` (the fixture's default
+ * when not given); resolves once the server says so. `got` collects the texts it gets next.
+ */
+async function subscriber(t, proc, topics) {
+  const query = topics ? `?topics=${encodeURIComponent(topics.join(','))}` : '';
+  const client = closeAfter(t, new Ws(`ws://127.0.0.1:${proc.port}/${query}`, { perMessageDeflate: false }));
+  const got = [];
+  const errors = [];
+  let subscribed = false;
+  client.on('error', (err) => errors.push(err.message));
+  client.on('message', (data) => {
+    if (!subscribed && String(data) === 'subscribed') subscribed = true;
+    else got.push(String(data));
+  });
+  await waitFor(() => subscribed, { timeout: 5000, what: () => `a subscriber of ${proc.name} (errors: ${errors})` });
+  return { client, got, name: `a subscriber of ${proc.name}` };
+}
+
+/** The fields of redisStatus() the tests check (it may hold more, such as the last error). */
+function counters({ connected, bufferedMessages, bufferedBytes, lost, missed }) {
+  return { connected, bufferedMessages, bufferedBytes, lost, missed };
+}
+
+/** How many clients of the Redis on `redisPort` hold a pattern subscription (PSUBSCRIBE). */
+async function patternSubscribers(redisPort) {
+  const list = await redisCommand(redisPort, ['CLIENT', 'LIST']);
+  return list.split('\n').filter((line) => /\bpsub=[1-9]/.test(line)).length;
+}
+
+/**
+ * Resolves once Redis holds a pattern subscription for each of `procs` and every one says it
+ * is connected. A process reports itself connected once it has joined: after the wait for its
+ * peers, so up to about 6 s after a fresh Redis started.
+ */
+async function joined(redisPort, procs, timeout = DELIVERY) {
+  await waitFor(
+    async () => {
+      if ((await patternSubscribers(redisPort)) < procs.length) return false;
+      for (const p of procs) if (!(await p.status()).connected) return false;
+      return true;
+    },
+    { timeout, interval: 50, what: `${procs.map((p) => p.name)} to join Redis` }
+  );
+}
+
+/** The messages `<tag>:<i>` in `got`, as what differs from `<tag>:0` ... `<tag>:<count - 1>` once each, in order. */
+function streamCheck(got, tag, count) {
+  const seen = got.filter((s) => s.startsWith(`${tag}:`) && !s.endsWith(':warm')).map((s) => Number(s.slice(tag.length + 1)));
+  const counts = new Map();
+  for (const i of seen) counts.set(i, (counts.get(i) || 0) + 1);
+  const missing = [];
+  for (let i = 0; i < count; i++) if (!counts.has(i)) missing.push(i);
+  const duplicates = [...counts].filter(([, n]) => n > 1).map(([i]) => i);
+  let outOfOrder = 0;
+  for (let k = 1; k < seen.length; k++) if (seen[k] <= seen[k - 1]) outOfOrder++;
+  return { missing, duplicates, outOfOrder };
+}
+
+/** How many of `<tag>:<i>` `got` holds. */
+function countTag(got, tag) {
+  return got.filter((s) => s.startsWith(`${tag}:`)).length;
+}
+
+/** Resolves once every subscriber of `subs` holds `n` messages (fails after `timeout` ms, saying who lags). */
+function allGot(subs, n, timeout = DELIVERY) {
+  return waitFor(() => subs.every((s) => s.got.length >= n), {
+    timeout,
+    interval: 20,
+    what: () => `every subscriber to get ${n} messages (${subs.map((s) => `${s.name}: ${s.got.length}`).join(', ')})`
+  });
+}
+
+/** Resolves once process `proc` has reported a 'redis' event that `match` accepts, after the first `from` events. */
+function redisEvent(proc, match, { from = 0, timeout = 10000 } = {}) {
+  return waitFor(() => proc.events.slice(from).find(match), {
+    timeout,
+    interval: 20,
+    what: () => `a 'redis' event from ${proc.name} (it reported ${JSON.stringify(proc.events.slice(from))})`
+  });
+}
+
+test('two server processes: every subscriber gets every publication once, in order, from both', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t);
+  const a = await serverProcess(t, { redis: redis.url }, 'A');
+  const b = await serverProcess(t, { redis: { url: redis.url } }, 'B');
+  // A third process on the same Redis with another prefix: a group of its own.
+  const other = await serverProcess(t, { redis: { url: redis.url, prefix: 'elsewhere:' } }, 'C');
+  const subs = [await subscriber(t, a), await subscriber(t, a), await subscriber(t, b), await subscriber(t, b)];
+  const offTopic = await subscriber(t, a, ['sport']);
+  const otherGroup = await subscriber(t, other);
+  await joined(redis.port, [a, b, other]);
+
+  const COUNT = 200;
+  const [ra, rb] = await Promise.all([
+    a.request({ cmd: 'stream', topic: 'news', tag: 'A', count: COUNT, every: 2 }, DELIVERY),
+    b.request({ cmd: 'stream', topic: 'news', tag: 'B', count: COUNT, every: 2 }, DELIVERY)
+  ]);
+  assert.deepEqual([ra.errors, rb.errors], [[], []], 'no publication was lost');
+  await allGot(subs, 2 * COUNT);
+  // Nothing more comes: no second copy through Redis of a process's own publications.
+  await quietPeriod(500);
+  for (const s of subs) {
+    assert.equal(s.got.length, 2 * COUNT, `${s.name} got ${s.got.length} messages`);
+    assert.deepEqual(streamCheck(s.got, 'A', COUNT), { missing: [], duplicates: [], outOfOrder: 0 }, `${s.name}, from A`);
+    assert.deepEqual(streamCheck(s.got, 'B', COUNT), { missing: [], duplicates: [], outOfOrder: 0 }, `${s.name}, from B`);
+  }
+  assert.deepEqual(offTopic.got, [], 'a subscriber of another topic got nothing');
+  assert.deepEqual(otherGroup.got, [], 'a process with another prefix got nothing');
+
+  for (const p of [a, b]) {
+    assert.deepEqual(counters(await p.status()), { connected: true, bufferedMessages: 0, bufferedBytes: 0, lost: 0, missed: 0 }, `${p.name}'s status`);
+    assert.equal(p.events[0].type, 'connect', `${p.name}'s first 'redis' event`);
+    assert.deepEqual(p.errors, []);
+  }
+});
+
+test('ws.publish in one process reaches the subscribers of every process but the sender', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t);
+  const a = await serverProcess(t, { redis: redis.url }, 'A');
+  const b = await serverProcess(t, { redis: redis.url }, 'B');
+  const [sender, local, remote] = [await subscriber(t, a), await subscriber(t, a), await subscriber(t, b)];
+  await joined(redis.port, [a, b]);
+  sender.client.send(JSON.stringify({ publish: 'news', data: 'from a socket of A' }));
+  await allGot([local, remote], 1);
+  // The sender's next message is A's next publication: its own did not come back to it.
+  await a.request({ cmd: 'publish', topic: 'news', data: 'end', callback: true });
+  await allGot([sender, local, remote], 1);
+  await allGot([local, remote], 2);
+  assert.deepEqual(sender.got, ['end']);
+  assert.deepEqual(local.got, ['from a socket of A', 'end']);
+  assert.deepEqual(remote.got, ['from a socket of A', 'end']);
+});
+
+test('two servers of one process sharing a Redis get each other\'s publications, each once', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t);
+  const one = await startWss(t, WebSocket.WebSocketServer, { redis: redis.url });
+  const two = await startWss(t, WebSocket.WebSocketServer, { redis: redis.url });
+  const clients = [];
+  for (const wss of [one, two]) {
+    const { client, server } = await openClient(t, wss, Ws);
+    server.subscribe('news');
+    const got = [];
+    client.on('message', (data) => got.push(String(data)));
+    clients.push({ got, name: `a client of server ${clients.length + 1}` });
+  }
+  await waitFor(() => one.redisStatus().connected && two.redisStatus().connected, { timeout: DELIVERY, what: 'both servers to join Redis' });
+  one.publish('news', 'from one');
+  two.publish('news', 'from two');
+  await allGot(clients, 2);
+  await quietPeriod(500);
+  for (const c of clients) assert.deepEqual(c.got.slice().sort(), ['from one', 'from two'], c.name);
+  // Each server's own publication reached its client directly, before the other's, which came
+  // through Redis.
+  assert.deepEqual(clients[0].got, ['from one', 'from two']);
+  assert.deepEqual(clients[1].got, ['from two', 'from one']);
+});
+
+for (const signal of ['SIGKILL', 'SIGTERM']) {
+  test(`Redis stopped with ${signal} mid-stream and restarted on the same port: nothing lost, nothing twice, in order`, T, async (t) => {
+    if (!needsRedis(t)) return;
+    const redis = await startRedis(t);
+    const a = await serverProcess(t, { redis: redis.url }, 'A');
+    const b = await serverProcess(t, { redis: redis.url }, 'B');
+    const subs = [await subscriber(t, a), await subscriber(t, a), await subscriber(t, b), await subscriber(t, b)];
+    await joined(redis.port, [a, b]);
+    // The first publications wait until Redis has been up for the rejoin wait; once they are
+    // through, the streams below start on a settled group.
+    await a.request({ cmd: 'publish', topic: 'news', data: 'A:warm', callback: true });
+    await b.request({ cmd: 'publish', topic: 'news', data: 'B:warm', callback: true });
+    await allGot(subs, 2);
+
+    const COUNT = 300;
+    const streams = Promise.all([
+      a.request({ cmd: 'stream', topic: 'news', tag: 'A', count: COUNT, every: 10 }, 3 * DELIVERY),
+      b.request({ cmd: 'stream', topic: 'news', tag: 'B', count: COUNT, every: 10 }, 3 * DELIVERY)
+    ]);
+    // Redis goes once part of both streams has gone through it.
+    await waitFor(() => subs.every((s) => countTag(s.got, 'A') >= 60 && countTag(s.got, 'B') >= 60), {
+      timeout: 10000,
+      what: 'a part of both streams at every subscriber'
+    });
+    const [fromA, fromB] = [a.events.length, b.events.length];
+    await redis.stop(signal);
+    await Promise.all([
+      redisEvent(a, (e) => e.type === 'disconnect', { from: fromA }),
+      redisEvent(b, (e) => e.type === 'disconnect', { from: fromB })
+    ]);
+    const duringOutage = subs.map((s) => s.got.length);
+    // Redis stays away for half a second, while the streams go on: they are held.
+    await delay(500);
+    const held = await Promise.all([a.status(), b.status()]);
+    assert.deepEqual(
+      held.map((st) => [st.connected, st.bufferedMessages > 0]),
+      [
+        [false, true],
+        [false, true]
+      ],
+      `the statuses during the outage: ${JSON.stringify(held)}`
+    );
+    await startRedis(t, { port: redis.port });
+
+    const [ra, rb] = await streams;
+    assert.deepEqual([ra.errors, rb.errors], [[], []], 'no publication was lost');
+    await allGot(subs, 2 + 2 * COUNT, 3 * DELIVERY);
+    // Nothing more comes: no resent copy gets through.
+    await quietPeriod(500);
+    for (const s of subs) {
+      assert.equal(s.got.length, 2 + 2 * COUNT, `${s.name} got ${s.got.length} messages`);
+      assert.deepEqual(streamCheck(s.got, 'A', COUNT), { missing: [], duplicates: [], outOfOrder: 0 }, `${s.name}, from A`);
+      assert.deepEqual(streamCheck(s.got, 'B', COUNT), { missing: [], duplicates: [], outOfOrder: 0 }, `${s.name}, from B`);
+    }
+    assert.ok(duringOutage.every((n) => n < 2 + 2 * COUNT), 'Redis went while the streams were under way');
+    for (const p of [a, b]) {
+      const after = p.events.slice(p === a ? fromA : fromB).map((e) => e.type);
+      assert.ok(after.includes('disconnect'), `${p.name}'s events after the stop: ${after}`);
+      assert.equal(after[after.length - 1], 'connect', `${p.name}'s events after the stop: ${after}`);
+      const disconnect = p.events.find((e) => e.type === 'disconnect');
+      assert.equal(disconnect.error?.isError, true, `${p.name}'s 'disconnect' carries an Error`);
+      assert.deepEqual(counters(await p.status()), { connected: true, bufferedMessages: 0, bufferedBytes: 0, lost: 0, missed: 0 }, `${p.name}'s status`);
+      assert.deepEqual(p.errors, []);
+    }
+  });
+}
+
+test('Redis down when the server starts: it serves its clients, reports, and joins when Redis comes', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const port = await freePort();
+  const url = `redis://127.0.0.1:${port}`;
+  const a = await serverProcess(t, { redis: url }, 'A');
+  // The same without a 'redis' listener.
+  const quiet = await serverProcess(t, { redis: url, listen: false }, 'A without a listener');
+  const local = await subscriber(t, a);
+  const quietLocal = await subscriber(t, quiet);
+
+  // Local publications reach local subscribers at once, and are held for Redis.
+  assert.equal((await a.request({ cmd: 'publish', topic: 'news', data: 'held by A', callback: true })).error, null);
+  assert.equal((await quiet.request({ cmd: 'publish', topic: 'news', data: 'held by the other', callback: true })).error, null);
+  await allGot([local, quietLocal], 1, 5000);
+  const reported = await redisEvent(a, (e) => e.type === 'error' || e.type === 'disconnect', { timeout: 5000 });
+  assert.equal(reported.error?.isError, true, `the ${reported.type} event carries an Error`);
+  assert.ok(!a.events.some((e) => e.type === 'connect'), 'no connect event without Redis');
+  const down = await a.status();
+  assert.equal(down.connected, false);
+  assert.equal(down.bufferedMessages, 1);
+  assert.ok(down.bufferedBytes > 0, `bufferedBytes ${down.bufferedBytes}`);
+
+  // Redis comes; a second process with it.
+  const redis = await startRedis(t, { port });
+  const b = await serverProcess(t, { redis: url }, 'B');
+  const remote = await subscriber(t, b);
+  await redisEvent(a, (e) => e.type === 'connect', { timeout: DELIVERY });
+  await joined(redis.port, [a, b, quiet]);
+  // What was held comes through once the peers have had their time to subscribe, then what
+  // follows, in order.
+  await a.request({ cmd: 'publish', topic: 'news', data: 'A after the join', callback: true });
+  await b.request({ cmd: 'publish', topic: 'news', data: 'from B', callback: true });
+  await allGot([remote, local, quietLocal], 4);
+  await quietPeriod(300);
+  const everything = ['A after the join', 'from B', 'held by A', 'held by the other'];
+  for (const s of [remote, local, quietLocal]) {
+    assert.deepEqual(s.got.slice().sort(), everything, s.name);
+    assert.ok(s.got.indexOf('held by A') < s.got.indexOf('A after the join'), `A's order at ${s.name}: ${s.got}`);
+  }
+  assert.equal(local.got[0], 'held by A');
+  assert.equal(quietLocal.got[0], 'held by the other');
+  for (const p of [a, quiet, b]) {
+    assert.equal(p.exit(), null, `${p.name} is running`);
+    assert.deepEqual(p.errors, [], `${p.name} emitted no 'error'`);
+  }
+  assert.deepEqual(quiet.events, [], 'no listener, no report');
+  assert.equal((await a.status()).bufferedMessages, 0);
+});
+
+test('past maxBufferedMessages: the callback gets WS_ERR_PUBLISH_LOST, or the server emits a lost event', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const port = await freePort();
+  const url = `redis://127.0.0.1:${port}`;
+  const a = await serverProcess(t, { redis: { url, maxBufferedMessages: 5 } }, 'A');
+  const local = await subscriber(t, a);
+  await redisEvent(a, (e) => e.type === 'error' || e.type === 'disconnect', { timeout: 5000 });
+
+  const results = [];
+  for (let i = 0; i < 8; i++) {
+    results.push((await a.request({ cmd: 'publish', topic: 'news', data: `p${i}`, callback: true })).error);
+  }
+  assert.deepEqual(results, [null, null, null, null, null, 'WS_ERR_PUBLISH_LOST', 'WS_ERR_PUBLISH_LOST', 'WS_ERR_PUBLISH_LOST']);
+  // Without a callback: a 'lost' event per publication.
+  const from = a.events.length;
+  for (let i = 8; i < 11; i++) await a.request({ cmd: 'publish', topic: 'news', data: `p${i}` });
+  await waitFor(() => a.events.slice(from).filter((e) => e.type === 'lost').length === 3, {
+    timeout: 5000,
+    what: () => `three lost events (${JSON.stringify(a.events.slice(from))})`
+  });
+  for (const e of a.events.slice(from).filter((e) => e.type === 'lost')) {
+    assert.equal(e.topic, 'news');
+    assert.equal(e.error?.isError, true);
+    assert.equal(e.error.code, 'WS_ERR_PUBLISH_LOST');
+  }
+  // The local subscriber got every one of them.
+  await allGot([local], 11, 5000);
+  assert.deepEqual(local.got, Array.from({ length: 11 }, (_, i) => `p${i}`));
+  const status = await a.status();
+  assert.equal(status.connected, false);
+  assert.equal(status.bufferedMessages, 5);
+  assert.equal(status.lost, 6);
+
+  // Redis comes, with a second process: it gets the five that were held, in order, and not the others.
+  await startRedis(t, { port });
+  const b = await serverProcess(t, { redis: url }, 'B');
+  const remote = await subscriber(t, b);
+  await allGot([remote], 5);
+  await quietPeriod(500);
+  assert.deepEqual(remote.got, ['p0', 'p1', 'p2', 'p3', 'p4']);
+  assert.equal((await a.status()).bufferedMessages, 0);
+  assert.deepEqual(a.errors, []);
+});
+
+test('a publication larger than maxBufferedBytes is lost for Redis, not for local subscribers', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t);
+  const a = await serverProcess(t, { redis: { url: redis.url, maxBufferedBytes: 4096 } }, 'A');
+  const b = await serverProcess(t, { redis: redis.url }, 'B');
+  const local = await subscriber(t, a);
+  const remote = await subscriber(t, b);
+  await joined(redis.port, [a, b]);
+  const big = 'x'.repeat(8192);
+  assert.equal((await a.request({ cmd: 'publish', topic: 'news', data: big, callback: true })).error, 'WS_ERR_PUBLISH_LOST');
+  const from = a.events.length;
+  await a.request({ cmd: 'publish', topic: 'news', data: big });
+  const lost = await redisEvent(a, (e) => e.type === 'lost', { from, timeout: 5000 });
+  assert.equal(lost.error?.code, 'WS_ERR_PUBLISH_LOST');
+  assert.equal((await a.request({ cmd: 'publish', topic: 'news', data: 'small', callback: true })).error, null);
+  await allGot([remote], 1);
+  await allGot([local], 3, 5000);
+  await quietPeriod(300);
+  assert.deepEqual(remote.got, ['small']);
+  assert.deepEqual(local.got, [big, big, 'small']);
+  assert.equal((await a.status()).lost, 2);
+});
+
+test("a process without a 'redis' listener survives Redis dying, and joins again when it is back", T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t);
+  const a = await serverProcess(t, { redis: redis.url, listen: false }, 'A');
+  const b = await serverProcess(t, { redis: redis.url }, 'B');
+  const local = await subscriber(t, a);
+  const remote = await subscriber(t, b);
+  await joined(redis.port, [a, b]);
+  await a.request({ cmd: 'publish', topic: 'news', data: 'before', callback: true });
+  await allGot([local, remote], 1);
+
+  await redis.stop('SIGKILL');
+  await waitFor(async () => !(await a.status()).connected, { timeout: 5000, what: 'A to notice that Redis is gone' });
+  // Let its reconnection attempts fail a few times: the process must stay.
+  await quietPeriod(1500);
+  assert.equal(a.exit(), null, 'A is running');
+  await a.request({ cmd: 'publish', topic: 'news', data: 'during', callback: true });
+  await allGot([local], 2, 5000);
+
+  await startRedis(t, { port: redis.port });
+  await waitFor(async () => (await a.status()).connected, { timeout: DELIVERY, what: 'A to reconnect' });
+  await a.request({ cmd: 'publish', topic: 'news', data: 'after', callback: true });
+  await allGot([remote], 3);
+  await allGot([local], 3, 5000);
+  assert.deepEqual(local.got, ['before', 'during', 'after']);
+  assert.deepEqual(remote.got, ['before', 'during', 'after']);
+  assert.equal(a.exit(), null, 'A is running');
+  assert.deepEqual(a.errors, []);
+});
