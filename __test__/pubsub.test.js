@@ -10,6 +10,8 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const http = require('node:http');
+const https = require('node:https');
 const path = require('node:path');
 const zlib = require('node:zlib');
 const { fork } = require('node:child_process');
@@ -17,7 +19,22 @@ const { fork } = require('node:child_process');
 const WebSocket = require('..');
 const Ws = require('ws');
 const native = require('../lib/native.js');
-const { bounded, closeWss, differential, once, openClient, rawWebSocket, startWss, urlOf, waitFor } = require('./helpers');
+const {
+  bounded,
+  closeAfter,
+  closeServer,
+  closeWss,
+  differential,
+  hasOpenssl,
+  listen,
+  once,
+  openClient,
+  rawWebSocket,
+  selfSigned,
+  startWss,
+  urlOf,
+  waitFor
+} = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 30000 };
@@ -753,6 +770,111 @@ test('closeOnBackpressureLimit: a subscriber that does not read is closed with 1
   assert.equal(wss.subscriberCount('feed'), 1);
   await received(fastIds, published, 'the reading client', 20000);
   assert.deepEqual(fastIds, Array.from({ length: published }, (_, i) => i));
+});
+
+// --- Connections of every kind -------------------------------------------------------------------
+
+test('a publish reaches a parked connection, which parks again', T, async (t) => {
+  const wss = await startWss(t, WebSocket.WebSocketServer);
+  const [a, b] = await connect(t, wss, 2);
+  a.server.subscribe('t');
+  b.server.subscribe('t');
+  const parked = (ws) => waitFor(() => native.binding.parked(ws._id), { timeout: 6000, interval: 50, what: `connection ${ws._id} to park` });
+  await Promise.all([parked(a.server), parked(b.server)]);
+  wss.publish('t', 'to the parked');
+  b.server.publish('t', Buffer.from('from a parked one'));
+  await Promise.all([received(a.got, 2, 'client a'), received(b.got, 1, 'client b')]);
+  assert.deepEqual(texts(a.got), ['to the parked', 'from a parked one']);
+  assert.deepEqual(texts(b.got), ['to the parked']);
+  await Promise.all([parked(a.server), parked(b.server)]);
+  wss.publish('t', 'again');
+  await Promise.all([received(a.got, 3, 'client a'), received(b.got, 2, 'client b')]);
+});
+
+test('one server fed by an http and an https server (noServer): a publish reaches the connections handed over and the bridged ones', { ...T, skip: !hasOpenssl() && 'the openssl CLI is needed for the certificate' }, async (t) => {
+  const wss = new WebSocket.WebSocketServer({ noServer: true, perMessageDeflate: true });
+  t.after(() => closeWss(wss));
+  const plain = http.createServer();
+  const secure = https.createServer(selfSigned());
+  for (const server of [plain, secure]) {
+    server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req)));
+    await listen(server);
+    t.after(() => closeServer(server));
+  }
+  wss.on('connection', (ws) => ws.subscribe('feed'));
+  const urls = [`ws://127.0.0.1:${plain.address().port}/`, `wss://127.0.0.1:${secure.address().port}/`];
+  const subs = [];
+  for (const url of urls) {
+    for (const perMessageDeflate of [true, false]) {
+      const client = closeAfter(t, new Ws(url, { rejectUnauthorized: false, perMessageDeflate }));
+      const got = record(client);
+      await once(client, 'open');
+      subs.push({ client, got, name: `${url.slice(0, 4)} client${perMessageDeflate ? ' with deflate' : ''}` });
+    }
+  }
+  await waitFor(() => wss.subscriberCount('feed') === 4, { what: () => `four subscribers (${wss.subscriberCount('feed')})` });
+  const messages = ['text', crypto.randomBytes(1024 * 1024 + 3), JSON.stringify({ list: Array.from({ length: 2000 }, (_, i) => i) }), Buffer.alloc(0)];
+  for (const m of messages) wss.publish('feed', m);
+  for (const s of subs) await received(s.got, messages.length, s.name);
+  for (const s of subs) {
+    assert.deepEqual(
+      s.got.map((m) => [m.isBinary, m.data]),
+      messages.map((m) => [typeof m !== 'string', Buffer.from(m)]),
+      s.name
+    );
+  }
+});
+
+test('a publish reaches the connections of a server with the engine\'s TLS and of one on an http server', { ...T, skip: !hasOpenssl() && 'the openssl CLI is needed for the certificate' }, async (t) => {
+  const tlsServer = await startWss(t, WebSocket.WebSocketServer, { tls: selfSigned() });
+  const plain = http.createServer();
+  const onHttp = new WebSocket.WebSocketServer({ server: plain });
+  await listen(plain);
+  t.after(async () => {
+    await closeWss(onHttp);
+    await closeServer(plain);
+  });
+  const subs = [];
+  for (const [wss, url] of [
+    [tlsServer, `wss://127.0.0.1:${tlsServer.address().port}/`],
+    [onHttp, `ws://127.0.0.1:${plain.address().port}/`]
+  ]) {
+    const accepted = once(wss, 'connection');
+    const client = closeAfter(t, new Ws(url, { rejectUnauthorized: false }));
+    const got = record(client);
+    const [server] = await accepted;
+    await once(client, 'open');
+    server.subscribe('news');
+    subs.push({ wss, got });
+  }
+  const big = crypto.randomBytes(256 * 1024);
+  for (const { wss } of subs) {
+    wss.publish('news', 'hello');
+    wss.publish('news', big);
+  }
+  for (const { got } of subs) {
+    await received(got, 2);
+    assert.deepEqual(got.map((m) => [m.isBinary, m.data]), [[false, Buffer.from('hello')], [true, big]]);
+  }
+});
+
+test('many topics on one socket: each publish reaches it once, and unsubscribing from all of them empties the table', T, async (t) => {
+  const before = topicStats();
+  const wss = await startWss(t, WebSocket.WebSocketServer);
+  const [{ server: ws, got }] = await connect(t, wss, 1);
+  const topics = Array.from({ length: 1000 }, (_, i) => `topic ${i}`);
+  for (const topic of topics) ws.subscribe(topic);
+  assert.equal(ws.topics.length, 1000);
+  await waitFor(() => topicStats().subscriptions === before.subscriptions + 1000, { what: 'a thousand subscriptions in the table' });
+  for (const topic of topics) wss.publish(topic, topic);
+  await received(got, 1000);
+  assert.deepEqual(texts(got), topics);
+  for (const topic of topics) ws.unsubscribe(topic);
+  assert.deepEqual(ws.topics, []);
+  await waitFor(() => {
+    const now = topicStats();
+    return now.topics === before.topics && now.subscriptions === before.subscriptions;
+  }, { what: () => `the table to be back to ${JSON.stringify(before)} (it holds ${JSON.stringify(topicStats())})` });
 });
 
 test("the engine's topic table is empty once every server of this file has closed", T, async () => {
