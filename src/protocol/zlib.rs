@@ -516,3 +516,48 @@ mod cost {
         println!("level 6 after parking: {:.2} us per message (both contexts rebuilt from 32 KiB)", total.as_secs_f64() * 1e6 / n as f64);
     }
 }
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// Not a test: `cargo test --release --lib zlib::speed -- --ignored --nocapture` prints the
+    /// time per message of compressing and inflating 1 KiB JSON-like text, with and without
+    /// context takeover, at ws's default level.
+    #[test]
+    #[ignore]
+    fn compress_and_inflate_1k_json() {
+        let mut text = Vec::new();
+        let mut i = 0u32;
+        while text.len() < 1024 {
+            text.extend_from_slice(format!("{{\"id\":{i},\"symbol\":\"SYM{}\",\"price\":{}.{},\"side\":\"buy\"}},", i % 97, i * 7 % 1000, i % 100).as_bytes());
+            i += 1;
+        }
+        text.truncate(1024);
+        for takeover in [false, true] {
+            let params = DeflateParams { server_no_context_takeover: !takeover, ..DeflateParams::default() };
+            let mut d = Deflater::new(&params, true, -1);
+            let mut inf = Inflater::new(&params, false);
+            let n = 20_000;
+            let t = std::time::Instant::now();
+            let mut messages = Vec::with_capacity(n);
+            for k in 0..n {
+                // Each message differs a little from the last, as a ticker's do.
+                text[..8].copy_from_slice(format!("{:08}", k).as_bytes());
+                let mut out = Vec::new();
+                d.compress(&text, true, &mut out);
+                messages.push(out);
+            }
+            let c = t.elapsed();
+            let total: usize = messages.iter().map(|m| m.len()).sum();
+            let t = std::time::Instant::now();
+            let mut plain = Vec::new();
+            for m in &messages {
+                plain.clear();
+                assert!(inf.inflate(m, &mut plain, u64::MAX).is_ok() && inf.finish(&mut plain, u64::MAX).is_ok());
+            }
+            let i = t.elapsed();
+            eprintln!("takeover {takeover}: compress {:.2} us/msg ({} B), inflate {:.2} us/msg", c.as_secs_f64() * 1e6 / n as f64, total / n, i.as_secs_f64() * 1e6 / n as f64);
+        }
+    }
+}
