@@ -58,7 +58,7 @@ wss.on('redis', (event) => {
     redisUp = true;
     announce();
   } else {
-    console.error(`redis ${event.type}: ${event.message || JSON.stringify(event)}`);
+    console.error(`redis ${event.type}${event.error ? `: ${event.error.message}` : ''}`);
   }
 });
 

@@ -5,7 +5,9 @@
 //   node examples/chat-redis/start.js --smoke   connects a client to each server, checks that
 //                                               a line sent on one reaches the other, prints OK
 // Redis: REDIS_URL if set, otherwise a redis-server started here on a free loopback port,
-// without persistence, and stopped at the end. Ports: PORT1 and PORT2 (8081 and 8082; free
+// without persistence, and stopped at the end. The servers are ready once their Redis link
+// is: on a Redis that has just started, that takes 6 s (the link gives other processes that
+// long to subscribe before it publishes, see docs/pubsub.md). Ports: PORT1 and PORT2 (8081 and 8082; free
 // ones with --smoke). Everything listens on 127.0.0.1.
 
 const { spawn } = require('child_process');
@@ -92,6 +94,7 @@ async function check(urls) {
 
 (async () => {
   if (smoke) setTimeout(() => stop(1, 'smoke test: no answer within 30 s'), 30000).unref();
+  console.log('starting Redis and two chat servers...');
   let redisUrl = process.env.REDIS_URL;
   if (!redisUrl) {
     const port = await freePort();
