@@ -318,7 +318,7 @@ async function runOne(setup, w, redis, opts) {
       }
     }
     // the Redis link's own reports: anything but `connect` during a run is worth seeing
-    const events = servers.flatMap((s) => s.stderr.filter((l) => l.startsWith('REDIS ') && !/"type":"connect"/.test(l)));
+    const events = servers.flatMap((s) => s.stderr.filter((l) => l.startsWith('REDIS ') && l !== 'REDIS connect'));
     if (events.length) r.redis_events = events.slice(0, 10);
     if (!r.error && !(r.deliveries > 0)) r.error = r.first_error || 'no broadcast delivered';
     if (!r.error && r.connected < CONNS) r.warning = `only ${r.connected}/${CONNS} subscribers connected`;

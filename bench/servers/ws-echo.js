@@ -16,7 +16,7 @@
 // the subscribers of every other server process on that Redis. LISTENING is printed once the
 // server listens and its Redis link is up (the `redis` event `connect`), so that a load started
 // on that line loses no publication to a link still connecting; `redis` events go to stderr as
-// `REDIS <json>`.
+// `REDIS <type>[ topic=T][: error message]`.
 //
 // --deflate: `perMessageDeflate: true`, i.e. ws's defaults (context takeover both ways, zlib
 // level 6, threshold 1024, concurrencyLimit 10). With context takeover ws compresses every
@@ -170,7 +170,7 @@ wss.on('listening', () => {
 
 if (opts.redis) {
   wss.on('redis', (event) => {
-    console.error(`REDIS ${JSON.stringify(event)}`);
+    console.error(`REDIS ${event.type}${event.topic !== undefined ? ` topic=${event.topic}` : ''}${event.error ? `: ${event.error.message}` : ''}`);
     if (event && event.type === 'connect') {
       redisUp = true;
       announce();
