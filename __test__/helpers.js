@@ -649,10 +649,11 @@ function parseResp(buf, at = 0) {
 
 /**
  * Sends one command (`args`, strings) to the Redis on 127.0.0.1:`port` over a new connection
- * and resolves with its reply (an Error value for an error reply); rejects if the connection
- * fails or gives no whole reply within `timeout` ms.
+ * (after `AUTH password` when `password` is given) and resolves with its reply (an Error value
+ * for an error reply); rejects if the connection fails or gives no whole reply within
+ * `timeout` ms.
  */
-function redisCommand(port, args, { timeout = 2000 } = {}) {
+function redisCommand(port, args, { timeout = 2000, password } = {}) {
   return new Promise((resolve, reject) => {
     const s = net.connect(port, '127.0.0.1');
     let buf = Buffer.alloc(0);
@@ -665,14 +666,20 @@ function redisCommand(port, args, { timeout = 2000 } = {}) {
       fn(v);
     };
     const timer = setTimeout(() => finish(reject, new Error(`no reply from Redis on ${port} to ${args[0]} within ${timeout} ms`)), timeout);
+    const commands = password === undefined ? [args] : [['AUTH', password], args];
     s.on('connect', () => {
-      const parts = [`*${args.length}\r\n`];
-      for (const a of args) parts.push(`$${Buffer.byteLength(String(a))}\r\n${a}\r\n`);
+      const parts = [];
+      for (const command of commands) {
+        parts.push(`*${command.length}\r\n`);
+        for (const a of command) parts.push(`$${Buffer.byteLength(String(a))}\r\n${a}\r\n`);
+      }
       s.write(parts.join(''));
     });
     s.on('data', (chunk) => {
       buf = Buffer.concat([buf, chunk]);
-      const reply = parseResp(buf);
+      // The reply to the last command, once every reply has come.
+      let reply = { end: 0 };
+      for (let i = 0; i < commands.length && reply !== null; i++) reply = parseResp(buf, reply.end);
       if (reply !== null) finish(resolve, reply.value);
     });
     s.on('error', (err) => finish(reject, err));
@@ -680,10 +687,10 @@ function redisCommand(port, args, { timeout = 2000 } = {}) {
   });
 }
 
-/** Whether a Redis answers PING on 127.0.0.1:`port` now. */
-async function redisAnswers(port) {
+/** Whether a Redis answers PING on 127.0.0.1:`port` now (after `AUTH password` when given). */
+async function redisAnswers(port, password) {
   try {
-    return (await redisCommand(port, ['PING'], { timeout: 1000 })) === 'PONG';
+    return (await redisCommand(port, ['PING'], { timeout: 1000, password })) === 'PONG';
   } catch {
     return false;
   }
@@ -692,11 +699,13 @@ async function redisAnswers(port) {
 /**
  * Starts redis-server (found on the PATH) on 127.0.0.1:`port` (a free port when not given),
  * without persistence, and resolves once it answers PING (rejects if it exits first or does
- * not answer within 10 s). It is killed after the test if still running. Resolves with
- * `{ port, url, proc, exited, stop(signal = 'SIGTERM') }`: `stop` kills it and resolves once
- * it has exited. Another call with the same `port` after `stop` starts it again there.
+ * not answer within 10 s). With `password`, clients must authenticate (`requirepass`). It is
+ * killed after the test if still running. Resolves with
+ * `{ port, url, proc, exited, stop(signal = 'SIGTERM') }` (`url` with the password, if any):
+ * `stop` kills it and resolves once it has exited. Another call with the same `port` after
+ * `stop` starts it again there.
  */
-async function startRedis(t, { port } = {}) {
+async function startRedis(t, { port, password } = {}) {
   const bin = onPath('redis-server');
   if (!bin) throw new Error('redis-server is not on the PATH');
   if (!port) port = await freePort();
@@ -704,6 +713,7 @@ async function startRedis(t, { port } = {}) {
   // but a stray dump file would land in a temporary directory, not the repository.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ws-native-redis-'));
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning'];
+  if (password !== undefined) args.push('--requirepass', password);
   const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   let done = null;
   const exited = new Promise((resolve) =>
@@ -724,11 +734,12 @@ async function startRedis(t, { port } = {}) {
   await waitFor(
     async () => {
       if (done !== null) throw new Error(`redis-server on port ${port} exited (${JSON.stringify(done)}) before answering PING`);
-      return redisAnswers(port);
+      return redisAnswers(port, password);
     },
     { timeout: 10000, interval: 25, what: `redis-server on port ${port} to answer PING` }
   );
-  return { port, url: `redis://127.0.0.1:${port}`, proc, exited, stop };
+  const auth = password === undefined ? '' : `:${encodeURIComponent(password)}@`;
+  return { port, url: `redis://${auth}127.0.0.1:${port}`, proc, exited, stop };
 }
 
 module.exports = {

@@ -13,6 +13,7 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
 const path = require('node:path');
 const { fork } = require('node:child_process');
 
@@ -103,7 +104,8 @@ async function serverProcess(t, config, name) {
 
 /**
  * A `ws` client of server process `proc`, subscribed there to `topics` (the fixture's default
- * when not given); resolves once the server says so. `got` collects the texts it gets next.
+ * when not given); resolves once the server says so. `got` collects what it gets next: the
+ * text of a text message, `binary:<base64>` for a binary one.
  */
 async function subscriber(t, proc, topics) {
   const query = topics ? `?topics=${encodeURIComponent(topics.join(','))}` : '';
@@ -112,9 +114,9 @@ async function subscriber(t, proc, topics) {
   const errors = [];
   let subscribed = false;
   client.on('error', (err) => errors.push(err.message));
-  client.on('message', (data) => {
-    if (!subscribed && String(data) === 'subscribed') subscribed = true;
-    else got.push(String(data));
+  client.on('message', (data, isBinary) => {
+    if (!subscribed && !isBinary && String(data) === 'subscribed') subscribed = true;
+    else got.push(isBinary ? `binary:${data.toString('base64')}` : String(data));
   });
   await waitFor(() => subscribed, { timeout: 5000, what: () => `a subscriber of ${proc.name} (errors: ${errors})` });
   return { client, got, name: `a subscriber of ${proc.name}` };
@@ -473,4 +475,137 @@ test("a process without a 'redis' listener survives Redis dying, and joins again
   assert.deepEqual(remote.got, ['before', 'during', 'after']);
   assert.equal(a.exit(), null, 'A is running');
   assert.deepEqual(a.errors, []);
+});
+
+test('text and binary, empty and large publications cross processes as they were published', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t);
+  const a = await serverProcess(t, { redis: redis.url }, 'A');
+  const b = await serverProcess(t, { redis: redis.url }, 'B');
+  const [local, remote] = [await subscriber(t, a), await subscriber(t, b)];
+  await joined(redis.port, [a, b]);
+  const random = crypto.randomBytes(1024 * 1024 + 5).toString('base64');
+  const publications = [
+    [{ data: 'héllo wörld ✓' }, 'héllo wörld ✓'],
+    [{ data: '' }, ''],
+    [{ data: '', base64: true }, 'binary:'],
+    [{ data: random, base64: true }, `binary:${random}`],
+    [{ data: 'text sent as binary', options: { binary: true } }, `binary:${Buffer.from('text sent as binary').toString('base64')}`],
+    [{ data: Buffer.from('bytes sent as text').toString('base64'), base64: true, options: { binary: false } }, 'bytes sent as text'],
+    [{ data: 'x'.repeat(200 * 1024), options: { compress: true } }, 'x'.repeat(200 * 1024)]
+  ];
+  for (const [p] of publications) {
+    assert.equal((await a.request({ cmd: 'publish', topic: 'news', callback: true, ...p })).error, null);
+  }
+  const expected = publications.map(([, e]) => e);
+  await allGot([local, remote], expected.length);
+  await quietPeriod(300);
+  const short = (list) => list.map((m) => (m.length > 40 ? `${m.slice(0, 20)}... (${m.length})` : m));
+  assert.deepEqual(short(local.got), short(expected));
+  assert.deepEqual(short(remote.got), short(expected));
+  assert.ok(remote.got.every((m, i) => m === expected[i]), 'the bytes at the other process');
+});
+
+test('topics with glob characters are topics, and a prefix with glob characters is a group of its own', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t);
+  // 'px:' would match the prefix 'p*:' taken as a glob pattern.
+  const a = await serverProcess(t, { redis: { url: redis.url, prefix: 'p*:' } }, 'A');
+  const b = await serverProcess(t, { redis: { url: redis.url, prefix: 'p*:' } }, 'B');
+  const c = await serverProcess(t, { redis: { url: redis.url, prefix: 'px:' } }, 'C');
+  const topics = ['a*b', 'news?', '[x]', 'back\\slash', 'ünïcode ✓', 'space and: colon'];
+  const subs = [];
+  for (const topic of [...topics, 'axb', 'newsy', 'x']) subs.push({ topic, ...(await subscriber(t, b, [topic])) });
+  const cSub = await subscriber(t, c, topics);
+  await joined(redis.port, [a, b, c]);
+  for (const topic of topics) {
+    await a.request({ cmd: 'publish', topic, data: `A to ${topic}`, callback: true });
+    await c.request({ cmd: 'publish', topic, data: `C to ${topic}`, callback: true });
+  }
+  // An end mark for every subscriber of B, through Redis: A publishes it to each topic last.
+  for (const { topic } of subs) await a.request({ cmd: 'publish', topic, data: 'end', callback: true });
+  await waitFor(() => subs.every((s) => s.got.includes('end')), {
+    timeout: DELIVERY,
+    what: () => `the end mark at every subscriber of B (${subs.map((s) => `${s.topic}: ${s.got}`).join('; ')})`
+  });
+  await allGot([cSub], topics.length);
+  await quietPeriod(300);
+  for (const s of subs) {
+    const expected = topics.includes(s.topic) ? [`A to ${s.topic}`, 'end'] : ['end'];
+    assert.deepEqual(s.got, expected, `the subscriber of ${JSON.stringify(s.topic)} at B`);
+  }
+  // C's own publications, and none of A's.
+  assert.deepEqual(cSub.got, topics.map((topic) => `C to ${topic}`));
+});
+
+test('a Redis that needs a password: the URL\'s password is used; a wrong one is reported, without a crash', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t, { password: 's3cret' });
+  const wrong = `redis://:wrong@127.0.0.1:${redis.port}`;
+  const a = await serverProcess(t, { redis: redis.url }, 'A');
+  const b = await serverProcess(t, { redis: { url: redis.url } }, 'B');
+  const refused = await serverProcess(t, { redis: wrong }, 'C');
+  const refusedQuietly = await serverProcess(t, { redis: wrong, listen: false }, 'D');
+  const [local, remote, refusedLocal] = [await subscriber(t, a), await subscriber(t, b), await subscriber(t, refused)];
+  await waitFor(async () => (await a.status()).connected && (await b.status()).connected, { timeout: DELIVERY, what: 'A and B to join Redis' });
+  await a.request({ cmd: 'publish', topic: 'news', data: 'from A', callback: true });
+  await refused.request({ cmd: 'publish', topic: 'news', data: 'from C', callback: true });
+  await allGot([local, remote], 1);
+  await allGot([refusedLocal], 1, 5000);
+  const reported = await redisEvent(refused, (e) => e.type === 'error' || e.type === 'disconnect', { timeout: 5000 });
+  assert.equal(reported.error?.isError, true, `the ${reported.type} event carries an Error`);
+  // Let the refused processes retry a few times.
+  await quietPeriod(1500);
+  assert.equal((await refused.status()).connected, false);
+  assert.equal((await refusedQuietly.status()).connected, false);
+  for (const p of [a, b, refused, refusedQuietly]) {
+    assert.equal(p.exit(), null, `${p.name} is running`);
+    assert.deepEqual(p.errors, [], `${p.name} emitted no 'error'`);
+  }
+  assert.ok(!refused.events.some((e) => e.type === 'connect'), "no 'connect' with a wrong password");
+  assert.deepEqual(remote.got, ['from A']);
+  assert.deepEqual(refusedLocal.got, ['from C']);
+});
+
+test('subscriber connections that Redis drops miss what is published meanwhile; redisStatus().missed counts it', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t);
+  const a = await serverProcess(t, { redis: redis.url }, 'A');
+  const b = await serverProcess(t, { redis: redis.url }, 'B');
+  const [atA, atB] = [await subscriber(t, a), await subscriber(t, b)];
+  await joined(redis.port, [a, b]);
+  await a.request({ cmd: 'publish', topic: 'news', data: 'A:warm', callback: true });
+  await b.request({ cmd: 'publish', topic: 'news', data: 'B:warm', callback: true });
+  await allGot([atA, atB], 2);
+
+  const COUNT = 400;
+  const streams = Promise.all([
+    a.request({ cmd: 'stream', topic: 'news', tag: 'A', count: COUNT, every: 5 }, DELIVERY),
+    b.request({ cmd: 'stream', topic: 'news', tag: 'B', count: COUNT, every: 5 }, DELIVERY)
+  ]);
+  await waitFor(() => countTag(atA.got, 'B') >= 50 && countTag(atB.got, 'A') >= 50, { timeout: 10000, what: 'a part of both streams' });
+  // Redis drops both subscriber connections; the publishers stay.
+  const killed = await redisCommand(redis.port, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+  assert.equal(killed, 2);
+  const [ra, rb] = await streams;
+  assert.deepEqual([ra.errors, rb.errors], [[], []]);
+  // The last of each stream reaches the other process.
+  await waitFor(() => atA.got.includes(`B:${COUNT - 1}`) && atB.got.includes(`A:${COUNT - 1}`), {
+    timeout: DELIVERY,
+    what: 'the end of both streams at the other process'
+  });
+  await quietPeriod(300);
+  const fromB = streamCheck(atA.got, 'B', COUNT);
+  const fromA = streamCheck(atB.got, 'A', COUNT);
+  // Local subscribers got all of their process's own.
+  assert.deepEqual(streamCheck(atA.got, 'A', COUNT), { missing: [], duplicates: [], outOfOrder: 0 });
+  assert.deepEqual(streamCheck(atB.got, 'B', COUNT), { missing: [], duplicates: [], outOfOrder: 0 });
+  // Remote ones: what arrived came once and in order; what did not is counted as missed.
+  assert.deepEqual([fromB.duplicates, fromB.outOfOrder, fromA.duplicates, fromA.outOfOrder], [[], 0, [], 0]);
+  const [sa, sb] = [await a.status(), await b.status()];
+  t.diagnostic(`missed: A ${fromB.missing.length} (status ${sa.missed}), B ${fromA.missing.length} (status ${sb.missed})`);
+  assert.equal(sa.missed, fromB.missing.length, `A's missed: B's ${JSON.stringify(fromB.missing)}`);
+  assert.equal(sb.missed, fromA.missing.length, `B's missed: A's ${JSON.stringify(fromA.missing)}`);
+  assert.ok(sa.missed + sb.missed > 0, 'the dropped connections missed something');
+  assert.deepEqual([sa.lost, sb.lost], [0, 0]);
 });
