@@ -19,7 +19,7 @@ const { fork } = require('node:child_process');
 
 const WebSocket = require('..');
 const Ws = require('ws');
-const { closeAfter, delay, freePort, onPath, openClient, quietPeriod, redisCommand, startRedis, startWss, waitFor } = require('./helpers');
+const { bounded, closeAfter, delay, freePort, nodeChild, onPath, openClient, quietPeriod, redisCommand, startRedis, startWss, waitFor } = require('./helpers');
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'pubsub-redis-server.js');
 const REDIS_SERVER = onPath('redis-server');
@@ -608,4 +608,28 @@ test('subscriber connections that Redis drops miss what is published meanwhile; 
   assert.equal(sb.missed, fromA.missing.length, `B's missed: A's ${JSON.stringify(fromA.missing)}`);
   assert.ok(sa.missed + sb.missed > 0, 'the dropped connections missed something');
   assert.deepEqual([sa.lost, sb.lost], [0, 0]);
+});
+
+test('a server that closes sends what it published to Redis, and its process exits by itself', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t);
+  const b = await serverProcess(t, { redis: redis.url }, 'B');
+  const remote = await subscriber(t, b);
+  await joined(redis.port, [b]);
+  const closing = nodeChild(t, path.join(__dirname, 'fixtures', 'pubsub-redis-exit.js'), [redis.url, 'publish']);
+  await closing.line(/^CONNECTED$/, DELIVERY);
+  await closing.line(/^CLOSED$/, 5000);
+  const exit = await bounded(closing.exited, 10000);
+  assert.deepEqual(exit, { code: 0, signal: null }, `the process exited by itself (its output: ${closing.lines})`);
+  await allGot([remote], 5, 5000);
+  assert.deepEqual(remote.got, ['bye 0', 'bye 1', 'bye 2', 'bye 3', 'bye 4']);
+});
+
+test('a server that closes while Redis is unreachable lets its process exit', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const port = await freePort();
+  const closing = nodeChild(t, path.join(__dirname, 'fixtures', 'pubsub-redis-exit.js'), [`redis://127.0.0.1:${port}`, 'unreachable']);
+  await closing.line(/^CLOSED$/, 10000);
+  const exit = await bounded(closing.exited, 10000);
+  assert.deepEqual(exit, { code: 0, signal: null }, `the process exited by itself (its output: ${closing.lines})`);
 });
