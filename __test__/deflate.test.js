@@ -379,6 +379,30 @@ test('without context takeover no zlib state stays alive between messages', T, a
   assert.ok(withTakeover > 8 * without && withTakeover > 128 * 1024, `with takeover: ${withTakeover}, without: ${without}`);
 });
 
+test('zlibDeflateOptions.memLevel is honoured: a lower one holds less memory per active connection', T, async (t) => {
+  // With context takeover a connection holds its deflate context while it is active. In
+  // zlib-rs memLevel sizes the literal buffers, 7 << (memLevel + 6) bytes: 112 KiB at 8 (the
+  // default, as in zlib), under 1 KiB at 1. Both sides are ws-native here, in this process.
+  const N = 100;
+  const measure = async (zlibDeflateOptions) => {
+    const perMessageDeflate = { threshold: 0, zlibDeflateOptions };
+    const wss = await echoServer(t, WebSocket, { perMessageDeflate });
+    const clients = [];
+    for (let i = 0; i < N; i++) clients.push(new WebSocket(`ws://${HOST}:${wss.address().port}`, { perMessageDeflate }));
+    await Promise.all(clients.map((ws) => once(ws, 'open')));
+    const before = engineHeap();
+    const got = await Promise.all(clients.map((ws) => exchange(ws, [json])));
+    const after = engineHeap();
+    got.forEach((g) => assert.deepEqual(g[0], expected(json)));
+    clients.forEach((ws) => ws.terminate());
+    return (after - before) / N;
+  };
+  const level8 = await measure({});
+  const level1 = await measure({ memLevel: 1, strategy: 1 });
+  // Two deflate contexts per connection (server and client): 2 x 111 KiB less at memLevel 1.
+  assert.ok(level8 - level1 > 150 * 1024, `memLevel 8: ${Math.round(level8 / 1024)} KiB, memLevel 1: ${Math.round(level1 / 1024)} KiB per connection`);
+});
+
 test('with context takeover, idle connections give up their zlib contexts and carry on', T, async (t) => {
   // ws-native parks a connection's contexts after a second without compressed traffic and
   // rebuilds them from the window's worth of history on the next message. Half the peers are

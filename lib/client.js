@@ -27,7 +27,8 @@ const protocolVersions = [8, 13];
 // The options the engine's own handshake honours, or that ws itself sets or ignores. ws
 // passes its whole options object to http.request(): a connection with any other option
 // makes its handshake through Node's http client, which honours it as it would for ws (and
-// the engine takes the socket over once upgraded). The README lists which path each takes.
+// the engine takes the socket over once upgraded). docs/client-and-tls.md lists which path
+// each takes.
 const ENGINE_OPTIONS = new Set([
   // ws's own
   'allowSynchronousEvents', 'autoPong', 'closeTimeout', 'followRedirects', 'generateMask',

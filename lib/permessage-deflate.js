@@ -42,7 +42,9 @@ function engineDeflate(option) {
     serverMaxWindowBits: bits(o.serverMaxWindowBits),
     clientMaxWindowBits: bits(o.clientMaxWindowBits),
     threshold: o.threshold !== undefined ? Number(o.threshold) : undefined,
-    level: typeof z.level === 'number' ? z.level : undefined
+    level: typeof z.level === 'number' ? z.level : undefined,
+    memLevel: typeof z.memLevel === 'number' ? z.memLevel : undefined,
+    strategy: typeof z.strategy === 'number' ? z.strategy : undefined
   };
 }
 

@@ -9,7 +9,7 @@ use napi_derive::napi;
 
 use crate::engine::config::{BackpressureLimit, ConnConfig, Heartbeat, WaterMarks};
 use crate::engine::events::Sink;
-use crate::protocol::deflate::{BitsOption, DeflateOptions};
+use crate::protocol::deflate::{BitsOption, DeflateOptions, Tuning};
 use crate::protocol::handshake::HeadLimits;
 use crate::protocol::receiver::ReceiverConfig;
 
@@ -49,6 +49,8 @@ pub struct DeflateJs {
     pub client_max_window_bits: Option<Either<bool, f64>>,
     pub threshold: Option<f64>,
     pub level: Option<f64>,
+    pub mem_level: Option<f64>,
+    pub strategy: Option<f64>,
 }
 
 fn bits_option(v: &Option<Either<bool, f64>>) -> BitsOption {
@@ -69,7 +71,11 @@ pub fn deflate_options(d: &DeflateJs) -> DeflateOptions {
         server_max_window_bits: bits_option(&d.server_max_window_bits),
         client_max_window_bits: bits_option(&d.client_max_window_bits),
         threshold: d.threshold.filter(|t| t.is_finite() && *t >= 0.0).map(|t| t as u64).unwrap_or(defaults.threshold),
-        level: d.level.filter(|l| l.is_finite()).map(|l| l as i32).unwrap_or(defaults.level),
+        tuning: Tuning {
+            level: d.level.filter(|l| l.is_finite()).map(|l| l as i32).unwrap_or(defaults.tuning.level),
+            mem_level: d.mem_level.filter(|m| (1.0..=9.0).contains(m)).map(|m| m as u8).unwrap_or(defaults.tuning.mem_level),
+            strategy: d.strategy.filter(|s| (0.0..=4.0).contains(s)).map(|s| s as u8).unwrap_or(defaults.tuning.strategy),
+        },
     }
 }
 

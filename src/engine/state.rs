@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
 use super::config::{BackpressureLimit, WaterMarks};
-use crate::protocol::deflate::DeflateParams;
+use crate::protocol::deflate::{DeflateParams, Tuning};
 use crate::protocol::frame::{encode_frame, header_len, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 
 /// The payload of the heartbeat's pings: the pongs that carry it are the engine's, and JS
@@ -137,7 +137,7 @@ struct Compression {
 pub struct Sending {
     pub params: DeflateParams,
     pub is_server: bool,
-    pub level: i32,
+    pub tuning: Tuning,
 }
 
 impl Compression {

@@ -380,7 +380,7 @@ impl Frames<'_> {
             Some(i) => i,
             None => {
                 let mut payload = Vec::new();
-                Deflater::new(&sending.params, sending.is_server, sending.level).compress(self.data, true, &mut payload);
+                Deflater::new(&sending.params, sending.is_server, sending.tuning).compress(self.data, true, &mut payload);
                 let mut f = Vec::with_capacity(payload.len() + 10);
                 encode_frame(&mut f, self.opcode, true, true, &payload, None);
                 self.shared.push((sending, f));

@@ -32,8 +32,24 @@ pub struct DeflateOptions {
     pub client_max_window_bits: BitsOption,
     /// Messages smaller than this are sent uncompressed when our side has no context takeover.
     pub threshold: u64,
-    /// `zlibDeflateOptions.level` (0-9; -1 is zlib's default, 6).
+    /// `zlibDeflateOptions`' `level`, `memLevel` and `strategy`.
+    pub tuning: Tuning,
+}
+
+/// How messages are compressed: `zlibDeflateOptions`' `level` (0-9; -1 is zlib's default, 6),
+/// `memLevel` (1-9, 8 by default: the size of the buffer of literals a block gathers) and
+/// `strategy` (zlib's: 0 default, 1 filtered, 2 Huffman only, 3 RLE, 4 fixed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
     pub level: i32,
+    pub mem_level: u8,
+    pub strategy: u8,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { level: -1, mem_level: 8, strategy: 0 }
+    }
 }
 
 impl Default for DeflateOptions {
@@ -44,7 +60,7 @@ impl Default for DeflateOptions {
             server_max_window_bits: BitsOption::Unset,
             client_max_window_bits: BitsOption::Unset,
             threshold: 1024,
-            level: -1,
+            tuning: Tuning::default(),
         }
     }
 }

@@ -620,7 +620,7 @@ mod tests {
     }
 
     fn deflated(msg: &[u8]) -> Vec<u8> {
-        let mut d = crate::protocol::zlib::Deflater::new(&Default::default(), false, -1);
+        let mut d = crate::protocol::zlib::Deflater::new(&Default::default(), false, Default::default());
         let mut z = Vec::new();
         d.compress(msg, true, &mut z);
         z

@@ -1,18 +1,21 @@
-//! permessage-deflate's codec: flate2 on zlib-rs, raw deflate with the agreed window sizes
-//! (the parameters come from `deflate`'s negotiation).
+//! permessage-deflate's codec: zlib-rs, raw deflate with the agreed window sizes (the
+//! parameters come from `deflate`'s negotiation). Compression uses zlib-rs's own API, which
+//! takes `memLevel` and `strategy` (flate2's does not); inflation goes through flate2.
 //!
-//! Memory: at 15 window bits a deflate context costs ~370 KiB and an inflate context ~42 KiB
-//! (docs/memory.md), so none is made before a connection compresses or receives a compressed
-//! message. Without context takeover a context lives only while one message is processed: it
+//! Memory: at 15 window bits a deflate context costs 256 KiB plus 7 << (memLevel + 6) bytes
+//! of literal buffers (368 KiB at memLevel 8, 257 KiB at 1: zlib-rs's hash table is 128 KiB
+//! whatever memLevel), and an inflate context ~42 KiB (docs/memory.md), so none is made
+//! before a connection compresses or receives a compressed message. Without context takeover a context lives only while one message is processed: it
 //! is then reset and returned to a small per-thread pool, so idle connections hold no zlib
 //! state at all.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Decompress, FlushDecompress, Status};
+use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Strategy};
 
-use super::deflate::DeflateParams;
+use super::deflate::{DeflateParams, Tuning};
 use super::error::{ErrorKind, ProtocolError};
 
 const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -45,8 +48,8 @@ impl<K: PartialEq, T> Pool<K, T> {
 }
 
 thread_local! {
-    /// Window bits and level.
-    static DEFLATE_POOL: Pool<(u8, u32), Compress> = const { Pool::new() };
+    /// Window bits and tuning.
+    static DEFLATE_POOL: Pool<(u8, Tuning), Deflate> = const { Pool::new() };
     /// Window bits.
     static INFLATE_POOL: Pool<u8, Decompress> = const { Pool::new() };
 }
@@ -56,12 +59,26 @@ fn zlib_bits(b: Option<u8>) -> u8 {
     b.unwrap_or(15).clamp(9, 15)
 }
 
-fn level_of(level: i32) -> u32 {
-    if (0..=9).contains(&level) {
-        level as u32
-    } else {
-        6
+/// A valid tuning: zlib's default for what is out of range.
+fn checked(t: Tuning) -> Tuning {
+    let d = Tuning::default();
+    Tuning {
+        level: if (0..=9).contains(&t.level) { t.level } else { 6 },
+        mem_level: if (1..=9).contains(&t.mem_level) { t.mem_level } else { d.mem_level },
+        strategy: if t.strategy <= 4 { t.strategy } else { d.strategy },
     }
+}
+
+/// A raw deflate context (reset, as new) for window `bits` and `tuning`.
+fn new_deflate(bits: u8, tuning: Tuning) -> Deflate {
+    let strategy = Strategy::try_from(i32::from(tuning.strategy)).unwrap_or_default();
+    Deflate::new_with_config(DeflateConfig {
+        level: tuning.level,
+        window_bits: -i32::from(bits),
+        mem_level: i32::from(tuning.mem_level),
+        strategy,
+        ..DeflateConfig::default()
+    })
 }
 
 /// The last bytes of one direction's plaintext, at most a window's worth: all that the
@@ -102,9 +119,9 @@ impl History {
 /// Our sending side: compresses messages, one context per connection with context takeover,
 /// a pooled one per message without.
 pub struct Deflater {
-    c: Option<Compress>,
+    c: Option<Deflate>,
     bits: u8,
-    level: u32,
+    tuning: Tuning,
     takeover: bool,
     /// With takeover: what was compressed, for a context rebuilt after `park`.
     history: History,
@@ -113,20 +130,18 @@ pub struct Deflater {
 }
 
 impl Deflater {
-    pub fn new(params: &DeflateParams, is_server: bool, level: i32) -> Self {
+    pub fn new(params: &DeflateParams, is_server: bool, tuning: Tuning) -> Self {
         let (bits, no_takeover) = params.sending(is_server);
-        Deflater { c: None, bits: zlib_bits(bits), level: level_of(level), takeover: !no_takeover, history: History::default(), used: false }
+        Deflater { c: None, bits: zlib_bits(bits), tuning: checked(tuning), takeover: !no_takeover, history: History::default(), used: false }
     }
 
     /// Appends `data` compressed (a sync flush), without the trailing `00 00 ff ff` when
     /// `fin` ends the message.
     pub fn compress(&mut self, data: &[u8], fin: bool, out: &mut Vec<u8>) {
-        let (bits, level) = (self.bits, self.level);
+        let (bits, tuning) = (self.bits, self.tuning);
         let history = &mut self.history;
         let c = self.c.get_or_insert_with(|| {
-            let mut c = DEFLATE_POOL
-                .with(|p| p.take(&(bits, level)))
-                .unwrap_or_else(|| Compress::new_with_window_bits(Compression::new(level), false, bits));
+            let mut c = DEFLATE_POOL.with(|p| p.take(&(bits, tuning))).unwrap_or_else(|| new_deflate(bits, tuning));
             if !history.is_empty() {
                 // A context parked with takeover: rebuilt with the same history. (A fresh or
                 // reset raw stream accepts a dictionary; there is no error to handle.)
@@ -140,14 +155,18 @@ impl Deflater {
         // As Node's zlib stream does: write the data, then a sync flush. (A sync flush right
         // after another one writes nothing; after a write it always ends in `00 00 ff ff`.)
         let mut input = data;
-        for flush in [FlushCompress::None, FlushCompress::Sync] {
+        for flush in [DeflateFlush::NoFlush, DeflateFlush::SyncFlush] {
             loop {
-                let before = c.total_in();
+                let (before_in, before_out) = (c.total_in(), c.total_out());
+                let spare = out.spare_capacity_mut();
                 // Errors cannot happen with our own valid stream state; stop rather than loop.
-                if c.compress_vec(input, out, flush).is_err() {
+                if c.compress_uninit(input, spare, flush).is_err() {
                     break;
                 }
-                input = &input[(c.total_in() - before) as usize..];
+                let written = (c.total_out() - before_out) as usize;
+                // SAFETY: zlib-rs initialised the `written` bytes after the vector's length.
+                unsafe { out.set_len(out.len() + written) };
+                input = &input[(c.total_in() - before_in) as usize..];
                 if input.is_empty() && out.len() < out.capacity() {
                     break;
                 }
@@ -168,7 +187,7 @@ impl Deflater {
     pub fn release(&mut self) {
         if let Some(mut c) = self.c.take() {
             c.reset();
-            DEFLATE_POOL.with(|p| p.give((self.bits, self.level), c));
+            DEFLATE_POOL.with(|p| p.give((self.bits, self.tuning), c));
         }
     }
 
@@ -341,7 +360,7 @@ mod tests {
                 server_max_window_bits: bits,
                 client_max_window_bits: bits,
             };
-            let mut d = Deflater::new(&p, true, -1);
+            let mut d = Deflater::new(&p, true, Tuning { level: -1, ..Tuning::default() });
             let mut i = Inflater::new(&p, false);
             for msg in [&b"hello hello hello hello"[..], b"", &[7u8; 100_000][..], b"hello again"] {
                 let mut z = Vec::new();
@@ -369,7 +388,7 @@ mod tests {
             let msg: Vec<u8> = (0..3000u32).flat_map(|i| format!("{{\"n\":{}}}", i % 97).into_bytes()).collect();
             let mut sizes = Vec::new();
             for park_sender in [false, true] {
-                let mut d = Deflater::new(&p, true, 6);
+                let mut d = Deflater::new(&p, true, Tuning { level: 6, ..Tuning::default() });
                 let mut i = Inflater::new(&p, false);
                 let mut sent = Vec::new();
                 for k in 0..6 {
@@ -404,15 +423,15 @@ mod tests {
     #[test]
     fn parking_without_takeover_or_after_the_stream_ended() {
         let p = DeflateParams { server_no_context_takeover: true, client_no_context_takeover: true, ..DeflateParams::default() };
-        let mut d = Deflater::new(&p, true, 6);
+        let mut d = Deflater::new(&p, true, Tuning { level: 6, ..Tuning::default() });
         let mut z = Vec::new();
         d.compress(b"abc abc abc", true, &mut z);
         d.park();
         assert!(!d.holds_context());
         // A peer that ends its stream (BFINAL) starts afresh: no history is carried over.
-        let mut c = Compress::new_with_window_bits(Compression::new(6), false, 15);
+        let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::new(6), false, 15);
         let mut z = Vec::with_capacity(256);
-        c.compress_vec(b"first first first", &mut z, FlushCompress::Finish).unwrap();
+        c.compress_vec(b"first first first", &mut z, flate2::FlushCompress::Finish).unwrap();
         let mut i = Inflater::new(&DeflateParams::default(), true);
         let mut out = Vec::new();
         i.inflate(&z, &mut out, 0).unwrap();
@@ -424,7 +443,7 @@ mod tests {
     #[test]
     fn bomb_stops_at_the_limit() {
         let p = DeflateParams::default();
-        let mut d = Deflater::new(&p, false, 9);
+        let mut d = Deflater::new(&p, false, Tuning { level: 9, ..Tuning::default() });
         let mut z = Vec::new();
         d.compress(&vec![0u8; 64 * 1024 * 1024], true, &mut z);
         assert!(z.len() < 128 * 1024);
@@ -471,7 +490,7 @@ mod cost {
             .collect();
         for level in [1, 2, 3, 4, 6] {
             let p = DeflateParams::default();
-            let mut d = Deflater::new(&p, true, level);
+            let mut d = Deflater::new(&p, true, Tuning { level: level, ..Tuning::default() });
             let mut i = Inflater::new(&p, false);
             let (mut bytes_in, mut bytes_out) = (0usize, 0usize);
             let n = 20_000;
@@ -494,7 +513,7 @@ mod cost {
         // What a parked connection pays on its next message: contexts rebuilt from a full
         // 32 KiB history each way (the pools are warm, as on a busy server).
         let p = DeflateParams::default();
-        let (mut d, mut i) = (Deflater::new(&p, true, 6), Inflater::new(&p, false));
+        let (mut d, mut i) = (Deflater::new(&p, true, Tuning { level: 6, ..Tuning::default() }), Inflater::new(&p, false));
         let (mut z, mut out) = (Vec::new(), Vec::new());
         let n = 2_000;
         let mut total = std::time::Duration::ZERO;
@@ -518,6 +537,36 @@ mod cost {
 }
 
 #[cfg(test)]
+mod tuning_tests {
+    use super::*;
+
+    fn compressed_len(tuning: Tuning, data: &[u8]) -> Vec<u8> {
+        let p = DeflateParams { server_no_context_takeover: true, ..DeflateParams::default() };
+        let mut out = Vec::new();
+        Deflater::new(&p, true, tuning).compress(data, true, &mut out);
+        out
+    }
+
+    #[test]
+    fn strategy_and_mem_level_are_honoured_and_the_output_inflates() {
+        let data = b"the quick brown fox jumps over the lazy dog; ".repeat(200);
+        let default = compressed_len(Tuning::default(), &data);
+        // Huffman only: no string matches, so repetitive text compresses far less.
+        let huffman = compressed_len(Tuning { strategy: 2, ..Tuning::default() }, &data);
+        assert!(huffman.len() > 4 * default.len(), "huffman {} default {}", huffman.len(), default.len());
+        let small = compressed_len(Tuning { mem_level: 1, ..Tuning::default() }, &data);
+        for z in [&default, &huffman, &small] {
+            let mut i = Inflater::new(&DeflateParams { server_no_context_takeover: true, ..DeflateParams::default() }, false);
+            let mut out = Vec::new();
+            assert!(i.inflate(z, &mut out, 0).is_ok() && i.finish(&mut out, 0).is_ok());
+            assert_eq!(out, data);
+        }
+        // Out-of-range values fall back to zlib's defaults instead of failing.
+        assert_eq!(compressed_len(Tuning { level: 42, mem_level: 0, strategy: 9 }, &data), default);
+    }
+}
+
+#[cfg(test)]
 mod speed {
     use super::*;
 
@@ -536,7 +585,7 @@ mod speed {
         text.truncate(1024);
         for takeover in [false, true] {
             let params = DeflateParams { server_no_context_takeover: !takeover, ..DeflateParams::default() };
-            let mut d = Deflater::new(&params, true, -1);
+            let mut d = Deflater::new(&params, true, Tuning { level: -1, ..Tuning::default() });
             let mut inf = Inflater::new(&params, false);
             let n = 20_000;
             let t = std::time::Instant::now();

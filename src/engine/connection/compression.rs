@@ -26,7 +26,7 @@ const ZLIB_PARK_AFTER: Duration = Duration::from_secs(1);
 pub(super) fn enable(out: &mut Outbox, p: &DeflateParams, cfg: &ConnConfig, is_client: bool) {
     let Some(opts) = cfg.deflate.as_ref() else { return };
     let our_no_takeover = if is_client { p.client_no_context_takeover } else { p.server_no_context_takeover };
-    let sending = Sending { params: *p, is_server: !is_client, level: opts.level };
+    let sending = Sending { params: *p, is_server: !is_client, tuning: opts.tuning };
     out.enable_compression(our_no_takeover.then_some(opts.threshold), sending);
 }
 
@@ -41,9 +41,9 @@ pub(super) struct Zlib {
 impl Zlib {
     /// The contexts of an open connection that agreed `p`.
     pub(super) fn new(p: &DeflateParams, cfg: &ConnConfig, is_client: bool) -> Box<Zlib> {
-        let level = cfg.deflate.as_ref().map(|o| o.level).unwrap_or(-1);
+        let tuning = cfg.deflate.as_ref().map(|o| o.tuning).unwrap_or_default();
         let is_server = !is_client;
-        Box::new(Zlib { deflater: Deflater::new(p, is_server, level), inflater: Inflater::new(p, is_server), park: None })
+        Box::new(Zlib { deflater: Deflater::new(p, is_server, tuning), inflater: Inflater::new(p, is_server), park: None })
     }
 
     /// No timer is pending: the contexts were given up (or never held), nothing waits.
