@@ -490,7 +490,7 @@ mod cost {
             .collect();
         for level in [1, 2, 3, 4, 6] {
             let p = DeflateParams::default();
-            let mut d = Deflater::new(&p, true, Tuning { level: level, ..Tuning::default() });
+            let mut d = Deflater::new(&p, true, Tuning { level, ..Tuning::default() });
             let mut i = Inflater::new(&p, false);
             let (mut bytes_in, mut bytes_out) = (0usize, 0usize);
             let n = 20_000;
