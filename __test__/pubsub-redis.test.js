@@ -16,6 +16,7 @@ const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const path = require('node:path');
 const { fork } = require('node:child_process');
+const { Worker } = require('node:worker_threads');
 
 const WebSocket = require('..');
 const Ws = require('ws');
@@ -632,4 +633,61 @@ test('a server that closes while Redis is unreachable lets its process exit', T,
   await closing.line(/^CLOSED$/, 10000);
   const exit = await bounded(closing.exited, 10000);
   assert.deepEqual(exit, { code: 0, signal: null }, `the process exited by itself (its output: ${closing.lines})`);
+});
+
+test('a server in a Worker shares the Redis with the main thread\'s, and the Worker\'s end leaves the main thread\'s links working', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t);
+  const main = await startWss(t, WebSocket.WebSocketServer, { redis: redis.url });
+  const other = await startWss(t, WebSocket.WebSocketServer, { redis: redis.url });
+  const subs = [];
+  for (const [wss, name] of [
+    [main, 'a subscriber of the main thread\'s server'],
+    [other, 'a subscriber of its other server']
+  ]) {
+    const { client, server } = await openClient(t, wss, Ws);
+    server.subscribe('news');
+    const got = [];
+    client.on('message', (data) => got.push(String(data)));
+    subs.push({ got, name });
+  }
+  const worker = new Worker(
+    `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { WebSocketServer } = require(workerData.root);
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, redis: workerData.url });
+    wss.on('redis', (e) => parentPort.postMessage({ redis: e.type }));
+    wss.on('listening', () => parentPort.postMessage({ port: wss.address().port }));
+    wss.on('connection', (ws) => {
+      ws.subscribe('news');
+      ws.send('subscribed');
+    });
+    parentPort.on('message', (m) => wss.publish('news', m, (err) => parentPort.postMessage({ published: m, error: err && err.code })));
+    `,
+    { eval: true, workerData: { root: path.join(__dirname, '..'), url: redis.url } }
+  );
+  const exited = new Promise((resolve) => worker.once('exit', resolve));
+  t.after(() => worker.terminate());
+  const fromWorker = [];
+  worker.on('message', (m) => fromWorker.push(m));
+  const { port } = await waitFor(() => fromWorker.find((m) => m.port), { timeout: 10000, what: 'the Worker\'s server to listen' });
+  const inWorker = await subscriber(t, { port, name: 'the Worker' });
+  subs.push(inWorker);
+  await waitFor(() => main.redisStatus().connected && other.redisStatus().connected && fromWorker.some((m) => m.redis === 'connect'), {
+    timeout: DELIVERY,
+    what: () => `the three servers to join Redis (the Worker's reports: ${JSON.stringify(fromWorker)})`
+  });
+  worker.postMessage('from the Worker');
+  main.publish('news', 'from the main thread');
+  await allGot(subs, 2);
+  for (const s of subs) assert.deepEqual(s.got.slice().sort(), ['from the Worker', 'from the main thread'], s.name);
+
+  // The Worker ends without closing its server: its environment goes, and its link with it.
+  await worker.terminate();
+  await exited;
+  main.publish('news', 'after the Worker');
+  await allGot(subs.slice(0, 2), 3);
+  assert.deepEqual(subs[1].got[2], 'after the Worker');
+  assert.deepEqual(main.redisStatus().lost, 0);
+  assert.equal(main.redisStatus().connected, true);
 });
