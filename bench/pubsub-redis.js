@@ -309,7 +309,10 @@ async function runOne(setup, w, redis, opts) {
     if (snaps.a && snaps.b) {
       const wall = Number(snaps.b.t - snaps.a.t) / 1e9;
       const pct = (a, b) => (a !== null && b !== null ? ((b - a) / wall) * 100 : null);
-      r.server_cpu_pct = snaps.a.servers.reduce((sum, a, i) => sum + (pct(a, snaps.b.servers[i]) || 0), 0);
+      const each = snaps.a.servers.map((a, i) => pct(a, snaps.b.servers[i]) || 0);
+      r.server_cpu_pct = each.reduce((sum, x) => sum + x, 0);
+      // with two servers: the publisher's first, then the one fed by Redis alone
+      if (each.length > 1) [r.server1_cpu_pct, r.server2_cpu_pct] = each;
       r.redis_cpu_pct = setup.redis ? pct(snaps.a.redis, snaps.b.redis) : null;
       if (snaps.a.sys && snaps.b.sys) {
         const total = snaps.b.sys[1] - snaps.a.sys[1];
@@ -416,7 +419,8 @@ async function main() {
         }
         const med = {};
         for (const k of ['deliveries_per_sec', 'broadcasts_per_sec', 'fanout_p50_us', 'fanout_p90_us', 'fanout_p99_us',
-          'fanout_p999_us', 'delivery_p99_us', 'cpu_pct', 'server_cpu_pct', 'redis_cpu_pct', 'other_cpu_pct', 'incomplete']) {
+          'fanout_p999_us', 'delivery_p99_us', 'cpu_pct', 'server_cpu_pct', 'server1_cpu_pct', 'server2_cpu_pct', 'redis_cpu_pct',
+          'other_cpu_pct', 'incomplete']) {
           med[k] = median(ok.map((r) => r[k]));
         }
         setups[s.name] = { label: s.label, procs: s.procs, median: med, ok_runs: ok.length,
@@ -449,6 +453,12 @@ async function main() {
     for (const [name, s] of Object.entries(w.setups)) {
       if (s.error) notes.push(`- ${w.id} / ${name}: n/a — ${s.error}`);
       else if (s.warning) notes.push(`- ${w.id} / ${name}: ⚠ ${s.warning}`);
+      if (s.median && s.median.server2_cpu_pct !== null) {
+        notes.push(`- ${w.id} / ${name}: CPU % of the publisher's server ${Math.round(s.median.server1_cpu_pct)}, of the other ${Math.round(s.median.server2_cpu_pct)}`);
+      }
+      if (s.median && s.median.other_cpu_pct > 25) {
+        notes.push(`- ${w.id} / ${name}: the rest of the machine (other processes, softirq) used ${Math.round(s.median.other_cpu_pct)}% CPU during the run — numbers may be noisy`);
+      }
     }
   }
   if (notes.length) md.push('', ...notes);
