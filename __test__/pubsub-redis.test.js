@@ -20,7 +20,21 @@ const { Worker } = require('node:worker_threads');
 
 const WebSocket = require('..');
 const Ws = require('ws');
-const { bounded, closeAfter, delay, freePort, nodeChild, onPath, openClient, quietPeriod, redisCommand, startRedis, startWss, waitFor } = require('./helpers');
+const {
+  bounded,
+  closeAfter,
+  delay,
+  freePort,
+  netServer,
+  nodeChild,
+  onPath,
+  openClient,
+  quietPeriod,
+  redisCommand,
+  startRedis,
+  startWss,
+  waitFor
+} = require('./helpers');
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'pubsub-redis-server.js');
 const REDIS_SERVER = onPath('redis-server');
@@ -690,4 +704,31 @@ test('a server in a Worker shares the Redis with the main thread\'s, and the Wor
   assert.deepEqual(subs[1].got[2], 'after the Worker');
   assert.deepEqual(main.redisStatus().lost, 0);
   assert.equal(main.redisStatus().connected, true);
+});
+
+test('reconnection backs off: quick retries at first, then at most one every 5 s or so per connection, and it keeps trying', { timeout: 30000 }, async (t) => {
+  // A TCP server that drops every connection: each is one attempt of the link (its publisher
+  // or its subscriber connection).
+  const started = Date.now();
+  const attempts = [];
+  const server = await netServer(t, (s) => {
+    attempts.push(Date.now() - started);
+    s.destroy();
+  });
+  const wss = await startWss(t, WebSocket.WebSocketServer, { redis: `redis://127.0.0.1:${server.address().port}` });
+  const events = [];
+  wss.on('redis', (e) => events.push(e.type));
+  // The attempts of 12 s are the observation: no event marks the end of a backoff.
+  await delay(12000);
+  const within = (from, to) => attempts.filter((ms) => ms >= from && ms < to).length;
+  const summary = `attempts at ${attempts.join(', ')} ms`;
+  t.diagnostic(summary);
+  // Two connections, each from 100 ms doubling to 5 s: 0, 0.1, 0.3, 0.7, 1.5, 3.1, 6.3, 11.3 s
+  // or so each (jittered), some 16 in all.
+  assert.ok(attempts.length >= 8 && attempts.length <= 40, `between 8 and 40 attempts in 12 s: ${summary}`);
+  assert.ok(within(0, 1000) >= 4, `quick retries in the first second: ${summary}`);
+  assert.ok(within(6000, 12000) <= 8, `backed off after 6 s: ${summary}`);
+  assert.ok(attempts[attempts.length - 1] >= 12000 - 8500, `still trying: ${summary}`);
+  assert.ok(events.length > 0 && events.every((type) => type === 'error' || type === 'disconnect'), `events: ${events}`);
+  assert.equal(wss.redisStatus().connected, false);
 });
