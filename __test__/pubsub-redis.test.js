@@ -279,12 +279,21 @@ test('two servers of one process sharing a Redis get each other\'s publications,
   assert.deepEqual(clients[1].got, ['from two', 'from one']);
 });
 
-for (const signal of ['SIGKILL', 'SIGTERM']) {
-  test(`Redis stopped with ${signal} mid-stream and restarted on the same port: nothing lost, nothing twice, in order`, T, async (t) => {
+// Each stream: `count` publications, `burst` at a time every `every` ms. The bursts keep
+// pipelines of many publications in flight when Redis goes, which are sent again after it
+// comes back (and dropped by the subscribers that had them).
+for (const [signal, { count: COUNT, burst, every }] of [
+  ['SIGKILL', { count: 300, burst: 1, every: 10 }],
+  ['SIGTERM', { count: 300, burst: 1, every: 10 }],
+  ['SIGKILL', { count: 15000, burst: 100, every: 20 }]
+]) {
+  const rate = burst === 1 ? `a publication every ${every} ms` : `${burst} publications every ${every} ms`;
+  test(`Redis stopped with ${signal} mid-stream (${rate}) and restarted on the same port: nothing lost, nothing twice, in order`, T, async (t) => {
     if (!needsRedis(t)) return;
     const redis = await startRedis(t);
-    const a = await serverProcess(t, { redis: redis.url }, 'A');
-    const b = await serverProcess(t, { redis: redis.url }, 'B');
+    const config = { redis: { url: redis.url, maxBufferedMessages: 100000 } };
+    const a = await serverProcess(t, config, 'A');
+    const b = await serverProcess(t, config, 'B');
     const subs = [await subscriber(t, a), await subscriber(t, a), await subscriber(t, b), await subscriber(t, b)];
     await joined(redis.port, [a, b]);
     // The first publications wait until Redis has been up for the rejoin wait; once they are
@@ -293,13 +302,12 @@ for (const signal of ['SIGKILL', 'SIGTERM']) {
     await b.request({ cmd: 'publish', topic: 'news', data: 'B:warm', callback: true });
     await allGot(subs, 2);
 
-    const COUNT = 300;
     const streams = Promise.all([
-      a.request({ cmd: 'stream', topic: 'news', tag: 'A', count: COUNT, every: 10 }, 3 * DELIVERY),
-      b.request({ cmd: 'stream', topic: 'news', tag: 'B', count: COUNT, every: 10 }, 3 * DELIVERY)
+      a.request({ cmd: 'stream', topic: 'news', tag: 'A', count: COUNT, every, burst }, 3 * DELIVERY),
+      b.request({ cmd: 'stream', topic: 'news', tag: 'B', count: COUNT, every, burst }, 3 * DELIVERY)
     ]);
-    // Redis goes once part of both streams has gone through it.
-    await waitFor(() => subs.every((s) => countTag(s.got, 'A') >= 60 && countTag(s.got, 'B') >= 60), {
+    // Redis goes once a fifth of both streams has gone through it.
+    await waitFor(() => subs.every((s) => countTag(s.got, 'A') >= COUNT / 5 && countTag(s.got, 'B') >= COUNT / 5), {
       timeout: 10000,
       what: 'a part of both streams at every subscriber'
     });
