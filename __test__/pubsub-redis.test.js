@@ -229,6 +229,21 @@ test('two server processes: every subscriber gets every publication once, in ord
   assert.deepEqual(offTopic.got, [], 'a subscriber of another topic got nothing');
   assert.deepEqual(otherGroup.got, [], 'a process with another prefix got nothing');
 
+  // Bursts: 5,000 publications in one tick from each process, more than one pipeline holds.
+  const BURST = 5000;
+  const [ba, bb] = await Promise.all([
+    a.request({ cmd: 'stream', topic: 'news', tag: 'A2', count: BURST, every: 1, burst: BURST }, DELIVERY),
+    b.request({ cmd: 'stream', topic: 'news', tag: 'B2', count: BURST, every: 1, burst: BURST }, DELIVERY)
+  ]);
+  assert.deepEqual([ba.errors, bb.errors], [[], []], 'no publication of the bursts was lost');
+  await allGot(subs, 2 * COUNT + 2 * BURST);
+  await quietPeriod(300);
+  for (const s of subs) {
+    assert.equal(s.got.length, 2 * COUNT + 2 * BURST, `${s.name} got ${s.got.length} messages`);
+    assert.deepEqual(streamCheck(s.got, 'A2', BURST), { missing: [], duplicates: [], outOfOrder: 0 }, `${s.name}, A's burst`);
+    assert.deepEqual(streamCheck(s.got, 'B2', BURST), { missing: [], duplicates: [], outOfOrder: 0 }, `${s.name}, B's burst`);
+  }
+
   for (const p of [a, b]) {
     assert.deepEqual(counters(await p.status()), { connected: true, bufferedMessages: 0, bufferedBytes: 0, lost: 0, missed: 0 }, `${p.name}'s status`);
     assert.equal(p.events[0].type, 'connect', `${p.name}'s first 'redis' event`);
