@@ -685,6 +685,19 @@ function numberOf(data) {
 }
 
 /**
+ * Resolves once the reading client has had all but 16 of the `published` publications: paced
+ * this way, it stays far below maxBackpressure and misses none, however slowly this process
+ * runs, while the client that does not read passes it.
+ */
+function keptUp(count, published) {
+  return waitFor(() => published - count() <= 16, {
+    timeout: 10000,
+    interval: 1,
+    what: () => `the reading client to keep up (${count()} of ${published})`
+  });
+}
+
+/**
  * A server with `options`, a `ws` client that reads everything (its publication numbers are
  * collected) and a raw client that has stopped reading, both subscribed to 'feed'.
  */
@@ -710,6 +723,7 @@ test('maxBackpressure: a subscriber that does not read misses publishes until it
   const N = 400;
   const acks = [];
   for (let i = 0; i < N; i++) {
+    await keptUp(() => fastIds.length, i);
     wss.publish('feed', numbered(i), (err) => acks.push(err));
     await new Promise((resolve) => setImmediate(resolve));
   }
@@ -760,6 +774,7 @@ test('closeOnBackpressureLimit: a subscriber that does not read is closed with 1
   closed.then(([code]) => (closeCode = code));
   let published = 0;
   for (let i = 0; i < 2000 && closeCode === null; i++) {
+    await keptUp(() => fastIds.length, i);
     wss.publish('feed', numbered(i));
     published++;
     await new Promise((resolve) => setImmediate(resolve));
@@ -770,6 +785,101 @@ test('closeOnBackpressureLimit: a subscriber that does not read is closed with 1
   assert.equal(wss.subscriberCount('feed'), 1);
   await received(fastIds, published, 'the reading client', 20000);
   assert.deepEqual(fastIds, Array.from({ length: published }, (_, i) => i));
+});
+
+/** 8 KiB of noise, the same for the same `i`. */
+function noise(i) {
+  const iv = Buffer.alloc(16);
+  iv.writeUInt32BE(i >>> 0, 0);
+  return crypto.createCipheriv('aes-128-ctr', Buffer.alloc(16, 7), iv).update(Buffer.alloc(8192));
+}
+
+/**
+ * Publication `i` for the compressed slow subscriber: its own noise (its number in the first
+ * four bytes), then the noise of publication `i - 1`, which a compressor with context
+ * takeover encodes as a reference into the publication before. A receiver whose window does
+ * not hold publication `i - 1` (it missed it) inflates such a reference to other bytes,
+ * unless the compressor knew it missed it.
+ */
+function chained(i) {
+  const b = Buffer.concat([noise(i), noise(i - 1)]);
+  b.writeUInt32BE(i, 0);
+  return b;
+}
+
+test('maxBackpressure with permessage-deflate and context takeover: what a slow subscriber gets after missing publishes inflates to the right bytes', T, async (t) => {
+  const wss = await startWss(t, WebSocket.WebSocketServer, { perMessageDeflate: true, maxBackpressure: 512 * 1024 });
+  const { client: fast, server: fastServer } = await openClient(t, wss, Ws);
+  assert.notEqual(fast.extensions, '');
+  let fastCount = 0;
+  let fastBad = 0;
+  fast.on('message', (data) => {
+    if (!Buffer.from(data).equals(chained(fastCount))) fastBad++;
+    fastCount++;
+  });
+  const connected = once(wss, 'connection');
+  const slow = await rawWebSocket(t, wss.address().port, 'Sec-WebSocket-Extensions: permessage-deflate\r\n');
+  slow.socket.pause();
+  const [slowServer] = await connected;
+  assert.doesNotMatch(slow.head, /server_no_context_takeover/i);
+  fastServer.subscribe('feed');
+  slowServer.subscribe('feed');
+
+  const N = 1500;
+  for (let i = 0; i < N; i++) {
+    await keptUp(() => fastCount, i);
+    wss.publish('feed', chained(i));
+  }
+  await waitFor(() => fastCount >= N, { timeout: 20000, what: () => `the reading client to get ${N} publications (${fastCount})` });
+  assert.equal(fastBad, 0, 'the reading client got the bytes of every publication');
+
+  // The slow client reads again, inflating each message with the window of those before it.
+  const ids = [];
+  const wrong = [];
+  let window = Buffer.alloc(0);
+  let marker = false;
+  const reading = (async () => {
+    for (;;) {
+      const m = await rawMessage(slow.reader);
+      let payload = m.payload;
+      if (m.rsv1) {
+        const options = { finishFlush: zlib.constants.Z_SYNC_FLUSH };
+        if (window.length) options.dictionary = window;
+        try {
+          payload = zlib.inflateRawSync(Buffer.concat([m.payload, Buffer.from([0, 0, 0xff, 0xff])]), options);
+        } catch (err) {
+          wrong.push(`after ${ids[ids.length - 1]}: ${err.message}`);
+          return;
+        }
+        window = Buffer.concat([window, payload]).subarray(-32768);
+      }
+      const id = payload.readUInt32BE(0);
+      if (!payload.equals(chained(id))) wrong.push(`publication ${id} (after ${ids[ids.length - 1]})`);
+      ids.push(id);
+      if (id >= N) {
+        marker = true;
+        return;
+      }
+    }
+  })();
+  reading.catch(() => {});
+  slow.socket.resume();
+  // Publications go on until one reaches it again: each refers to the one before, which it
+  // missed.
+  let next = N;
+  const more = setInterval(() => wss.publish('feed', chained(next++)), 100);
+  try {
+    await waitFor(() => marker || wrong.length > 0, { timeout: 15000, what: () => `the slow client to drain (it read ${ids.length})` });
+  } finally {
+    clearInterval(more);
+  }
+  assert.deepEqual(wrong.slice(0, 5), [], `${wrong.length} messages did not inflate to a publication`);
+  await reading;
+  assert.ok(ids.every((id, k) => k === 0 || id > ids[k - 1]), 'in order, each once');
+  assert.ok(ids.length < N, `the slow client missed publications (it got ${ids.length} of ${N})`);
+  const afterGap = ids.filter((id, k) => k > 0 && ids[k - 1] !== id - 1);
+  assert.ok(afterGap.length > 0, 'a publication came after one the slow client missed');
+  t.diagnostic(`the slow client got ${ids.length} of ${N} publications; after a gap: ${afterGap}`);
 });
 
 // --- Connections of every kind -------------------------------------------------------------------
