@@ -30,6 +30,7 @@ const {
   onPath,
   openClient,
   quietPeriod,
+  rawWebSocket,
   redisCommand,
   startRedis,
   startWss,
@@ -120,9 +121,10 @@ async function serverProcess(t, config, name) {
 /**
  * A `ws` client of server process `proc`, subscribed there to `topics` (the fixture's default
  * when not given); resolves once the server says so. `got` collects what it gets next: the
- * text of a text message, `binary:<base64>` for a binary one.
+ * text of a text message (its first `keep` characters, if given), `binary:<base64>` for a
+ * binary one.
  */
-async function subscriber(t, proc, topics) {
+async function subscriber(t, proc, topics, { keep } = {}) {
   const query = topics ? `?topics=${encodeURIComponent(topics.join(','))}` : '';
   const client = closeAfter(t, new Ws(`ws://127.0.0.1:${proc.port}/${query}`, { perMessageDeflate: false }));
   const got = [];
@@ -131,7 +133,8 @@ async function subscriber(t, proc, topics) {
   client.on('error', (err) => errors.push(err.message));
   client.on('message', (data, isBinary) => {
     if (!subscribed && !isBinary && String(data) === 'subscribed') subscribed = true;
-    else got.push(isBinary ? `binary:${data.toString('base64')}` : String(data));
+    else if (isBinary) got.push(`binary:${data.toString('base64')}`);
+    else got.push(keep ? data.toString('utf8', 0, keep) : String(data));
   });
   await waitFor(() => subscribed, { timeout: 5000, what: () => `a subscriber of ${proc.name} (errors: ${errors})` });
   return { client, got, name: `a subscriber of ${proc.name}` };
@@ -164,9 +167,9 @@ async function joined(redisPort, procs, timeout = DELIVERY) {
   );
 }
 
-/** The messages `<tag>:<i>` in `got`, as what differs from `<tag>:0` ... `<tag>:<count - 1>` once each, in order. */
+/** The messages `<tag>:<i>` (and any suffix after a ':') in `got`, as what differs from `<tag>:0` ... `<tag>:<count - 1>` once each, in order. */
 function streamCheck(got, tag, count) {
-  const seen = got.filter((s) => s.startsWith(`${tag}:`) && !s.endsWith(':warm')).map((s) => Number(s.slice(tag.length + 1)));
+  const seen = got.filter((s) => s.startsWith(`${tag}:`) && !s.endsWith(':warm')).map((s) => parseInt(s.slice(tag.length + 1), 10));
   const counts = new Map();
   for (const i of seen) counts.set(i, (counts.get(i) || 0) + 1);
   const missing = [];
@@ -754,4 +757,26 @@ test('reconnection backs off: quick retries at first, then at most one every 5 s
   assert.ok(attempts[attempts.length - 1] >= 12000 - 8500, `still trying: ${summary}`);
   assert.ok(events.length > 0 && events.every((type) => type === 'error' || type === 'disconnect'), `events: ${events}`);
   assert.equal(wss.redisStatus().connected, false);
+});
+
+test('a subscriber that does not read, on a process that gets publications through Redis, holds up neither the link nor the others', T, async (t) => {
+  if (!needsRedis(t)) return;
+  const redis = await startRedis(t);
+  const a = await serverProcess(t, { redis: redis.url }, 'A');
+  const b = await serverProcess(t, { redis: redis.url, serverOptions: { maxBackpressure: 1024 * 1024 } }, 'B');
+  const reading = await subscriber(t, b, undefined, { keep: 40 });
+  const slow = await rawWebSocket(t, b.port);
+  slow.socket.pause();
+  await joined(redis.port, [a, b]);
+  assert.equal((await b.request({ cmd: 'count', topic: 'news' })).count, 2);
+  // 64 MB through Redis, twice what Redis holds for a subscriber connection that falls behind.
+  const COUNT = 1000;
+  const { errors } = await a.request({ cmd: 'stream', topic: 'news', tag: 'A', count: COUNT, every: 5, pad: 64 * 1024 }, 3 * DELIVERY);
+  assert.deepEqual(errors, []);
+  await allGot([reading], COUNT, DELIVERY);
+  assert.deepEqual(streamCheck(reading.got, 'A', COUNT), { missing: [], duplicates: [], outOfOrder: 0 });
+  const status = await b.status();
+  assert.deepEqual(counters(status), { connected: true, bufferedMessages: 0, bufferedBytes: 0, lost: 0, missed: 0 }, "B's status");
+  assert.equal((await b.request({ cmd: 'count', topic: 'news' })).count, 2, 'the slow subscriber is still there');
+  assert.equal(b.exit(), null);
 });
