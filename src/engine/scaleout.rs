@@ -451,6 +451,15 @@ impl Backoff {
     }
 }
 
+/// A connection attempt's result, its failure as text (the error, or the timeout).
+fn connected<T, E: std::fmt::Display>(attempt: Result<Result<T, E>, tokio::time::error::Elapsed>) -> Result<T, String> {
+    match attempt {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connection timed out".to_owned()),
+    }
+}
+
 /// Sleeps for `d`; true if the link stopped meanwhile.
 async fn pause(d: Duration, stop: &mut watch::Receiver<()>) -> bool {
     tokio::select! {
@@ -662,17 +671,10 @@ async fn run_subscriber(ctx: Arc<Ctx>, client: Client, mut stop: watch::Receiver
             _ = stop.changed() => return,
             r = timeout(cfg.connect_timeout, subscribe(&client, &ctx.pattern)) => r,
         };
-        let pubsub = match attempt {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                ctx.down(Role::Subscriber, &e.to_string());
-                if pause(backoff.delay(), &mut stop).await {
-                    return;
-                }
-                continue;
-            }
-            Err(_) => {
-                ctx.down(Role::Subscriber, "connection timed out");
+        let pubsub = match connected(attempt) {
+            Ok(p) => p,
+            Err(why) => {
+                ctx.down(Role::Subscriber, &why);
                 if pause(backoff.delay(), &mut stop).await {
                     return;
                 }
@@ -881,17 +883,10 @@ async fn run_publisher(
             _ = stop.changed() => return,
             r = timeout(ctx.cfg.connect_timeout, connect_publisher(&client, &ctx.cfg)) => r,
         };
-        let mut con = match attempt {
-            Ok(Ok(con)) => con,
-            Ok(Err(e)) => {
-                ctx.down(Role::Publisher, &e.to_string());
-                if pause(backoff.delay(), &mut stop).await {
-                    return;
-                }
-                continue;
-            }
-            Err(_) => {
-                ctx.down(Role::Publisher, "connection timed out");
+        let mut con = match connected(attempt) {
+            Ok(con) => con,
+            Err(why) => {
+                ctx.down(Role::Publisher, &why);
                 if pause(backoff.delay(), &mut stop).await {
                     return;
                 }
