@@ -9,9 +9,10 @@
 // Two waits are the design's, and bound how long the deliveries below can take: a process
 // that reconnects waits until its peers have resubscribed (at most about 6 s), and one whose
 // Redis has just started gives the peers up to about 6 s to subscribe before its first
-// flush. Every test starts a fresh Redis, so its first publications wait out the second.
+// flush. The tests that stop Redis, need it absent first or configured otherwise start
+// their own (and wait out the second); the others share one, started by the first of them.
 
-const { test } = require('node:test');
+const { after, test } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const path = require('node:path');
@@ -43,6 +44,22 @@ const T = { timeout: 60000 };
 // The longest a delivery through a Redis that just started or came back may take: the
 // rejoin wait, the backoff and some slack for a loaded machine.
 const DELIVERY = 20000;
+
+// The Redis the tests share, and what stops it once the file's tests are done.
+let shared = null;
+const sharedCleanups = [];
+after(async () => {
+  for (const cleanup of sharedCleanups.reverse()) await cleanup();
+});
+
+/**
+ * The Redis shared by the tests that neither stop it nor need it fresh: started by the first
+ * call, stopped after the file's tests. Resolves like startRedis().
+ */
+function sharedRedis() {
+  if (shared === null) shared = startRedis({ after: (cleanup) => sharedCleanups.push(cleanup) });
+  return shared;
+}
 
 /** Skips the test (with the reason) when redis-server is not installed; true if it can run. */
 function needsRedis(t) {
@@ -205,7 +222,7 @@ function redisEvent(proc, match, { from = 0, timeout = 10000 } = {}) {
 
 test('two server processes: every subscriber gets every publication once, in order, from both', T, async (t) => {
   if (!needsRedis(t)) return;
-  const redis = await startRedis(t);
+  const redis = await sharedRedis();
   const a = await serverProcess(t, { redis: redis.url }, 'A');
   const b = await serverProcess(t, { redis: { url: redis.url } }, 'B');
   // A third process on the same Redis with another prefix: a group of its own.
@@ -256,7 +273,7 @@ test('two server processes: every subscriber gets every publication once, in ord
 
 test('ws.publish in one process reaches the subscribers of every process but the sender', T, async (t) => {
   if (!needsRedis(t)) return;
-  const redis = await startRedis(t);
+  const redis = await sharedRedis();
   const a = await serverProcess(t, { redis: redis.url }, 'A');
   const b = await serverProcess(t, { redis: redis.url }, 'B');
   const [sender, local, remote] = [await subscriber(t, a), await subscriber(t, a), await subscriber(t, b)];
@@ -274,7 +291,7 @@ test('ws.publish in one process reaches the subscribers of every process but the
 
 test('two servers of one process sharing a Redis get each other\'s publications, each once', T, async (t) => {
   if (!needsRedis(t)) return;
-  const redis = await startRedis(t);
+  const redis = await sharedRedis();
   const one = await startWss(t, WebSocket.WebSocketServer, { redis: redis.url });
   const two = await startWss(t, WebSocket.WebSocketServer, { redis: redis.url });
   const clients = [];
@@ -291,10 +308,6 @@ test('two servers of one process sharing a Redis get each other\'s publications,
   await allGot(clients, 2);
   await quietPeriod(500);
   for (const c of clients) assert.deepEqual(c.got.slice().sort(), ['from one', 'from two'], c.name);
-  // Each server's own publication reached its client directly, before the other's, which came
-  // through Redis.
-  assert.deepEqual(clients[0].got, ['from one', 'from two']);
-  assert.deepEqual(clients[1].got, ['from two', 'from one']);
 });
 
 // Each stream: `count` publications, `burst` at a time every `every` ms. The bursts keep
@@ -467,7 +480,7 @@ test('past maxBufferedMessages: the callback gets WS_ERR_PUBLISH_LOST, or the se
 
 test('a publication larger than maxBufferedBytes is lost for Redis, not for local subscribers', T, async (t) => {
   if (!needsRedis(t)) return;
-  const redis = await startRedis(t);
+  const redis = await sharedRedis();
   const a = await serverProcess(t, { redis: { url: redis.url, maxBufferedBytes: 4096 } }, 'A');
   const b = await serverProcess(t, { redis: redis.url }, 'B');
   const local = await subscriber(t, a);
@@ -520,7 +533,7 @@ test("a process without a 'redis' listener survives Redis dying, and joins again
 
 test('text and binary, empty and large publications cross processes as they were published', T, async (t) => {
   if (!needsRedis(t)) return;
-  const redis = await startRedis(t);
+  const redis = await sharedRedis();
   const a = await serverProcess(t, { redis: redis.url }, 'A');
   const b = await serverProcess(t, { redis: redis.url }, 'B');
   const [local, remote] = [await subscriber(t, a), await subscriber(t, b)];
@@ -549,7 +562,7 @@ test('text and binary, empty and large publications cross processes as they were
 
 test('topics with glob characters are topics, and a prefix with glob characters is a group of its own', T, async (t) => {
   if (!needsRedis(t)) return;
-  const redis = await startRedis(t);
+  const redis = await sharedRedis();
   // 'px:' would match the prefix 'p*:' taken as a glob pattern.
   const a = await serverProcess(t, { redis: { url: redis.url, prefix: 'p*:' } }, 'A');
   const b = await serverProcess(t, { redis: { url: redis.url, prefix: 'p*:' } }, 'B');
@@ -653,7 +666,7 @@ test('subscriber connections that Redis drops miss what is published meanwhile; 
 
 test('a server that closes sends what it published to Redis, and its process exits by itself', T, async (t) => {
   if (!needsRedis(t)) return;
-  const redis = await startRedis(t);
+  const redis = await sharedRedis();
   const b = await serverProcess(t, { redis: redis.url }, 'B');
   const remote = await subscriber(t, b);
   await joined(redis.port, [b]);
@@ -662,8 +675,8 @@ test('a server that closes sends what it published to Redis, and its process exi
   await closing.line(/^CLOSED$/, 5000);
   const exit = await bounded(closing.exited, 10000);
   assert.deepEqual(exit, { code: 0, signal: null }, `the process exited by itself (its output: ${closing.lines})`);
-  await allGot([remote], 5, 5000);
-  assert.deepEqual(remote.got, ['bye 0', 'bye 1', 'bye 2', 'bye 3', 'bye 4']);
+  await allGot([remote], 100, 5000);
+  assert.deepEqual(remote.got, Array.from({ length: 100 }, (_, i) => `bye ${i}`));
 });
 
 test('a server that closes while Redis is unreachable lets its process exit', T, async (t) => {
@@ -677,7 +690,7 @@ test('a server that closes while Redis is unreachable lets its process exit', T,
 
 test('a server in a Worker shares the Redis with the main thread\'s, and the Worker\'s end leaves the main thread\'s links working', T, async (t) => {
   if (!needsRedis(t)) return;
-  const redis = await startRedis(t);
+  const redis = await sharedRedis();
   const main = await startWss(t, WebSocket.WebSocketServer, { redis: redis.url });
   const other = await startWss(t, WebSocket.WebSocketServer, { redis: redis.url });
   const subs = [];
@@ -761,7 +774,7 @@ test('reconnection backs off: quick retries at first, then at most one every 5 s
 
 test('a subscriber that does not read, on a process that gets publications through Redis, holds up neither the link nor the others', T, async (t) => {
   if (!needsRedis(t)) return;
-  const redis = await startRedis(t);
+  const redis = await sharedRedis();
   const a = await serverProcess(t, { redis: redis.url }, 'A');
   const b = await serverProcess(t, { redis: redis.url, serverOptions: { maxBackpressure: 1024 * 1024 } }, 'B');
   const reading = await subscriber(t, b, undefined, { keep: 40 });
