@@ -155,10 +155,12 @@ test('publish to a topic without subscribers: the callback still comes, asynchro
   const wss = await startWss(t, WebSocket.WebSocketServer);
   const [{ server: ws }] = await connect(t, wss, 1);
   const calls = [];
-  let returned = 'not yet';
+  // Cleared once the calls below have returned: a callback that sees it set ran synchronously.
   let synchronous = true;
-  returned = wss.publish('nobody', 'hello', (err) => calls.push(['wss, no options', err, synchronous]));
-  assert.equal(returned, undefined);
+  assert.equal(
+    wss.publish('nobody', 'hello', (err) => calls.push(['wss, no options', err, synchronous])),
+    undefined
+  );
   wss.publish('nobody', Buffer.from('bytes'), { binary: true }, (err) => calls.push(['wss, options', err, synchronous]));
   assert.equal(
     ws.publish('nobody', 'from a socket', (err) => calls.push(['ws, no options', err, synchronous])),
@@ -267,10 +269,15 @@ async function broadcastScenario(impl, log, cases, broadcast) {
   const wss = new impl.WebSocketServer({ host: HOST, port: 0 });
   await once(wss, 'listening');
   const url = urlOf(wss);
-  const clients = [new Ws(url), new Ws(url, { perMessageDeflate: false }), new Ws(url)];
+  const clients = [];
   try {
-    await Promise.all(clients.map((c) => once(c, 'open')));
-    await waitFor(() => wss.clients.size === 3, { what: 'three server connections' });
+    // One after the other: the server's connections are then in the clients' order.
+    for (const options of [{}, { perMessageDeflate: false }, {}]) {
+      const client = new Ws(url, options);
+      clients.push(client);
+      await once(client, 'open');
+      await waitFor(() => wss.clients.size === clients.length, { what: `server connection ${clients.length}` });
+    }
     if (impl !== Ws) for (const ws of wss.clients) ws.subscribe('t');
     const got = clients.map(record);
     for (const [data, options] of cases) {
@@ -280,7 +287,8 @@ async function broadcastScenario(impl, log, cases, broadcast) {
         log('thrown', err.name, err.code, err.message);
       }
     }
-    broadcast(impl, wss, 'end', undefined);
+    // The end mark goes to every client.
+    publishOrLoop(impl, wss, 'end', undefined);
     for (const g of got) await receivedUntil(g, 'end');
     got.forEach((g, i) => log(i, g.map((m) => [m.isBinary, m.data.toString('hex')])));
   } finally {
@@ -321,6 +329,34 @@ test("what a client gets of wss.publish is what it gets of ws's broadcast loop: 
     ['é'.repeat(70000), undefined]
   ];
   await differential((impl, log) => broadcastScenario(impl, log, cases, publishOrLoop));
+});
+
+/**
+ * ws's broadcast loop to every client but the first server connection on ws, that connection's
+ * ws.publish on ws-native.
+ */
+function publishFromSocket(impl, wss, data, options) {
+  const [sender] = wss.clients;
+  if (impl !== Ws) {
+    if (options === undefined) sender.publish('t', data);
+    else sender.publish('t', data, options);
+  } else {
+    wss.clients.forEach((c) => c !== sender && (options === undefined ? c.send(data) : c.send(data, options)));
+  }
+}
+
+test("what a client gets of ws.publish is what it gets of ws's broadcast loop that skips the sender", T, async () => {
+  const cases = [
+    ['text', undefined],
+    [Buffer.from('binary'), undefined],
+    [new Uint16Array([1, 2, 3]), undefined],
+    ['text sent as binary', { binary: true }],
+    [crypto.randomBytes(100 * 1024), { compress: false }],
+    [42, undefined],
+    [{}, undefined],
+    ['after the error', undefined]
+  ];
+  await differential((impl, log) => broadcastScenario(impl, log, cases, publishFromSocket));
 });
 
 test('odd data is taken as ws.send takes it: numbers, null, undefined, arrays; the rest throws the TypeError ws.send throws', T, async () => {
