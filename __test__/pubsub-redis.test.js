@@ -24,6 +24,8 @@ const Ws = require('ws');
 const {
   bounded,
   closeAfter,
+  closeServer,
+  closeWss,
   delay,
   freePort,
   netServer,
@@ -289,25 +291,38 @@ test('ws.publish in one process reaches the subscribers of every process but the
   assert.deepEqual(remote.got, ['from a socket of A', 'end']);
 });
 
-test('two servers of one process sharing a Redis get each other\'s publications, each once', T, async (t) => {
+test('servers of one process sharing a Redis get each other\'s publications, each once: standalone, noServer, another database number', T, async (t) => {
   if (!needsRedis(t)) return;
   const redis = await sharedRedis();
   const one = await startWss(t, WebSocket.WebSocketServer, { redis: redis.url });
-  const two = await startWss(t, WebSocket.WebSocketServer, { redis: redis.url });
+  // Redis's pub/sub ignores the database number: the same group.
+  const two = await startWss(t, WebSocket.WebSocketServer, { redis: `${redis.url}/3` });
+  const three = new WebSocket.WebSocketServer({ noServer: true, redis: { url: redis.url } });
+  const http = require('node:http').createServer();
+  http.on('upgrade', (req, socket, head) => three.handleUpgrade(req, socket, head, (ws) => three.emit('connection', ws, req)));
+  await new Promise((resolve) => http.listen(0, '127.0.0.1', resolve));
+  t.after(async () => {
+    await closeWss(three);
+    // The upgraded sockets count as the http server's connections until they are destroyed.
+    http.closeAllConnections();
+    await closeServer(http);
+  });
+  const servers = [one, two, three];
   const clients = [];
-  for (const wss of [one, two]) {
-    const { client, server } = await openClient(t, wss, Ws);
-    server.subscribe('news');
+  for (const wss of servers) {
+    const accepted = new Promise((resolve) => wss.once('connection', resolve));
+    const port = wss === three ? http.address().port : wss.address().port;
+    const client = closeAfter(t, new Ws(`ws://127.0.0.1:${port}/`));
     const got = [];
     client.on('message', (data) => got.push(String(data)));
+    (await accepted).subscribe('news');
     clients.push({ got, name: `a client of server ${clients.length + 1}` });
   }
-  await waitFor(() => one.redisStatus().connected && two.redisStatus().connected, { timeout: DELIVERY, what: 'both servers to join Redis' });
-  one.publish('news', 'from one');
-  two.publish('news', 'from two');
-  await allGot(clients, 2);
+  await waitFor(() => servers.every((wss) => wss.redisStatus().connected), { timeout: DELIVERY, what: 'the three servers to join Redis' });
+  servers.forEach((wss, i) => wss.publish('news', `from ${i + 1}`));
+  await allGot(clients, 3);
   await quietPeriod(500);
-  for (const c of clients) assert.deepEqual(c.got.slice().sort(), ['from one', 'from two'], c.name);
+  for (const c of clients) assert.deepEqual(c.got.slice().sort(), ['from 1', 'from 2', 'from 3'], c.name);
 });
 
 // Each stream: `count` publications, `burst` at a time every `every` ms. The bursts keep
