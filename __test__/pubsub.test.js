@@ -766,6 +766,7 @@ test('maxBackpressure: a subscriber that does not read misses publishes until it
   await received(fastIds, N, 'the reading client', 20000);
   assert.deepEqual(fastIds, Array.from({ length: N }, (_, i) => i));
   assert.equal(slowServer.readyState, WebSocket.OPEN, 'without closeOnBackpressureLimit the slow subscriber stays');
+  assert.equal(slowServer.isBackpressured, true, 'the slow subscriber is past maxBackpressure');
   assert.equal(wss.subscriberCount('feed'), 2);
   await waitFor(() => acks.length === N, { what: () => `${N} publish callbacks (${acks.length})` });
   assert.ok(acks.every((err) => err === null), 'a subscriber missing a publish is not an error of the publish');
@@ -793,6 +794,7 @@ test('maxBackpressure: a subscriber that does not read misses publishes until it
     clearInterval(markers);
   }
   await reading;
+  await waitFor(() => slowServer.isBackpressured === false, { what: 'isBackpressured to be false after the drain' });
   assert.ok(slowIds.every((id) => id >= 0), 'every publication the slow client got is intact');
   assert.ok(
     slowIds.every((id, k) => k === 0 || id > slowIds[k - 1]),
@@ -916,6 +918,104 @@ test('maxBackpressure with permessage-deflate and context takeover: what a slow 
   const afterGap = ids.filter((id, k) => k > 0 && ids[k - 1] !== id - 1);
   assert.ok(afterGap.length > 0, 'a publication came after one the slow client missed');
   t.diagnostic(`the slow client got ${ids.length} of ${N} publications; after a gap: ${afterGap}`);
+});
+
+test('without maxBackpressure a subscriber that does not read misses nothing: its buffered output grows, then drains in order', T, async (t) => {
+  const wss = await startWss(t, WebSocket.WebSocketServer);
+  const connected = once(wss, 'connection');
+  const slow = await rawWebSocket(t, wss.address().port);
+  slow.socket.pause();
+  const [slowServer] = await connected;
+  slowServer.subscribe('feed');
+  const N = 100;
+  for (let i = 0; i < N; i++) wss.publish('feed', numbered(i));
+  // More than the sockets' buffers hold stays in the engine, and bufferedAmount says so.
+  await waitFor(() => slowServer.bufferedAmount > 1024 * 1024, {
+    what: () => `the slow subscriber's bufferedAmount to pass 1 MiB (${slowServer.bufferedAmount})`
+  });
+  const ids = [];
+  slow.socket.resume();
+  while (ids.length < N) ids.push(numberOf((await rawMessage(slow.reader)).payload));
+  assert.deepEqual(ids, Array.from({ length: N }, (_, i) => i));
+  await waitFor(() => slowServer.bufferedAmount === 0, { what: () => `bufferedAmount back to 0 (${slowServer.bufferedAmount})` });
+});
+
+test('a publish to a socket mid-way through a fragmented message of its own follows the last fragment', T, async (t) => {
+  const wss = await startWss(t, WebSocket.WebSocketServer);
+  const [{ server: ws, got }] = await connect(t, wss, 1);
+  ws.subscribe('t');
+  // In one tick.
+  ws.send('frag', { fin: false });
+  wss.publish('t', 'published in the middle');
+  ws.send('ment', { fin: true });
+  // Across ticks.
+  ws.send(Buffer.from('bin'), { fin: false });
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  wss.publish('t', 'published later in the middle');
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  ws.send(Buffer.from('ary'), { fin: true });
+  await received(got, 4);
+  assert.deepEqual(
+    got.map((m) => [m.isBinary, m.data.toString()]),
+    [
+      [false, 'fragment'],
+      [false, 'published in the middle'],
+      [true, 'binary'],
+      [false, 'published later in the middle']
+    ]
+  );
+});
+
+test('client sockets share one set of topics: a client\'s publish reaches the process\'s other client sockets subscribed, not a server\'s', T, async (t) => {
+  // The peer: a ws server that records what each of its connections receives.
+  const peer = await startWss(t, Ws.WebSocketServer);
+  const peerGot = [];
+  peer.on('connection', (ws) => {
+    const got = [];
+    peerGot.push(got);
+    ws.on('message', (data, isBinary) => got.push([isBinary, String(data)]));
+  });
+  const clients = [];
+  for (let i = 0; i < 3; i++) {
+    const client = closeAfter(t, new WebSocket(urlOf(peer)));
+    await once(client, 'open');
+    await waitFor(() => peerGot.length === i + 1, { what: `the peer's connection ${i + 1}` });
+    clients.push(client);
+  }
+  clients[0].subscribe('up');
+  clients[1].subscribe('up');
+  assert.equal(clients[1].isSubscribed('up'), true);
+  // A server of this process with a subscriber to the same topic: a separate set.
+  const wss = await startWss(t, WebSocket.WebSocketServer);
+  const [{ server, got: serverSide }] = await connect(t, wss, 1);
+  server.subscribe('up');
+
+  clients[2].publish('up', 'from client 2');
+  clients[0].publish('up', Buffer.from('from client 0'));
+  wss.publish('up', 'from the server');
+  for (const c of clients) c.send('end');
+  await waitFor(() => peerGot.every((got) => got.length > 0 && got[got.length - 1][1] === 'end'), {
+    what: () => `the end mark at every peer connection (${JSON.stringify(peerGot)})`
+  });
+  assert.deepEqual(peerGot, [
+    [
+      [false, 'from client 2'],
+      [false, 'end']
+    ],
+    [
+      [false, 'from client 2'],
+      [true, 'from client 0'],
+      [false, 'end']
+    ],
+    [[false, 'end']]
+  ]);
+  await receivedUntil(serverSide, 'from the server');
+  assert.deepEqual(texts(serverSide), ['from the server']);
+});
+
+test('redisStatus() is null on a server without redis', T, async (t) => {
+  const wss = await startWss(t, WebSocket.WebSocketServer);
+  assert.equal(wss.redisStatus(), null);
 });
 
 // --- Connections of every kind -------------------------------------------------------------------
