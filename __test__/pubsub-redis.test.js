@@ -474,13 +474,21 @@ test('past maxBufferedMessages: the callback gets WS_ERR_PUBLISH_LOST, or the se
     assert.equal(e.error?.isError, true);
     assert.equal(e.error.code, 'WS_ERR_PUBLISH_LOST');
   }
+  // A socket's publish (ws.publish, without a callback) past the bound: a 'lost' event too,
+  // with its topic; the other local subscriber gets it.
+  const other = await subscriber(t, a, ['sport']);
+  const fromSocket = a.events.length;
+  other.client.send(JSON.stringify({ publish: 'news', data: 'p11' }));
+  const lost = await redisEvent(a, (e) => e.type === 'lost', { from: fromSocket, timeout: 5000 });
+  assert.equal(lost.topic, 'news');
+  assert.equal(lost.error?.code, 'WS_ERR_PUBLISH_LOST');
   // The local subscriber got every one of them.
-  await allGot([local], 11, 5000);
-  assert.deepEqual(local.got, Array.from({ length: 11 }, (_, i) => `p${i}`));
+  await allGot([local], 12, 5000);
+  assert.deepEqual(local.got, Array.from({ length: 12 }, (_, i) => `p${i}`));
   const status = await a.status();
   assert.equal(status.connected, false);
   assert.equal(status.bufferedMessages, 5);
-  assert.equal(status.lost, 6);
+  assert.equal(status.lost, 7);
 
   // Redis comes, with a second process: it gets the five that were held, in order, and not the others.
   await startRedis(t, { port });
