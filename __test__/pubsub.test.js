@@ -100,6 +100,12 @@ test('subscribe, unsubscribe, isSubscribed and topics', T, async (t) => {
   ws.subscribe(new TextEncoder().encode('dé'));
   ws.subscribe('ünïcode ✓');
   assert.deepEqual(ws.topics, ['a', 'b', 'c', 'dé', 'ünïcode ✓']);
+  // The array is the caller's: changing it changes no subscription.
+  const list = ws.topics;
+  list.push('pushed');
+  list[0] = 'changed';
+  assert.deepEqual(ws.topics, ['a', 'b', 'c', 'dé', 'ünïcode ✓']);
+  assert.equal(ws.isSubscribed('changed'), false);
   assert.equal(ws.isSubscribed('c'), true);
   assert.equal(ws.isSubscribed('dé'), true);
   assert.equal(wss.subscriberCount('a'), 1);
