@@ -157,6 +157,33 @@ test('subscribe on a socket that is not open does nothing; a closed socket holds
   assert.equal(await publishing(wss, 'before', 'to nobody'), null);
 });
 
+test('a socket that is closing gets no publish after its close frame', T, async (t) => {
+  const wss = await startWss(t, WebSocket.WebSocketServer);
+  const connected = once(wss, 'connection');
+  const { reader } = await rawWebSocket(t, wss.address().port);
+  const [ws] = await connected;
+  ws.subscribe('t');
+  wss.publish('t', 'before');
+  ws.close(1000, 'bye');
+  // In the same tick as the close, and in later ticks while the close handshake is under way
+  // (the raw peer does not answer it).
+  wss.publish('t', 'after, same tick');
+  await new Promise((resolve) => setImmediate(resolve));
+  wss.publish('t', 'after, next tick');
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  wss.publish('t', 'after, 50 ms later');
+  const frames = [];
+  for (;;) {
+    const next = await bounded(reader.next().catch(() => null), 500);
+    if (!next) break;
+    frames.push(next.opcode === 8 ? ['close', next.payload.readUInt16BE(0), next.payload.subarray(2).toString()] : [next.opcode, next.payload.toString()]);
+  }
+  assert.deepEqual(frames, [
+    [1, 'before'],
+    ['close', 1000, 'bye']
+  ]);
+});
+
 test('publish to a topic without subscribers: the callback still comes, asynchronously, with null', T, async (t) => {
   const wss = await startWss(t, WebSocket.WebSocketServer);
   const [{ server: ws }] = await connect(t, wss, 1);
