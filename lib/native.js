@@ -100,6 +100,11 @@ const connections = new Connections();
 const servers = new TrackedMap();
 /** Hub id -> the server linked to Redis through it, with `_onRedis(payload)`. */
 const hubs = new Map();
+/**
+ * Hubs of closed servers whose link to Redis is still sending what was published: each
+ * keeps the process alive until the engine says it is done.
+ */
+const closingHubs = new TrackedMap();
 /** For the batch being built: what runs once the engine took each PUBLISH with `ACK`. */
 let published = [];
 
@@ -305,6 +310,7 @@ function currentEpoch() {
 
 module.exports = {
   afterFlush,
+  closingHubs,
   hubs,
   wire,
   EVENT,

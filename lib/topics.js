@@ -31,6 +31,7 @@ let lastEpoch = -1;
 function topicName(topic) {
   if (typeof topic === 'string') return topic;
   if (ArrayBuffer.isView(topic)) return Buffer.from(topic.buffer, topic.byteOffset, topic.byteLength).toString();
+  if (topic instanceof ArrayBuffer) return Buffer.from(topic).toString();
   throw new TypeError('The topic must be a string or a Buffer');
 }
 
@@ -121,6 +122,7 @@ function publish(hub, server, exclude, [topic, data, options, cb]) {
     cb = options;
     options = undefined;
   }
+  if (cb !== undefined && cb !== null && typeof cb !== 'function') throw new TypeError('The callback must be a function');
   if (typeof data === 'number') data = data.toString();
   if (isBlob(data)) throw new TypeError('publish() does not take a Blob: read it first (blob.arrayBuffer())');
   let binary = typeof data !== 'string';
@@ -178,9 +180,10 @@ function redisOptions(redis) {
     if (v !== undefined && !(Number.isInteger(v) && v >= 0)) throw new RangeError(`redis.${name} must be a non-negative integer`);
     return v;
   };
+  if (o.prefix !== undefined && typeof o.prefix !== 'string') throw new TypeError('redis.prefix must be a string');
   return {
     url: String(o.url),
-    prefix: o.prefix === undefined ? undefined : String(o.prefix),
+    prefix: o.prefix,
     maxBufferedMessages: count('maxBufferedMessages'),
     maxBufferedBytes: count('maxBufferedBytes'),
     backoffMinMs: count('backoffMin'),
@@ -197,7 +200,13 @@ function redisOptions(redis) {
  */
 function linkServer(server, redis) {
   const options = redisOptions(redis);
-  server._hub = native.binding.hubOpen(options);
+  try {
+    server._hub = native.binding.hubOpen(options);
+  } catch (err) {
+    const bad = new TypeError(`Invalid Redis URL "${options.url}": ${err.message}`);
+    bad.code = 'ERR_INVALID_URL';
+    throw bad;
+  }
   server._redis = true;
   native.hubs.set(server._hub, server);
 }
@@ -212,7 +221,14 @@ function linkServer(server, redis) {
 function onRedisRecord(server, payload) {
   const type = REDIS_EVENTS[payload[0]];
   const message = payload.subarray(1).toString();
-  if (type === 'connect') {
+  if (type === 'stopped') {
+    // The closed server's link has sent what it had: the last record for the hub.
+    for (const [hub, s] of native.closingHubs) {
+      if (s !== server) continue;
+      native.closingHubs.delete(hub);
+      native.hubs.delete(hub);
+    }
+  } else if (type === 'connect') {
     server.emit('redis', { type });
   } else {
     const error = new Error(`Redis: ${message}`);
@@ -228,7 +244,12 @@ function onRedisRecord(server, payload) {
  */
 function closeServerHub(server) {
   if (server._hub === 0) return;
-  native.hubs.delete(server._hub);
+  if (server._redis) {
+    // Until the link has sent what was published (a STOPPED record), the process stays up.
+    native.closingHubs.set(server._hub, server);
+  } else {
+    native.hubs.delete(server._hub);
+  }
   native.binding.hubClose(server._hub);
   server._hub = 0;
 }

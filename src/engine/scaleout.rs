@@ -282,11 +282,17 @@ impl Link {
             missed: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             state: Mutex::new(State::default()),
+            publisher_end: Mutex::new((false, None)),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(());
         handle.spawn(run_subscriber(ctx.clone(), client.clone(), stop_rx.clone()));
-        handle.spawn(run_publisher(ctx.clone(), client, rx, stop_rx));
+        let end = PublisherEnd(ctx.clone());
+        let publisher = run_publisher(ctx.clone(), client, rx, stop_rx);
+        handle.spawn(async move {
+            let _end = end;
+            publisher.await;
+        });
         Ok(Link { ctx, tx, _stop: stop })
     }
 
@@ -341,6 +347,25 @@ impl Link {
     /// does the same.
     pub fn stop(self) {
         drop(self);
+    }
+
+    /// `stop`, then `done` once the publisher has sent what was buffered (or given up: not
+    /// connected, or the runtime stopped); at once if the publisher has already ended.
+    pub fn stop_then(self, done: Done) {
+        let ctx = self.ctx.clone();
+        drop(self);
+        let done = {
+            let mut end = ctx.publisher_end.lock().unwrap_or_else(|p| p.into_inner());
+            if end.0 {
+                Some(done)
+            } else {
+                end.1 = Some(done);
+                None
+            }
+        };
+        if let Some(done) = done {
+            let _ = catch_unwind(AssertUnwindSafe(done));
+        }
     }
 }
 
@@ -509,6 +534,28 @@ struct Ctx {
     missed: AtomicU64,
     malformed: AtomicU64,
     state: Mutex<State>,
+    /// Whether the publisher task has ended, and what to call when it does (`stop_then`).
+    publisher_end: Mutex<(bool, Option<Done>)>,
+}
+
+/// Called once the publisher has sent what it could after `stop_then`.
+pub type Done = Box<dyn FnOnce() + Send>;
+
+/// Owned by the publisher task: its end (returning, or dropped with the runtime) runs the
+/// `stop_then` callback, or marks the task ended for one that comes later.
+struct PublisherEnd(Arc<Ctx>);
+
+impl Drop for PublisherEnd {
+    fn drop(&mut self) {
+        let done = {
+            let mut end = self.0.publisher_end.lock().unwrap_or_else(|p| p.into_inner());
+            end.0 = true;
+            end.1.take()
+        };
+        if let Some(done) = done {
+            let _ = catch_unwind(AssertUnwindSafe(done));
+        }
+    }
 }
 
 impl Ctx {

@@ -77,8 +77,13 @@ impl Writes {
     }
 
     /// Writes what the listed connections' sockets take; wakes the tasks (and those of the
-    /// connections whose bytes were not all written).
-    pub fn finish(mut self) {
+    /// connections whose bytes were not all written). Dropping does the same: a listed
+    /// connection is never left out of later lists.
+    pub fn finish(self) {}
+}
+
+impl Drop for Writes {
+    fn drop(&mut self) {
         for shared in std::mem::take(&mut self.direct) {
             let mut out = shared.lock();
             out.set(bit::LISTED, false);
@@ -89,7 +94,7 @@ impl Writes {
                 }
             }
         }
-        for w in self.wake {
+        for w in self.wake.drain(..) {
             w.wake();
         }
     }

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use super::events::{self, Sink};
+use super::runtime;
 use super::scaleout::{Deliver, Link, LinkConfig, LinkEvent, LinkStatus, OnEvent, StartError};
 use super::state::{mask_key, Outbox, PublishMode, Sending, Shared, Writes};
 use crate::protocol::frame::{encode_frame, OP_BINARY, OP_TEXT};
@@ -86,6 +87,10 @@ struct Table {
 pub struct Hub {
     id: u32,
     table: Mutex<Table>,
+    /// The writes of the other processes' messages fanned out since the last flush: the link
+    /// delivers the messages of one read one by one, and each socket is written once for
+    /// them all (by a task spawned at the first).
+    remote: Mutex<Option<Writes>>,
     link: Mutex<Option<Link>>,
     /// Where the link's events go (the Node environment of the server).
     sink: Option<Arc<Sink>>,
@@ -137,7 +142,14 @@ pub fn close(id: u32) {
     hubs().subscriptions.fetch_sub(n, Ordering::Relaxed);
     let link = lock(&hub.link).take();
     if let Some(link) = link {
-        link.stop();
+        // JS keeps the process alive until the link has sent what was published before.
+        let sink = hub.sink.clone();
+        link.stop_then(Box::new(move || {
+            if let Some(sink) = sink {
+                let _entered = events::enter(&sink);
+                events::with_batch(|b| b.redis(id, REDIS_STOPPED, ""));
+            }
+        }));
     }
 }
 
@@ -210,7 +222,7 @@ pub fn stats() -> (usize, usize) {
 
 impl Hub {
     fn new(id: u32, sink: Option<Arc<Sink>>) -> Self {
-        Hub { id, table: Mutex::new(Table::default()), link: Mutex::new(None), sink }
+        Hub { id, table: Mutex::new(Table::default()), remote: Mutex::new(None), link: Mutex::new(None), sink }
     }
 
     /// Subscribes connection `id`; false if it already was.
@@ -327,9 +339,7 @@ impl Hub {
         let weak: Weak<Hub> = Arc::downgrade(self);
         let deliver: Deliver = Arc::new(move |topic: &str, data: &[u8], binary: bool| {
             if let Some(hub) = weak.upgrade() {
-                let mut writes = Writes::default();
-                hub.fan_out(topic.as_bytes(), &Message { binary, compress: true, data }, 0, &mut writes);
-                writes.finish();
+                hub.deliver_remote(&weak, topic.as_bytes(), &Message { binary, compress: true, data });
             }
         });
         let (id, sink) = (self.id, self.sink.clone());
@@ -347,6 +357,31 @@ impl Hub {
         Ok(())
     }
 
+    /// Fans out a message from another process. Its sockets are written by a task spawned
+    /// for the first message since the last such write, which runs once the link's task has
+    /// delivered what it read (or at once, without a runtime).
+    fn deliver_remote(&self, weak: &Weak<Hub>, topic: &[u8], msg: &Message<'_>) {
+        // Lock order: the pending writes, then the table (in `fan_out`), then outboxes.
+        let mut pending = lock(&self.remote);
+        let first = pending.is_none();
+        self.fan_out(topic, msg, 0, pending.get_or_insert_with(Writes::default));
+        if !first {
+            return;
+        }
+        let Some(handle) = runtime::current() else {
+            drop(pending.take());
+            return;
+        };
+        drop(pending);
+        let weak = weak.clone();
+        handle.spawn(async move {
+            if let Some(hub) = weak.upgrade() {
+                let writes = lock(&hub.remote).take();
+                drop(writes);
+            }
+        });
+    }
+
     /// The link's state; None without a link.
     pub fn link_status(&self) -> Option<LinkStatus> {
         lock(&self.link).as_ref().map(|l| l.status())
@@ -354,7 +389,7 @@ impl Hub {
 }
 
 /// REDIS record kinds (see `engine::wire`).
-pub use super::wire::redis_event::{CONNECT as REDIS_CONNECT, DISCONNECT as REDIS_DISCONNECT, ERROR as REDIS_ERROR};
+pub use super::wire::redis_event::{CONNECT as REDIS_CONNECT, DISCONNECT as REDIS_DISCONNECT, ERROR as REDIS_ERROR, STOPPED as REDIS_STOPPED};
 
 /// A publish's frames, each made when a first subscriber needs it: uncompressed, and
 /// compressed once per way of compressing (window bits and level).

@@ -85,6 +85,9 @@ numbers! {
         /// The message says why.
         DISCONNECT = 2,
         ERROR = 3,
+        /// The server closed and its link has sent what it had buffered (or given up): the
+        /// last record for the hub.
+        STOPPED = 4,
     }
 }
 
