@@ -69,6 +69,8 @@ const IMPLS = {
   'ws-native-other': { label: 'ws-native (other checkout)', env: { WS_IMPL: process.env.WS_NATIVE_OTHER || ROOT }, nativeTls: true, optional: true },
   // The engine with two I/O threads (WS_NATIVE_THREADS=2): only with --impls.
   'ws-native-t2': { label: 'ws-native (2 threads)', env: { WS_IMPL: ROOT, WS_NATIVE_THREADS: '2' }, nativeTls: true, optional: true },
+  // Every read on the engine's thread, none served by the JS thread (WS_NATIVE_JS_READS=0).
+  'ws-native-engine-reads': { label: 'ws-native (engine reads only)', env: { WS_IMPL: ROOT, WS_NATIVE_JS_READS: '0' }, nativeTls: true, optional: true },
   // Topics: every connection subscribes to one topic and each message goes out with
   // wss.publish() (servers/ws-echo.js --publish) instead of the clients.forEach loop. It has
   // no meaning for the other workloads, so it runs for the broadcast workloads only.

@@ -56,6 +56,13 @@ pub fn parked(id: Option<u32>) -> u32 {
     }
 }
 
+/// Whether connection `id` waits in the lot its environment's JS thread serves (see
+/// `engine::park`).
+#[napi(catch_unwind)]
+pub fn served(id: u32) -> bool {
+    park::is_served(id)
+}
+
 /// The connection id table: slots made, slots free for reuse, connections registered.
 #[napi(catch_unwind)]
 pub fn slot_stats() -> Vec<u32> {

@@ -21,6 +21,8 @@ mod batch;
 mod diagnostics;
 mod options;
 mod pubsub;
+#[cfg(unix)]
+mod served;
 
 use batch::Batch;
 use options::{bufs, conn_config, deflate_options, pairs, ClientTlsOptions, ConnOptions, DeflateJs, ServerTlsOptions};
@@ -46,6 +48,8 @@ pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
     #[cfg(feature = "diagnostics")]
     diagnostics::arm_test_panic();
     let sink = env_sink();
+    #[cfg(unix)]
+    let callback = on_batch.value().value;
     let taker = sink.clone();
     let tsfn = on_batch
         .build_threadsafe_function::<()>()
@@ -57,9 +61,15 @@ pub fn init(env: Env, on_batch: Function<Buffer, ()>) -> Result<()> {
         tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
     })));
     runtime::acquire();
+    #[cfg(unix)]
+    let watch = served::start(&env, &sink, callback);
     // When this environment goes (process exit, or a Worker ending), its servers stop, its
     // connections end, and the runtime stops with the last environment.
-    env.add_env_cleanup_hook(sink, |sink| {
+    env.add_env_cleanup_hook(sink, move |sink| {
+        #[cfg(unix)]
+        if let Some(w) = watch {
+            w.stop();
+        }
         sink.set_deliver(None);
         for id in SERVERS.with(|s| std::mem::take(&mut *s.borrow_mut())) {
             server::close(id);

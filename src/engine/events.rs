@@ -55,6 +55,8 @@ pub struct Sink {
     batch: Mutex<EventBatch>,
     scheduled: AtomicBool,
     deliver: Mutex<Option<Deliver>>,
+    /// The environment's JS thread serves a lot of connections (see `engine::park`).
+    served: AtomicBool,
 }
 
 impl std::fmt::Debug for Sink {
@@ -71,6 +73,7 @@ impl Sink {
             batch: Mutex::new(EventBatch::default()),
             scheduled: AtomicBool::new(false),
             deliver: Mutex::new(None),
+            served: AtomicBool::new(false),
         })
     }
 
@@ -79,6 +82,15 @@ impl Sink {
     pub fn set_deliver(&self, d: Option<Deliver>) {
         *lock(&self.deliver) = d;
         self.scheduled.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the environment's JS thread serves connections' reads (`engine::park::serve`).
+    pub fn served(&self) -> bool {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    pub fn set_served(&self, on: bool) {
+        self.served.store(on, Ordering::Relaxed);
     }
 }
 
@@ -91,6 +103,27 @@ fn fallback() -> &'static Arc<Sink> {
 
 thread_local! {
     static CURRENT: Cell<*const Sink> = const { Cell::new(std::ptr::null()) };
+    /// Set while the JS thread reads for its own environment (see `held`).
+    static HELD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` without scheduling deliveries for what it appends: the caller is the JS thread,
+/// which takes the batch itself right after (`has_records`, `take_batch`) instead of waking
+/// itself through the threadsafe call.
+pub fn held<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            HELD.with(|h| h.set(self.0));
+        }
+    }
+    let _reset = Reset(HELD.with(|h| h.replace(true)));
+    f()
+}
+
+/// Whether `s` holds records JS has not taken.
+pub fn has_records(s: &Sink) -> bool {
+    !lock(&s.batch).records.is_empty()
 }
 
 /// While alive, `with_batch` on this thread appends to the entered sink.
@@ -126,7 +159,7 @@ pub fn with_batch<R>(f: impl FnOnce(&mut EventBatch) -> R) -> R {
         let before = b.records.len();
         let r = f(&mut b);
         let appended = b.records.len() != before;
-        (r, appended && !s.scheduled.swap(true, Ordering::AcqRel))
+        (r, appended && !HELD.with(|h| h.get()) && !s.scheduled.swap(true, Ordering::AcqRel))
     };
     if schedule {
         if let Some(d) = lock(&s.deliver).as_ref() {

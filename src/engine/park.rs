@@ -9,8 +9,19 @@
 //! period (`ask_idle_to_park`), so a connection parks one to two periods after its
 //! last activity, and a busy one pays nothing but a flag per poll (no timer). After a wave of
 //! parking the sweep also has the C allocator return the memory those tasks freed.
+//!
+//! A Node environment may also serve parked connections on its own JS thread (`serve`): its
+//! event loop watches a second epoll set (a `Served` lot), and what arrives there is read and
+//! decoded on the JS thread, messages included, with no hand-off between threads. A
+//! connection goes there while its messages come one at a time into an empty batch (a
+//! request and its answer, a game's inputs: see `Connection::lone_reads`), which is when
+//! waking the engine's thread and then the JS thread costs a round trip most; it goes back
+//! to its task as soon as a read holds more than one message, or anything but whole
+//! unfragmented, uncompressed frames.
 
-use std::os::fd::AsRawFd;
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::task::{RawWaker, RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
@@ -21,8 +32,10 @@ use tokio::net::TcpStream;
 
 use super::connection::{Connection, Idle, Transport};
 use super::state::{Shared, HEARTBEAT_PING};
-use super::{events, registry, runtime};
-use crate::protocol::frame::{only_pings_and_pongs, OP_PING};
+use super::events::{self, Sink};
+use super::{registry, runtime};
+use crate::protocol::frame::{unmask_simple, OP_BINARY, OP_PING, OP_PONG, OP_TEXT};
+use crate::protocol::receiver::Payload;
 
 /// A parked connection: an idle one with its socket off tokio's reactor.
 type Parked = Idle<std::net::TcpStream>;
@@ -31,6 +44,10 @@ type Parked = Idle<std::net::TcpStream>;
 impl Transport for TcpStream {
     fn park(conn: Connection<Self>) -> Result<(), Connection<Self>> {
         park(conn)
+    }
+
+    fn serve_on_js(conn: Connection<Self>) -> Result<(), Connection<Self>> {
+        serve_on_js(conn)
     }
 }
 
@@ -44,6 +61,30 @@ const COALESCE: Duration = Duration::from_millis(1);
 struct Lot {
     registry: Registry,
     parked: Mutex<Table>,
+    /// Served by a JS thread (see `serve`): messages are read here too, not only pings and
+    /// pongs.
+    served: bool,
+}
+
+/// A lot a Node environment's JS thread serves. Kept once made: a lot whose environment went
+/// away serves the next one that asks.
+struct Served {
+    lot: Lot,
+    poll: Mutex<Poll>,
+}
+
+static SERVED: Mutex<Vec<&'static Served>> = Mutex::new(Vec::new());
+
+/// Whether any environment serves a lot (connections look before offering themselves).
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+fn served_lots() -> MutexGuard<'static, Vec<&'static Served>> {
+    SERVED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The lot environment `sink` serves, if it serves one.
+fn served_by(sink: u32) -> Option<&'static Served> {
+    served_lots().iter().copied().find(|s| sink != 0 && lock(&s.lot).sink == sink)
 }
 
 /// Parked connections by slot of their id (see `engine::registry`: slots are dense).
@@ -51,6 +92,9 @@ struct Lot {
 struct Table {
     slots: Vec<Option<Box<Parked>>>,
     count: usize,
+    /// A served lot's environment (its sink's id); 0 when no environment serves it, and then
+    /// it takes no connection.
+    sink: u32,
 }
 
 impl Table {
@@ -89,7 +133,7 @@ fn lot() -> Option<&'static Lot> {
         let poll = Poll::new().ok()?;
         let registry = poll.registry().try_clone().ok()?;
         std::thread::Builder::new().name("ws-native-park".into()).stack_size(256 * 1024).spawn(move || watch(poll)).ok()?;
-        Some(Lot { registry, parked: Mutex::new(Table::default()) })
+        Some(Lot { registry, parked: Mutex::new(Table::default()), served: false })
     })
     .as_ref()
 }
@@ -117,9 +161,10 @@ fn watch(mut poll: Poll) {
             continue;
         }
         let mut inline = false;
+        let Some(lot) = lot() else { return };
         for e in events.iter() {
             let id = e.token().0 as u32;
-            if take_input(id) {
+            if take_input(lot, id) {
                 inline = true;
             } else {
                 unpark(id);
@@ -134,45 +179,74 @@ fn watch(mut poll: Poll) {
     }
 }
 
+thread_local! {
+    /// What `take_input` reads into: on the park thread and the JS threads that serve lots.
+    static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most bytes a served lot reads from one socket per wake; a read that fills it brings the
+/// connection back to its task, which reads the rest.
+const SERVED_READ: usize = 16 * 1024;
+
 /// Reads what a parked socket received. When it is only pings and pongs (a heartbeat's, or
-/// ws's pattern of `ping()` and 'pong'), the connection stays parked: an auto-pong is written
-/// from here and JS gets the 'ping' and 'pong' events (but for the pongs to the engine's own
-/// heartbeat). Anything else (or an answer the socket did not take) brings the connection
-/// back on a task, which gets the bytes read. The end of the stream, or an error, is left
-/// for the task to read. True when the connection stays parked.
-fn take_input(id: u32) -> bool {
-    let Some(lot) = lot() else { return false };
-    let mut buf = [0u8; 1024];
-    // Under the table's lock, which keeps the connection parked and so its socket open.
-    let (shared, cfg, frames) = {
-        let mut table = lock(lot);
-        let Some(parked) = table.get(id) else { return true };
-        let n = match std::io::Read::read(&mut parked.io(), &mut buf) {
-            Ok(n) if n > 0 => n,
-            Ok(_) | Err(_) => return false,
-        };
-        let shared = parked.shared().clone();
-        shared.read(n);
-        match only_pings_and_pongs(&buf[..n], !shared.is_client) {
-            Some(frames) => (shared, parked.cfg().clone(), frames),
-            None => {
-                let Some(parked) = table.remove(id) else { return true };
-                drop(table);
-                resume(lot, *parked, &mut buf[..n]);
-                return true;
+/// ws's pattern of `ping()` and 'pong'), or, in a served lot, whole messages, the connection
+/// stays parked: an auto-pong is written from here and JS gets the events (but for the pongs
+/// to the engine's own heartbeat). Anything else (or an answer the socket did not take, or
+/// more than one message) brings the connection back on a task, which gets the bytes read
+/// that are not decoded here. The end of the stream, or an error, is left for the task to
+/// read. True when the connection stays parked.
+fn take_input(lot: &Lot, id: u32) -> bool {
+    INPUT.with(|input| {
+        let mut buf = input.borrow_mut();
+        let size = if lot.served { SERVED_READ } else { 1024 };
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        take_input_into(lot, id, &mut buf[..size])
+    })
+}
+
+fn take_input_into(lot: &Lot, id: u32, buf: &mut [u8]) -> bool {
+    // Under the table's lock, which keeps the connection parked and so its socket open, and
+    // orders these events before any its task would deliver once it is back.
+    let mut table = lock(lot);
+    let Some(parked) = table.get(id) else { return true };
+    let n = match std::io::Read::read(&mut parked.io(), buf) {
+        Ok(n) if n > 0 => n,
+        Ok(_) | Err(_) => return false,
+    };
+    let shared = parked.shared().clone();
+    let cfg = parked.cfg().clone();
+    shared.read(n);
+    let limits = &cfg.receiver;
+    let frames = if n == buf.len() { None } else { unmask_simple(&mut buf[..n], !shared.is_client, lot.served, limits.max_payload, limits.skip_utf8_validation) };
+    let Some(frames) = frames else {
+        let Some(parked) = table.remove(id) else { return true };
+        drop(table);
+        resume(lot, *parked, &mut buf[..n]);
+        return true;
+    };
+    let _entered = events::enter(&cfg.sink);
+    let mut messages = 0;
+    events::with_batch(|b| {
+        for f in &frames {
+            let payload = &buf[f.payload.clone()];
+            match f.opcode {
+                OP_TEXT | OP_BINARY => {
+                    messages += 1;
+                    b.message(id, f.opcode == OP_BINARY, Payload::Borrowed(payload), None);
+                }
+                OP_PING => b.ping(id, payload),
+                OP_PONG if payload != HEARTBEAT_PING => b.pong(id, payload),
+                _ => {}
             }
         }
-    };
-    let mut task_needed = false;
-    let _entered = events::enter(&cfg.sink);
-    for (opcode, payload) in frames {
-        if opcode == OP_PING && cfg.auto_pong {
-            task_needed |= !shared.pong_directly(&payload);
-        }
-        if opcode == OP_PING {
-            events::with_batch(|b| b.ping(id, &payload));
-        } else if payload != HEARTBEAT_PING {
-            events::with_batch(|b| b.pong(id, &payload));
+    });
+    drop(table);
+    let mut task_needed = messages > 1;
+    if cfg.auto_pong {
+        for f in frames.iter().filter(|f| f.opcode == OP_PING) {
+            task_needed |= !shared.pong_directly(&buf[f.payload.clone()]);
         }
     }
     !task_needed
@@ -223,6 +297,29 @@ fn ask_idle_to_park() {
 #[allow(clippy::result_large_err)]
 pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
     let Some(lot) = lot() else { return Err(conn) };
+    park_in(lot, conn)
+}
+
+/// Parks a connection in the lot its environment's JS thread serves (Err if it serves none,
+/// or if JS queued something meanwhile).
+#[allow(clippy::result_large_err)]
+pub fn serve_on_js(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
+    match served_by(conn.cfg().sink.id) {
+        Some(s) => park_in(&s.lot, conn),
+        None => Err(conn),
+    }
+}
+
+/// Whether some environment serves a lot.
+fn serving() -> bool {
+    SERVING.load(Ordering::Relaxed)
+}
+
+#[allow(clippy::result_large_err)]
+fn park_in(lot: &'static Lot, conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
+    if lot.served && lock(lot).sink != conn.cfg().sink.id {
+        return Err(conn);
+    }
     let id = conn.id();
     let shared = conn.shared().clone();
     // Under the outbox lock: a command from JS either came before (and the connection stays
@@ -241,7 +338,18 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
     };
     let fd = parked.io().as_raw_fd();
     out.park(unpark_waker(id));
-    lock(lot).insert(Box::new(parked));
+    {
+        let mut table = lock(lot);
+        let stopped = lot.served && table.sink != parked.cfg().sink.id;
+        table.insert(Box::new(parked));
+        if stopped {
+            // Its environment stopped serving the lot meanwhile: back to a task at once.
+            drop(table);
+            drop(out);
+            unpark_in(lot, id);
+            return Ok(());
+        }
+    }
     // Registered last: an event for the socket finds the connection in the table.
     if lot.registry.register(&mut SourceFd(&fd), Token(id as usize), Interest::READABLE).is_err() {
         drop(out);
@@ -252,9 +360,95 @@ pub fn park(conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
 
 /// Brings a parked connection back on a task of its own (no-op if it is not parked).
 pub fn unpark(id: u32) {
-    let Some(lot) = lot() else { return };
-    let Some(parked) = lock(lot).remove(id) else { return };
+    if let Some(lot) = lot() {
+        if unpark_in(lot, id) {
+            return;
+        }
+    }
+    if serving() {
+        let lots = served_lots().clone();
+        for s in lots {
+            if unpark_in(&s.lot, id) {
+                return;
+            }
+        }
+    }
+}
+
+fn unpark_in(lot: &Lot, id: u32) -> bool {
+    let Some(parked) = lock(lot).remove(id) else { return false };
     resume(lot, *parked, &mut []);
+    true
+}
+
+/// Environment `sink`'s JS thread serves a lot from now on: the descriptor of its epoll set,
+/// for the thread's event loop to watch (calling `serve_ready` when it is readable).
+pub fn serve(sink: &Sink) -> Option<RawFd> {
+    let mut all = SERVED.lock().unwrap_or_else(|p| p.into_inner());
+    let s = match all.iter().find(|s| lock(&s.lot).sink == 0) {
+        Some(s) => *s,
+        None => {
+            let poll = Poll::new().ok()?;
+            let registry = poll.registry().try_clone().ok()?;
+            let lot = Lot { registry, parked: Mutex::new(Table::default()), served: true };
+            let s: &'static Served = Box::leak(Box::new(Served { lot, poll: Mutex::new(poll) }));
+            all.push(s);
+            s
+        }
+    };
+    lock(&s.lot).sink = sink.id;
+    SERVING.store(true, Ordering::Relaxed);
+    sink.set_served(true);
+    let fd = s.poll.lock().unwrap_or_else(|p| p.into_inner()).as_raw_fd();
+    Some(fd)
+}
+
+/// On environment `sink`'s JS thread, when its lot's epoll set is readable: reads what its
+/// sockets received.
+pub fn serve_ready(sink: u32) {
+    const CAPACITY: usize = 256;
+    thread_local! {
+        static EVENTS: RefCell<Option<Events>> = const { RefCell::new(None) };
+    }
+    let Some(s) = served_by(sink) else { return };
+    EVENTS.with(|e| {
+        let mut e = e.borrow_mut();
+        let events = e.get_or_insert_with(|| Events::with_capacity(CAPACITY));
+        // Only this environment's thread polls its lot: the lock is never contended.
+        let mut poll = s.poll.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if poll.poll(events, Some(Duration::ZERO)).is_err() {
+                return;
+            }
+            let mut ready = 0;
+            for e in events.iter() {
+                ready += 1;
+                let id = e.token().0 as u32;
+                if !take_input(&s.lot, id) {
+                    unpark_in(&s.lot, id);
+                }
+            }
+            if ready < CAPACITY {
+                return;
+            }
+        }
+    });
+}
+
+/// Environment `sink` no longer serves its lot (it is going away): its connections go back
+/// to tasks.
+pub fn stop_serving(sink: &Sink) {
+    sink.set_served(false);
+    let Some(s) = served_by(sink.id) else { return };
+    let parked: Vec<Box<Parked>> = {
+        let mut table = lock(&s.lot);
+        table.sink = 0;
+        table.count = 0;
+        table.slots.iter_mut().filter_map(Option::take).collect()
+    };
+    for p in parked {
+        resume(&s.lot, *p, &mut []);
+    }
 }
 
 /// Puts a connection taken off the table back on a task, with the bytes already read from its
@@ -281,12 +475,17 @@ fn resume(lot: &Lot, parked: Parked, input: &mut [u8]) {
 
 /// How many connections are parked (for tests and diagnostics).
 pub fn count() -> usize {
-    lot().map_or(0, |l| lock(l).count)
+    lot().map_or(0, |l| lock(l).count) + served_lots().iter().map(|s| lock(&s.lot).count).sum::<usize>()
+}
+
+/// Whether connection `id` is in a lot a JS thread serves (for tests).
+pub fn is_served(id: u32) -> bool {
+    served_lots().iter().any(|s| lock(&s.lot).contains(id))
 }
 
 /// Whether connection `id` is parked (for tests).
 pub fn is_parked(id: u32) -> bool {
-    lot().is_some_and(|l| lock(l).contains(id))
+    lot().is_some_and(|l| lock(l).contains(id)) || served_lots().iter().any(|s| lock(&s.lot).contains(id))
 }
 
 /// A waker that unparks connection `id`: what a parked connection's outbox holds, so that

@@ -18,3 +18,7 @@ pub fn count() -> usize {
 pub fn is_parked(_: u32) -> bool {
     false
 }
+
+pub fn is_served(_: u32) -> bool {
+    false
+}

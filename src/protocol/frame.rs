@@ -135,28 +135,57 @@ pub fn parse_header(buf: &[u8]) -> HeaderParse {
     )
 }
 
-/// The pings and pongs `buf` holds, if it holds whole ones and nothing else: each frame's
-/// opcode and unmasked payload, and the bytes they take (all of `buf`). None when `buf` holds
-/// anything else or a part of a frame: that is for the connection's receiver to read. `masked`:
-/// whether the peer must mask its frames (it is a client).
-pub fn only_pings_and_pongs(buf: &[u8], masked: bool) -> Option<Vec<(u8, Vec<u8>)>> {
+/// What `unmask_simple` found: a whole frame's opcode and where its payload is in the buffer.
+#[derive(Debug, PartialEq)]
+pub struct Simple {
+    pub opcode: u8,
+    pub payload: std::ops::Range<usize>,
+}
+
+/// Recognises input made only of whole, unfragmented, uncompressed frames: pings and pongs,
+/// and text and binary messages when `data` is set (texts valid UTF-8 unless `skip_utf8`,
+/// payloads within `max_payload` when it is not 0). Their payloads are unmasked in place.
+/// None (with `buf` as it was) for anything else, which is the receiver's to decode: a close
+/// frame, a fragment, a frame cut short, a bad mask bit, a bad text.
+pub fn unmask_simple(buf: &mut [u8], masked: bool, data: bool, max_payload: u64, skip_utf8: bool) -> Option<Vec<Simple>> {
     let mut frames = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
         let HeaderParse::Complete(h, n) = parse_header(&buf[pos..]) else { return None };
         let control = h.opcode == OP_PING || h.opcode == OP_PONG;
-        if !control || !h.fin || h.rsv1 || h.rsv2 || h.rsv3 || h.payload_len > 125 || h.mask.is_some() != masked {
+        let message = data && (h.opcode == OP_TEXT || h.opcode == OP_BINARY);
+        if !(control || message) || !h.fin || h.rsv1 || h.rsv2 || h.rsv3 || h.mask.is_some() != masked {
             return None;
         }
-        let end = pos + n + h.payload_len as usize;
-        let mut payload = buf.get(pos + n..end)?.to_vec();
-        if let Some(m) = h.mask {
-            apply_mask(&mut payload, m, 0);
+        if (control && h.payload_len > 125) || (message && max_payload != 0 && h.payload_len > max_payload) {
+            return None;
         }
-        frames.push((h.opcode, payload));
+        let start = pos + n;
+        let end = start.checked_add(usize::try_from(h.payload_len).ok()?)?;
+        if end > buf.len() {
+            return None;
+        }
+        frames.push((h, start..end));
         pos = end;
     }
-    (!frames.is_empty()).then_some(frames)
+    if frames.is_empty() {
+        return None;
+    }
+    let unmask = |buf: &mut [u8], frames: &[(FrameHeader, std::ops::Range<usize>)]| {
+        for (h, r) in frames {
+            if let Some(m) = h.mask {
+                apply_mask(&mut buf[r.clone()], m, 0);
+            }
+        }
+    };
+    unmask(buf, &frames);
+    let bad_text = !skip_utf8 && frames.iter().any(|(h, r)| h.opcode == OP_TEXT && !crate::protocol::utf8::is_valid(&buf[r.clone()]));
+    if bad_text {
+        // Masking twice gives the bytes back.
+        unmask(buf, &frames);
+        return None;
+    }
+    Some(frames.into_iter().map(|(h, payload)| Simple { opcode: h.opcode, payload }).collect())
 }
 
 #[cfg(test)]
@@ -164,21 +193,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pings_and_pongs_alone_are_recognised() {
+    fn pings_and_pongs_alone_are_recognised_without_data_frames() {
         let mut buf = Vec::new();
         encode_frame(&mut buf, OP_PING, true, false, b"a", Some([1, 2, 3, 4]));
         encode_frame(&mut buf, OP_PONG, true, false, b"", Some([5, 6, 7, 8]));
-        assert_eq!(only_pings_and_pongs(&buf, true), Some(vec![(OP_PING, b"a".to_vec()), (OP_PONG, Vec::new())]));
-        // Unmasked from a client, a part of a frame, a data frame after: for the receiver.
-        assert_eq!(only_pings_and_pongs(&buf, false), None);
-        assert_eq!(only_pings_and_pongs(&buf[..buf.len() - 1], true), None);
+        let mut got = buf.clone();
+        let frames = unmask_simple(&mut got, true, false, 0, false).unwrap();
+        let payloads: Vec<(u8, &[u8])> = frames.iter().map(|f| (f.opcode, &got[f.payload.clone()])).collect();
+        assert_eq!(payloads, vec![(OP_PING, &b"a"[..]), (OP_PONG, &b""[..])]);
         let mut more = buf.clone();
         encode_frame(&mut more, OP_TEXT, true, false, b"x", Some([1, 1, 1, 1]));
-        assert_eq!(only_pings_and_pongs(&more, true), None);
-        let mut close = Vec::new();
-        encode_frame(&mut close, OP_CLOSE, true, false, b"", None);
-        assert_eq!(only_pings_and_pongs(&close, false), None);
-        assert_eq!(only_pings_and_pongs(&[], false), None);
+        assert_eq!(unmask_simple(&mut more, true, false, 0, false), None);
+        let mut big = Vec::new();
+        encode_frame(&mut big, OP_PING, true, false, &[0; 126], None);
+        assert_eq!(unmask_simple(&mut big, false, true, 0, false), None);
+    }
+
+    #[test]
+    fn simple_frames_are_unmasked_in_place_and_anything_else_left_alone() {
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, OP_TEXT, true, false, b"hello", Some([1, 2, 3, 4]));
+        encode_frame(&mut buf, OP_PING, true, false, b"p", Some([5, 6, 7, 8]));
+        encode_frame(&mut buf, OP_BINARY, true, false, &[0xff, 0], Some([9, 9, 9, 9]));
+        let mut got = buf.clone();
+        let frames = unmask_simple(&mut got, true, true, 0, false).unwrap();
+        let payloads: Vec<(u8, &[u8])> = frames.iter().map(|f| (f.opcode, &got[f.payload.clone()])).collect();
+        assert_eq!(payloads, vec![(OP_TEXT, &b"hello"[..]), (OP_PING, &b"p"[..]), (OP_BINARY, &[0xff, 0][..])]);
+        // Without data frames allowed, over the size limit, cut short, unmasked from a client.
+        for (data, max, cut, masked) in [(false, 0, 0, true), (true, 4, 0, true), (true, 0, 1, true), (true, 0, 0, false)] {
+            let mut b = buf[..buf.len() - cut].to_vec();
+            assert_eq!(unmask_simple(&mut b, masked, data, max, false), None);
+            assert_eq!(b, buf[..buf.len() - cut]);
+        }
+        // A bad text, a fragment, a compressed frame, a close: the bytes stay as they came.
+        let mut bad = Vec::new();
+        encode_frame(&mut bad, OP_BINARY, true, false, b"ok", Some([1, 2, 3, 4]));
+        encode_frame(&mut bad, OP_TEXT, true, false, &[0xc3], Some([1, 2, 3, 4]));
+        let mut b = bad.clone();
+        assert_eq!(unmask_simple(&mut b, true, true, 0, false), None);
+        assert_eq!(b, bad);
+        assert!(unmask_simple(&mut bad.clone(), true, true, 0, true).is_some());
+        for (op, fin, rsv1) in [(OP_TEXT, false, false), (OP_TEXT, true, true), (OP_CLOSE, true, false), (OP_CONTINUATION, true, false)] {
+            let mut f = Vec::new();
+            encode_frame(&mut f, op, fin, rsv1, b"x", None);
+            assert_eq!(unmask_simple(&mut f, false, true, 0, false), None);
+        }
+        assert_eq!(unmask_simple(&mut [], false, true, 0, false), None);
     }
 
     #[test]

@@ -86,6 +86,10 @@ const CONTROL_COST: usize = 64;
 /// Reads per poll before yielding to other tasks.
 const READS_PER_POLL: usize = 16;
 
+/// Lone reads in a row (see `Connection::lone_reads`) after which a connection offers itself
+/// to its environment's JS thread.
+const LONE_READS: u8 = 8;
+
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_SIZE].into_boxed_slice());
 }
@@ -145,6 +149,10 @@ pub struct Connection<T> {
     park_asked: bool,
     /// JS got a BACKPRESSURE record and waits for the DRAIN.
     above_high: bool,
+    /// Reads in a row that brought one message and nothing else into an empty batch: JS is
+    /// taking this connection's messages one by one as they come, and its environment's JS
+    /// thread may serve its reads itself (see `engine::park`).
+    lone_reads: u8,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -475,7 +483,10 @@ impl<T: Transport> Connection<T> {
         let mut close: Option<(u16, Vec<u8>)> = None;
         let mut active = false;
         let (batch_epoch, batch_bytes) = (&mut self.batch_epoch, &mut self.batch_bytes);
+        // Events this read delivers: messages, and others (a control frame, an error).
+        let (mut messages, mut others, mut into_empty) = (0u32, 0u32, false);
         let result = events::with_batch(|b| {
+            into_empty = b.records.is_empty();
             if b.epoch as u16 != *batch_epoch {
                 *batch_epoch = b.epoch as u16;
                 *batch_bytes = 0;
@@ -483,6 +494,7 @@ impl<T: Transport> Connection<T> {
             receiver.feed_inflating(data, inflater, |item| match item {
                 Incoming::Message { binary, data, fragments } => {
                     active = true;
+                    messages += 1;
                     count(batch_bytes, data.as_slice().len());
                     #[cfg(feature = "diagnostics")]
                     if !binary && data.as_slice() == PANIC_TRIGGER && TEST_PANIC.load(std::sync::atomic::Ordering::Relaxed) {
@@ -491,6 +503,7 @@ impl<T: Transport> Connection<T> {
                     b.message(id, binary, data, fragments.as_deref());
                 }
                 Incoming::Ping(p) => {
+                    others += 1;
                     if auto_pong {
                         // As ws: a peer that does not take its pongs is terminated once
                         // `maxPendingAutoPongs` wait (a pong is pending until our output is
@@ -503,11 +516,13 @@ impl<T: Transport> Connection<T> {
                 // The heartbeat's own pongs are proof of life, not events.
                 Incoming::Pong(p) if p == HEARTBEAT_PING => {}
                 Incoming::Pong(p) => {
+                    others += 1;
                     count(batch_bytes, p.len() + CONTROL_COST);
                     b.pong(id, p)
                 }
                 Incoming::Close { code, reason } => {
                     active = true;
+                    others += 1;
                     b.close_frame(id, code, reason);
                     close = Some((code, reason.to_vec()));
                 }
@@ -516,6 +531,8 @@ impl<T: Transport> Connection<T> {
         if receiver.is_idle() && !receiver.is_done() {
             self.receiver = None;
         }
+        let lone = into_empty && messages == 1 && others == 0 && result.is_ok();
+        self.lone_reads = if lone { self.lone_reads.saturating_add(1) } else { 0 };
         if active {
             // Seen by the park thread's sweep: this connection is not idle.
             self.shared.lock().active();
@@ -561,6 +578,12 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Sized {
     fn park(conn: Connection<Self>) -> Result<(), Connection<Self>> {
         Err(conn)
     }
+
+    /// Parks a connection whose reads its environment's JS thread serves; gives it back when
+    /// it cannot.
+    fn serve_on_js(conn: Connection<Self>) -> Result<(), Connection<Self>> {
+        Err(conn)
+    }
 }
 
 #[cfg(unix)]
@@ -575,6 +598,9 @@ pub enum Step {
     Ended,
     /// Open, idle, and asked to park: the task may give the connection to `engine::park`.
     Idle,
+    /// Open, with nothing under way, its messages taken one by one: the task may give the
+    /// connection to the lot its environment's JS thread serves (`engine::park`).
+    ServeOnJs,
 }
 
 /// An open connection with nothing under way, off its task (see `engine::park`): it has no
@@ -660,9 +686,10 @@ impl<T: Transport> Future for Task<T> {
         match step {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Step::Ended) => Poll::Ready(()),
-            Poll::Ready(Step::Idle) => {
+            Poll::Ready(step @ (Step::Idle | Step::ServeOnJs)) => {
                 let Some(conn) = task.0.take() else { return Poll::Ready(()) };
-                match T::park(conn) {
+                let parked = if matches!(step, Step::Idle) { T::park(conn) } else { T::serve_on_js(conn) };
+                match parked {
                     Ok(()) => Poll::Ready(()),
                     Err(conn) => {
                         // Something came up meanwhile (its command woke this task): go on.
@@ -707,6 +734,7 @@ impl<T> Connection<T> {
             shutdown_done: false,
             park_asked: false,
             above_high: false,
+            lone_reads: 0,
             timer: None,
         }
     }
@@ -923,6 +951,10 @@ impl<T: Transport> Connection<T> {
                 };
                 return this.finish(end);
             }
+        }
+        if !yielded && this.lone_reads >= LONE_READS && this.pmd.is_none() && this.cfg.sink.served() && this.parkable() {
+            this.lone_reads = 0;
+            return Poll::Ready(Step::ServeOnJs);
         }
         if std::mem::take(&mut this.park_asked) && this.parkable() {
             // Idle since the sweep before last (see `engine::park`).
