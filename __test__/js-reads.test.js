@@ -200,6 +200,23 @@ describe('reads served by the JS thread', () => {
     }
   });
 
+  it('timers keep their time while the loop spins for a peer in a tight request-answer loop', async (t) => {
+    const wss = echoBack(await startWss(t, WebSocket.Server));
+    const { client, server } = await openClient(t, wss, PeerWebSocket);
+    await oneByOne(client, 12);
+    await waitFor(() => served(server));
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 10);
+    const until = Date.now() + 300;
+    let n = 0;
+    while (Date.now() < until) {
+      await oneByOne(client, 1, `t${n++}`);
+    }
+    clearInterval(timer);
+    assert.ok(n > 100, `${n} round trips`);
+    assert.ok(ticks >= 20, `${ticks} ticks of a 10 ms interval in 300 ms`);
+  });
+
   it('WS_NATIVE_JS_READS=0 keeps every read on the engine thread', async (t) => {
     const script = path.join(__dirname, 'fixtures', 'js-reads-exit.js');
     const child = nodeChild(t, script, ['off'], { env: { WS_NATIVE_JS_READS: '0' } });

@@ -6,8 +6,10 @@
 //! starts; without them, or with `WS_NATIVE_JS_READS=0`, connections stay on the engine's
 //! threads.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::*;
 
@@ -25,10 +27,16 @@ struct Uv {
     poll_stop: unsafe extern "C" fn(*mut c_void) -> c_int,
     close: unsafe extern "C" fn(*mut c_void, CloseCb),
     unref: unsafe extern "C" fn(*mut c_void),
+    idle_init: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
+    idle_start: unsafe extern "C" fn(*mut c_void, IdleCb) -> c_int,
+    idle_stop: unsafe extern "C" fn(*mut c_void) -> c_int,
 }
+
+type IdleCb = unsafe extern "C" fn(*mut c_void);
 
 /// `UV_POLL` in `uv_handle_type`, `UV_READABLE` in `uv_poll_event`.
 const UV_POLL: c_int = 8;
+const UV_IDLE: c_int = 6;
 const UV_READABLE: c_int = 1;
 
 fn uv() -> Option<&'static Uv> {
@@ -49,15 +57,20 @@ fn uv() -> Option<&'static Uv> {
                 poll_stop: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void) -> c_int>(find(c"uv_poll_stop")?),
                 close: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void, CloseCb)>(find(c"uv_close")?),
                 unref: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void)>(find(c"uv_unref")?),
+                idle_init: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int>(find(c"uv_idle_init")?),
+                idle_start: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void, IdleCb) -> c_int>(find(c"uv_idle_start")?),
+                idle_stop: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void) -> c_int>(find(c"uv_idle_stop")?),
             })
         }
     })
     .as_ref()
 }
 
-/// A uv_poll_t watching a lot, and what its callback needs.
+/// A uv_poll_t watching a lot, a uv_idle_t that keeps the loop from sleeping, and what
+/// their callbacks need.
 pub struct Watch {
     handle: *mut c_void,
+    idle: *mut c_void,
     ctx: *mut Ctx,
 }
 
@@ -67,6 +80,33 @@ struct Ctx {
     env: sys::napi_env,
     callback: sys::napi_ref,
     async_context: sys::napi_async_context,
+    idle: Cell<*mut c_void>,
+    /// The connection the last wake read, if it read one, and when.
+    last: Cell<Option<(u32, Instant)>>,
+    spinning: Cell<bool>,
+    spin: Duration,
+}
+
+/// How long the loop polls without sleeping after a read, once reads come this close to one
+/// another (`WS_NATIVE_SPIN_US`, 0 for never).
+fn spin_time() -> Duration {
+    let us = std::env::var("WS_NATIVE_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    Duration::from_micros(us)
+}
+
+/// While spinning, on every turn of the loop (which then polls with a zero timeout): stops
+/// once the lot has been quiet for the spin time.
+unsafe extern "C" fn on_idle(handle: *mut c_void) {
+    // SAFETY: as in `on_readable`.
+    let ctx = unsafe { &*(*(handle as *const *const Ctx)) };
+    let quiet = ctx.last.get().is_none_or(|(_, t)| t.elapsed() > ctx.spin);
+    if quiet {
+        if let Some(uv) = uv() {
+            // SAFETY: the idle handle `start` made.
+            unsafe { (uv.idle_stop)(handle) };
+        }
+        ctx.spinning.set(false);
+    }
 }
 
 /// The handle's first field is libuv's `void* data` (UV_HANDLE_FIELDS): the `Ctx`.
@@ -74,10 +114,29 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c
     // SAFETY: `handle` is the one `start` made, whose data field holds its `Ctx`, alive until
     // the handle is closed.
     let ctx = unsafe { &*(*(handle as *const *const Ctx)) };
-    let read = std::panic::catch_unwind(|| events::held(|| park::serve_ready(ctx.sink.id)));
-    if read.is_ok() && events::has_records(&ctx.sink) {
+    let sink = ctx.sink.id;
+    let read = std::panic::catch_unwind(|| events::held(|| park::serve_ready(sink)));
+    if events::has_records(&ctx.sink) {
         // SAFETY: on the environment's own thread, outside any JS call (a libuv callback).
         unsafe { deliver(ctx) };
+    }
+    // One connection whose reads come within twice the spin time of each other (a peer in a
+    // tight request and answer loop): the loop polls without sleeping for the spin time, so
+    // that its next message finds the thread awake. Reads of many connections do not count:
+    // a busy server gains nothing from it.
+    let now = Instant::now();
+    let Ok(Some(id)) = read else {
+        ctx.last.set(None);
+        return;
+    };
+    let close = ctx.last.replace(Some((id, now))).is_some_and(|(last, t)| last == id && now.duration_since(t) <= ctx.spin * 2);
+    if close && !ctx.spinning.get() && !ctx.spin.is_zero() {
+        if let Some(uv) = uv() {
+            // SAFETY: the idle handle `start` made, on its loop's thread.
+            if unsafe { (uv.idle_start)(ctx.idle.get(), on_idle) } == 0 {
+                ctx.spinning.set(true);
+            }
+        }
     }
 }
 
@@ -145,26 +204,45 @@ pub fn start(env: &Env, sink: &Arc<events::Sink>, callback: sys::napi_value) -> 
             return None;
         }
     }
-    let ctx = Box::into_raw(Box::new(Ctx { sink: sink.clone(), env: raw, callback: callback_ref, async_context }));
+    let ctx = Box::into_raw(Box::new(Ctx {
+        sink: sink.clone(),
+        env: raw,
+        callback: callback_ref,
+        async_context,
+        idle: Cell::new(std::ptr::null_mut()),
+        last: Cell::new(None),
+        spinning: Cell::new(false),
+        spin: spin_time(),
+    }));
     let watch = park::serve(sink).and_then(|fd| {
         // SAFETY: a zeroed block of the size libuv gives for a uv_poll_t, initialised by
         // uv_poll_init before any other use; freed only by `on_closed`.
         unsafe {
-            let handle = libc::calloc(1, (uv.handle_size)(UV_POLL).max(std::mem::size_of::<usize>()));
-            if handle.is_null() {
+            let idle = libc::calloc(1, (uv.handle_size)(UV_IDLE).max(std::mem::size_of::<usize>()));
+            if idle.is_null() {
                 return None;
             }
-            if (uv.poll_init)(uv_loop.cast(), handle, fd) != 0 {
+            if (uv.idle_init)(uv_loop.cast(), idle) != 0 {
+                libc::free(idle);
+                return None;
+            }
+            *(idle as *mut *mut Ctx) = ctx;
+            (uv.unref)(idle);
+            (*ctx).idle.set(idle);
+            let handle = libc::calloc(1, (uv.handle_size)(UV_POLL).max(std::mem::size_of::<usize>()));
+            if handle.is_null() || (uv.poll_init)(uv_loop.cast(), handle, fd) != 0 {
                 libc::free(handle);
+                (uv.close)(idle, on_closed);
                 return None;
             }
             *(handle as *mut *mut Ctx) = ctx;
             (uv.unref)(handle);
             if (uv.poll_start)(handle, UV_READABLE, on_readable) != 0 {
                 (uv.close)(handle, on_closed);
+                (uv.close)(idle, on_closed);
                 return None;
             }
-            Some(Watch { handle, ctx })
+            Some(Watch { handle, idle, ctx })
         }
     });
     if watch.is_none() {
@@ -196,6 +274,8 @@ impl Watch {
             if let Some(uv) = uv() {
                 (uv.poll_stop)(self.handle);
                 (uv.close)(self.handle, on_closed);
+                (uv.idle_stop)(self.idle);
+                (uv.close)(self.idle, on_closed);
             }
             park::stop_serving(&(*self.ctx).sink);
             free_ctx(self.ctx);

@@ -404,13 +404,15 @@ pub fn serve(sink: &Sink) -> Option<RawFd> {
 }
 
 /// On environment `sink`'s JS thread, when its lot's epoll set is readable: reads what its
-/// sockets received.
-pub fn serve_ready(sink: u32) {
+/// sockets received. Returns the connection read if there was just one.
+pub fn serve_ready(sink: u32) -> Option<u32> {
     const CAPACITY: usize = 256;
     thread_local! {
         static EVENTS: RefCell<Option<Events>> = const { RefCell::new(None) };
     }
-    let Some(s) = served_by(sink) else { return };
+    let Some(s) = served_by(sink) else { return None };
+    let mut only = None;
+    let mut count = 0;
     EVENTS.with(|e| {
         let mut e = e.borrow_mut();
         let events = e.get_or_insert_with(|| Events::with_capacity(CAPACITY));
@@ -423,7 +425,9 @@ pub fn serve_ready(sink: u32) {
             let mut ready = 0;
             for e in events.iter() {
                 ready += 1;
+                count += 1;
                 let id = e.token().0 as u32;
+                only = Some(id);
                 if !take_input(&s.lot, id) {
                     unpark_in(&s.lot, id);
                 }
@@ -433,6 +437,7 @@ pub fn serve_ready(sink: u32) {
             }
         }
     });
+    only.filter(|_| count == 1)
 }
 
 /// Environment `sink` no longer serves its lot (it is going away): its connections go back
