@@ -410,7 +410,7 @@ pub fn serve_ready(sink: u32) -> Option<u32> {
     thread_local! {
         static EVENTS: RefCell<Option<Events>> = const { RefCell::new(None) };
     }
-    let Some(s) = served_by(sink) else { return None };
+    let s = served_by(sink)?;
     let mut only = None;
     let mut count = 0;
     EVENTS.with(|e| {
