@@ -178,7 +178,7 @@ unsafe extern "C" fn on_closed(handle: *mut c_void) {
 /// Environment `sink`'s event loop starts serving a lot, handing batches to `callback`. None
 /// when it cannot (no libuv in the process, `WS_NATIVE_JS_READS=0`, or the system refused).
 pub fn start(env: &Env, sink: &Arc<events::Sink>, callback: sys::napi_value) -> Option<Watch> {
-    if std::env::var("WS_NATIVE_JS_READS").is_ok_and(|v| v == "0") {
+    if std::env::var("WS_NATIVE_JS_READS").is_ok_and(|v| v == "0") || !is_node(env) {
         return None;
     }
     let uv = uv()?;
@@ -251,6 +251,18 @@ pub fn start(env: &Env, sink: &Arc<events::Sink>, callback: sys::napi_value) -> 
         unsafe { free_ctx(ctx) };
     }
     watch
+}
+
+/// Whether the runtime is Node's: other runtimes with napi (Bun, Deno) may have libuv's
+/// names without its loop behind `napi_get_uv_event_loop`.
+fn is_node(env: &Env) -> bool {
+    let versions = env
+        .get_global()
+        .and_then(|g| g.get_named_property::<Object>("process"))
+        .and_then(|p| p.get_named_property::<Object>("versions"));
+    let Ok(versions) = versions else { return false };
+    let has = |name: &str| versions.has_named_property(name).unwrap_or(true);
+    has("node") && !has("bun") && !has("deno")
 }
 
 /// Gives back what a `Ctx` holds (on its environment's thread).
