@@ -26,9 +26,12 @@
 
 const { spawn, spawnSync } = require('child_process');
 const fs = require('fs');
-const net = require('net');
 const os = require('os');
 const path = require('path');
+
+const {
+  cleanupAndExit, freePort, killTree, log, median, onLines, procCpuSeconds, sleep, spawnRaised, stop, sysCpu, track,
+} = require('./proc');
 
 const BENCH = __dirname;
 const ROOT = path.resolve(BENCH, '..');
@@ -89,105 +92,6 @@ function parseOpts(argv) {
   return o;
 }
 
-// ---------------------------------------------------------------------------
-// helpers (as in run.js)
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const log = (...a) => console.error(...a);
-const median = (xs) => {
-  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (v.length === 0) return null;
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-};
-
-let CLK_TCK = 100;
-try {
-  CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-} catch (_) { /* default */ }
-
-/** user + system CPU seconds of a process, from /proc */
-function procCpuSeconds(pid) {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch (_) {
-    return null;
-  }
-}
-
-/** whole-machine CPU counters: [busy ticks, total ticks] */
-function sysCpu() {
-  try {
-    const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
-    return [total - v[3] - (v[4] || 0), total];
-  } catch (_) {
-    return null;
-  }
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function onLines(stream, fn) {
-  let buf = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      fn(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-  });
-}
-
-const live = new Set();
-function kill(child, sig) {
-  if (child && child.exitCode === null && child.signalCode === null) {
-    try { process.kill(child.pid, sig); } catch (_) { /* gone */ }
-  }
-}
-function cleanupAndExit(code) {
-  for (const c of live) kill(c, 'SIGKILL');
-  process.exit(code);
-}
-process.on('SIGINT', () => cleanupAndExit(130));
-process.on('SIGTERM', () => cleanupAndExit(143));
-
-/** spawns argv with the soft fd limit raised to the hard one; exec keeps the program's pid */
-function spawnRaised(argv, env) {
-  const script = 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null; exec "$@"';
-  const child = spawn('bash', ['-c', script, 'bash', ...argv], { cwd: BENCH, env, stdio: ['pipe', 'pipe', 'pipe'] });
-  live.add(child);
-  child.on('exit', () => live.delete(child));
-  return child;
-}
-
-/** SIGTERM, then SIGKILL after 3 s; resolves once the child has exited */
-async function stop(child) {
-  if (!child) return;
-  const exited = new Promise((r) => {
-    if (child.exitCode !== null || child.signalCode !== null) r();
-    else child.once('exit', r);
-  });
-  kill(child, 'SIGTERM');
-  const t = setTimeout(() => kill(child, 'SIGKILL'), 3000);
-  await exited;
-  clearTimeout(t);
-}
-
 function serverEnv(impl) {
   const env = { ...process.env, WS_IMPL: impl };
   delete env.WS_NO_BUFFER_UTIL;
@@ -204,8 +108,7 @@ async function startRedis(verbose) {
   const port = await freePort();
   const child = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
     { stdio: ['ignore', 'pipe', 'pipe'] });
-  live.add(child);
-  child.on('exit', () => live.delete(child));
+  track(child);
   const tail = [];
   const ready = await new Promise((resolve) => {
     const t = setTimeout(() => resolve('redis-server not ready within 10 s'), 10000);
@@ -284,7 +187,7 @@ async function runOne(setup, w, redis, opts) {
     const lgErr = [];
     const limit = (45 + opts.warmup + opts.duration) * 1000;
     const result = await new Promise((resolve) => {
-      const timer = setTimeout(() => { kill(load, 'SIGKILL'); resolve({ error: `load timed out after ${limit / 1000} s` }); }, limit);
+      const timer = setTimeout(() => { killTree(load, 'SIGKILL'); resolve({ error: `load timed out after ${limit / 1000} s` }); }, limit);
       load.stdout.setEncoding('utf8');
       load.stdout.on('data', (d) => { stdout += d; });
       onLines(load.stderr, (l) => {

@@ -13,11 +13,14 @@
 // ratios vs plain `ws`, and writes all raw numbers to bench/results/latest.json.
 // Loopback only; every child is bounded in time and killed by its pid.
 
-const { spawn, spawnSync } = require('child_process');
+const { spawnSync } = require('child_process');
 const fs = require('fs');
-const net = require('net');
 const os = require('os');
 const path = require('path');
+
+const {
+  cleanupAndExit, freePort, killTree, log, median, onLines, procCpuSeconds, rssBytes, sleep, spawnRaised, stop, sysCpu,
+} = require('./proc');
 
 const BENCH = __dirname;
 const ROOT = path.resolve(BENCH, '..');
@@ -179,66 +182,6 @@ const WORKLOADS = [
 // ---------------------------------------------------------------------------
 // small helpers
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const median = (xs) => {
-  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
-  if (v.length === 0) return null;
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-};
-const log = (...a) => console.error(...a);
-
-let CLK_TCK = 100;
-try {
-  CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-} catch (_) { /* default */ }
-
-function procCpuSeconds(pid) {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    // fields 14 (utime) and 15 (stime), counted from 1 => index 11, 12 after the comm field
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch (_) {
-    return null;
-  }
-}
-
-function rssBytes(pid) {
-  try {
-    const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : null;
-  } catch (_) {
-    return null;
-  }
-}
-
-/** whole-machine CPU counters: [busy ticks, total ticks, irq+softirq ticks] */
-function sysCpu() {
-  try {
-    const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0];
-    const v = line.trim().split(/\s+/).slice(1).map(Number);
-    const total = v.slice(0, 8).reduce((a, b) => a + b, 0); // user..steal
-    const idle = v[3] + (v[4] || 0); // idle + iowait
-    // loopback packet processing runs as softirq and is charged to no process
-    return [total - idle, total, (v[5] || 0) + (v[6] || 0)];
-  } catch (_) {
-    return null;
-  }
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 function cleanEnv(extra) {
   const env = { ...process.env };
   delete env.WS_IMPL;
@@ -246,19 +189,6 @@ function cleanEnv(extra) {
   delete env.WS_NO_UTF_8_VALIDATE;
   return { ...env, ...extra };
 }
-
-const live = new Set();
-function killTree(child, sig = 'SIGTERM') {
-  if (child && child.exitCode === null && child.signalCode === null) {
-    try { process.kill(child.pid, sig); } catch (_) { /* gone */ }
-  }
-}
-function cleanupAndExit(code) {
-  for (const c of live) killTree(c, 'SIGKILL');
-  process.exit(code);
-}
-process.on('SIGINT', () => cleanupAndExit(130));
-process.on('SIGTERM', () => cleanupAndExit(143));
 
 function have(cmd) {
   return spawnSync('bash', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
@@ -272,37 +202,10 @@ function prefix(opts, cpu) {
   return p;
 }
 
-/**
- * Spawn `argv` under bash with the soft fd limit raised to the hard limit,
- * exec'ing so that the child's pid is the program's pid.
- */
-function spawnRaised(argv, env, opts, cpu) {
-  const script = 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null; exec "$@"';
-  const child = spawn('bash', ['-c', script, 'bash', ...prefix(opts, cpu), ...argv], {
-    cwd: BENCH, env, stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  live.add(child);
-  child.on('exit', () => live.delete(child));
-  return child;
+/** Spawns `argv` for a run, with the --pin / --nice prefix for `cpu` (see proc.js). */
+function spawnFor(argv, env, opts, cpu) {
+  return spawnRaised(argv, env, prefix(opts, cpu));
 }
-
-/** line reader for a child stream */
-function onLines(stream, fn) {
-  let buf = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      fn(line);
-    }
-  });
-}
-
-// ---------------------------------------------------------------------------
-// build / install
 
 function newestMtime(dir) {
   let newest = 0;
@@ -372,7 +275,7 @@ async function startServer(implName, broadcast, opts, { extraArgs = [], tls = fa
     if (tls) argv.push('--tls', impl.nativeTls ? 'native' : 'https', '--cert-dir', tlsCertDir());
     env = cleanEnv(impl.env);
   }
-  const child = spawnRaised(argv, env, opts, 1);
+  const child = spawnFor(argv, env, opts, 1);
   const stderr = [];
   onLines(child.stderr, (l) => {
     stderr.push(l);
@@ -390,23 +293,11 @@ async function startServer(implName, broadcast, opts, { extraArgs = [], tls = fa
   });
   const info = stderr.find((l) => l.startsWith('INFO '));
   if (ready.error) {
-    await stopServer(child);
+    await stop(child);
     const tail = stderr.filter((l) => l.trim()).slice(-3).join(' | ');
     return { error: `${ready.error}${tail ? `: ${tail}` : ''}`.slice(0, 400) };
   }
   return { child, port: ready.port, stderr, info };
-}
-
-async function stopServer(child) {
-  if (!child) return;
-  const exited = new Promise((r) => {
-    if (child.exitCode !== null || child.signalCode !== null) r();
-    else child.once('exit', r);
-  });
-  killTree(child, 'SIGTERM');
-  const t = setTimeout(() => killTree(child, 'SIGKILL'), 3000);
-  await exited;
-  clearTimeout(t);
 }
 
 function loadArgs(w, port, opts, extra = []) {
@@ -467,7 +358,7 @@ async function runOne(w, implName, opts, variant = null) {
   let rssEnd = null;
   let stdout = '';
   const lgErr = [];
-  const load = spawnRaised(argv, env, opts, 0);
+  const load = spawnFor(argv, env, opts, 0);
   const limit = (w.kind === 'connect' ? 60 + opts.idle : 45 + opts.warmup + opts.duration) * 1000;
   const result = await new Promise((resolve) => {
     const timer = setTimeout(() => { killTree(load, 'SIGKILL'); resolve({ error: `load process timed out after ${limit / 1000} s` }); }, limit);
@@ -504,7 +395,7 @@ async function runOne(w, implName, opts, variant = null) {
   });
   const serverDied = server.exitCode !== null || server.signalCode !== null;
   const serverErr = srv.stderr.filter((l) => !l.startsWith('INFO ')).slice(-3).join(' | ');
-  await stopServer(server);
+  await stop(server);
 
   const r = { ...result };
   r.server_info = srv.info || null;
