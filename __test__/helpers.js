@@ -506,6 +506,21 @@ async function rawWebSocket(t, port, extra = '') {
 }
 
 /**
+ * A raw TCP client of 127.0.0.1:`port` that completes the handshake, then neither reads nor
+ * writes (destroyed after the test). Resolves with the socket once the answer has come.
+ */
+async function silentPeer(t, port) {
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  t.after(() => s.destroy());
+  await once(s, 'connect');
+  s.write(upgradeRequest());
+  await once(s, 'data');
+  s.pause();
+  return s;
+}
+
+/**
  * Builds a frame. `len` overrides the 7-bit length (126/127 markers are then followed by
  * `ext`, raw extended-length bytes); otherwise the length is computed from the payload.
  */
@@ -773,6 +788,7 @@ module.exports = {
   quietPeriod,
   rawExchange,
   rawWebSocket,
+  silentPeer,
   redisAnswers,
   redisCommand,
   selfSigned,

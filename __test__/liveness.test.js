@@ -12,22 +12,10 @@ const { spawn } = require('node:child_process');
 
 const WebSocket = require('..');
 const Ws = require('ws');
-const { frame, netServer, once, quietPeriod, startWss, switchingProtocols, upgradeRequest, urlOf, waitFor } = require('./helpers');
+const { frame, netServer, once, quietPeriod, silentPeer, startWss, switchingProtocols, upgradeRequest, urlOf, waitFor } = require('./helpers');
 
 const T = { timeout: 30000 };
 const HB = { interval: 150, timeout: 150 };
-
-/** A raw TCP client that completes the handshake, then neither reads nor writes. */
-async function silentPeer(t, port) {
-  const s = net.connect(port, '127.0.0.1');
-  s.on('error', () => {});
-  t.after(() => s.destroy());
-  await once(s, 'connect');
-  s.write(upgradeRequest());
-  await once(s, 'data');
-  s.pause();
-  return s;
-}
 
 /** A server that completes the handshake, then reads nothing; resolves with its port. */
 async function deafServer(t) {

@@ -12,7 +12,7 @@ const { execFile } = require('node:child_process');
 const { once } = require('node:events');
 
 const WebSocket = require(path.join(__dirname, '..'));
-const { bounded, engineHeap, frame, rawExchange, startWss, upgradeRequest, waitFor } = require('./helpers');
+const { bounded, engineHeap, frame, rawExchange, silentPeer, startWss, upgradeRequest, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 60000 };
@@ -57,13 +57,7 @@ test('a ping flood from a peer that does not read our pongs does not grow memory
   const wss = await server(t, { maxPendingAutoPongs: 0 });
   let pings = 0;
   wss.on('connection', (ws) => ws.on('ping', () => pings++));
-  const s = net.connect(wss.address().port, HOST);
-  s.on('error', () => {});
-  t.after(() => s.destroy());
-  await once(s, 'connect');
-  s.write(upgradeRequest());
-  await once(s, 'data'); // the 101; from now on nothing is read
-  s.pause();
+  const s = await silentPeer(t, wss.address().port); // from now on nothing is read
   const ping = frame({ opcode: 0x9, payload: crypto.randomBytes(125) });
   const batch = Buffer.concat(Array(1000).fill(ping)); // 131 KB of pings
   const before = engineHeap();
@@ -83,13 +77,7 @@ test('a ping flood from a peer that does not read our pongs does not grow memory
 test('with the default maxPendingAutoPongs, a ping flood from a peer that does not read ends its connection, as in ws', T, async (t) => {
   const wss = await server(t);
   const closed = new Promise((resolve) => wss.on('connection', (ws) => ws.on('close', resolve)));
-  const s = net.connect(wss.address().port, HOST);
-  s.on('error', () => {});
-  t.after(() => s.destroy());
-  await once(s, 'connect');
-  s.write(upgradeRequest());
-  await once(s, 'data');
-  s.pause();
+  const s = await silentPeer(t, wss.address().port);
   const ping = frame({ opcode: 0x9, payload: crypto.randomBytes(125) });
   s.write(Buffer.concat(Array(1000).fill(ping)));
   assert.equal(await closed, 1006);
