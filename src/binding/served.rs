@@ -70,13 +70,13 @@ fn uv() -> Option<&'static Uv> {
 /// their callbacks need.
 pub struct Watch {
     handle: *mut c_void,
-    idle: *mut c_void,
     ctx: *mut Ctx,
 }
 
-/// The environment a watch serves: its sink, and the JS function that takes batches.
+/// The environment a watch serves: its sink and lot, and the JS function that takes batches.
 struct Ctx {
     sink: Arc<events::Sink>,
+    lot: park::ServedLot,
     env: sys::napi_env,
     callback: sys::napi_ref,
     async_context: sys::napi_async_context,
@@ -114,8 +114,8 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, _status: c_int, _events: c
     // SAFETY: `handle` is the one `start` made, whose data field holds its `Ctx`, alive until
     // the handle is closed.
     let ctx = unsafe { &*(*(handle as *const *const Ctx)) };
-    let sink = ctx.sink.id;
-    let read = std::panic::catch_unwind(|| events::held(|| park::serve_ready(sink)));
+    let lot = ctx.lot;
+    let read = std::panic::catch_unwind(|| events::held(|| lot.ready()));
     if events::has_records(&ctx.sink) {
         // SAFETY: on the environment's own thread, outside any JS call (a libuv callback).
         unsafe { deliver(ctx) };
@@ -204,8 +204,17 @@ pub fn start(env: &Env, sink: &Arc<events::Sink>, callback: sys::napi_value) -> 
             return None;
         }
     }
+    let Some(lot) = park::serve(sink) else {
+        // SAFETY: made above, on this thread.
+        unsafe {
+            sys::napi_async_destroy(raw, async_context);
+            sys::napi_delete_reference(raw, callback_ref);
+        }
+        return None;
+    };
     let ctx = Box::into_raw(Box::new(Ctx {
         sink: sink.clone(),
+        lot,
         env: raw,
         callback: callback_ref,
         async_context,
@@ -214,10 +223,12 @@ pub fn start(env: &Env, sink: &Arc<events::Sink>, callback: sys::napi_value) -> 
         spinning: Cell::new(false),
         spin: spin_time(),
     }));
-    let watch = park::serve(sink).and_then(|fd| {
-        // SAFETY: a zeroed block of the size libuv gives for a uv_poll_t, initialised by
-        // uv_poll_init before any other use; freed only by `on_closed`.
-        unsafe {
+    let fd = lot.fd();
+    // SAFETY: zeroed blocks of the sizes libuv gives for a uv_idle_t and a uv_poll_t,
+    // initialised by uv_idle_init and uv_poll_init before any other use; freed only by
+    // `on_closed`.
+    let watch = unsafe {
+        (|| {
             let idle = libc::calloc(1, (uv.handle_size)(UV_IDLE).max(std::mem::size_of::<usize>()));
             if idle.is_null() {
                 return None;
@@ -242,11 +253,11 @@ pub fn start(env: &Env, sink: &Arc<events::Sink>, callback: sys::napi_value) -> 
                 (uv.close)(idle, on_closed);
                 return None;
             }
-            Some(Watch { handle, idle, ctx })
-        }
-    });
+            Some(Watch { handle, ctx })
+        })()
+    };
     if watch.is_none() {
-        park::stop_serving(sink);
+        lot.stop(sink);
         // SAFETY: made above and used by no handle.
         unsafe { free_ctx(ctx) };
     }
@@ -283,13 +294,14 @@ impl Watch {
         // SAFETY: the ctx and handle `start` made; the handle is stopped before the ctx goes,
         // so its callback no longer runs, and closed once.
         unsafe {
+            let ctx = &*self.ctx;
             if let Some(uv) = uv() {
                 (uv.poll_stop)(self.handle);
                 (uv.close)(self.handle, on_closed);
-                (uv.idle_stop)(self.idle);
-                (uv.close)(self.idle, on_closed);
+                (uv.idle_stop)(ctx.idle.get());
+                (uv.close)(ctx.idle.get(), on_closed);
             }
-            park::stop_serving(&(*self.ctx).sink);
+            ctx.lot.stop(&ctx.sink);
             free_ctx(self.ctx);
         }
     }

@@ -317,9 +317,6 @@ fn serving() -> bool {
 
 #[allow(clippy::result_large_err)]
 fn park_in(lot: &'static Lot, conn: Connection<TcpStream>) -> Result<(), Connection<TcpStream>> {
-    if lot.served && lock(lot).sink != conn.cfg().sink.id {
-        return Err(conn);
-    }
     let id = conn.id();
     let shared = conn.shared().clone();
     // Under the outbox lock: a command from JS either came before (and the connection stays
@@ -381,9 +378,13 @@ fn unpark_in(lot: &Lot, id: u32) -> bool {
     true
 }
 
-/// Environment `sink`'s JS thread serves a lot from now on: the descriptor of its epoll set,
-/// for the thread's event loop to watch (calling `serve_ready` when it is readable).
-pub fn serve(sink: &Sink) -> Option<RawFd> {
+/// The lot an environment's JS thread serves, as `serve` gives it to that thread.
+#[derive(Clone, Copy)]
+pub struct ServedLot(&'static Served);
+
+/// Environment `sink`'s JS thread serves a lot from now on; its thread's event loop watches
+/// the lot's epoll set (`ServedLot::fd`) and calls `ServedLot::ready` when it is readable.
+pub fn serve(sink: &Sink) -> Option<ServedLot> {
     let mut all = SERVED.lock().unwrap_or_else(|p| p.into_inner());
     let s = match all.iter().find(|s| lock(&s.lot).sink == 0) {
         Some(s) => *s,
@@ -399,18 +400,43 @@ pub fn serve(sink: &Sink) -> Option<RawFd> {
     lock(&s.lot).sink = sink.id;
     SERVING.store(true, Ordering::Relaxed);
     sink.set_served(true);
-    let fd = s.poll.lock().unwrap_or_else(|p| p.into_inner()).as_raw_fd();
-    Some(fd)
+    Some(ServedLot(s))
 }
 
-/// On environment `sink`'s JS thread, when its lot's epoll set is readable: reads what its
-/// sockets received. Returns the connection read if there was just one.
-pub fn serve_ready(sink: u32) -> Option<u32> {
+impl ServedLot {
+    /// The lot's epoll descriptor.
+    pub fn fd(self) -> RawFd {
+        self.0.poll.lock().unwrap_or_else(|p| p.into_inner()).as_raw_fd()
+    }
+
+    /// On the serving environment's JS thread, when the lot's epoll set is readable: reads
+    /// what its sockets received. Returns the connection read if there was just one.
+    pub fn ready(self) -> Option<u32> {
+        serve_ready(self.0)
+    }
+
+    /// Environment `sink` no longer serves the lot (it is going away): its connections go
+    /// back to tasks, and the lot is free for another environment.
+    pub fn stop(self, sink: &Sink) {
+        sink.set_served(false);
+        let s = self.0;
+        let parked: Vec<Box<Parked>> = {
+            let mut table = lock(&s.lot);
+            table.sink = 0;
+            table.count = 0;
+            table.slots.iter_mut().filter_map(Option::take).collect()
+        };
+        for p in parked {
+            resume(&s.lot, *p, &mut []);
+        }
+    }
+}
+
+fn serve_ready(s: &Served) -> Option<u32> {
     const CAPACITY: usize = 256;
     thread_local! {
         static EVENTS: RefCell<Option<Events>> = const { RefCell::new(None) };
     }
-    let s = served_by(sink)?;
     let mut only = None;
     let mut count = 0;
     EVENTS.with(|e| {
@@ -438,22 +464,6 @@ pub fn serve_ready(sink: u32) -> Option<u32> {
         }
     });
     only.filter(|_| count == 1)
-}
-
-/// Environment `sink` no longer serves its lot (it is going away): its connections go back
-/// to tasks.
-pub fn stop_serving(sink: &Sink) {
-    sink.set_served(false);
-    let Some(s) = served_by(sink.id) else { return };
-    let parked: Vec<Box<Parked>> = {
-        let mut table = lock(&s.lot);
-        table.sink = 0;
-        table.count = 0;
-        table.slots.iter_mut().filter_map(Option::take).collect()
-    };
-    for p in parked {
-        resume(&s.lot, *p, &mut []);
-    }
 }
 
 /// Puts a connection taken off the table back on a task, with the bytes already read from its
