@@ -200,7 +200,7 @@ describe('reads served by the JS thread', () => {
     }
   });
 
-  it('timers keep their time while the loop spins for a peer in a tight request-answer loop', async (t) => {
+  it('timers keep their time during a tight request-answer loop', async (t) => {
     const wss = echoBack(await startWss(t, WebSocket.Server));
     const { client, server } = await openClient(t, wss, PeerWebSocket);
     await oneByOne(client, 12);

@@ -88,9 +88,11 @@ struct Ctx {
 }
 
 /// How long the loop polls without sleeping after a read, once reads come this close to one
-/// another (`WS_NATIVE_SPIN_US`, 0 for never).
+/// another (`WS_NATIVE_SPIN_US`; unset or 0: never). Off by default: with it on, a test of
+/// 'drain' after `maxBackpressure` (liveness.test.js) times out in about a third of its runs,
+/// for a reason not found yet.
 fn spin_time() -> Duration {
-    let us = std::env::var("WS_NATIVE_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let us = std::env::var("WS_NATIVE_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     Duration::from_micros(us)
 }
 
