@@ -74,8 +74,8 @@ const IMPLS = {
   'ws-native-t2': { label: 'ws-native (2 threads)', env: { WS_IMPL: ROOT, WS_NATIVE_THREADS: '2' }, nativeTls: true, optional: true },
   // Every read on the engine's thread, none served by the JS thread (WS_NATIVE_JS_READS=0).
   'ws-native-engine-reads': { label: 'ws-native (engine reads only)', env: { WS_IMPL: ROOT, WS_NATIVE_JS_READS: '0' }, nativeTls: true, optional: true },
-  // Reads on the JS thread with the event loop's spin (WS_NATIVE_SPIN_US=50).
-  'ws-native-spin': { label: 'ws-native (spin)', env: { WS_IMPL: ROOT, WS_NATIVE_SPIN_US: '50' }, nativeTls: true, optional: true },
+  // Reads on the JS thread without the event loop's spin (WS_NATIVE_SPIN_US=0).
+  'ws-native-no-spin': { label: 'ws-native (no spin)', env: { WS_IMPL: ROOT, WS_NATIVE_SPIN_US: '0' }, nativeTls: true, optional: true },
   // Topics: every connection subscribes to one topic and each message goes out with
   // wss.publish() (servers/ws-echo.js --publish) instead of the clients.forEach loop. It has
   // no meaning for the other workloads, so it runs for the broadcast workloads only.
