@@ -15,9 +15,11 @@ thread_local! {
 }
 
 /// Batches up to this size reach JS as a copy in a buffer V8 allocates, which is cheaper than
-/// an external buffer (no finalizer, freed by the collector itself) and sized to the events;
-/// bigger ones are handed over without a copy.
-const COPY_BATCH_MAX: usize = 256 * 1024;
+/// an external buffer (no finalizer, freed by the collector itself) and sized to the events,
+/// and the batch's buffer is kept for the next one: handing it over would leave the engine's
+/// thread to fill fresh memory (page faults, regrowth), which costs it more than the copy
+/// costs JS. Bigger ones are handed over without a copy.
+const COPY_BATCH_MAX: usize = 4 * 1024 * 1024;
 
 /// A taken batch on its way to the JS callback.
 pub struct Batch {

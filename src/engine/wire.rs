@@ -163,7 +163,7 @@ pub const EXTERNAL_MIN: usize = 64 * 1024;
 const MIN_BATCH: usize = 16 * 1024;
 const MAX_BATCH_RESERVE: usize = 4 * 1024 * 1024;
 /// Largest buffer kept for reuse once JS has copied a batch out of it.
-const SPARE_MAX: usize = 1024 * 1024;
+const SPARE_MAX: usize = 4 * 1024 * 1024;
 
 /// What the UPGRADE record tells JS about a request: the fixed field of numbers, then text.
 pub struct Upgrade<'a> {
