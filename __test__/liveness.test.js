@@ -6,6 +6,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
 const net = require('node:net');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
@@ -272,6 +273,31 @@ test('closeOnBackpressureLimit: a client that floods and never reads is ended, a
   // before the engine's next look add (a batch carries at most 1 MiB of a connection's
   // messages, and a few can be under way); without the limit it would take all 80 MB sent.
   assert.ok(peak <= limit + 4 * 1024 * 1024, `the output reached ${peak} bytes`);
+});
+
+test('large messages to a peer that reads late arrive whole and in order, with small ones between them', T, async (t) => {
+  // A large payload goes from JS's memory to an idle socket without a copy into the queue;
+  // what the socket does not take is queued, and what is sent after it waits behind it.
+  const wss = await startWss(t, WebSocket.WebSocketServer);
+  const client = new Ws(urlOf(wss));
+  t.after(() => client.terminate());
+  const [[ws]] = await Promise.all([once(wss, 'connection'), once(client, 'open')]);
+  client.pause();
+  const digest = (b) => crypto.createHash('sha256').update(b).digest('hex');
+  const sent = [];
+  // Enough large ones first that one of them finds the socket's buffers full part way.
+  for (let i = 0; i < 14; i++) {
+    const data = i >= 8 && i % 2 === 0 ? Buffer.from(`small ${i}`) : crypto.randomBytes(1024 * 1024 + i);
+    sent.push(digest(data));
+    ws.send(data);
+  }
+  await waitFor(() => ws.bufferedAmount > 0, { what: () => 'output held for the paused peer' });
+  const got = [];
+  client.on('message', (data) => got.push(digest(data)));
+  client.resume();
+  await waitFor(() => got.length === sent.length, { timeout: 20000, what: () => `all ${sent.length} messages (${got.length})` });
+  assert.deepEqual(got, sent);
+  await waitFor(() => ws.bufferedAmount === 0, { what: () => `bufferedAmount ${ws.bufferedAmount}` });
 });
 
 test('bufferedAmount before open, while open, while closing and after close', T, async (t) => {

@@ -800,9 +800,12 @@ test('maxBackpressure: a subscriber that does not read misses publishes until it
   assert.deepEqual(fastIds, Array.from({ length: N }, (_, i) => i));
   assert.equal(slowServer.readyState, WebSocket.OPEN, 'without closeOnBackpressureLimit the slow subscriber stays');
   assert.equal(slowServer.isBackpressured, true, 'the slow subscriber is past maxBackpressure');
-  // What the engine holds for it stays near the limit: the publishes past it were not kept.
+  // What the engine holds for it stays near the limit: the publishes past it were not kept
+  // (400 of them would be 25 MiB). The connection learns it passed the limit when its task
+  // next runs, so the publishes made before that, one per tick here, are kept too: on a busy
+  // machine a few more than the usual one or two.
   t.diagnostic(`the slow subscriber's bufferedAmount: ${slowServer.bufferedAmount}`);
-  assert.ok(slowServer.bufferedAmount <= limit + 4 * SLOW_SIZE, `bufferedAmount ${slowServer.bufferedAmount}`);
+  assert.ok(slowServer.bufferedAmount <= limit + 16 * SLOW_SIZE, `bufferedAmount ${slowServer.bufferedAmount}`);
   assert.equal(wss.subscriberCount('feed'), 2);
   await waitFor(() => acks.length === N, { what: () => `${N} publish callbacks (${acks.length})` });
   assert.ok(acks.every((err) => err === null), 'a subscriber missing a publish is not an error of the publish');

@@ -221,7 +221,8 @@ test('a url function rotates over two servers, one call per attempt', T, async (
   const urls = [];
   rws.on('open', () => urls.push(rws.url));
   rws.on('error', () => {});
-  await waitFor(() => seen.length >= 4, { what: 'four connections' });
+  // The server's 'connection' can come before the client's 'open': wait for both sides.
+  await waitFor(() => seen.length >= 4 && urls.length >= 4, { what: () => `four connections (${seen.length} seen, ${urls.length} opened)` });
   rws.close();
   assert.deepEqual(seen.slice(0, 4), [0, 1, 0, 1]);
   assert.deepEqual(urls.slice(0, 4), [0, 1, 0, 1].map((i) => urlOf(servers[i])));

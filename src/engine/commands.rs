@@ -14,6 +14,10 @@ use super::{registry, topics};
 use super::wire::{flag, op, Command, Commands};
 use crate::protocol::frame::{encode_frame, OP_PING, OP_PONG};
 
+/// Payloads from this size are written to an idle socket straight from JS's memory
+/// (`Shared::frame_through`) rather than copied into the queue first.
+const WRITE_THROUGH_MIN: usize = 64 * 1024;
+
 /// An unmasked frame encoded once for repeated sends of one payload (broadcast loops): the
 /// frame, and the opcode and FIN it was made for.
 #[derive(Default)]
@@ -139,7 +143,8 @@ fn apply_one(shared: &Shared, out: &mut super::state::Outbox, c: &Command<'_>, c
                     }
                     out.encoded(&cache.frame)
                 };
-                let queued = cached || out.frame(opcode, fin, c.payload, mask);
+                let through = !cached && !ack && mask.is_none() && c.payload.len() >= WRITE_THROUGH_MIN && shared.frame_through(out, opcode, fin, c.payload);
+                let queued = cached || through || out.frame(opcode, fin, c.payload, mask);
                 if ack {
                     out.ack_last(queued);
                 }

@@ -15,7 +15,7 @@ use std::task::Waker;
 
 use super::config::{BackpressureLimit, WaterMarks};
 use crate::protocol::deflate::{DeflateParams, Tuning};
-use crate::protocol::frame::{encode_frame, header_len, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
+use crate::protocol::frame::{encode_frame, encode_header, header_len, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 
 /// The payload of the heartbeat's pings: the pongs that carry it are the engine's, and JS
 /// does not hear of them (ws has no heartbeat to emit them); other pings and pongs are
@@ -477,6 +477,42 @@ impl Shared {
     #[cfg(not(unix))]
     pub fn write_direct(&self, _: &mut Outbox) {}
 
+    /// Writes an unmasked frame of `payload` to the socket from JS's thread at once, when
+    /// nothing is queued before it (`Outbox::write_through_fd`): the payload goes from JS's
+    /// memory to the kernel without a copy into the queue, which for large messages is a
+    /// memcpy per message saved. What the socket does not take is queued. False when the
+    /// socket may not be written now: the caller queues the frame.
+    #[cfg(unix)]
+    pub fn frame_through(&self, out: &mut Outbox, opcode: u8, fin: bool, payload: &[u8]) -> bool {
+        let Some(fd) = out.write_through_fd() else { return false };
+        let mut head = Vec::with_capacity(10);
+        encode_header(&mut head, opcode, fin, false, payload.len() as u64, None);
+        let iov = [
+            libc::iovec { iov_base: head.as_ptr() as *mut libc::c_void, iov_len: head.len() },
+            libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() },
+        ];
+        // SAFETY: `fd` is the socket of a live connection, valid while we hold the outbox lock
+        // (see `write_direct`); both iovecs point into buffers alive for the call.
+        let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+        let n = usize::try_from(n).unwrap_or(0);
+        out.queued_total += (head.len() + payload.len()) as u64;
+        if n > 0 {
+            self.wrote(n);
+        }
+        if n < head.len() {
+            out.buf.extend_from_slice(&head[n..]);
+            out.buf.extend_from_slice(payload);
+        } else {
+            out.buf.extend_from_slice(&payload[n - head.len()..]);
+        }
+        true
+    }
+
+    #[cfg(not(unix))]
+    pub fn frame_through(&self, _: &mut Outbox, _: u8, _: bool, _: &[u8]) -> bool {
+        false
+    }
+
     /// Answers a ping; `pending` auto-pongs wait to be written since the output was last all
     /// written. With `max` (not 0) of them waiting, the connection is terminated instead, as
     /// ws does (`maxPendingAutoPongs`); while `backlog` bytes wait, the pong is skipped (RFC
@@ -731,11 +767,27 @@ impl Outbox {
     /// and no close is queued. A termination queued after the bytes does not hold them back:
     /// as with ws, whose sends reach the socket before `terminate()` destroys it.
     pub fn direct_write(&self) -> Option<(i32, &[u8])> {
-        let fd = self.fd()?;
-        if !self.has(bit::DIRECT) || self.has(bit::TASK_BUSY | bit::CLOSE_QUEUED) || !self.acks.is_empty() || self.queueing() || self.buf.is_empty() {
+        if self.buf.is_empty() {
             return None;
         }
-        Some((fd, &self.buf))
+        Some((self.writable_fd()?, &self.buf))
+    }
+
+    /// The socket JS may write a new frame to at once (`Shared::frame_through`): as for
+    /// `direct_write`, with nothing queued before the frame.
+    pub fn write_through_fd(&self) -> Option<i32> {
+        if !self.buf.is_empty() {
+            return None;
+        }
+        self.writable_fd()
+    }
+
+    fn writable_fd(&self) -> Option<i32> {
+        let fd = self.fd()?;
+        if !self.has(bit::DIRECT) || self.has(bit::TASK_BUSY | bit::CLOSE_QUEUED) || !self.acks.is_empty() || self.queueing() {
+            return None;
+        }
+        Some(fd)
     }
 
     /// `n` bytes of the queue were written directly. The buffer keeps its capacity for the
