@@ -13,7 +13,7 @@ const { spawn } = require('node:child_process');
 
 const WebSocket = require('..');
 const Ws = require('ws');
-const { frame, netServer, once, quietPeriod, silentPeer, startWss, switchingProtocols, upgradeRequest, urlOf, waitFor } = require('./helpers');
+const { frame, netServer, once, quietPeriod, sha256, silentPeer, startWss, switchingProtocols, upgradeRequest, urlOf, waitFor } = require('./helpers');
 
 const T = { timeout: 30000 };
 const HB = { interval: 150, timeout: 150 };
@@ -283,17 +283,16 @@ test('large messages to a peer that reads late arrive whole and in order, with s
   t.after(() => client.terminate());
   const [[ws]] = await Promise.all([once(wss, 'connection'), once(client, 'open')]);
   client.pause();
-  const digest = (b) => crypto.createHash('sha256').update(b).digest('hex');
   const sent = [];
   // Enough large ones first that one of them finds the socket's buffers full part way.
   for (let i = 0; i < 14; i++) {
     const data = i >= 8 && i % 2 === 0 ? Buffer.from(`small ${i}`) : crypto.randomBytes(1024 * 1024 + i);
-    sent.push(digest(data));
+    sent.push(sha256(data));
     ws.send(data);
   }
   await waitFor(() => ws.bufferedAmount > 0, { what: () => 'output held for the paused peer' });
   const got = [];
-  client.on('message', (data) => got.push(digest(data)));
+  client.on('message', (data) => got.push(sha256(data)));
   client.resume();
   await waitFor(() => got.length === sent.length, { timeout: 20000, what: () => `all ${sent.length} messages (${got.length})` });
   assert.deepEqual(got, sent);
