@@ -34,14 +34,24 @@ function procCpuSeconds(pid) {
   }
 }
 
-function rssBytes(pid) {
+function statusBytes(pid, field) {
   try {
-    const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`${field}:\\s+(\\d+)\\s+kB`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) * 1024 : null;
   } catch (_) {
     return null;
   }
 }
+
+/** resident memory of process `pid`, everything it maps (VmRSS) */
+const rssBytes = (pid) => statusBytes(pid, 'VmRSS');
+
+/**
+ * resident anonymous memory of process `pid` (RssAnon): its heaps, stacks and other private
+ * memory, without the pages of files it maps (the node binary's code, shared libraries),
+ * which the first run of a code path pages in once per process and every process shares.
+ */
+const anonBytes = (pid) => statusBytes(pid, 'RssAnon');
 
 /** whole-machine CPU counters: [busy ticks, total ticks, irq+softirq ticks] */
 function sysCpu() {
@@ -133,6 +143,7 @@ async function stop(child) {
 }
 
 module.exports = {
+  anonBytes,
   cleanupAndExit,
   freePort,
   killTree,

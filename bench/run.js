@@ -19,7 +19,7 @@ const os = require('os');
 const path = require('path');
 
 const {
-  cleanupAndExit, freePort, killTree, log, median, onLines, procCpuSeconds, rssBytes, sleep, spawnRaised, stop, sysCpu,
+  anonBytes, cleanupAndExit, freePort, killTree, log, median, onLines, procCpuSeconds, rssBytes, sleep, spawnRaised, stop, sysCpu,
 } = require('./proc');
 
 const BENCH = __dirname;
@@ -132,7 +132,7 @@ const WORKLOADS = [
   {
     id: 'connections', alias: ['6', 'connect'], title: '6 connections: 10,000 clients connect, idle, close',
     kind: 'connect', p: { conns: 10000 },
-    metrics: [['connections_per_sec', 'conn/s', HI], ['rss_per_conn_kib', 'RSS KiB/conn', LO]],
+    metrics: [['connections_per_sec', 'conn/s', HI], ['rss_per_conn_kib', 'RSS KiB/conn', LO], ['anon_per_conn_kib', 'private KiB/conn', LO]],
   },
   {
     // ws-native terminates TLS in its engine (`tls` server option); ws and the others run on
@@ -333,6 +333,7 @@ async function runOne(w, implName, opts, variant = null) {
   const spid = server.pid;
   await sleep(300);
   const rssBefore = rssBytes(spid);
+  const anonBefore = anonBytes(spid);
 
   let argv;
   let env = cleanEnv({});
@@ -355,6 +356,7 @@ async function runOne(w, implName, opts, variant = null) {
   const snaps = {};
   const snap = () => ({ t: process.hrtime.bigint(), srv: procCpuSeconds(spid), sys: sysCpu() });
   const rssIdle = [];
+  const anonIdle = [];
   let rssEnd = null;
   let stdout = '';
   const lgErr = [];
@@ -376,7 +378,12 @@ async function runOne(w, implName, opts, variant = null) {
         snaps.b = snap();
         // RSS: sampled half-way through and near the end of the idle period
         for (const f of [0.5, 0.9]) {
-          setTimeout(() => { const r = rssBytes(spid); if (r) rssIdle.push(r); }, opts.idle * 1000 * f);
+          setTimeout(() => {
+            const r = rssBytes(spid);
+            const a = anonBytes(spid);
+            if (r) rssIdle.push(r);
+            if (a) anonIdle.push(a);
+          }, opts.idle * 1000 * f);
         }
       } else if (l.trim() && !l.startsWith('CLOSING')) {
         lgErr.push(l);
@@ -434,6 +441,10 @@ async function runOne(w, implName, opts, variant = null) {
     if (rssBefore && r.rss_idle_bytes && held) {
       r.rss_per_conn_kib = (r.rss_idle_bytes - rssBefore) / held / 1024;
     }
+    // the same without file-backed pages (code paged in once per process)
+    r.anon_before_bytes = anonBefore;
+    r.anon_idle_bytes = anonIdle.length ? anonIdle[anonIdle.length - 1] : null;
+    if (anonBefore && r.anon_idle_bytes && held) r.anon_per_conn_kib = (r.anon_idle_bytes - anonBefore) / held / 1024;
   }
   if (!r.error && r.errors > 0 && w.kind !== 'connect') {
     // errors reported by the load itself: keep the numbers but flag them

@@ -8,7 +8,8 @@
 //!   loadgen broadcast --url ... [--url2 ws://127.0.0.1:P2/] --conns 1000 --size 64 --inflight 1
 //!                     --duration S --warmup S
 //!   loadgen connect   --url ... --conns 10000 --idle S --concurrency 256
-//!   loadgen codec     --size B [--json] [--deflate-level L] --duration S   (no network)
+//!   loadgen codec     --size B [--json] [--deflate-level L] [--conns N] --duration S   (no network;
+//!                     N connections' contexts taken in turn, default 1)
 //!
 //! echo and connect also take wss:// URLs (TLS with rustls, any server certificate accepted),
 //! with or without --deflate.
@@ -2188,10 +2189,13 @@ async fn mode_connect(a: Args, t: Arc<Target>) -> String {
 fn mode_codec(a: &Args) -> String {
     let (plain, ts_off) = payloads(a);
     let pmd = Pmd::default();
-    let mut cz = Deflater::new(a.deflate_level, &pmd); // client compressor
-    let mut sz = Deflater::new(6, &pmd); // server compressor
-    let mut sinf = Inflater::new(&pmd); // server inflater
-    let mut cinf = Inflater::new(&pmd); // client inflater
+    // one set of contexts per connection, used in turn as a server with --conns N connections
+    // uses them (N contexts' memory does not fit in the caches when N is large)
+    let conns = a.conns.max(1);
+    let mut ctx: Vec<(Deflater, Deflater, Inflater, Inflater)> = (0..conns)
+        .map(|_| (Deflater::new(a.deflate_level, &pmd), Deflater::new(6, &pmd), Inflater::new(&pmd), Inflater::new(&pmd)))
+        .collect();
+    let mut sent = vec![0usize; conns]; // messages per connection, each cycling through the payloads
     let mut buf = Vec::new();
     let mut cap = [0u8; CAP];
     let mut cl: usize;
@@ -2201,7 +2205,10 @@ fn mode_codec(a: &Args) -> String {
     let w0 = now_ns();
     while now_ns() < end && n < 100_000_000 {
         for _ in 0..64 {
-            let p = &plain[(n as usize) % plain.len()];
+            let ci = n as usize % conns;
+            let p = &plain[sent[ci] % plain.len()];
+            sent[ci] += 1;
+            let (cz, sz, sinf, cinf) = &mut ctx[ci];
             buf.clear();
             buf.extend_from_slice(p);
             put_hex16(&mut buf[ts_off..], n);
@@ -2242,13 +2249,14 @@ fn mode_codec(a: &Args) -> String {
         .int("size", a.size as u64)
         .bool("json", a.json)
         .int("deflate_level", a.deflate_level as u64)
+        .int("conns", conns as u64)
         .int("messages", n as u64)
         .num("client_cpu_us_per_msg", client_s / n * 1e6)
         .num("server_floor_cpu_us_per_msg", server_s / n * 1e6)
         .num("client_max_msgs_per_sec", n / client_s)
         .num("server_floor_max_msgs_per_sec", n / server_s)
-        .num("client_tx_ratio", cz.wire_bytes as f64 / cz.plain_bytes.max(1) as f64)
-        .num("server_tx_ratio", sz.wire_bytes as f64 / sz.plain_bytes.max(1) as f64)
+        .num("client_tx_ratio", ctx.iter().map(|c| c.0.wire_bytes).sum::<u64>() as f64 / ctx.iter().map(|c| c.0.plain_bytes).sum::<u64>().max(1) as f64)
+        .num("server_tx_ratio", ctx.iter().map(|c| c.1.wire_bytes).sum::<u64>() as f64 / ctx.iter().map(|c| c.1.plain_bytes).sum::<u64>().max(1) as f64)
         .num("cpu_pct", cpu / wall * 100.0);
     j.finish()
 }
