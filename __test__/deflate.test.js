@@ -15,7 +15,7 @@ const zlib = require('node:zlib');
 const WebSocket = require(path.join(__dirname, '..'));
 const { WebSocketServer } = WebSocket;
 const Ws = require('ws');
-const { echoBack, engineHeap, frame, rawWebSocket, startWss, switchingProtocols, upgradeRequest, waitFor } = require('./helpers');
+const { echoBack, engineHeap, frame, nodeChild, rawWebSocket, startWss, switchingProtocols, upgradeRequest, waitFor } = require('./helpers');
 
 const HOST = '127.0.0.1';
 const T = { timeout: 60000 };
@@ -498,4 +498,23 @@ test("a 'headers' listener sees the Sec-WebSocket-Extensions answer and the conn
   assert.equal(got[0].data.toString(), json);
   assert.equal(got[1].data.length, 100000);
   ws.close();
+});
+
+test('a server with permessage-deflate compresses on two engine threads of its own; WS_NATIVE_THREADS=1 keeps one', T, async (t) => {
+  const script = path.join(__dirname, 'fixtures', 'engine-threads.js');
+  const cores = require('node:os').availableParallelism();
+  for (const [env, plain, deflate] of [
+    [{}, 1, cores >= 2 ? 3 : 1],
+    [{ WS_NATIVE_THREADS: '1' }, 1, 1],
+    [{ WS_NATIVE_THREADS: '2' }, 2, 2],
+  ]) {
+    const child = nodeChild(t, script, [], { env });
+    const { code } = await child.exited;
+    const what = `${JSON.stringify(env)}: ${child.lines.join(' | ')}`;
+    assert.equal(code, 0, what);
+    assert.ok(child.lines.includes(`PLAIN ${plain}`), what);
+    assert.ok(child.lines.includes(`DEFLATE ${deflate}`), what);
+    assert.ok(child.lines.includes('EXTENSIONS permessage-deflate'), what);
+    assert.ok(child.lines.includes('ECHO ok'), what);
+  }
 });

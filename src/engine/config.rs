@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::events::Sink;
+use super::runtime::Pool;
 use crate::protocol::deflate::DeflateOptions;
 use crate::protocol::handshake::HeadLimits;
 use crate::protocol::receiver::ReceiverConfig;
@@ -35,6 +36,19 @@ pub struct ConnConfig {
     /// dropped, or with `close` (`closeOnBackpressureLimit`) the connection ends. None: no
     /// limit, as in ws.
     pub backpressure_limit: Option<BackpressureLimit>,
+}
+
+impl ConnConfig {
+    /// The runtime that serves these connections: a server that accepts permessage-deflate
+    /// compresses on the compressing pool (see `runtime`); clients and other servers on the
+    /// I/O pool.
+    pub fn pool(&self) -> Pool {
+        if self.receiver.is_server && self.deflate.is_some() {
+            Pool::Compressing
+        } else {
+            Pool::Io
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -471,7 +471,7 @@ fn serve_ready(s: &Served) -> Option<u32> {
 fn resume(lot: &Lot, parked: Parked, input: &mut [u8]) {
     let _ = lot.registry.deregister(&mut SourceFd(&parked.io().as_raw_fd()));
     // The engine stopped (Node is exiting): nothing to come back to.
-    let Some(handle) = runtime::current() else { return };
+    let Some(handle) = runtime::current_for(parked.cfg().pool()) else { return };
     // Back on tokio's reactor, which needs the runtime's context.
     let _guard = handle.enter();
     match parked.convert(TcpStream::from_std) {

@@ -79,7 +79,7 @@ fn set_reuse_port(_: &TcpSocket) -> io::Result<()> {
 /// Binds synchronously (so `address()` works at once, and bind errors are known) and starts
 /// the accept loop. Returns the server id and the bound address.
 pub fn listen(p: ListenParams) -> io::Result<(u32, SocketAddr)> {
-    let handle = runtime::handle()?;
+    let handle = runtime::handle_for(p.cfg.pool())?;
     let _guard = handle.enter();
     let listener = match &p.host {
         None => bind(SocketAddr::from(([0u16; 8], p.port)), p.backlog, p.reuse_port)
@@ -129,7 +129,7 @@ pub fn attach(tls: Option<Arc<rustls::ServerConfig>>, cfg: ConnConfig) -> u32 {
 /// duplicated; Node destroys its copy afterwards). False when the server is closed.
 pub fn adopt_accepted(server_id: u32, fd: i32) -> io::Result<bool> {
     let Some(serving) = attached().get(&server_id).cloned() else { return Ok(false) };
-    let handle = runtime::handle()?;
+    let handle = runtime::handle_for(serving.cfg.pool())?;
     let _guard = handle.enter();
     let stream = tokio::net::TcpStream::from_std(super::net::dup_fd(fd)?)?;
     let remote = stream.peer_addr()?;
@@ -205,7 +205,7 @@ fn adopted_shared(response: &[u8], is_client: bool, sink: u32) -> io::Result<(u3
 /// (empty on the client side, where Node's http client did the handshake).
 pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: Option<DeflateParams>) -> io::Result<u32> {
     let is_client = !cfg.receiver.is_server;
-    let handle = runtime::handle()?;
+    let handle = runtime::handle_for(cfg.pool())?;
     let _guard = handle.enter();
     let std_stream = super::net::dup_fd(fd)?;
     std_stream.set_nonblocking(true)?;
@@ -219,7 +219,7 @@ pub fn adopt_fd(fd: i32, early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: 
 
 /// Serves a socket Node keeps (TLS, or a Duplex without a descriptor) through a byte bridge.
 pub fn adopt_bridge(early: Vec<u8>, response: &[u8], cfg: ConnConfig, pmd: Option<DeflateParams>) -> io::Result<u32> {
-    let handle = runtime::handle()?;
+    let handle = runtime::handle_for(cfg.pool())?;
     let (id, shared) = adopted_shared(response, !cfg.receiver.is_server, cfg.sink.id)?;
     let bridge = Bridge::new(id);
     handle.spawn(Connection::adopted(bridge, id, shared, Arc::new(cfg), early, pmd).run());
