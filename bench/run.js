@@ -72,6 +72,9 @@ const IMPLS = {
   'ws-native-other': { label: 'ws-native (other checkout)', env: { WS_IMPL: process.env.WS_NATIVE_OTHER || ROOT }, nativeTls: true, optional: true },
   // The engine with two I/O threads (WS_NATIVE_THREADS=2): only with --impls.
   'ws-native-t2': { label: 'ws-native (2 threads)', env: { WS_IMPL: ROOT, WS_NATIVE_THREADS: '2' }, nativeTls: true, optional: true },
+  // One engine thread for everything, compressing servers included (WS_NATIVE_THREADS=1):
+  // only with --impls, and in the deflate workloads' variants.
+  'ws-native-t1': { label: 'ws-native (1 thread)', env: { WS_IMPL: ROOT, WS_NATIVE_THREADS: '1' }, nativeTls: true, optional: true },
   // Every read on the engine's thread, none served by the JS thread (WS_NATIVE_JS_READS=0).
   'ws-native-engine-reads': { label: 'ws-native (engine reads only)', env: { WS_IMPL: ROOT, WS_NATIVE_JS_READS: '0' }, nativeTls: true, optional: true },
   // Reads on the JS thread without the event loop's spin (WS_NATIVE_SPIN_US=0).
@@ -157,6 +160,7 @@ const WORKLOADS = [
     defaults: { warmup: 2, duration: 6 },
     variants: [
       { name: 'ws-native +deflate', impl: 'ws-native', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
+      { name: 'ws-native +deflate, 1 engine thread', impl: 'ws-native-t1', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
       { name: 'ws +deflate', impl: 'ws', server: ['--deflate'], load: ['--deflate'] },
       { name: 'ws (no deflate)', impl: 'ws', server: [], load: [], ref: true },
       { name: 'ws-native (no deflate)', impl: 'ws-native', server: [], load: [], vs: 'ws (no deflate)' },
@@ -169,6 +173,7 @@ const WORKLOADS = [
     defaults: { idle: 3 },
     variants: [
       { name: 'ws-native takeover', impl: 'ws-native', server: ['--deflate'], load: ['--deflate'], vs: 'ws takeover' },
+      { name: 'ws-native takeover, 1 engine thread', impl: 'ws-native-t1', server: ['--deflate'], load: ['--deflate'], vs: 'ws takeover' },
       { name: 'ws takeover', impl: 'ws', server: ['--deflate'], load: ['--deflate'] },
       { name: 'ws-native no takeover', impl: 'ws-native', server: ['--deflate-no-context-takeover'], load: ['--deflate'], vs: 'ws no takeover' },
       { name: 'ws no takeover', impl: 'ws', server: ['--deflate-no-context-takeover'], load: ['--deflate'] },
