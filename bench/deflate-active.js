@@ -13,11 +13,10 @@
 //
 // Prints one line per run and writes the runs and medians to FILE (default: none).
 
-const { spawn } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 const WS = require('ws');
-const { median, rssBytes } = require('./proc');
+const { median, rssBytes, startEchoServer } = require('./proc');
 
 const ROOT = path.join(__dirname, '..');
 const IMPLS = {
@@ -45,27 +44,8 @@ if (!(Number.isInteger(opts.rounds) && opts.rounds >= 1 && opts.rounds <= 20)) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function startServer(env) {
-  const server = spawn(process.execPath, [path.join(__dirname, 'servers', 'ws-echo.js'), '--port', '0', '--deflate'], {
-    env: { ...process.env, ...env },
-    stdio: ['pipe', 'pipe', 'ignore'],
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the server did not listen within 10 s')), 10000);
-    let out = '';
-    server.stdout.on('data', (d) => {
-      out += d;
-      const m = /LISTENING (\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ server, port: Number(m[1]) });
-      }
-    });
-  });
-}
-
 async function runOne(env) {
-  const { server, port } = await startServer(env);
+  const { child: server, port } = await startEchoServer(['--port', '0', '--deflate'], env);
   try {
     await sleep(300);
     const before = rssBytes(server.pid);

@@ -7,6 +7,7 @@
 const { spawn, spawnSync } = require('child_process');
 const fs = require('fs');
 const net = require('net');
+const path = require('path');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.error(...a);
@@ -142,6 +143,31 @@ async function stop(child) {
   clearTimeout(t);
 }
 
+/**
+ * Starts servers/ws-echo.js with `args` and `env` (added to this process's), its stdout piped
+ * and stderr ignored; resolves with `{ child, port }` once it prints `LISTENING <port>`,
+ * rejects if it exits first or does not listen within 10 s.
+ */
+function startEchoServer(args, env) {
+  const child = spawn(process.execPath, [path.join(__dirname, 'servers', 'ws-echo.js'), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'ignore'],
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error('the echo server did not listen within 10 s')), 10000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = /LISTENING (\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, port: Number(m[1]) });
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`the echo server exited with ${code}`)));
+  });
+}
+
 module.exports = {
   anonBytes,
   cleanupAndExit,
@@ -154,6 +180,7 @@ module.exports = {
   rssBytes,
   sleep,
   spawnRaised,
+  startEchoServer,
   stop,
   sysCpu,
   track,

@@ -13,7 +13,7 @@
 // duration, and the whole after rounds × 2 runs (+ 10 s to connect).
 
 const path = require('path');
-const { spawn } = require('child_process');
+const { startEchoServer } = require('./proc');
 
 const root = path.join(__dirname, '..');
 const WebSocket = require(root);
@@ -27,27 +27,6 @@ for (let i = 2; i < process.argv.length; i += 2) {
   o[name] = value;
 }
 if (o.rounds > 20 || o.duration > 60 || o.conns > 1000 || o.inflight > 1000) throw new Error('bounds: rounds ≤ 20, duration ≤ 60');
-
-/** Starts the echo server; resolves with `{ child, port }`. */
-function startServer() {
-  const child = spawn(process.execPath, [path.join(root, 'bench', 'servers', 'ws-echo.js'), '--port', '0'], {
-    env: { ...process.env, WS_IMPL: root },
-    stdio: ['pipe', 'pipe', 'ignore']
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error('the echo server did not listen within 10 s')), 10000);
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /LISTENING (\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, port: Number(m[1]) });
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`the echo server exited with ${code}`)));
-  });
-}
 
 /** Opens `n` clients made by `make(url)`; resolves with them once all are open. */
 async function openAll(make, url, n) {
@@ -100,7 +79,7 @@ function load(clients, seconds) {
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 (async () => {
-  const { child, port } = await startServer();
+  const { child, port } = await startEchoServer(['--port', '0'], { WS_IMPL: root });
   const url = `ws://127.0.0.1:${port}/`;
   const plain = await openAll((u) => new WebSocket(u), url, o.conns);
   const reconnecting = await openAll((u) => new ReconnectingWebSocket(u), url, o.conns);
