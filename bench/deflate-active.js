@@ -16,7 +16,7 @@
 const fs = require('fs');
 const path = require('path');
 const WS = require('ws');
-const { median, rssBytes, startEchoServer } = require('./proc');
+const { median, rssBytes, sleep, startEchoServer } = require('./proc');
 
 const ROOT = path.join(__dirname, '..');
 const IMPLS = {
@@ -41,8 +41,6 @@ if (!(Number.isInteger(opts.rounds) && opts.rounds >= 1 && opts.rounds <= 20)) {
   console.error('--rounds 1..20');
   process.exit(2);
 }
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function runOne(env) {
   const { child: server, port } = await startEchoServer(['--port', '0', '--deflate'], env);

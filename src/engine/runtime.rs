@@ -11,14 +11,13 @@
 //! that serves both.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
 /// Which runtime a server's connections run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pool {
-    #[default]
     Io,
     Compressing,
 }
@@ -36,21 +35,25 @@ fn threads_env() -> Option<usize> {
 }
 
 /// Threads of the compressing pool's own runtime; None: the I/O runtime serves it (one
-/// core, or `WS_NATIVE_THREADS` set).
+/// core, or `WS_NATIVE_THREADS` set). Decided once: servers ask for every socket they adopt.
 fn compressing_threads() -> Option<usize> {
-    if threads_env().is_some() {
-        return None;
-    }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    (cores >= 2).then_some(2)
+    static THREADS: OnceLock<Option<usize>> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        if threads_env().is_some() {
+            return None;
+        }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        (cores >= 2).then_some(2)
+    })
 }
 
-fn start(slot: &'static Mutex<Option<Runtime>>, threads: usize) -> std::io::Result<Handle> {
+/// The runtime in `slot`, started with `threads()` workers if it is not running.
+fn start(slot: &'static Mutex<Option<Runtime>>, threads: impl FnOnce() -> usize) -> std::io::Result<Handle> {
     let mut rt = lock(slot);
     if let Some(r) = rt.as_ref() {
         return Ok(r.handle().clone());
     }
-    let r = Builder::new_multi_thread().worker_threads(threads).thread_name("ws-native").enable_all().build()?;
+    let r = Builder::new_multi_thread().worker_threads(threads()).thread_name("ws-native").enable_all().build()?;
     let h = r.handle().clone();
     *rt = Some(r);
     Ok(h)
@@ -58,7 +61,7 @@ fn start(slot: &'static Mutex<Option<Runtime>>, threads: usize) -> std::io::Resu
 
 /// The I/O runtime's handle, starting it if needed.
 pub fn handle() -> std::io::Result<Handle> {
-    start(&IO, threads_env().unwrap_or(1))
+    start(&IO, || threads_env().unwrap_or(1))
 }
 
 /// The handle of `pool`'s runtime, starting it if needed. The I/O runtime is always started
@@ -66,7 +69,7 @@ pub fn handle() -> std::io::Result<Handle> {
 pub fn handle_for(pool: Pool) -> std::io::Result<Handle> {
     let io = handle()?;
     match (pool, compressing_threads()) {
-        (Pool::Compressing, Some(n)) => start(&COMPRESSING, n),
+        (Pool::Compressing, Some(n)) => start(&COMPRESSING, || n),
         _ => Ok(io),
     }
 }
