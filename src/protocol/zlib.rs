@@ -1,19 +1,21 @@
-//! permessage-deflate's codec: zlib-rs, raw deflate with the agreed window sizes (the
-//! parameters come from `deflate`'s negotiation). Compression uses zlib-rs's own API, which
-//! takes `memLevel` and `strategy` (flate2's does not); inflation goes through flate2.
+//! permessage-deflate's codec: zlib-rs through its zlib API (`libz-rs-sys`), raw deflate with
+//! the agreed window sizes (the parameters come from `deflate`'s negotiation). That API, unlike
+//! flate2's and zlib-rs's Rust ones, takes `memLevel` and `strategy` and gives a stream's
+//! window back (`deflateGetDictionary`, `inflateGetDictionary`), which is what lets an idle
+//! connection hold its window alone instead of its contexts.
 //!
 //! Memory: at 15 window bits a deflate context costs 256 KiB plus 7 << (memLevel + 6) bytes
 //! of literal buffers (368 KiB at memLevel 8, 257 KiB at 1: zlib-rs's hash table is 128 KiB
 //! whatever memLevel), and an inflate context ~42 KiB (docs/memory.md), so none is made
-//! before a connection compresses or receives a compressed message. Without context takeover a context lives only while one message is processed: it
-//! is then reset and returned to a small per-thread pool, so idle connections hold no zlib
-//! state at all.
+//! before a connection compresses or receives a compressed message. Without context takeover
+//! a context lives only while one message is processed: it is then reset and returned to a
+//! small per-thread pool, so idle connections hold no zlib state at all. With takeover an
+//! idle connection gives its contexts up too (`park`), keeping only their windows.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::ffi::{c_int, CStr};
 
-use flate2::{Decompress, FlushDecompress, Status};
-use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Strategy};
+use libz_rs_sys as z;
 
 use super::deflate::{DeflateParams, Tuning};
 use super::error::{ErrorKind, ProtocolError};
@@ -24,22 +26,22 @@ const POOL_SIZE: usize = 8;
 
 /// Reset zlib contexts kept for reuse (one pool per thread and direction), each with the
 /// parameters it was made for: a context is only reused with the same ones.
-struct Pool<K, T>(RefCell<Vec<(K, T)>>);
+struct Pool<K>(RefCell<Vec<(K, Stream)>>);
 
-impl<K: PartialEq, T> Pool<K, T> {
+impl<K: PartialEq> Pool<K> {
     const fn new() -> Self {
         Pool(RefCell::new(Vec::new()))
     }
 
     /// A context made for `key`, if one is kept.
-    fn take(&self, key: &K) -> Option<T> {
+    fn take(&self, key: &K) -> Option<Stream> {
         let mut p = self.0.borrow_mut();
         let i = p.iter().position(|(k, _)| k == key)?;
         Some(p.swap_remove(i).1)
     }
 
     /// Keeps a reset context for reuse (up to `POOL_SIZE`; else it is dropped).
-    fn give(&self, key: K, context: T) {
+    fn give(&self, key: K, context: Stream) {
         let mut p = self.0.borrow_mut();
         if p.len() < POOL_SIZE {
             p.push((key, context));
@@ -49,9 +51,9 @@ impl<K: PartialEq, T> Pool<K, T> {
 
 thread_local! {
     /// Window bits and tuning.
-    static DEFLATE_POOL: Pool<(u8, Tuning), Deflate> = const { Pool::new() };
+    static DEFLATE_POOL: Pool<(u8, Tuning)> = const { Pool::new() };
     /// Window bits.
-    static INFLATE_POOL: Pool<u8, Decompress> = const { Pool::new() };
+    static INFLATE_POOL: Pool<u8> = const { Pool::new() };
 }
 
 /// zlib does not do raw deflate with a 256-byte window; it uses 512 bytes for 8, as Node does.
@@ -69,62 +71,176 @@ fn checked(t: Tuning) -> Tuning {
     }
 }
 
-/// A raw deflate context (reset, as new) for window `bits` and `tuning`.
-fn new_deflate(bits: u8, tuning: Tuning) -> Deflate {
-    let strategy = Strategy::try_from(i32::from(tuning.strategy)).unwrap_or_default();
-    Deflate::new_with_config(DeflateConfig {
-        level: tuning.level,
-        window_bits: -i32::from(bits),
-        mem_level: i32::from(tuning.mem_level),
-        strategy,
-        ..DeflateConfig::default()
-    })
+/// One raw zlib stream, deflating or inflating, and its state. The `z_stream` lives on the
+/// heap: zlib's state refers back to it, so it must not move.
+struct Stream {
+    s: Box<z::z_stream>,
+    deflating: bool,
 }
 
-/// The last bytes of one direction's plaintext, at most a window's worth: all that the
-/// stream's next messages may refer back to. With context takeover it lets a connection drop
-/// its zlib context while idle (`park`) and rebuild an equivalent one later with
-/// `set_dictionary`, so that an idle connection holds up to a window of bytes (often far
-/// less) instead of a context of hundreds of KiB.
-#[derive(Default)]
-struct History {
-    bytes: VecDeque<u8>,
+// SAFETY: the stream and the state it points to belong to this value alone (zlib-rs keeps no
+// other reference to them, and allocates through Rust's allocator, which any thread may free).
+unsafe impl Send for Stream {}
+
+/// Ran out of input, or of room for output: not an error.
+fn progressed(ret: c_int) -> bool {
+    matches!(ret, z::Z_OK | z::Z_STREAM_END | z::Z_BUF_ERROR)
 }
 
-impl History {
-    fn push(&mut self, data: &[u8], window: usize) {
-        if data.len() >= window {
-            self.bytes.clear();
-            self.bytes.extend(&data[data.len() - window..]);
-            return;
+impl Stream {
+    /// A raw deflate context for window `bits` and `tuning`; None if zlib could not make one
+    /// (out of memory: the parameters are checked).
+    fn deflate(bits: u8, tuning: Tuning) -> Option<Stream> {
+        let mut s = Box::new(z::z_stream::default());
+        // SAFETY: `s` is a fresh z_stream on the heap; the version and size are zlib-rs's own.
+        let ret = unsafe {
+            z::deflateInit2_(
+                &mut *s,
+                tuning.level,
+                z::Z_DEFLATED,
+                -c_int::from(bits),
+                c_int::from(tuning.mem_level),
+                c_int::from(tuning.strategy),
+                z::zlibVersion(),
+                std::mem::size_of::<z::z_stream>() as c_int,
+            )
+        };
+        (ret == z::Z_OK).then_some(Stream { s, deflating: true })
+    }
+
+    /// A raw inflate context for window `bits`; None if zlib could not make one.
+    fn inflate(bits: u8) -> Option<Stream> {
+        let mut s = Box::new(z::z_stream::default());
+        // SAFETY: as in `deflate`.
+        let ret = unsafe { z::inflateInit2_(&mut *s, -c_int::from(bits), z::zlibVersion(), std::mem::size_of::<z::z_stream>() as c_int) };
+        (ret == z::Z_OK).then_some(Stream { s, deflating: false })
+    }
+
+    /// Runs deflate or inflate over `input` into `out`'s spare capacity with `flush`; returns
+    /// zlib's code and how many bytes were consumed. `out` grows by what was produced.
+    fn run(&mut self, input: &[u8], out: &mut Vec<u8>, flush: c_int) -> (c_int, usize) {
+        let spare = out.spare_capacity_mut();
+        let (in_len, out_len) = (input.len().min(u32::MAX as usize), spare.len().min(u32::MAX as usize));
+        self.s.next_in = input.as_ptr();
+        self.s.avail_in = in_len as u32;
+        self.s.next_out = spare.as_mut_ptr().cast();
+        self.s.avail_out = out_len as u32;
+        // SAFETY: the stream was initialised for this direction; `next_in` and `next_out` point
+        // to `avail_in` readable and `avail_out` writable bytes, alive for the call.
+        let ret = unsafe {
+            if self.deflating {
+                z::deflate(&mut *self.s, flush)
+            } else {
+                z::inflate(&mut *self.s, flush)
+            }
+        };
+        let consumed = in_len - self.s.avail_in as usize;
+        let produced = out_len - self.s.avail_out as usize;
+        self.s.next_in = std::ptr::null();
+        self.s.next_out = std::ptr::null_mut();
+        self.s.avail_in = 0;
+        self.s.avail_out = 0;
+        // SAFETY: zlib initialised the `produced` bytes after the vector's length.
+        unsafe { out.set_len(out.len() + produced) };
+        (ret, consumed)
+    }
+
+    /// The stream's window: the last bytes (at most a window's worth) that what follows may
+    /// refer back to, to rebuild an equivalent context with `set_dictionary`. Call between
+    /// messages, when deflate has all its input behind a flush.
+    fn dictionary(&self) -> Vec<u8> {
+        let get = |dict: *mut u8, len: &mut z::uInt| {
+            // SAFETY: the stream was initialised for this direction; `dict` is null (the length
+            // only) or has room for the length the stream reported.
+            unsafe {
+                if self.deflating {
+                    z::deflateGetDictionary(&*self.s, dict, len)
+                } else {
+                    z::inflateGetDictionary(&*self.s, dict, len)
+                }
+            }
+        };
+        let mut len: z::uInt = 0;
+        if get(std::ptr::null_mut(), &mut len) != z::Z_OK || len == 0 {
+            return Vec::new();
         }
-        let over = (self.bytes.len() + data.len()).saturating_sub(window);
-        self.bytes.drain(..over);
-        self.bytes.extend(data);
+        let mut dict = vec![0u8; len as usize];
+        if get(dict.as_mut_ptr(), &mut len) != z::Z_OK {
+            return Vec::new();
+        }
+        dict.truncate(len as usize);
+        dict
     }
 
-    fn clear(&mut self) {
-        self.bytes = VecDeque::new();
+    /// Starts the stream from `dict`, as if those bytes had just gone through it. A fresh or
+    /// reset raw stream accepts a dictionary: there is no error to handle.
+    fn set_dictionary(&mut self, dict: &[u8]) {
+        let len = dict.len().min(u32::MAX as usize) as z::uInt;
+        // SAFETY: `dict` is readable for `len` bytes.
+        unsafe {
+            if self.deflating {
+                z::deflateSetDictionary(&mut *self.s, dict.as_ptr(), len);
+            } else {
+                z::inflateSetDictionary(&mut *self.s, dict.as_ptr(), len);
+            }
+        }
     }
 
-    fn as_slice(&mut self) -> &[u8] {
-        self.bytes.make_contiguous()
+    fn reset(&mut self) {
+        // SAFETY: the stream was initialised for this direction.
+        unsafe {
+            if self.deflating {
+                z::deflateReset(&mut *self.s);
+            } else {
+                z::inflateReset(&mut *self.s);
+            }
+        }
     }
 
-    fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+    /// zlib's message for the last error, if it gave one.
+    fn message(&self) -> Option<String> {
+        // SAFETY: zlib sets `msg` to null or to a static NUL-terminated string.
+        (!self.s.msg.is_null()).then(|| unsafe { CStr::from_ptr(self.s.msg) }.to_string_lossy().into_owned())
     }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // SAFETY: the stream was initialised for this direction and is ended once.
+        unsafe {
+            if self.deflating {
+                z::deflateEnd(&mut *self.s);
+            } else {
+                z::inflateEnd(&mut *self.s);
+            }
+        }
+    }
+}
+
+/// `data` as raw deflate stored blocks ending in a sync flush's empty block: what a message
+/// is sent as when no deflate context can be made. It refers to nothing before it, so the
+/// peer's stream stays valid with or without context takeover.
+fn stored(data: &[u8], out: &mut Vec<u8>) {
+    for chunk in data.chunks(u16::MAX as usize) {
+        let n = chunk.len() as u16;
+        out.push(0);
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&(!n).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out.push(0);
+    out.extend_from_slice(&TRAILER);
 }
 
 /// Our sending side: compresses messages, one context per connection with context takeover,
 /// a pooled one per message without.
 pub struct Deflater {
-    c: Option<Deflate>,
+    c: Option<Stream>,
     bits: u8,
     tuning: Tuning,
     takeover: bool,
-    /// With takeover: what was compressed, for a context rebuilt after `park`.
-    history: History,
+    /// With takeover, while the context is given up (`park`): its window, to rebuild it.
+    window: Vec<u8>,
     /// Compressed something since the last `take_used`.
     used: bool,
 }
@@ -132,55 +248,64 @@ pub struct Deflater {
 impl Deflater {
     pub fn new(params: &DeflateParams, is_server: bool, tuning: Tuning) -> Self {
         let (bits, no_takeover) = params.sending(is_server);
-        Deflater { c: None, bits: zlib_bits(bits), tuning: checked(tuning), takeover: !no_takeover, history: History::default(), used: false }
+        Deflater { c: None, bits: zlib_bits(bits), tuning: checked(tuning), takeover: !no_takeover, window: Vec::new(), used: false }
+    }
+
+    /// The context, made (or taken from the pool, and given the window it parked with) if
+    /// there is none.
+    fn context(&mut self) -> Option<&mut Stream> {
+        if self.c.is_none() {
+            let key = (self.bits, self.tuning);
+            let mut c = DEFLATE_POOL.with(|p| p.take(&key)).or_else(|| Stream::deflate(key.0, key.1))?;
+            if !self.window.is_empty() {
+                c.set_dictionary(&self.window);
+                self.window = Vec::new();
+            }
+            self.c = Some(c);
+        }
+        self.c.as_mut()
     }
 
     /// Appends `data` compressed (a sync flush), without the trailing `00 00 ff ff` when
     /// `fin` ends the message.
     pub fn compress(&mut self, data: &[u8], fin: bool, out: &mut Vec<u8>) {
-        let (bits, tuning) = (self.bits, self.tuning);
-        let history = &mut self.history;
-        let c = self.c.get_or_insert_with(|| {
-            let mut c = DEFLATE_POOL.with(|p| p.take(&(bits, tuning))).unwrap_or_else(|| new_deflate(bits, tuning));
-            if !history.is_empty() {
-                // A context parked with takeover: rebuilt with the same history. (A fresh or
-                // reset raw stream accepts a dictionary; there is no error to handle.)
-                let _ = c.set_dictionary(history.as_slice());
-            }
-            c
-        });
         self.used = true;
         let start = out.len();
-        out.reserve(data.len() / 2 + 64);
-        // As Node's zlib stream does: write the data, then a sync flush. (A sync flush right
-        // after another one writes nothing; after a write it always ends in `00 00 ff ff`.)
-        let mut input = data;
-        for flush in [DeflateFlush::NoFlush, DeflateFlush::SyncFlush] {
-            loop {
-                let (before_in, before_out) = (c.total_in(), c.total_out());
-                let spare = out.spare_capacity_mut();
-                // Errors cannot happen with our own valid stream state; stop rather than loop.
-                if c.compress_uninit(input, spare, flush).is_err() {
-                    break;
+        match self.context() {
+            Some(c) => {
+                out.reserve(data.len() / 2 + 64);
+                // As Node's zlib stream does: write the data, then a sync flush. (A sync flush
+                // right after another one writes nothing; after a write it always ends in
+                // `00 00 ff ff`.)
+                let mut input = data;
+                for flush in [z::Z_NO_FLUSH, z::Z_SYNC_FLUSH] {
+                    loop {
+                        let (ret, consumed) = c.run(input, out, flush);
+                        input = &input[consumed..];
+                        // Errors cannot happen with our own valid stream state; stop rather
+                        // than loop.
+                        if !progressed(ret) || (input.is_empty() && out.len() < out.capacity()) {
+                            break;
+                        }
+                        out.reserve(out.capacity().max(1024));
+                    }
                 }
-                let written = (c.total_out() - before_out) as usize;
-                // SAFETY: zlib-rs initialised the `written` bytes after the vector's length.
-                unsafe { out.set_len(out.len() + written) };
-                input = &input[(c.total_in() - before_in) as usize..];
-                if input.is_empty() && out.len() < out.capacity() {
-                    break;
-                }
-                out.reserve(out.capacity().max(1024));
             }
+            None => self.stored(data, out),
         }
         if fin && out.len() - start >= 4 && out.ends_with(&TRAILER) {
             out.truncate(out.len() - 4);
         }
-        if self.takeover {
-            self.history.push(data, 1 << bits);
-        } else if fin {
+        if !self.takeover && fin {
             self.release();
         }
+    }
+
+    /// Without a context: `data` in stored blocks. The next context starts without a window:
+    /// what it compresses then refers to nothing before, which the peer's window allows.
+    fn stored(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        self.window = Vec::new();
+        stored(data, out);
     }
 
     /// Returns the context to the pool (reset), or drops it.
@@ -191,10 +316,13 @@ impl Deflater {
         }
     }
 
-    /// With context takeover, gives up the context while the connection is idle; the next
-    /// message rebuilds it from the history. Call between messages (or fragments).
+    /// With context takeover, gives up the context while the connection is idle, keeping its
+    /// window; the next message rebuilds it from that. Call between messages (or fragments).
     pub fn park(&mut self) {
         if self.takeover {
+            if let Some(c) = self.c.as_ref() {
+                self.window = c.dictionary();
+            }
             self.release();
         }
     }
@@ -213,20 +341,20 @@ impl Deflater {
 /// Our receiving side: inflates a message's frames into one buffer, checking `maxPayload`
 /// on the inflated size as it grows.
 pub struct Inflater {
-    d: Option<Decompress>,
+    d: Option<Stream>,
     bits: u8,
     takeover: bool,
     /// The peer ended its deflate stream (BFINAL); the next message starts a new one.
     ended: bool,
-    /// With takeover: what was inflated, for a context rebuilt after `park`.
-    history: History,
+    /// With takeover, while the context is given up (`park`): its window, to rebuild it.
+    window: Vec<u8>,
     /// Inflated something since the last `take_used`.
     used: bool,
 }
 
-fn inflate_error(e: &flate2::DecompressError) -> ProtocolError {
-    let msg = e.message().unwrap_or("invalid compressed data").to_string();
-    ProtocolError { kind: ErrorKind::Error, code: "Z_DATA_ERROR", message: msg, close_code: 1007 }
+fn inflate_error(code: &'static str, message: Option<String>) -> ProtocolError {
+    let message = message.unwrap_or_else(|| "invalid compressed data".to_string());
+    ProtocolError { kind: ErrorKind::Error, code, message, close_code: 1007 }
 }
 
 /// Largest step by which the output buffer grows.
@@ -235,7 +363,7 @@ const GROW_STEP: usize = 4 * 1024 * 1024;
 impl Inflater {
     pub fn new(params: &DeflateParams, is_server: bool) -> Self {
         let (bits, no_takeover) = params.sending(!is_server);
-        Inflater { d: None, bits: zlib_bits(bits), takeover: !no_takeover, ended: false, history: History::default(), used: false }
+        Inflater { d: None, bits: zlib_bits(bits), takeover: !no_takeover, ended: false, window: Vec::new(), used: false }
     }
 
     /// Appends the inflated `data` to `out`. `limit` (0 for none) bounds `out.len()`.
@@ -243,21 +371,20 @@ impl Inflater {
         if self.ended || data.is_empty() {
             return Ok(());
         }
-        let bits = self.bits;
-        let history = &mut self.history;
-        let d = self.d.get_or_insert_with(|| {
-            let mut d = INFLATE_POOL
-                .with(|p| p.take(&bits))
-                .unwrap_or_else(|| Decompress::new_with_window_bits(false, bits));
-            if !history.is_empty() {
+        if self.d.is_none() {
+            let bits = self.bits;
+            let Some(mut d) = INFLATE_POOL.with(|p| p.take(&bits)).or_else(|| Stream::inflate(bits)) else {
+                return Err(inflate_error("Z_MEM_ERROR", Some("out of memory".into())));
+            };
+            if !self.window.is_empty() {
                 // A context parked with takeover: the peer's earlier output, as its window was.
-                // (A raw inflate stream takes a dictionary at any time: no error to handle.)
-                let _ = d.set_dictionary(history.as_slice());
+                d.set_dictionary(&self.window);
+                self.window = Vec::new();
             }
-            d
-        });
+            self.d = Some(d);
+        }
+        let Some(d) = self.d.as_mut() else { return Ok(()) };
         self.used = true;
-        let produced_from = out.len();
         self.ended = match Self::run(d, data, out, limit) {
             Ok(ended) => ended,
             Err(e) => {
@@ -265,14 +392,11 @@ impl Inflater {
                 return Err(e);
             }
         };
-        if self.takeover {
-            self.history.push(&out[produced_from..], 1 << bits);
-        }
         Ok(())
     }
 
     /// Inflates into `out` until the input is used up; true when the peer's stream ended.
-    fn run(d: &mut Decompress, data: &[u8], out: &mut Vec<u8>, limit: u64) -> Result<bool, ProtocolError> {
+    fn run(d: &mut Stream, data: &[u8], out: &mut Vec<u8>, limit: u64) -> Result<bool, ProtocolError> {
         let mut input = data;
         loop {
             if out.capacity() - out.len() < 1024 {
@@ -283,14 +407,22 @@ impl Inflater {
                 }
                 out.reserve_exact(grow);
             }
-            let (in0, len0) = (d.total_in(), out.len());
-            let status = d.decompress_vec(input, out, FlushDecompress::Sync).map_err(|e| inflate_error(&e))?;
-            let consumed = (d.total_in() - in0) as usize;
+            let len0 = out.len();
+            let (ret, consumed) = d.run(input, out, z::Z_SYNC_FLUSH);
             input = &input[consumed..];
+            if !progressed(ret) {
+                let code = match ret {
+                    z::Z_MEM_ERROR => "Z_MEM_ERROR",
+                    z::Z_STREAM_ERROR => "Z_STREAM_ERROR",
+                    z::Z_NEED_DICT => "Z_NEED_DICT",
+                    _ => "Z_DATA_ERROR",
+                };
+                return Err(inflate_error(code, d.message()));
+            }
             if limit > 0 && out.len() as u64 > limit {
                 return Err(ProtocolError::max_payload());
             }
-            if status == Status::StreamEnd {
+            if ret == z::Z_STREAM_END {
                 return Ok(true);
             }
             let room_left = out.len() < out.capacity();
@@ -304,21 +436,22 @@ impl Inflater {
     /// there is no context takeover (returning it to the pool).
     pub fn finish(&mut self, out: &mut Vec<u8>, limit: u64) -> Result<(), ProtocolError> {
         self.inflate(&TRAILER, out, limit)?;
-        if self.ended {
-            // The next message starts a new stream, which cannot refer to this one.
-            self.history.clear();
-        }
         if self.ended || !self.takeover {
+            // After the peer's stream ended, the next message starts a new one, which cannot
+            // refer to this one: the context is reset like one without takeover.
             self.ended = false;
             self.release();
         }
         Ok(())
     }
 
-    /// With context takeover, gives up the context while the connection is idle; the next
-    /// message rebuilds it from the history. Call between messages.
+    /// With context takeover, gives up the context while the connection is idle, keeping its
+    /// window; the next message rebuilds it from that. Call between messages.
     pub fn park(&mut self) {
         if self.takeover {
+            if let Some(d) = self.d.as_ref() {
+                self.window = d.dictionary();
+            }
             self.release();
         }
     }
@@ -331,7 +464,7 @@ impl Inflater {
     /// Returns the context to the pool (reset).
     fn release(&mut self) {
         if let Some(mut d) = self.d.take() {
-            d.reset(false);
+            d.reset();
             INFLATE_POOL.with(|p| p.give(self.bits, d));
         }
     }
@@ -379,9 +512,9 @@ mod tests {
     }
 
     #[test]
-    fn parked_contexts_carry_on_from_their_history() {
+    fn parked_contexts_carry_on_from_their_windows() {
         // With context takeover each side may give up its context between messages and
-        // rebuild it from the history; the other side, which keeps its context, must see the
+        // rebuild it from its window; the other side, which keeps its context, must see the
         // same stream. Repeated messages show that the rebuilt compressor still refers back.
         for bits in [None, Some(9), Some(12)] {
             let p = DeflateParams { server_max_window_bits: bits, client_max_window_bits: bits, ..DeflateParams::default() };
@@ -411,7 +544,7 @@ mod tests {
                 sizes.push(sent);
             }
             // With a window larger than the message, the rebuilt compressor still refers back to
-            // the history: a repeated message costs about what it costs a compressor that never
+            // the window: a repeated message costs about what it costs a compressor that never
             // parked, far less than the first one.
             let (kept, parked) = (&sizes[0], &sizes[1]);
             if bits.is_none() {
@@ -428,16 +561,61 @@ mod tests {
         d.compress(b"abc abc abc", true, &mut z);
         d.park();
         assert!(!d.holds_context());
-        // A peer that ends its stream (BFINAL) starts afresh: no history is carried over.
-        let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::new(6), false, 15);
+        // A peer that ends its stream (BFINAL) starts afresh: no window is carried over.
+        let Some(mut c) = Stream::deflate(15, Tuning { level: 6, ..Tuning::default() }) else { panic!("no deflate context") };
         let mut z = Vec::with_capacity(256);
-        c.compress_vec(b"first first first", &mut z, flate2::FlushCompress::Finish).unwrap();
+        assert_eq!(c.run(b"first first first", &mut z, z::Z_FINISH), (z::Z_STREAM_END, 17));
         let mut i = Inflater::new(&DeflateParams::default(), true);
         let mut out = Vec::new();
         i.inflate(&z, &mut out, 0).unwrap();
         i.finish(&mut out, 0).unwrap();
         assert_eq!(out, b"first first first");
-        assert!(i.history.is_empty() && !i.holds_context());
+        assert!(i.window.is_empty() && !i.holds_context());
+    }
+
+    #[test]
+    fn stored_blocks_inflate_between_compressed_messages() {
+        // What a message is sent as when no deflate context can be made (after the connection
+        // parked its context): the peer's stream (with context takeover) goes on through it,
+        // and through the compressed messages before and after it.
+        let p = DeflateParams::default();
+        let mut d = Deflater::new(&p, true, Tuning::default());
+        let mut i = Inflater::new(&p, false);
+        let big = vec![b'x'; 70_000];
+        for (k, msg) in [&b"compressed compressed"[..], b"stored", &big[..], b"", b"compressed compressed"].into_iter().enumerate() {
+            let mut z = Vec::new();
+            if k == 0 || k == 4 {
+                d.compress(msg, true, &mut z);
+                d.park();
+            } else {
+                d.stored(msg, &mut z);
+                z.truncate(z.len() - 4);
+            }
+            let mut out = Vec::new();
+            i.inflate(&z, &mut out, 0).unwrap();
+            i.finish(&mut out, 0).unwrap();
+            assert_eq!(out, msg, "message {k}");
+        }
+    }
+
+    #[test]
+    fn only_a_parked_context_keeps_its_window() {
+        let p = DeflateParams::default();
+        let (mut d, mut i) = (Deflater::new(&p, true, Tuning::default()), Inflater::new(&p, false));
+        let msg: Vec<u8> = (0..5000u32).flat_map(|n| format!("{n},").into_bytes()).collect();
+        for _ in 0..3 {
+            let (mut z, mut out) = (Vec::new(), Vec::new());
+            d.compress(&msg, true, &mut z);
+            i.inflate(&z, &mut out, 0).unwrap();
+            i.finish(&mut out, 0).unwrap();
+            assert!(d.window.is_empty() && i.window.is_empty());
+        }
+        d.park();
+        i.park();
+        // The last 32 KiB each way (the three messages are longer than the window).
+        let all = msg.repeat(3);
+        let last = &all[all.len() - 32 * 1024..];
+        assert_eq!((&d.window[..], &i.window[..]), (last, last));
     }
 
     #[test]
@@ -511,7 +689,7 @@ mod cost {
             println!("level {level}: {us:.2} us per message (deflate + inflate), ratio {:.3}", bytes_out as f64 / bytes_in as f64);
         }
         // What a parked connection pays on its next message: contexts rebuilt from a full
-        // 32 KiB history each way (the pools are warm, as on a busy server).
+        // 32 KiB window each way (the pools are warm, as on a busy server).
         let p = DeflateParams::default();
         let (mut d, mut i) = (Deflater::new(&p, true, Tuning { level: 6, ..Tuning::default() }), Inflater::new(&p, false));
         let (mut z, mut out) = (Vec::new(), Vec::new());
@@ -526,7 +704,7 @@ mod cost {
             i.inflate(&z, &mut out, 0).unwrap_or_default();
             i.finish(&mut out, 0).unwrap_or_default();
             if k >= 40 {
-                // (the first 40 messages fill the 32 KiB history)
+                // (the first 40 messages fill the 32 KiB windows)
                 total += t.elapsed();
                 d.park();
                 i.park();
