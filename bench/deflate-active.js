@@ -4,12 +4,12 @@
 // Server memory per connection while permessage-deflate contexts are in use: a server
 // (servers/ws-echo.js --deflate: ws's defaults, context takeover both ways) in a process of
 // its own, and 500 ws clients (from bench/node_modules, offering ws's default deflate) that
-// each send an 800-byte JSON message every 400 ms for 4 s, so that no connection goes a
-// second without compressed traffic and every context stays alive. Per connection = (server
+// each send an 800-byte JSON message every 400 ms for 4 s (--seconds), so that no connection
+// goes a second without compressed traffic and every context stays alive. Per connection = (server
 // RSS at the end − before the clients connect) ÷ clients. Implementations are interleaved,
 // round after round.
 //
-//   node bench/deflate-active.js [--rounds N] [--out FILE]
+//   node bench/deflate-active.js [--rounds N] [--seconds S] [--out FILE]
 //
 // Prints one line per run and writes the runs and medians to FILE (default: none).
 
@@ -26,14 +26,14 @@ const IMPLS = {
 };
 const CLIENTS = 500;
 const PERIOD_MS = 400;
-const ACTIVE_MS = 4000;
 
-const opts = { rounds: 3, out: null };
+const opts = { rounds: 3, seconds: 4, out: null };
 for (let i = 2; i < process.argv.length; i++) {
   if (process.argv[i] === '--rounds') opts.rounds = Number(process.argv[++i]);
+  else if (process.argv[i] === '--seconds') opts.seconds = Number(process.argv[++i]);
   else if (process.argv[i] === '--out') opts.out = path.resolve(process.argv[++i]);
   else {
-    console.error('usage: deflate-active.js [--rounds N] [--out FILE]');
+    console.error('usage: deflate-active.js [--rounds N] [--seconds S] [--out FILE]');
     process.exit(2);
   }
 }
@@ -41,6 +41,11 @@ if (!(Number.isInteger(opts.rounds) && opts.rounds >= 1 && opts.rounds <= 20)) {
   console.error('--rounds 1..20');
   process.exit(2);
 }
+if (!(opts.seconds >= 1 && opts.seconds <= 60)) {
+  console.error('--seconds 1..60');
+  process.exit(2);
+}
+const ACTIVE_MS = opts.seconds * 1000;
 
 async function runOne(env) {
   const { child: server, port } = await startEchoServer(['--port', '0', '--deflate'], env);

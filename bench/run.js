@@ -161,6 +161,7 @@ const WORKLOADS = [
     variants: [
       { name: 'ws-native +deflate', impl: 'ws-native', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
       { name: 'ws-native +deflate, 1 engine thread', impl: 'ws-native-t1', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
+      { name: 'ws-native (other checkout) +deflate', impl: 'ws-native-other', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
       { name: 'ws +deflate', impl: 'ws', server: ['--deflate'], load: ['--deflate'] },
       { name: 'ws (no deflate)', impl: 'ws', server: [], load: [], ref: true },
       { name: 'ws-native (no deflate)', impl: 'ws-native', server: [], load: [], vs: 'ws (no deflate)' },
@@ -174,6 +175,7 @@ const WORKLOADS = [
     variants: [
       { name: 'ws-native takeover', impl: 'ws-native', server: ['--deflate'], load: ['--deflate'], vs: 'ws takeover' },
       { name: 'ws-native takeover, 1 engine thread', impl: 'ws-native-t1', server: ['--deflate'], load: ['--deflate'], vs: 'ws takeover' },
+      { name: 'ws-native (other checkout) takeover', impl: 'ws-native-other', server: ['--deflate'], load: ['--deflate'], vs: 'ws takeover' },
       { name: 'ws takeover', impl: 'ws', server: ['--deflate'], load: ['--deflate'] },
       { name: 'ws-native no takeover', impl: 'ws-native', server: ['--deflate-no-context-takeover'], load: ['--deflate'], vs: 'ws no takeover' },
       { name: 'ws no takeover', impl: 'ws', server: ['--deflate-no-context-takeover'], load: ['--deflate'] },
