@@ -96,6 +96,27 @@ const MiB = 1024 * 1024;
 const HI = 'higher';
 const LO = 'lower';
 
+/**
+ * A deflate echo workload (64 connections × 16 in flight, 1 KiB messages) with payloads
+ * `payload` (the loadgen's `--json` or `--words`).
+ */
+function deflateEcho(id, what, payload) {
+  return {
+    id, alias: ['9'], title: `${id}: 64 conns × 16 in flight, ${what}, permessage-deflate both sides`,
+    kind: 'echo', p: { conns: 64, inflight: 16, size: 1 * KiB, binary: false, ...payload },
+    defaults: { warmup: 2, duration: 6 },
+    variants: [
+      { name: 'ws-native +deflate', impl: 'ws-native', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
+      { name: 'ws-native +deflate, 1 engine thread', impl: 'ws-native-t1', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
+      { name: 'ws-native (other checkout) +deflate', impl: 'ws-native-other', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
+      { name: 'ws +deflate', impl: 'ws', server: ['--deflate'], load: ['--deflate'] },
+      { name: 'ws (no deflate)', impl: 'ws', server: [], load: [], ref: true },
+      { name: 'ws-native (no deflate)', impl: 'ws-native', server: [], load: [], vs: 'ws (no deflate)' },
+    ],
+    metrics: [['msgs_per_sec', 'msg/s', HI], ['p50_us', 'p50 µs', LO], ['p99_us', 'p99 µs', LO], ['rss_end_mib', 'server RSS MiB', LO]],
+  };
+}
+
 const WORKLOADS = [
   {
     id: 'latency', alias: ['1'], title: '1 latency: 1 conn, 1 in flight, 32 B',
@@ -154,20 +175,8 @@ const WORKLOADS = [
   // (the same implementation family with the same settings: ws), `ref` = the row compared
   // with ws without deflate. Per-workload default durations
   // (used unless --quick or given on the command line) keep each workload under ~2 minutes.
-  {
-    id: 'deflate', alias: ['9'], title: 'deflate: 64 conns × 16 in flight, 1 KiB JSON text, permessage-deflate both sides',
-    kind: 'echo', p: { conns: 64, inflight: 16, size: 1 * KiB, binary: false, json: true },
-    defaults: { warmup: 2, duration: 6 },
-    variants: [
-      { name: 'ws-native +deflate', impl: 'ws-native', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
-      { name: 'ws-native +deflate, 1 engine thread', impl: 'ws-native-t1', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
-      { name: 'ws-native (other checkout) +deflate', impl: 'ws-native-other', server: ['--deflate'], load: ['--deflate'], vs: 'ws +deflate' },
-      { name: 'ws +deflate', impl: 'ws', server: ['--deflate'], load: ['--deflate'] },
-      { name: 'ws (no deflate)', impl: 'ws', server: [], load: [], ref: true },
-      { name: 'ws-native (no deflate)', impl: 'ws-native', server: [], load: [], vs: 'ws (no deflate)' },
-    ],
-    metrics: [['msgs_per_sec', 'msg/s', HI], ['p50_us', 'p50 µs', LO], ['p99_us', 'p99 µs', LO], ['rss_end_mib', 'server RSS MiB', LO]],
-  },
+  deflateEcho('deflate', '1 KiB JSON text', { json: true }),
+  deflateEcho('deflate-words', '1 KiB text of random English words', { words: true }),
   {
     id: 'deflate-idle', alias: ['9'], title: 'deflate-idle: 2,000 conns with deflate, one 1 KiB JSON echo each, then idle',
     kind: 'connect', p: { conns: 2000, sendOne: true, size: 1 * KiB, json: true },
@@ -311,7 +320,7 @@ function loadArgs(w, port, opts, extra = []) {
   const url = `${w.tls ? 'wss' : 'ws'}://127.0.0.1:${port}/`;
   const p = w.p;
   const t = ['--duration', String(opts.duration), '--warmup', String(opts.warmup)];
-  const json = p.json ? ['--json'] : [];
+  const json = p.json ? ['--json'] : p.words ? ['--words'] : [];
   switch (w.kind) {
     case 'echo':
       return [LOADGEN, 'echo', '--url', url, '--conns', p.conns, '--inflight', p.inflight, '--size', p.size,

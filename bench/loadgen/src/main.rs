@@ -15,7 +15,8 @@
 //! with or without --deflate.
 //! Common: --threads T (default 1 = current_thread runtime), --connect-timeout S,
 //! --deflate (offer permessage-deflate and compress / inflate messages), --json (echo mode and
-//! connect --send-one: the payloads are JSON objects padded to --size), --send-one (connect mode:
+//! connect --send-one: the payloads are JSON objects padded to --size), --words (the same: text of
+//! random common English words), --send-one (connect mode:
 //! every connection echoes one message before the idle period).
 //! --url2 (broadcast mode): half the subscribers (conns / 2) connect to this second server, the
 //! others and the publisher to --url; for servers that relay publications to each other
@@ -263,6 +264,8 @@ struct Args {
     deflate: bool,
     deflate_level: u32,
     json: bool,
+    /// Payloads of random common English words (`--words`).
+    words: bool,
     json_variants: usize,
     send_one: bool,
 }
@@ -270,7 +273,7 @@ struct Args {
 const USAGE: &str = "usage: loadgen <echo|broadcast|connect|codec> --url ws[s]://127.0.0.1:PORT/ \
 [--url2 ws://127.0.0.1:PORT2/] [--conns N] [--inflight K] [--size BYTES] [--binary|--text] [--duration SECS] [--warmup SECS] \
 [--idle SECS] [--concurrency N] [--threads T] [--connect-timeout SECS] [--spin] \
-[--deflate [--deflate-level L]] [--json [--json-variants N]] [--send-one]\n\
+[--deflate [--deflate-level L]] [--json|--words [--json-variants N]] [--send-one]\n\
 --url2 (broadcast mode): conns / 2 of the subscribers connect to this server instead of --url.\n\
 --spin (echo mode): busy-poll the sockets instead of sleeping in epoll, so the\n\
 generator's own wake-up latency is not part of the measured round trip (ws:// only).\n\
@@ -279,6 +282,7 @@ wss:// (echo and connect modes): TLS with rustls, any server certificate accepte
 Outgoing messages are compressed (raw deflate, level L, default 1), incoming RSV1 messages inflated.\n\
 --json: payloads are N (default 64) different JSON ticker/chat objects of exactly --size bytes,\n\
 cycled per connection, so consecutive messages share structure but not content.\n\
+--words: the same with texts of random common English words.\n\
 --send-one (connect mode): each connection sends one message and waits for its echo before\n\
 the idle period (so both sides' per-connection codec state exists); its own codec state is\n\
 then dropped.";
@@ -314,6 +318,7 @@ fn parse_args() -> Result<Args, String> {
         deflate: false,
         deflate_level: 1,
         json: false,
+        words: false,
         json_variants: 64,
         send_one: false,
     };
@@ -339,6 +344,7 @@ fn parse_args() -> Result<Args, String> {
             "--deflate" => a.deflate = true,
             "--deflate-level" => a.deflate_level = num(k, val()?)?,
             "--json" => a.json = true,
+            "--words" => a.words = true,
             "--json-variants" => a.json_variants = num(k, val()?)?,
             "--send-one" => a.send_one = true,
             "--duration" => a.duration = num(k, val()?)?,
@@ -387,12 +393,15 @@ fn parse_args() -> Result<Args, String> {
             return Err("--url2 needs --conns >= 2".into());
         }
     }
-    if a.json {
+    if a.json && a.words {
+        return Err("--json and --words do not go together".into());
+    }
+    if a.json || a.words {
         if a.mode == "broadcast" {
-            return Err("--json is for echo and connect modes".into());
+            return Err("--json and --words are for echo and connect modes".into());
         }
         if a.size < JSON_MIN_SIZE {
-            return Err(format!("--json needs --size >= {JSON_MIN_SIZE}"));
+            return Err(format!("--json and --words need --size >= {JSON_MIN_SIZE}"));
         }
         if a.json_variants == 0 || a.json_variants > 4096 {
             return Err("--json-variants must be 1..4096".into());
@@ -844,6 +853,32 @@ impl Inflater {
 const JSON_MIN_SIZE: usize = 192;
 /// offset of the 16 hex digits of the send timestamp in a --json payload (`{"ts":"`)
 const JSON_TS_OFF: usize = 7;
+
+/// `n` different texts of random common English words, each exactly `size` bytes, starting
+/// with the 16 hex digits of the send timestamp and a space. Deterministic.
+fn word_payloads(size: usize, n: usize) -> Vec<Vec<u8>> {
+    const WORDS: [&str; 96] = [
+        "the", "of", "and", "to", "in", "is", "you", "that", "it", "he", "was", "for", "on", "are", "as", "with",
+        "his", "they", "at", "be", "this", "have", "from", "or", "one", "had", "by", "word", "but", "not", "what",
+        "all", "were", "we", "when", "your", "can", "said", "there", "use", "an", "each", "which", "she", "do",
+        "how", "their", "if", "will", "up", "other", "about", "out", "many", "then", "them", "these", "so",
+        "some", "her", "would", "make", "like", "him", "into", "time", "has", "look", "two", "more", "write",
+        "go", "see", "number", "no", "way", "could", "people", "my", "than", "first", "water", "been", "call",
+        "who", "oil", "its", "now", "find", "long", "down", "day", "did", "get", "come", "made",
+    ];
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    (0..n)
+        .map(|_| {
+            let mut s = b"0000000000000000".to_vec();
+            while s.len() < size {
+                s.push(b' ');
+                s.extend_from_slice(WORDS[(rng.next() % WORDS.len() as u64) as usize].as_bytes());
+            }
+            s.truncate(size);
+            s
+        })
+        .collect()
+}
 
 /// `n` different JSON objects (a market ticker with trades and a chat line), each exactly
 /// `size` bytes, starting with `{"ts":"0000000000000000"`. Deterministic.
@@ -1635,6 +1670,8 @@ impl Handler for EchoH {
 fn payloads(a: &Args) -> (Arc<Vec<Vec<u8>>>, usize) {
     if a.json {
         (Arc::new(json_payloads(a.size, a.json_variants)), JSON_TS_OFF)
+    } else if a.words {
+        (Arc::new(word_payloads(a.size, a.json_variants)), 0)
     } else {
         (Arc::new(vec![filler_payload(a.size)]), 0)
     }
@@ -1737,6 +1774,7 @@ async fn mode_echo(a: Args, t: Arc<Target>) -> String {
         .num("cpu_us_per_msg", if msgs > 0 { cpu / 100.0 * wall * 1e6 / msgs as f64 } else { f64::NAN })
         .bool("spin", a.spin)
         .bool("json", a.json)
+        .bool("words", a.words)
         .int("threads", a.threads as u64);
     if a.deflate {
         j.str("deflate", &agreed.map(|p| p.describe()).unwrap_or_default())
@@ -2248,6 +2286,7 @@ fn mode_codec(a: &Args) -> String {
     j.str("mode", "codec")
         .int("size", a.size as u64)
         .bool("json", a.json)
+        .bool("words", a.words)
         .int("deflate_level", a.deflate_level as u64)
         .int("conns", conns as u64)
         .int("messages", n as u64)
@@ -2439,6 +2478,16 @@ mod tests {
     #[test]
     fn deflate_roundtrip_no_takeover() {
         roundtrip(Pmd { server_nct: true, client_nct: true, server_bits: None, client_bits: Some(10) });
+    }
+
+    #[test]
+    fn word_payloads_are_exact() {
+        let v = word_payloads(1024, 16);
+        for p in &v {
+            assert_eq!(p.len(), 1024);
+            assert!(p.starts_with(b"0000000000000000 ") && p.is_ascii());
+        }
+        assert_ne!(v[0], v[1]);
     }
 
     #[test]
