@@ -16,7 +16,7 @@ use crate::protocol::zlib::{Deflater, Inflater};
 use crate::protocol::frame::encode_frame;
 
 /// With context takeover, a connection whose zlib contexts went unused this long gives them
-/// up and keeps only its history (see `Deflater::park`); the next compressed message rebuilds
+/// up and keeps only their windows (see `Deflater::park`); the next compressed message rebuilds
 /// them (hundreds of KiB held per idle connection otherwise, against a window at most).
 const ZLIB_PARK_AFTER: Duration = Duration::from_secs(1);
 
