@@ -172,6 +172,16 @@ impl Stream {
         dict
     }
 
+    /// A fresh or reset context takes up where a parked one left off: it starts from the
+    /// parked context's `window`, which is then dropped (nothing to do without one).
+    fn resume(mut self, window: &mut Vec<u8>) -> Stream {
+        if !window.is_empty() {
+            self.set_dictionary(window);
+            *window = Vec::new();
+        }
+        self
+    }
+
     /// Starts the stream from `dict`, as if those bytes had just gone through it. A fresh or
     /// reset raw stream accepts a dictionary: there is no error to handle.
     fn set_dictionary(&mut self, dict: &[u8]) {
@@ -256,12 +266,8 @@ impl Deflater {
     fn context(&mut self) -> Option<&mut Stream> {
         if self.c.is_none() {
             let key = (self.bits, self.tuning);
-            let mut c = DEFLATE_POOL.with(|p| p.take(&key)).or_else(|| Stream::deflate(key.0, key.1))?;
-            if !self.window.is_empty() {
-                c.set_dictionary(&self.window);
-                self.window = Vec::new();
-            }
-            self.c = Some(c);
+            let c = DEFLATE_POOL.with(|p| p.take(&key)).or_else(|| Stream::deflate(key.0, key.1))?;
+            self.c = Some(c.resume(&mut self.window));
         }
         self.c.as_mut()
     }
@@ -373,15 +379,11 @@ impl Inflater {
         }
         if self.d.is_none() {
             let bits = self.bits;
-            let Some(mut d) = INFLATE_POOL.with(|p| p.take(&bits)).or_else(|| Stream::inflate(bits)) else {
+            let Some(d) = INFLATE_POOL.with(|p| p.take(&bits)).or_else(|| Stream::inflate(bits)) else {
                 return Err(inflate_error("Z_MEM_ERROR", Some("out of memory".into())));
             };
-            if !self.window.is_empty() {
-                // A context parked with takeover: the peer's earlier output, as its window was.
-                d.set_dictionary(&self.window);
-                self.window = Vec::new();
-            }
-            self.d = Some(d);
+            // After parking with takeover: the peer's earlier output, as the window was.
+            self.d = Some(d.resume(&mut self.window));
         }
         let Some(d) = self.d.as_mut() else { return Ok(()) };
         self.used = true;
