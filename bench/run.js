@@ -320,16 +320,16 @@ function loadArgs(w, port, opts, extra = []) {
   const url = `${w.tls ? 'wss' : 'ws'}://127.0.0.1:${port}/`;
   const p = w.p;
   const t = ['--duration', String(opts.duration), '--warmup', String(opts.warmup)];
-  const json = p.json ? ['--json'] : p.words ? ['--words'] : [];
+  const payload = p.json ? ['--json'] : p.words ? ['--words'] : [];
   switch (w.kind) {
     case 'echo':
       return [LOADGEN, 'echo', '--url', url, '--conns', p.conns, '--inflight', p.inflight, '--size', p.size,
-        p.binary ? '--binary' : '--text', ...json, ...(p.spin ? ['--spin'] : []), ...t, ...extra].map(String);
+        p.binary ? '--binary' : '--text', ...payload, ...(p.spin ? ['--spin'] : []), ...t, ...extra].map(String);
     case 'broadcast':
       return [LOADGEN, 'broadcast', '--url', url, '--conns', p.conns, '--inflight', p.inflight, '--size', p.size, ...t, ...extra].map(String);
     case 'connect':
       return [LOADGEN, 'connect', '--url', url, '--conns', p.conns, '--idle', opts.idle, '--concurrency', 256,
-        ...(p.sendOne ? ['--send-one', '--size', p.size, '--text', ...json] : []), ...extra].map(String);
+        ...(p.sendOne ? ['--send-one', '--size', p.size, '--text', ...payload] : []), ...extra].map(String);
     default:
       throw new Error(w.kind);
   }
