@@ -58,3 +58,20 @@ test('bench/js-floor.js measures the JS objects of idle connections for ws and w
     assert.ok(Number.isFinite(out.rss_per_conn_bytes));
   }
 });
+
+test('bench/zlib-codec.js times Node\'s zlib on the load generator\'s own payloads', { timeout: 60 * 1000 }, () => {
+  // the load generator is built by the first test of this file
+  for (const payload of ['--json', '--words']) {
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bench/zlib-codec.js'), payload, '--conns', '2', '--seconds', '0.2'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 30 * 1000
+    });
+    assert.strictEqual(r.status, 0, `zlib-codec exited with ${r.status} ${r.signal || ''}\n${r.stderr.slice(-2000)}`);
+    const out = JSON.parse(r.stdout);
+    assert.strictEqual(out.payload, payload.slice(2));
+    assert.ok(out.messages > 0 && Number.isFinite(out.server_floor_cpu_us_per_msg));
+    // the texts compress (to about a fifth for the JSON, a third for the words)
+    assert.ok(out.server_tx_ratio > 0.1 && out.server_tx_ratio < 0.5, `ratio ${out.server_tx_ratio}`);
+  }
+});

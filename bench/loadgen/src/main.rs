@@ -10,6 +10,8 @@
 //!   loadgen connect   --url ... --conns 10000 --idle S --concurrency 256
 //!   loadgen codec     --size B [--json] [--deflate-level L] [--conns N] --duration S   (no network;
 //!                     N connections' contexts taken in turn, default 1)
+//!   loadgen payloads  --size B --json|--words [--json-variants N]   (no network: prints the
+//!                     payloads the other modes send, one per line, for other tools to time)
 //!
 //! echo and connect also take wss:// URLs (TLS with rustls, any server certificate accepted),
 //! with or without --deflate.
@@ -270,7 +272,7 @@ struct Args {
     send_one: bool,
 }
 
-const USAGE: &str = "usage: loadgen <echo|broadcast|connect|codec> --url ws[s]://127.0.0.1:PORT/ \
+const USAGE: &str = "usage: loadgen <echo|broadcast|connect|codec|payloads> --url ws[s]://127.0.0.1:PORT/ \
 [--url2 ws://127.0.0.1:PORT2/] [--conns N] [--inflight K] [--size BYTES] [--binary|--text] [--duration SECS] [--warmup SECS] \
 [--idle SECS] [--concurrency N] [--threads T] [--connect-timeout SECS] [--spin] \
 [--deflate [--deflate-level L]] [--json|--words [--json-variants N]] [--send-one]\n\
@@ -285,7 +287,8 @@ cycled per connection, so consecutive messages share structure but not content.\
 --words: the same with texts of random common English words.\n\
 --send-one (connect mode): each connection sends one message and waits for its echo before\n\
 the idle period (so both sides' per-connection codec state exists); its own codec state is\n\
-then dropped.";
+then dropped.\n\
+payloads: print the --json or --words payloads, one per line, and exit (no network).";
 
 fn parse_args() -> Result<Args, String> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -297,7 +300,7 @@ fn parse_args() -> Result<Args, String> {
         "echo" => (1, 32),
         "broadcast" => (1000, 64),
         "connect" => (10000, 32),
-        "codec" => (1, 1024),
+        "codec" | "payloads" => (1, 1024),
         _ => return Err(format!("unknown mode {mode:?}\n{USAGE}")),
     };
     let mut a = Args {
@@ -395,6 +398,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.json && a.words {
         return Err("--json and --words do not go together".into());
+    }
+    if a.mode == "payloads" && !(a.json || a.words) {
+        return Err("payloads needs --json or --words".into());
     }
     if a.json || a.words {
         if a.mode == "broadcast" {
@@ -2300,6 +2306,13 @@ fn mode_codec(a: &Args) -> String {
     j.finish()
 }
 
+/// `loadgen payloads`: the --json or --words texts, one per line (none contains a newline), so
+/// that other tools time their own codecs on exactly what the echo mode sends.
+fn mode_payloads(a: &Args) -> String {
+    let (plain, _) = payloads(a);
+    plain.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>().join("\n")
+}
+
 fn run<F: Future<Output = String>>(threads: usize, f: F) -> String {
     let rt = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
@@ -2335,6 +2348,7 @@ fn main() {
         "broadcast" => run(a.threads, mode_broadcast(a.clone(), t)),
         "connect" => run(a.threads, mode_connect(a.clone(), t)),
         "codec" => mode_codec(&a),
+        "payloads" => mode_payloads(&a),
         _ => unreachable!(),
     };
     let mut so = io::stdout().lock();
