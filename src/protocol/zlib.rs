@@ -372,22 +372,28 @@ impl Inflater {
         Inflater { d: None, bits: zlib_bits(bits), takeover: !no_takeover, ended: false, window: Vec::new(), used: false }
     }
 
+    /// The context, made (or taken from the pool, and given the window it parked with: the
+    /// peer's earlier output) if there is none.
+    fn context(&mut self) -> Option<&mut Stream> {
+        if self.d.is_none() {
+            let bits = self.bits;
+            let d = INFLATE_POOL.with(|p| p.take(&bits)).or_else(|| Stream::inflate(bits))?;
+            self.d = Some(d.resume(&mut self.window));
+        }
+        self.d.as_mut()
+    }
+
     /// Appends the inflated `data` to `out`. `limit` (0 for none) bounds `out.len()`.
     pub fn inflate(&mut self, data: &[u8], out: &mut Vec<u8>, limit: u64) -> Result<(), ProtocolError> {
         if self.ended || data.is_empty() {
             return Ok(());
         }
-        if self.d.is_none() {
-            let bits = self.bits;
-            let Some(d) = INFLATE_POOL.with(|p| p.take(&bits)).or_else(|| Stream::inflate(bits)) else {
-                return Err(inflate_error("Z_MEM_ERROR", Some("out of memory".into())));
-            };
-            // After parking with takeover: the peer's earlier output, as the window was.
-            self.d = Some(d.resume(&mut self.window));
-        }
-        let Some(d) = self.d.as_mut() else { return Ok(()) };
+        let Some(d) = self.context() else {
+            return Err(inflate_error("Z_MEM_ERROR", Some("out of memory".into())));
+        };
+        let ran = Self::run(d, data, out, limit);
         self.used = true;
-        self.ended = match Self::run(d, data, out, limit) {
+        self.ended = match ran {
             Ok(ended) => ended,
             Err(e) => {
                 self.d = None;
