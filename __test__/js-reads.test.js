@@ -1,10 +1,11 @@
 'use strict';
 
 // Reads served by the JS thread (src/engine/park.rs, src/binding/served.rs): a connection whose
-// messages come one at a time into an empty batch leaves the engine's thread, and the JS
-// thread's event loop reads its socket itself. Everything must work on it as on a connection
-// with a task: messages in order, control frames, bad input with ws's errors, pause, close,
-// bursts that send it back to its task, and an environment going away while it is served.
+// reads bring whole messages and nothing else leaves the engine's thread, and the JS thread's
+// event loop reads its socket itself. Everything must work on it as on a connection with a
+// task: messages in order, alone or in bursts, control frames, frames and messages larger
+// than a read, bad input with ws's errors, pause, close, and an environment going away while
+// it is served.
 
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
@@ -65,7 +66,18 @@ describe('reads served by the JS thread', () => {
     assert.deepEqual(got, [[true, 10000], [false, 0], [true, 0]]);
   });
 
-  it('a burst of messages sends the connection back to its task, and all arrive once, in order', async (t) => {
+  it('messages that come together are read on the JS thread too, in order', async (t) => {
+    const { server, socket, reader } = await servedRaw(t);
+    const got = [];
+    server.on('message', (d) => got.push(String(d)));
+    const texts = Array.from({ length: 50 }, (_, i) => `t${i}`);
+    socket.write(Buffer.concat(texts.map((payload) => frame({ opcode: 1, payload }))));
+    for (const text of texts) assert.equal(String((await reader.next()).payload), text);
+    assert.deepEqual(got, texts);
+    assert.equal(served(server), true);
+  });
+
+  it('a burst larger than a read: all arrive once, in order', async (t) => {
     const wss = await startWss(t, WebSocket.Server);
     const received = [];
     let serverWs = null;
@@ -82,11 +94,35 @@ describe('reads served by the JS thread', () => {
     received.length = 0;
     const echoed = [];
     client.on('message', (d) => echoed.push(String(d)));
-    const all = Array.from({ length: 2000 }, (_, i) => `b${i}`);
+    // 600 KB at once: more than the JS thread reads from a socket per wake.
+    const all = Array.from({ length: 2000 }, (_, i) => `b${i}`.padEnd(300, '.'));
     for (const m of all) client.send(m);
     await waitFor(() => echoed.length === all.length, { what: 'every echo' });
     assert.deepEqual(received, all);
     assert.deepEqual(echoed, all);
+  });
+
+  it('a frame the read cuts short goes to the task, which completes it', async (t) => {
+    const { server, socket, reader } = await servedRaw(t);
+    const got = [];
+    server.on('message', (d) => got.push(String(d)));
+    const second = frame({ opcode: 1, payload: 'second' });
+    socket.write(Buffer.concat([frame({ opcode: 1, payload: 'first' }), second.subarray(0, 5)]));
+    assert.equal(String((await reader.next()).payload), 'first');
+    await quietPeriod(30);
+    socket.write(second.subarray(5));
+    assert.equal(String((await reader.next()).payload), 'second');
+    assert.deepEqual(got, ['first', 'second']);
+  });
+
+  it('a message larger than a read arrives whole', async (t) => {
+    const { server, socket, reader } = await servedRaw(t);
+    const got = [];
+    server.on('message', (d) => got.push(d.length));
+    socket.write(frame({ opcode: 2, payload: Buffer.alloc(1024 * 1024, 3) }));
+    const f = await reader.next();
+    assert.equal(f.payload.length, 1024 * 1024);
+    assert.deepEqual(got, [1024 * 1024]);
   });
 
   it('a ws-native client is served too', async (t) => {

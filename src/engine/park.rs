@@ -13,11 +13,14 @@
 //! A Node environment may also serve parked connections on its own JS thread (`serve`): its
 //! event loop watches a second epoll set (a `Served` lot), and what arrives there is read and
 //! decoded on the JS thread, messages included, with no hand-off between threads. A
-//! connection goes there while its messages come one at a time into an empty batch (a
-//! request and its answer, a game's inputs: see `Connection::lone_reads`), which is when
-//! waking the engine's thread and then the JS thread costs a round trip most; it goes back
-//! to its task as soon as a read holds more than one message, or anything but whole
-//! unfragmented, uncompressed frames.
+//! connection goes there once its reads bring whole messages and nothing else (see
+//! `Connection::message_reads`): a request and its answer, a game's inputs, a stream of
+//! messages of up to 64 KiB. Each wake of the JS thread then reads every ready socket once
+//! and runs the listeners of what they brought, as ws and uWebSockets.js do, where the
+//! engine's thread would read, copy the messages into a batch and wake the JS thread, which
+//! copies the batch again. The connection goes back to its task as soon as a read holds
+//! anything but whole unfragmented, uncompressed frames, ends inside a frame or fills the
+//! read buffer.
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, RawFd};
@@ -34,7 +37,7 @@ use super::connection::{Connection, Idle, Transport};
 use super::state::{Shared, HEARTBEAT_PING};
 use super::events::{self, Sink};
 use super::{registry, runtime};
-use crate::protocol::frame::{unmask_simple, OP_BINARY, OP_PING, OP_PONG, OP_TEXT};
+use crate::protocol::frame::{unmask_simple, unmask_simple_prefix, OP_BINARY, OP_PING, OP_PONG, OP_TEXT};
 use crate::protocol::receiver::Payload;
 
 /// A parked connection: an idle one with its socket off tokio's reactor.
@@ -184,16 +187,18 @@ thread_local! {
     static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Most bytes a served lot reads from one socket per wake; a read that fills it brings the
-/// connection back to its task, which reads the rest.
-const SERVED_READ: usize = 16 * 1024;
+/// Most bytes a served lot reads from one socket per wake: a burst of messages up to 64 KiB
+/// each from a peer with four in flight. A read that fills it brings the connection back to
+/// its task, which reads the rest (the epoll set is edge-triggered: what stays in the socket
+/// would not wake the JS thread again).
+const SERVED_READ: usize = 256 * 1024;
 
 /// Reads what a parked socket received. When it is only pings and pongs (a heartbeat's, or
 /// ws's pattern of `ping()` and 'pong'), or, in a served lot, whole messages, the connection
 /// stays parked: an auto-pong is written from here and JS gets the events (but for the pongs
 /// to the engine's own heartbeat). Anything else (or an answer the socket did not take, or
-/// more than one message) brings the connection back on a task, which gets the bytes read
-/// that are not decoded here. The end of the stream, or an error, is left for the task to
+/// a read that ends inside a frame or fills the buffer) brings the connection back on a
+/// task, which gets the bytes read that are not decoded here. The end of the stream, or an error, is left for the task to
 /// read. True when the connection stays parked.
 fn take_input(lot: &Lot, id: u32) -> bool {
     INPUT.with(|input| {
@@ -219,35 +224,45 @@ fn take_input_into(lot: &Lot, id: u32, buf: &mut [u8]) -> bool {
     let cfg = parked.cfg().clone();
     shared.read(n);
     let limits = &cfg.receiver;
-    let frames = if n == buf.len() { None } else { unmask_simple(&mut buf[..n], !shared.is_client, lot.served, limits.max_payload, limits.skip_utf8_validation) };
-    let Some(frames) = frames else {
+    // A served lot takes the whole messages a read brought and leaves a frame the read cut
+    // short to the task; the park thread takes reads of whole pings and pongs only.
+    let found = if lot.served {
+        unmask_simple_prefix(&mut buf[..n], !shared.is_client, true, limits.max_payload, limits.skip_utf8_validation)
+    } else if n == buf.len() {
+        None
+    } else {
+        unmask_simple(&mut buf[..n], !shared.is_client, false, limits.max_payload, limits.skip_utf8_validation).map(|f| (f, n))
+    };
+    let Some((frames, whole)) = found else {
         let Some(parked) = table.remove(id) else { return true };
         drop(table);
         resume(lot, *parked, &mut buf[..n]);
         return true;
     };
     let _entered = events::enter(&cfg.sink);
-    let mut messages = 0;
     events::with_batch(|b| {
         for f in &frames {
             let payload = &buf[f.payload.clone()];
             match f.opcode {
-                OP_TEXT | OP_BINARY => {
-                    messages += 1;
-                    b.message(id, f.opcode == OP_BINARY, Payload::Borrowed(payload), None);
-                }
+                OP_TEXT | OP_BINARY => b.message(id, f.opcode == OP_BINARY, Payload::Borrowed(payload), None),
                 OP_PING => b.ping(id, payload),
                 OP_PONG if payload != HEARTBEAT_PING => b.pong(id, payload),
                 _ => {}
             }
         }
     });
+    // A read that filled the buffer may have left bytes in the socket: the task reads them.
+    let back = if whole < n || n == buf.len() { table.remove(id) } else { None };
     drop(table);
-    let mut task_needed = messages > 1;
+    let mut task_needed = false;
     if cfg.auto_pong {
         for f in frames.iter().filter(|f| f.opcode == OP_PING) {
             task_needed |= !shared.pong_directly(&buf[f.payload.clone()]);
         }
+    }
+    if let Some(parked) = back {
+        resume(lot, *parked, &mut buf[whole..n]);
+        return true;
     }
     !task_needed
 }

@@ -148,10 +148,25 @@ pub struct Simple {
 /// None (with `buf` as it was) for anything else, which is the receiver's to decode: a close
 /// frame, a fragment, a frame cut short, a bad mask bit, a bad text.
 pub fn unmask_simple(buf: &mut [u8], masked: bool, data: bool, max_payload: u64, skip_utf8: bool) -> Option<Vec<Simple>> {
+    scan_simple(buf, masked, data, max_payload, skip_utf8, false).map(|(frames, _)| frames)
+}
+
+/// As `unmask_simple`, but the input may end with part of a frame: the whole frames before it
+/// are unmasked, and the second value says where they end.
+pub fn unmask_simple_prefix(buf: &mut [u8], masked: bool, data: bool, max_payload: u64, skip_utf8: bool) -> Option<(Vec<Simple>, usize)> {
+    scan_simple(buf, masked, data, max_payload, skip_utf8, true)
+}
+
+fn scan_simple(buf: &mut [u8], masked: bool, data: bool, max_payload: u64, skip_utf8: bool, partial: bool) -> Option<(Vec<Simple>, usize)> {
     let mut frames = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
-        let HeaderParse::Complete(h, n) = parse_header(&buf[pos..]) else { return None };
+        let HeaderParse::Complete(h, n) = parse_header(&buf[pos..]) else {
+            if partial {
+                break;
+            }
+            return None;
+        };
         let control = h.opcode == OP_PING || h.opcode == OP_PONG;
         let message = data && (h.opcode == OP_TEXT || h.opcode == OP_BINARY);
         if !(control || message) || !h.fin || h.rsv1 || h.rsv2 || h.rsv3 || h.mask.is_some() != masked {
@@ -163,6 +178,9 @@ pub fn unmask_simple(buf: &mut [u8], masked: bool, data: bool, max_payload: u64,
         let start = pos + n;
         let end = start.checked_add(usize::try_from(h.payload_len).ok()?)?;
         if end > buf.len() {
+            if partial {
+                break;
+            }
             return None;
         }
         frames.push((h, start..end));
@@ -185,7 +203,7 @@ pub fn unmask_simple(buf: &mut [u8], masked: bool, data: bool, max_payload: u64,
         unmask(buf, &frames);
         return None;
     }
-    Some(frames.into_iter().map(|(h, payload)| Simple { opcode: h.opcode, payload }).collect())
+    Some((frames.into_iter().map(|(h, payload)| Simple { opcode: h.opcode, payload }).collect(), pos))
 }
 
 #[cfg(test)]
@@ -239,6 +257,32 @@ mod tests {
             assert_eq!(unmask_simple(&mut f, false, true, 0, false), None);
         }
         assert_eq!(unmask_simple(&mut [], false, true, 0, false), None);
+    }
+
+    #[test]
+    fn a_prefix_of_whole_frames_is_unmasked_and_a_frame_cut_short_left_as_it_came() {
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, OP_TEXT, true, false, b"one", Some([1, 2, 3, 4]));
+        encode_frame(&mut buf, OP_BINARY, true, false, &[7; 300], Some([5, 6, 7, 8]));
+        let first = header_len(3, true) + 3;
+        // Cut inside the second frame's payload, inside its header, and not at all.
+        for (cut, whole) in [(buf.len() - 1, first), (first + 3, first), (buf.len(), buf.len())] {
+            let mut got = buf[..cut].to_vec();
+            let (frames, end) = unmask_simple_prefix(&mut got, true, true, 0, false).unwrap();
+            assert_eq!(end, whole);
+            assert_eq!(&got[frames[0].payload.clone()], b"one");
+            assert_eq!(got[whole..], buf[whole..cut]);
+            assert_eq!(frames.len(), if whole == first { 1 } else { 2 });
+        }
+        // Nothing whole, or a bad frame anywhere: None, the bytes as they came.
+        let mut short = buf[..first - 1].to_vec();
+        assert_eq!(unmask_simple_prefix(&mut short, true, true, 0, false), None);
+        let mut bad = buf[..first].to_vec();
+        encode_frame(&mut bad, OP_CLOSE, true, false, b"", Some([1, 1, 1, 1]));
+        bad.extend_from_slice(&buf[first..first + 2]);
+        let mut b = bad.clone();
+        assert_eq!(unmask_simple_prefix(&mut b, true, true, 0, false), None);
+        assert_eq!(b, bad);
     }
 
     #[test]

@@ -86,9 +86,9 @@ const CONTROL_COST: usize = 64;
 /// Reads per poll before yielding to other tasks.
 const READS_PER_POLL: usize = 16;
 
-/// Lone reads in a row (see `Connection::lone_reads`) after which a connection offers itself
-/// to its environment's JS thread.
-const LONE_READS: u8 = 8;
+/// Reads of messages alone in a row (see `Connection::message_reads`) after which a
+/// connection offers itself to its environment's JS thread.
+const MESSAGE_READS: u8 = 8;
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_SIZE].into_boxed_slice());
@@ -149,10 +149,10 @@ pub struct Connection<T> {
     park_asked: bool,
     /// JS got a BACKPRESSURE record and waits for the DRAIN.
     above_high: bool,
-    /// Reads in a row that brought one message and nothing else into an empty batch: JS is
-    /// taking this connection's messages one by one as they come, and its environment's JS
-    /// thread may serve its reads itself (see `engine::park`).
-    lone_reads: u8,
+    /// Reads in a row that brought messages and nothing else (no control frame, no error):
+    /// its environment's JS thread may serve its reads itself once one ends between frames
+    /// (see `engine::park`).
+    message_reads: u8,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -484,9 +484,8 @@ impl<T: Transport> Connection<T> {
         let mut active = false;
         let (batch_epoch, batch_bytes) = (&mut self.batch_epoch, &mut self.batch_bytes);
         // Events this read delivers: messages, and others (a control frame, an error).
-        let (mut messages, mut others, mut into_empty) = (0u32, 0u32, false);
+        let (mut messages, mut others) = (0u32, 0u32);
         let result = events::with_batch(|b| {
-            into_empty = b.records.is_empty();
             if b.epoch as u16 != *batch_epoch {
                 *batch_epoch = b.epoch as u16;
                 *batch_bytes = 0;
@@ -531,8 +530,8 @@ impl<T: Transport> Connection<T> {
         if receiver.is_idle() && !receiver.is_done() {
             self.receiver = None;
         }
-        let lone = into_empty && messages == 1 && others == 0 && result.is_ok();
-        self.lone_reads = if lone { self.lone_reads.saturating_add(1) } else { 0 };
+        let only_messages = messages > 0 && others == 0 && result.is_ok();
+        self.message_reads = if only_messages { self.message_reads.saturating_add(1) } else { 0 };
         if active {
             // Seen by the park thread's sweep: this connection is not idle.
             self.shared.lock().active();
@@ -734,7 +733,7 @@ impl<T> Connection<T> {
             shutdown_done: false,
             park_asked: false,
             above_high: false,
-            lone_reads: 0,
+            message_reads: 0,
             timer: None,
         }
     }
@@ -952,8 +951,8 @@ impl<T: Transport> Connection<T> {
                 return this.finish(end);
             }
         }
-        if !yielded && this.lone_reads >= LONE_READS && this.pmd.is_none() && this.cfg.sink.served() && this.parkable() {
-            this.lone_reads = 0;
+        if !yielded && this.message_reads >= MESSAGE_READS && this.pmd.is_none() && this.cfg.sink.served() && this.parkable() {
+            this.message_reads = 0;
             return Poll::Ready(Step::ServeOnJs);
         }
         if std::mem::take(&mut this.park_asked) && this.parkable() {
