@@ -34,6 +34,8 @@ const HEADER = wire.headerLen;
 // the command buffer, which is cheaper than one more N-API value each.
 const EXTERNAL_MIN = 4096;
 const COMMANDS_SIZE = 64 * 1024;
+const COMMANDS_KEPT = 4 * 1024 * 1024;
+const SHRINK_AFTER = 64;
 
 // The engine's threads never keep Node alive (its threadsafe function is weak). Like Node's
 // own sockets, an open connection or a listening server does: one ref'd timer stands for all.
@@ -109,6 +111,8 @@ const closingHubs = new TrackedMap();
 let published = [];
 
 let commands = Buffer.allocUnsafe(COMMANDS_SIZE);
+// Flushes in a row that used less than a quarter of a grown `commands` (see keepOrShrink).
+let underused = 0;
 let length = 0;
 let external = null;
 // The previous SEND's payload, for FLAG.REPEAT: the value, its byte length, and where its bytes
@@ -274,6 +278,26 @@ function release(id) {
   queue(OP.RELEASE, 0, id, null);
 }
 
+/**
+ * After a flush of `used` bytes: the command buffer, grown by a large batch, is kept for the
+ * next one (growing again would copy what is queued and fault in fresh pages every time), up
+ * to COMMANDS_KEPT, and goes back to COMMANDS_SIZE once SHRINK_AFTER flushes in a row have
+ * used less than a quarter of it.
+ *
+ * @param {Number} used The bytes the flush took
+ */
+function keepOrShrink(used) {
+  if (commands.length === COMMANDS_SIZE) return;
+  if (commands.length > COMMANDS_KEPT) {
+    commands = Buffer.allocUnsafe(COMMANDS_SIZE);
+  } else if (used * 4 >= commands.length) {
+    underused = 0;
+  } else if (++underused >= SHRINK_AFTER) {
+    underused = 0;
+    commands = Buffer.allocUnsafe(COMMANDS_SIZE);
+  }
+}
+
 /** Hands the queued commands to the engine in one call. */
 function flush() {
   scheduled = false;
@@ -285,7 +309,7 @@ function flush() {
   lastData = null;
   epoch++;
   const lost = binding.flush(cmds, ext || undefined);
-  if (commands.length > 4 * COMMANDS_SIZE) commands = Buffer.allocUnsafe(COMMANDS_SIZE);
+  keepOrShrink(cmds.length);
   if (published.length !== 0) {
     const done = published;
     published = [];
