@@ -198,8 +198,8 @@ const SERVED_READ: usize = 256 * 1024;
 /// stays parked: an auto-pong is written from here and JS gets the events (but for the pongs
 /// to the engine's own heartbeat). Anything else (or an answer the socket did not take, or
 /// a read that ends inside a frame or fills the buffer) brings the connection back on a
-/// task, which gets the bytes read that are not decoded here. The end of the stream, or an error, is left for the task to
-/// read. True when the connection stays parked.
+/// task, which gets the bytes read that are not decoded here. The end of the stream, or an
+/// error, is left for the task to read. True when the connection stays parked.
 fn take_input(lot: &Lot, id: u32) -> bool {
     INPUT.with(|input| {
         let mut buf = input.borrow_mut();
