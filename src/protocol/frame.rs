@@ -161,12 +161,7 @@ fn scan_simple(buf: &mut [u8], masked: bool, data: bool, max_payload: u64, skip_
     let mut frames = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
-        let HeaderParse::Complete(h, n) = parse_header(&buf[pos..]) else {
-            if partial {
-                break;
-            }
-            return None;
-        };
+        let HeaderParse::Complete(h, n) = parse_header(&buf[pos..]) else { break };
         let control = h.opcode == OP_PING || h.opcode == OP_PONG;
         let message = data && (h.opcode == OP_TEXT || h.opcode == OP_BINARY);
         if !(control || message) || !h.fin || h.rsv1 || h.rsv2 || h.rsv3 || h.mask.is_some() != masked {
@@ -178,15 +173,13 @@ fn scan_simple(buf: &mut [u8], masked: bool, data: bool, max_payload: u64, skip_
         let start = pos + n;
         let end = start.checked_add(usize::try_from(h.payload_len).ok()?)?;
         if end > buf.len() {
-            if partial {
-                break;
-            }
-            return None;
+            break;
         }
         frames.push((h, start..end));
         pos = end;
     }
-    if frames.is_empty() {
+    // The loop stops early at a frame cut short, which only a prefix may end with.
+    if frames.is_empty() || (!partial && pos < buf.len()) {
         return None;
     }
     let unmask = |buf: &mut [u8], frames: &[(FrameHeader, std::ops::Range<usize>)]| {
