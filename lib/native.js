@@ -288,11 +288,9 @@ function release(id) {
  */
 function keepOrShrink(used) {
   if (commands.length === COMMANDS_SIZE) return;
-  if (commands.length > COMMANDS_KEPT) {
-    commands = Buffer.allocUnsafe(COMMANDS_SIZE);
-  } else if (used * 4 >= commands.length) {
+  if (commands.length <= COMMANDS_KEPT && used * 4 >= commands.length) {
     underused = 0;
-  } else if (++underused >= SHRINK_AFTER) {
+  } else if (commands.length > COMMANDS_KEPT || ++underused >= SHRINK_AFTER) {
     underused = 0;
     commands = Buffer.allocUnsafe(COMMANDS_SIZE);
   }
