@@ -11,8 +11,17 @@
 //! a context lives only while one message is processed: it is then reset and returned to a
 //! small per-thread pool, so idle connections hold no zlib state at all. With takeover an
 //! idle connection gives its contexts up too (`park`), keeping only their windows.
+//!
+//! zlib-rs makes a deflate context as one block (state, window, chains, hash table, pending
+//! and symbol buffers) and writes zeros over all of it but the pending buffer as it makes it,
+//! where zlib fills its window and chains as data comes: a context takes most of its 368 KiB
+//! before compressing a byte, and keeps it. So deflate contexts are allocated here (`calloc`,
+//! every byte initialised), and a context a connection keeps using (`Deflater::settle`) gives
+//! the pages of its block that still hold only zeros back to the kernel (`release_zero_pages`):
+//! the end of its window and chains that data has not reached yet, the unused part of its
+//! pending buffer. Each takes memory again when zlib-rs first writes to it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, CStr};
 
 use libz_rs_sys as z;
@@ -54,7 +63,60 @@ thread_local! {
     static DEFLATE_POOL: Pool<(u8, Tuning)> = const { Pool::new() };
     /// Window bits.
     static INFLATE_POOL: Pool<u8> = const { Pool::new() };
+    /// The block `zalloc` last made on this thread (address, bytes), for `Stream::deflate`.
+    static MADE: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
+
+/// zlib's allocation function for deflate contexts: zeroed memory, so that every byte of the
+/// block is initialised and `release_zero_pages` may read it; the block is noted in `MADE`.
+unsafe extern "C" fn zalloc(_opaque: z::voidpf, items: z::uInt, size: z::uInt) -> z::voidpf {
+    // SAFETY: calloc checks `items * size` for overflow and returns null on failure, which
+    // zlib reports as Z_MEM_ERROR.
+    let p = unsafe { libc::calloc(items as usize, size as usize) };
+    MADE.with(|m| m.set((p as usize, (items as usize).saturating_mul(size as usize))));
+    p
+}
+
+unsafe extern "C" fn zfree(_opaque: z::voidpf, p: z::voidpf) {
+    // SAFETY: `p` came from `zalloc` and zlib frees it once.
+    unsafe { libc::free(p) }
+}
+
+/// Hands the pages of `[start, start + len)` that hold only zeros back to the kernel. On
+/// Linux a private anonymous page read after `MADV_DONTNEED` is a fresh zero page, so the
+/// memory reads as it did, and the page takes memory again only when written. The range must
+/// be initialised memory the caller owns, with nothing else sharing its whole pages' contents
+/// but zeros (a malloc'd block: its allocator keeps its own records outside it).
+#[cfg(target_os = "linux")]
+fn release_zero_pages(start: usize, len: usize) {
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => return,
+    };
+    let end = (start + len) & !(page - 1);
+    let mut at = start.next_multiple_of(page);
+    let mut run = at;
+    let release = |from: usize, to: usize| {
+        if to > from {
+            // SAFETY: whole pages inside the caller's block, which hold only zeros.
+            unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED) };
+        }
+    };
+    while at < end {
+        // SAFETY: a whole page inside the block, initialised (see above), and page-aligned.
+        let words = unsafe { std::slice::from_raw_parts(at as *const u64, page / 8) };
+        if words.iter().fold(0, |acc, &w| acc | w) != 0 {
+            release(run, at);
+            run = at + page;
+        }
+        at += page;
+    }
+    release(run, end);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn release_zero_pages(_start: usize, _len: usize) {}
 
 /// zlib does not do raw deflate with a 256-byte window; it uses 512 bytes for 8, as Node does.
 fn zlib_bits(b: Option<u8>) -> u8 {
@@ -76,10 +138,13 @@ fn checked(t: Tuning) -> Tuning {
 struct Stream {
     s: Box<z::z_stream>,
     deflating: bool,
+    /// A deflate context's block from `zalloc` (address, bytes); (0, 0) for inflate.
+    block: (usize, usize),
 }
 
 // SAFETY: the stream and the state it points to belong to this value alone (zlib-rs keeps no
-// other reference to them, and allocates through Rust's allocator, which any thread may free).
+// other reference to them, and allocates through Rust's allocator or malloc, `zalloc`, which
+// any thread may free).
 unsafe impl Send for Stream {}
 
 /// Ran out of input, or of room for output: not an error.
@@ -91,7 +156,8 @@ impl Stream {
     /// A raw deflate context for window `bits` and `tuning`; None if zlib could not make one
     /// (out of memory: the parameters are checked).
     fn deflate(bits: u8, tuning: Tuning) -> Option<Stream> {
-        let mut s = Box::new(z::z_stream::default());
+        let mut s = Box::new(z::z_stream { zalloc: Some(zalloc), zfree: Some(zfree), ..z::z_stream::default() });
+        MADE.with(|m| m.set((0, 0)));
         // SAFETY: `s` is a fresh z_stream on the heap; the version and size are zlib-rs's own.
         let ret = unsafe {
             z::deflateInit2_(
@@ -105,7 +171,10 @@ impl Stream {
                 std::mem::size_of::<z::z_stream>() as c_int,
             )
         };
-        (ret == z::Z_OK).then_some(Stream { s, deflating: true })
+        if ret != z::Z_OK {
+            return None;
+        }
+        Some(Stream { s, deflating: true, block: MADE.with(|m| m.take()) })
     }
 
     /// A raw inflate context for window `bits`; None if zlib could not make one.
@@ -113,7 +182,7 @@ impl Stream {
         let mut s = Box::new(z::z_stream::default());
         // SAFETY: as in `deflate`.
         let ret = unsafe { z::inflateInit2_(&mut *s, -c_int::from(bits), z::zlibVersion(), std::mem::size_of::<z::z_stream>() as c_int) };
-        (ret == z::Z_OK).then_some(Stream { s, deflating: false })
+        (ret == z::Z_OK).then_some(Stream { s, deflating: false, block: (0, 0) })
     }
 
     /// Runs deflate or inflate over `input` into `out`'s spare capacity with `flush`; returns
@@ -204,6 +273,13 @@ impl Stream {
             } else {
                 z::inflateReset(&mut *self.s);
             }
+        }
+    }
+
+    /// Gives the kernel back the pages of a deflate context's block that hold only zeros.
+    fn release_zero_pages(&self) {
+        if self.block.0 != 0 {
+            release_zero_pages(self.block.0, self.block.1);
         }
     }
 
@@ -336,6 +412,16 @@ impl Deflater {
     /// True if something was compressed since the last call.
     pub fn take_used(&mut self) -> bool {
         std::mem::take(&mut self.used)
+    }
+
+    /// For a context the connection keeps using: gives the kernel back the pages of its
+    /// context that hold only zeros, which it takes again as zlib-rs writes them. Costs a read
+    /// of the context (368 KiB at 15 window bits) and a page fault for each page written
+    /// later, so it is for contexts that stay, once.
+    pub fn settle(&mut self) {
+        if let Some(c) = self.c.as_ref() {
+            c.release_zero_pages();
+        }
     }
 
     /// True when a context is held between messages.
@@ -491,6 +577,61 @@ impl std::fmt::Debug for Inflater {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How many of the pages of `[start, start + len)` are in memory.
+    #[cfg(target_os = "linux")]
+    fn resident_pages(start: usize, len: usize) -> usize {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let from = start & !(page - 1);
+        let pages = (start + len - from).div_ceil(page);
+        let mut v = vec![0u8; pages];
+        // SAFETY: the range is mapped (a live malloc'd block, rounded to its pages); `v` has a
+        // byte per page.
+        let r = unsafe { libc::mincore(from as *mut libc::c_void, pages * page, v.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        v.iter().filter(|&&b| b & 1 != 0).count()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_settled_context_gives_back_the_pages_data_has_not_reached() {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let p = DeflateParams::default();
+        let mut d = Deflater::new(&p, true, Tuning::default());
+        let mut i = Inflater::new(&p, false);
+        let echo = |d: &mut Deflater, i: &mut Inflater, n: u32| {
+            let msg = format!("{{\"seq\":{n},\"price\":{},\"note\":\"{}\"}}", n * 7919 % 1000, "ab".repeat((n % 300) as usize));
+            let mut z = Vec::new();
+            d.compress(msg.as_bytes(), true, &mut z);
+            let mut out = Vec::new();
+            i.inflate(&z, &mut out, 0).unwrap();
+            i.finish(&mut out, 0).unwrap();
+            assert_eq!(out, msg.as_bytes());
+            d.c.as_ref().map(|c| c.block)
+        };
+        let mut block = (0, 0);
+        for n in 0..4 {
+            block = echo(&mut d, &mut i, n).unwrap();
+        }
+        let (start, len) = block;
+        assert!(len > 300 * 1024, "the context's block: {len} bytes");
+        let before = resident_pages(start, len);
+        // Four short messages reached a page or two of its window and chains: the rest of them
+        // goes back, with the symbol buffer (cleared after each message) and the unused
+        // pending buffer.
+        d.settle();
+        let after = resident_pages(start, len);
+        assert!((before - after) * page >= 128 * 1024, "{before} pages in memory, {after} once settled");
+        // It compresses on as before, over more than a window of data, and takes pages back as
+        // it writes them.
+        for n in 4..400 {
+            assert_eq!(echo(&mut d, &mut i, n), Some(block));
+        }
+        let later = resident_pages(start, len);
+        assert!(later > after, "{after} pages once settled, {later} after a window of data");
+    }
 
     #[test]
     fn round_trip_with_and_without_takeover() {

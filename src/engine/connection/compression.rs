@@ -17,7 +17,9 @@ use crate::protocol::frame::encode_frame;
 
 /// With context takeover, a connection whose zlib contexts went unused this long gives them
 /// up and keeps only their windows (see `Deflater::park`); the next compressed message rebuilds
-/// them (hundreds of KiB held per idle connection otherwise, against a window at most).
+/// them (hundreds of KiB held per idle connection otherwise, against a window at most). When a
+/// connection uses its contexts this long or more after they were made, its deflate context
+/// gives back the pages its data has not reached yet (`Deflater::settle`), once.
 const ZLIB_PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Lets JS's sends be compressed once permessage-deflate `p` was agreed (the outbox decides
@@ -36,6 +38,8 @@ pub(super) struct Zlib {
     deflater: Deflater,
     pub(super) inflater: Inflater,
     park: Option<Pin<Box<Sleep>>>,
+    /// When contexts are held: from when a use settles the deflate context (once).
+    settle_at: Option<Instant>,
 }
 
 impl Zlib {
@@ -43,7 +47,7 @@ impl Zlib {
     pub(super) fn new(p: &DeflateParams, cfg: &ConnConfig, is_client: bool) -> Box<Zlib> {
         let tuning = cfg.deflate.as_ref().map(|o| o.tuning).unwrap_or_default();
         let is_server = !is_client;
-        Box::new(Zlib { deflater: Deflater::new(p, is_server, tuning), inflater: Inflater::new(p, is_server), park: None })
+        Box::new(Zlib { deflater: Deflater::new(p, is_server, tuning), inflater: Inflater::new(p, is_server), park: None, settle_at: None })
     }
 
     /// No timer is pending: the contexts were given up (or never held), nothing waits.
@@ -52,22 +56,31 @@ impl Zlib {
     }
 
     /// With context takeover, parks the contexts once unused for `ZLIB_PARK_AFTER`; the
-    /// inflater stays while a message is half read (`in_message`).
+    /// inflater stays while a message is half read (`in_message`). Contexts used again
+    /// `ZLIB_PARK_AFTER` or more after they were made are settled.
     pub(super) fn park_if_unused(&mut self, cx: &mut Context<'_>, in_message: bool) {
         if !self.deflater.holds_context() && !self.inflater.holds_context() {
             self.park = None;
+            self.settle_at = None;
             return;
         }
         let used = self.deflater.take_used() | self.inflater.take_used();
         let Some(t) = self.park.as_mut() else {
             // The activity until now is what makes the timer start.
-            let mut t = Box::pin(tokio::time::sleep(ZLIB_PARK_AFTER));
+            let at = Instant::now() + ZLIB_PARK_AFTER;
+            let mut t = Box::pin(tokio::time::sleep_until(at));
             let _ = t.as_mut().poll(cx);
             self.park = Some(t);
+            self.settle_at = Some(at);
             return;
         };
         if used {
-            t.as_mut().reset(Instant::now() + ZLIB_PARK_AFTER);
+            let now = Instant::now();
+            t.as_mut().reset(now + ZLIB_PARK_AFTER);
+            if self.settle_at.is_some_and(|at| now >= at) {
+                self.settle_at = None;
+                self.deflater.settle();
+            }
         }
         if t.as_mut().poll(cx).is_ready() {
             self.deflater.park();
@@ -75,6 +88,7 @@ impl Zlib {
                 self.inflater.park();
             }
             self.park = None;
+            self.settle_at = None;
         }
     }
 }
