@@ -10,6 +10,7 @@
 // round after round.
 //
 //   node bench/deflate-active.js [--rounds N] [--seconds S] [--out FILE]
+//   WS_NATIVE_OTHER=/path/to/checkout node bench/deflate-active.js ...   (adds that build as a row)
 //
 // Prints one line per run and writes the runs and medians to FILE (default: none).
 
@@ -24,6 +25,8 @@ const IMPLS = {
   'ws-native (1 engine thread)': { WS_IMPL: ROOT, WS_NATIVE_THREADS: '1' },
   ws: { WS_IMPL: path.dirname(require.resolve('ws/package.json')), WS_NO_BUFFER_UTIL: '1', WS_NO_UTF_8_VALIDATE: '1' },
 };
+// WS_NATIVE_OTHER=/path/to/checkout adds ws-native from another checkout, to compare two versions.
+if (process.env.WS_NATIVE_OTHER) IMPLS['ws-native (other checkout)'] = { WS_IMPL: path.resolve(process.env.WS_NATIVE_OTHER) };
 const CLIENTS = 500;
 const PERIOD_MS = 400;
 
