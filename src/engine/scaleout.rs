@@ -60,6 +60,15 @@
 //!   answer is sent again on the next connection; subscribers drop the copies they already
 //!   had by sequence number, so each remote subscriber gets each message once, in
 //!   publication order.
+//! - **Sent again after a failed connection.** Redis answers a `PUBLISH` once the message is
+//!   in its subscribers' output buffers, not once it is written to them: a Redis killed in
+//!   between, or whose connections end in a reset that discards what the kernel still held,
+//!   has answered for messages some subscribers never get. So the publisher keeps the
+//!   messages Redis answered for (at most one pipeline's worth, `BATCH_MESSAGES` and
+//!   `BATCH_BYTES`), and when its connection fails sends again, first on the next connection,
+//!   those answered for within `REPLAY_WITHIN` before; subscribers drop the copies they had.
+//!   A process that subscribes in that time may get such a message although it was published
+//!   before it joined.
 //! - **Rejoining.** Redis keeps no messages for absent subscribers, so a publisher that
 //!   reconnects first would send its buffer before the others' subscribers are back. After
 //!   each reconnection it therefore waits, before sending, until its probe (a `PUBLISH` of a
@@ -75,8 +84,9 @@
 //! - **What is not covered.** A subscriber that is away while others publish (a network
 //!   fault on its side only, or a process joining for the first time) misses those
 //!   messages: Redis does not store them. Its link counts the ones it can tell it missed
-//!   (`LinkStatus::missed`). A Redis that crashes after answering a `PUBLISH` and before
-//!   writing the message to every subscriber loses it for those. `stop` sends what is
+//!   (`LinkStatus::missed`). A message Redis answered for longer than `REPLAY_WITHIN` before
+//!   the publisher's connection failed, or past the bounds above, and did not write to a
+//!   subscriber is lost for that subscriber. `stop` sends what is
 //!   buffered if connected (each pipeline within `response_timeout`) and drops it if not
 //!   (or if still waiting to rejoin).
 //! - **Slow subscribers.** Redis disconnects a subscriber whose output it holds past
@@ -135,6 +145,9 @@ const PROBE_EVERY: Duration = Duration::from_millis(20);
 /// Origins whose last sequence number a subscriber keeps (the least recently heard one
 /// goes first).
 const ORIGINS_MAX: usize = 4096;
+/// Messages Redis answered for this long before the publisher's connection failed are sent
+/// again on the next one (see "Delivery guarantee").
+const REPLAY_WITHIN: Duration = Duration::from_secs(1);
 
 /// What a link needs to know. `LinkConfig::new(url)` has the defaults.
 #[derive(Clone, Debug)]
@@ -309,7 +322,7 @@ impl Link {
         channel.push_str(&ctx.cfg.prefix);
         channel.push_str(topic);
         let kind = if binary { KIND_BINARY } else { KIND_TEXT };
-        let item = Item { channel, envelope: envelope(kind, ctx.origin, payload) };
+        let item = Item { channel, envelope: envelope(kind, ctx.origin, payload), counted: true };
         if self.tx.send(item).is_err() {
             // The publisher task has ended (the runtime is shutting down).
             ctx.release(1, cost);
@@ -382,6 +395,9 @@ impl Drop for Link {
 struct Item {
     channel: String,
     envelope: Vec<u8>,
+    /// Counted in the link's buffer bounds (a message sent again is not: it was released
+    /// when Redis first answered for it).
+    counted: bool,
 }
 
 impl Item {
@@ -786,6 +802,10 @@ struct Publisher {
     ctx: Arc<Ctx>,
     /// Taken from the channel, sequence numbers set, not yet acknowledged by Redis.
     queue: VecDeque<Item>,
+    /// The last messages Redis answered for, with when (at most `BATCH_MESSAGES`, about
+    /// `BATCH_BYTES`), to send again if the connection fails (`requeue_answered`).
+    answered: VecDeque<(Instant, Item)>,
+    answered_bytes: usize,
     next_seq: u64,
     /// Subscribers that received the last `PUBLISH` (or idle probe) while connected: the
     /// count a rejoin waits for. The rejoin's own probes leave it alone, so that a connection
@@ -878,12 +898,36 @@ impl Publisher {
         if let Some(&last) = replies.last() {
             self.receivers = Some(last);
         }
-        let mut released = 0;
-        for item in self.queue.drain(..n) {
-            released += item.cost();
+        let now = Instant::now();
+        let (mut counted, mut released) = (0, 0);
+        for mut item in self.queue.drain(..n) {
+            if item.counted {
+                counted += 1;
+                released += item.cost();
+                item.counted = false;
+            }
+            self.answered_bytes += item.cost();
+            self.answered.push_back((now, item));
         }
-        self.ctx.release(n, released);
+        while self.answered.len() > BATCH_MESSAGES || (self.answered_bytes > BATCH_BYTES && !self.answered.is_empty()) {
+            if let Some((_, old)) = self.answered.pop_front() {
+                self.answered_bytes -= old.cost();
+            }
+        }
+        self.ctx.release(counted, released);
         Ok(())
+    }
+
+    /// After a failed connection: puts the messages Redis answered for within
+    /// `REPLAY_WITHIN` back at the head of the queue, in order, to be sent again.
+    fn requeue_answered(&mut self) {
+        let since = Instant::now().checked_sub(REPLAY_WITHIN);
+        while let Some((at, item)) = self.answered.pop_back() {
+            self.answered_bytes -= item.cost();
+            if since.is_none_or(|since| at >= since) {
+                self.queue.push_front(item);
+            }
+        }
     }
 
     /// Sends while connected. `Ok` once the link has stopped and the queue is sent; `Err`
@@ -923,7 +967,15 @@ async fn run_publisher(
     mut stop: watch::Receiver<()>,
 ) {
     let mut backoff = Backoff::new(&ctx.cfg);
-    let mut p = Publisher { ctx: ctx.clone(), queue: VecDeque::new(), next_seq: 1, receivers: None, closing: false };
+    let mut p = Publisher {
+        ctx: ctx.clone(),
+        queue: VecDeque::new(),
+        answered: VecDeque::new(),
+        answered_bytes: 0,
+        next_seq: 1,
+        receivers: None,
+        closing: false,
+    };
     loop {
         let attempt = tokio::select! {
             biased;
@@ -958,6 +1010,7 @@ async fn run_publisher(
             Ok(()) => return,
             Err(e) => ctx.down(Role::Publisher, &e.to_string()),
         }
+        p.requeue_answered();
         if p.closing {
             // Stopped while the connection failed: what is left is dropped.
             return;
@@ -1344,6 +1397,64 @@ mod tests {
         assert_quiet(&b.got);
         assert_quiet(&a.got);
         assert_eq!((a.link.status().lost, b.link.status().missed), (0, 0));
+    }
+
+    /// Sends an inline command over a new raw connection and returns the connection.
+    fn raw(redis: &Server, command: &str) -> TcpStream {
+        use std::io::Write;
+        let mut s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+        s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+        s
+    }
+
+    /// How many times `needle` went by on `s` (a raw subscriber) once it has gone by `want`
+    /// times, or `within` has passed.
+    fn count_seen(s: &mut TcpStream, needle: &[u8], want: usize, within: Duration) -> usize {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let deadline = StdInstant::now() + within;
+        let mut buf = Vec::new();
+        let mut chunk = [0; 4096];
+        loop {
+            let seen = buf.windows(needle.len()).filter(|w| *w == needle).count();
+            if seen >= want || StdInstant::now() >= deadline {
+                return seen;
+            }
+            if let Ok(n) = s.read(&mut chunk) {
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+
+    /// The publisher's connection killed just after Redis answered for a few messages: they
+    /// go again on the next connection (a raw subscriber sees each twice), and the peer drops
+    /// the copies it had.
+    #[test]
+    fn answered_messages_go_again_after_the_publishers_connection_fails() {
+        if !have_redis() {
+            return;
+        }
+        let redis = Server::start(free_port());
+        let a = peer(quick(redis.url()));
+        let b = peer(quick(redis.url()));
+        wait_connected(&a.ev, Duration::from_secs(10));
+        wait_connected(&b.ev, Duration::from_secs(10));
+        let mut watcher = raw(&redis, "PSUBSCRIBE test:*");
+        let again = |i: usize| format!("again{i}").into_bytes();
+        for i in 1..=5 {
+            a.link.publish("t", &again(i), false).unwrap();
+        }
+        assert_eq!(take(&b.got, 5, Duration::from_secs(10)).into_iter().map(|g| g.1).collect::<Vec<_>>(), (1..=5).map(again).collect::<Vec<_>>());
+        wait_until("Redis answered for A's messages", Duration::from_secs(10), || a.link.status().buffered_messages == 0);
+        // Both links' publisher connections (normal clients; the subscribers are pubsub ones).
+        drop(raw(&redis, "CLIENT KILL TYPE normal"));
+        assert_eq!(count_seen(&mut watcher, &again(5), 2, Duration::from_secs(10)), 2);
+        a.link.publish("t", &again(6), false).unwrap();
+        assert_eq!(take(&b.got, 1, Duration::from_secs(10))[0].1, again(6));
+        assert_quiet(&b.got);
+        assert_quiet(&a.got);
+        let (sa, sb) = (a.link.status(), b.link.status());
+        assert_eq!((sa.lost, sa.buffered_messages, sb.missed), (0, 0, 0), "{sa:?} {sb:?}");
     }
 
     #[test]
