@@ -1440,6 +1440,7 @@ mod tests {
         wait_connected(&a.ev, Duration::from_secs(10));
         wait_connected(&b.ev, Duration::from_secs(10));
         let mut watcher = raw(&redis, "PSUBSCRIBE test:*");
+        assert_eq!(count_seen(&mut watcher, b"psubscribe", 1, Duration::from_secs(10)), 1, "the raw subscription");
         let again = |i: usize| format!("again{i}").into_bytes();
         for i in 1..=5 {
             a.link.publish("t", &again(i), false).unwrap();
@@ -1447,7 +1448,8 @@ mod tests {
         assert_eq!(take(&b.got, 5, Duration::from_secs(10)).into_iter().map(|g| g.1).collect::<Vec<_>>(), (1..=5).map(again).collect::<Vec<_>>());
         wait_until("Redis answered for A's messages", Duration::from_secs(10), || a.link.status().buffered_messages == 0);
         // Both links' publisher connections (normal clients; the subscribers are pubsub ones).
-        drop(raw(&redis, "CLIENT KILL TYPE normal"));
+        let mut kill = raw(&redis, "CLIENT KILL TYPE normal");
+        assert_eq!(count_seen(&mut kill, b":2\r\n", 1, Duration::from_secs(10)), 1, "CLIENT KILL's answer");
         assert_eq!(count_seen(&mut watcher, &again(5), 2, Duration::from_secs(10)), 2);
         a.link.publish("t", &again(6), false).unwrap();
         assert_eq!(take(&b.got, 1, Duration::from_secs(10))[0].1, again(6));
