@@ -1270,6 +1270,15 @@ mod tests {
         Peer { link: Link::start(cfg, deliver, on_event).unwrap(), got, ev }
     }
 
+    /// Two links on `redis` with the `quick` settings, once both are connected.
+    fn connected_pair(redis: &Server) -> (Peer, Peer) {
+        let a = peer(quick(redis.url()));
+        let b = peer(quick(redis.url()));
+        wait_connected(&a.ev, Duration::from_secs(10));
+        wait_connected(&b.ev, Duration::from_secs(10));
+        (a, b)
+    }
+
     fn text(i: usize) -> Vec<u8> {
         format!("m{i}").into_bytes()
     }
@@ -1288,10 +1297,7 @@ mod tests {
             return;
         }
         let redis = Server::start(free_port());
-        let a = peer(quick(redis.url()));
-        let b = peer(quick(redis.url()));
-        wait_connected(&a.ev, Duration::from_secs(10));
-        wait_connected(&b.ev, Duration::from_secs(10));
+        let (a, b) = connected_pair(&redis);
         for i in 1..=1000 {
             a.link.publish("room", &text(i), false).unwrap();
         }
@@ -1326,10 +1332,7 @@ mod tests {
             return;
         }
         let mut redis = Server::start(free_port());
-        let a = peer(quick(redis.url()));
-        let b = peer(quick(redis.url()));
-        wait_connected(&a.ev, Duration::from_secs(10));
-        wait_connected(&b.ev, Duration::from_secs(10));
+        let (a, b) = connected_pair(&redis);
         // Some in flight when Redis goes.
         for i in 1..=1000 {
             a.link.publish("t", &text(i), false).unwrap();
@@ -1435,10 +1438,7 @@ mod tests {
             return;
         }
         let redis = Server::start(free_port());
-        let a = peer(quick(redis.url()));
-        let b = peer(quick(redis.url()));
-        wait_connected(&a.ev, Duration::from_secs(10));
-        wait_connected(&b.ev, Duration::from_secs(10));
+        let (a, b) = connected_pair(&redis);
         let mut watcher = raw(&redis, "PSUBSCRIBE test:*");
         assert_eq!(count_seen(&mut watcher, b"psubscribe", 1, Duration::from_secs(10)), 1, "the raw subscription");
         let again = |i: usize| format!("again{i}").into_bytes();
@@ -1554,10 +1554,7 @@ mod tests {
             return;
         }
         let redis = Server::start(free_port());
-        let a = peer(quick(redis.url()));
-        let b = peer(quick(redis.url()));
-        wait_connected(&a.ev, Duration::from_secs(10));
-        wait_connected(&b.ev, Duration::from_secs(10));
+        let (a, b) = connected_pair(&redis);
         for i in 1..=500 {
             a.link.publish("t", &text(i), false).unwrap();
         }
@@ -1572,9 +1569,8 @@ mod tests {
 
     /// Connected clients other than the one asking (CLIENT LIST over a raw connection).
     fn clients(redis: &Server) -> usize {
-        use std::io::{Read, Write};
-        let mut s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-        s.write_all(b"CLIENT LIST\r\n").unwrap();
+        use std::io::Read;
+        let mut s = raw(redis, "CLIENT LIST");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0; 4096];
