@@ -909,10 +909,9 @@ impl Publisher {
             self.answered_bytes += item.cost();
             self.answered.push_back((now, item));
         }
-        while self.answered.len() > BATCH_MESSAGES || (self.answered_bytes > BATCH_BYTES && !self.answered.is_empty()) {
-            if let Some((_, old)) = self.answered.pop_front() {
-                self.answered_bytes -= old.cost();
-            }
+        while self.answered.len() > BATCH_MESSAGES || self.answered_bytes > BATCH_BYTES {
+            let Some((_, old)) = self.answered.pop_front() else { break };
+            self.answered_bytes -= old.cost();
         }
         self.ctx.release(counted, released);
         Ok(())
